@@ -1,0 +1,236 @@
+"""Zero-shot and supervised accuracy per language from run artifacts; group means over seeds; CSVs.
+
+    python evaluate.py --group unseen                         # the newest run under runs/
+    python evaluate.py --runs runs/ --groups lowperf,unseen,seen-wo-j5,all-wo-j5 --baseline
+
+Only the inference artifact of each run is used (static prompt + head on the backbone): no prompt
+encoder. The test split of every target language is tokenised once and run longest first in large
+batches; the backbone loads once for all runs. A source run is scored zero-shot on the target
+languages it was not trained on; a target run (train.py --target) is scored on its own language.
+Per group: the plain mean over its languages for each run, then mean and standard deviation over
+the seeds of one setting (method, fraction, source, backbone, mode).
+"""
+import argparse
+import csv
+import io
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+import data
+import xpe
+
+TABLE2_GROUPS = "lowperf,unseen,seen-wo-j5,all-wo-j5"
+BASELINES_PATH = Path(__file__).with_name("baselines.csv")
+BASELINE_COLUMNS = {"xlmr_large": "XLM-R full FT", "xlt_eng": "XLM-R eng zero-shot"}
+LANGUAGE_FIELDS = ["run", "mode", "method", "xpe_frac", "source", "seed", "backbone", "language", "n", "accuracy"]
+GROUP_FIELDS = ["method", "xpe_frac", "source", "backbone", "mode", "group", "languages", "seeds", "mean", "std"]
+
+
+class UsageError(Exception):
+    """Bad input from the user: one line, exit status 2."""
+
+
+@torch.inference_mode()
+def predict(model, ids, pad_id, batch_size, device):
+    """Logits (float32, on the CPU) for token-id rows, in their original order.
+
+    Rows are run longest first in large batches, so that padding stays small.
+    """
+    model.eval()
+    order, chunks = [], []
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    for indices in data.eval_batches([len(x) for x in ids], batch_size):
+        input_ids, mask = data.collate(ids, indices, pad_id)
+        with autocast:
+            chunks.append(model(input_ids.to(device), mask.to(device)).float())
+        order.extend(indices)
+    logits = torch.cat(chunks).cpu()  # one copy back at the end: no sync per batch
+    return logits[torch.argsort(torch.tensor(order))]
+
+
+def find_runs(paths, runs_root=Path("runs")):
+    """Run directories (with an artifact) named, or found one level under a named parent."""
+    if not paths:
+        candidates = sorted(runs_root.glob(f"*/{xpe.ARTIFACT_WEIGHTS}"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise UsageError(f"no runs under {runs_root}/ to evaluate: train one (python train.py) or pass --runs DIR")
+        print(f"evaluating the newest run: {candidates[-1].parent}")
+        return [candidates[-1].parent]
+    runs = []
+    for path in map(Path, paths):
+        if (path / xpe.ARTIFACT_CONFIG).is_file() and (path / xpe.ARTIFACT_WEIGHTS).is_file():
+            runs.append(path)
+        elif path.is_dir() and not (path / xpe.ARTIFACT_CONFIG).is_file():
+            found = sorted(p.parent for p in path.glob(f"*/{xpe.ARTIFACT_WEIGHTS}"))
+            if not found:
+                raise UsageError(f"{path} is neither a run directory nor a folder of runs (no {xpe.ARTIFACT_WEIGHTS} "
+                                 f"in it or one level below)")
+            runs += found
+        elif path.is_dir():
+            raise UsageError(f"{path} holds no inference artifact ({xpe.ARTIFACT_WEIGHTS} is missing): "
+                             f"the run has not reached its first evaluation")
+        else:
+            raise UsageError(f"{path} does not exist: pass run directories or a folder of runs to --runs")
+    return list(dict.fromkeys(runs))
+
+
+def read_run(run_dir):
+    config = json.loads((run_dir / xpe.ARTIFACT_CONFIG).read_text())
+    missing = [k for k in ("model", "method", "xpe_frac", "max_length", "source", "seed") if k not in config]
+    if missing:
+        raise UsageError(f"{run_dir}/config.json lacks {', '.join(missing)}: not written by train.py")
+    target = config.get("target") or ""
+    return dict(dir=run_dir, config=config, mode="supervised" if target else "zero-shot",
+                trained=set(config.get("source_languages", [])) if not target else set(),
+                only=target)
+
+
+def load_baselines(path=BASELINES_PATH):
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = csv.DictReader(line for line in f if not line.startswith("#"))
+        return {r["code"]: {k: float(r[k]) for k in BASELINE_COLUMNS if r[k]} for r in rows}
+
+
+def summarise(per_language, group_langs):
+    """Per-group rows: the mean over languages per run, then mean and std over the seeds of a setting."""
+    by_setting = defaultdict(lambda: defaultdict(dict))  # setting -> seed -> language -> accuracy
+    for r in per_language:
+        setting = (r["method"], r["xpe_frac"], r["source"], r["backbone"], r["mode"])
+        by_setting[setting][r["seed"]][r["language"]] = r["accuracy"]
+    rows = []
+    for setting, seeds in by_setting.items():
+        for group, langs in group_langs.items():
+            means, counts = [], set()
+            for accuracies in seeds.values():
+                values = [accuracies[lang] for lang in langs if lang in accuracies]
+                if values:
+                    means.append(statistics.fmean(values))
+                    counts.add(len(values))
+            if not means:
+                continue
+            std = statistics.stdev(means) if len(means) > 1 else 0.0
+            rows.append(dict(zip(GROUP_FIELDS, (*setting[:4], setting[4], group,
+                                                "-".join(map(str, sorted(counts))), len(means),
+                                                round(statistics.fmean(means), 6), round(std, 6)))))
+    return rows
+
+
+def write_csv(path, fields, rows):
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    xpe.atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+
+
+def print_table(group_rows, groups, baselines=None):
+    """Rows: target groups; columns: settings, as in the paper's Table 2 (accuracy %)."""
+    settings = list(dict.fromkeys((r["method"], r["xpe_frac"], r["source"], r["mode"]) for r in group_rows))
+    names = [f"{m}{'' if m != 'dual' else f'{float(x):g}'} {s}{' sup.' if mode == 'supervised' else ''}"
+             for m, x, s, mode in settings]
+    cells = {(r["group"], (r["method"], r["xpe_frac"], r["source"], r["mode"])):
+             f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f} ({r['seeds']})" for r in group_rows}
+    header = ["group"] + names + (list(BASELINE_COLUMNS.values()) if baselines else [])
+    lines = []
+    for group in groups:
+        line = [group] + [cells.get((group, s), "-") for s in settings]
+        if baselines:
+            line += [f"{100 * baselines[group][k]:.1f}" if k in baselines[group] else "-" for k in BASELINE_COLUMNS]
+        lines.append(line)
+    widths = [max(len(str(row[i])) for row in [header] + lines) for i in range(len(header))]
+    for row in [header] + lines:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--runs", nargs="*", default=[], help="run directories or folders of runs (default: newest in runs/)")
+    p.add_argument("--group", help="one target set: a group, codes, or a mix (see data.py)")
+    p.add_argument("--groups", help=f"several target groups, comma-separated (default {TABLE2_GROUPS})")
+    p.add_argument("--data-dir", help="local SIB-200 copy (default: the hub)")
+    p.add_argument("--out", default="results", help="folder for per_language.csv and per_group.csv")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default=None, help="default: cuda when there is one, else cpu")
+    p.add_argument("--baseline", action="store_true", help="add SIB-200's published XLM-R large figures per group")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.time()
+    try:
+        if args.group and args.groups:
+            raise UsageError("give --group or --groups, not both")
+        specs = [args.group] if args.group else (args.groups or TABLE2_GROUPS).split(",")
+        group_langs = {spec: data.resolve_languages(spec) for spec in specs}
+        runs = [read_run(d) for d in find_runs(args.runs)]
+        backbones = sorted({r["config"]["model"] for r in runs})
+        if len(backbones) > 1:
+            raise UsageError(f"runs from different backbones ({', '.join(backbones)}): evaluate them in separate calls")
+        if args.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+        languages = sorted(set().union(*group_langs.values()))
+        rows = data.load_split(languages, "test", args.data_dir)
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        encoder, tokenizer = xpe.load_backbone(backbones[0], device)
+        models = [xpe.load_artifact(r["dir"], encoder)[0] for r in runs]
+    except (UsageError, ValueError) as e:  # data.DataError and xpe's errors are ValueErrors
+        print(f"evaluate.py: error: {e}", file=sys.stderr)
+        return 2
+
+    labels = torch.tensor([r.label for r in rows])
+    row_langs = [r.lang for r in rows]
+    encoded = {}  # max_length -> token ids: tokenised once per distinct setting
+    per_language = []
+    for run, model in zip(runs, models):
+        cfg = run["config"]
+        keep = [lang for lang in languages if lang not in run["trained"] and (not run["only"] or lang == run["only"])]
+        left_out = sorted(set(languages) & run["trained"])
+        if left_out:
+            print(f"{run['dir']}: left out of its zero-shot figures, trained on: {', '.join(left_out)}")
+        if not keep:
+            print(f"{run['dir']}: no target language of it in {', '.join(specs)}")
+            continue
+        if cfg["max_length"] not in encoded:
+            encoded[cfg["max_length"]] = data.encode(rows, tokenizer, cfg["max_length"])
+        wanted = set(keep)
+        index = [i for i, lang in enumerate(row_langs) if lang in wanted]
+        ids = [encoded[cfg["max_length"]][i] for i in index]
+        correct = predict(model, ids, tokenizer.pad_token_id, args.batch_size, device).argmax(-1) == labels[index]
+        totals = defaultdict(lambda: [0, 0])
+        for i, ok in zip(index, correct.tolist()):
+            totals[row_langs[i]][0] += ok
+            totals[row_langs[i]][1] += 1
+        for lang in keep:
+            right, n = totals[lang]
+            per_language.append(dict(run=str(run["dir"]), mode=run["mode"], method=cfg["method"],
+                                     xpe_frac=cfg["xpe_frac"], source=cfg["source"], seed=cfg["seed"],
+                                     backbone=cfg["model"], language=lang, n=n, accuracy=round(right / n, 6)))
+
+    group_rows, group_fields, baselines = summarise(per_language, group_langs), GROUP_FIELDS, None
+    if args.baseline:
+        table = load_baselines()
+        baselines = {g: {k: statistics.fmean(v) / 100 for k in BASELINE_COLUMNS
+                         if (v := [table[lang][k] for lang in langs if k in table.get(lang, {})])}
+                     for g, langs in group_langs.items()}
+        group_fields = GROUP_FIELDS + list(BASELINE_COLUMNS)
+        for row in group_rows:
+            row.update({k: round(baselines[row["group"]].get(k, float("nan")), 6) for k in BASELINE_COLUMNS})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "per_language.csv", LANGUAGE_FIELDS, per_language)
+    write_csv(out / "per_group.csv", group_fields, group_rows)
+    print_table(group_rows, specs, baselines)
+    print(f"{len(per_language)} language results from {len(runs)} run(s) in {time.time() - start:.1f} s; "
+          f"written to {out}/per_language.csv and {out}/per_group.csv")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""evaluate.py: accuracies against the artifact's own logits, group means, seeds, bad input, e5-small."""
+import csv
+import json
+import statistics
+
+import pytest
+import torch
+
+import data
+import evaluate
+import train
+import xpe
+from conftest import FIXTURE_SIB200
+
+PAPER_BASELINES = {  # SPEC §6: XLM-R large fine-tuned on English, zero-shot (Table 2)
+    "lowperf": 33.5, "unseen": 54.0, "seen-wo-j5": 86.2, "all-wo-j5": 67.8}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_model_dir):
+    """Two seeds of one setting trained on eng_Latn, and one run of another setting."""
+    root = tmp_path_factory.mktemp("runs")
+    for name, extra in (("a", ["--seed", "1"]), ("b", ["--seed", "2"]), ("c", ["--method", "spt", "--seed", "1"])):
+        code = train.main(["--model", str(tiny_model_dir), "--data-dir", str(FIXTURE_SIB200), "--source", "eng_Latn",
+                           "--steps", "12", "--batch-size", "4", "--eval-every", "4", "--lr", "1e-2",
+                           "--out", str(root / name), "--device", "cpu", *extra])
+        assert code == 0
+    return root
+
+
+def evaluate_main(tmp_path, *args):
+    out = tmp_path / "results"
+    code = evaluate.main(["--data-dir", str(FIXTURE_SIB200), "--out", str(out), "--device", "cpu",
+                          "--batch-size", "3", *args])
+    return code, out
+
+
+def read(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_accuracies_are_those_of_the_artifact_logits(tmp_path, runs, tiny_model_dir, capsys):
+    code, out = evaluate_main(tmp_path, "--runs", str(runs / "a"), str(runs / "b"),
+                              "--group", "eng_Latn,fra_Latn,nqo_Nkoo")
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "left out of its zero-shot figures, trained on: eng_Latn" in printed
+    per_language = read(out / "per_language.csv")
+    assert {r["language"] for r in per_language} == {"fra_Latn", "nqo_Nkoo"}  # eng_Latn was trained on
+
+    encoder, tokenizer = xpe.load_backbone(str(tiny_model_dir))
+    rows = data.load_split(["fra_Latn", "nqo_Nkoo"], "test", FIXTURE_SIB200)
+    ids = tokenizer([r.text for r in rows], truncation=True, max_length=164)["input_ids"]
+    means = []
+    for run in ("a", "b"):
+        model, _ = xpe.load_artifact(runs / run, encoder)
+        by_hand = {}
+        for lang in ("fra_Latn", "nqo_Nkoo"):
+            picked = [i for i, r in enumerate(rows) if r.lang == lang]
+            input_ids, mask = data.collate(ids, picked, tokenizer.pad_token_id)  # one padded batch, no sorting
+            with torch.no_grad():
+                guess = model(input_ids, mask).argmax(-1)
+            by_hand[lang] = (guess == torch.tensor([rows[i].label for i in picked])).float().mean().item()
+        found = {r["language"]: float(r["accuracy"]) for r in per_language if r["run"] == str(runs / run)}
+        assert found == pytest.approx(by_hand, abs=1e-6)
+        assert all(int(r["n"]) == 7 for r in per_language)
+        means.append(statistics.fmean(by_hand.values()))
+
+    (group,) = read(out / "per_group.csv")
+    assert group["seeds"] == "2" and group["languages"] == "2"
+    assert float(group["mean"]) == pytest.approx(statistics.fmean(means), abs=1e-6)
+    assert float(group["std"]) == pytest.approx(statistics.stdev(means), abs=1e-6)
+
+
+def test_several_groups_settings_and_a_parent_folder(tmp_path, runs, capsys):
+    code, out = evaluate_main(tmp_path, "--runs", str(runs), "--groups", "fra_Latn,nqo_Nkoo", "--baseline")
+    assert code == 0
+    groups = read(out / "per_group.csv")
+    assert {(g["method"], g["group"]) for g in groups} == {(m, g) for m in ("xpe", "spt") for g in ("fra_Latn", "nqo_Nkoo")}
+    per_language = read(out / "per_language.csv")
+    for g in groups:  # each group mean is the mean of its language figures over the seeds
+        figures = [float(r["accuracy"]) for r in per_language if r["method"] == g["method"] and r["language"] == g["group"]]
+        assert float(g["mean"]) == pytest.approx(statistics.fmean(figures), abs=1e-6)
+    fra = next(g for g in groups if g["group"] == "fra_Latn")
+    assert float(fra["xlt_eng"]) == pytest.approx(evaluate.load_baselines()["fra_Latn"]["xlt_eng"] / 100)
+    assert fra["xlmr_large"] != "" and next(g for g in groups if g["group"] == "nqo_Nkoo")["xlmr_large"] == "nan"
+    table = capsys.readouterr().out
+    assert "XLM-R eng zero-shot" in table and "fra_Latn" in table and "spt eng_Latn" in table
+
+
+def test_supervised_run_is_scored_on_its_own_language(tmp_path, runs, tiny_model_dir):
+    target = tmp_path / "to-nqo"
+    assert train.main(["--model", str(tiny_model_dir), "--data-dir", str(FIXTURE_SIB200), "--target", "nqo_Nkoo",
+                       "--init", str(runs / "a"), "--steps", "4", "--batch-size", "4", "--out", str(target),
+                       "--device", "cpu"]) == 0
+    code, out = evaluate_main(tmp_path, "--runs", str(target), "--group", "eng_Latn,fra_Latn,nqo_Nkoo")
+    assert code == 0
+    (row,) = read(out / "per_language.csv")
+    assert (row["language"], row["mode"]) == ("nqo_Nkoo", "supervised")
+
+
+def test_newest_run_is_the_default(tmp_path, runs, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").symlink_to(runs)
+    code, out = evaluate_main(tmp_path, "--group", "fra_Latn")
+    assert code == 0
+    assert f"evaluating the newest run: runs/c" in capsys.readouterr().out
+    assert {r["method"] for r in read(out / "per_language.csv")} == {"spt"}
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path, runs, capsys):
+    empty = tmp_path / "empty-run"
+    empty.mkdir()
+    (empty / "config.json").write_text("{}")
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in ("prompt.safetensors", "config.json"):
+        (other / f).write_bytes((runs / "a" / f).read_bytes())
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "model": "xlm-roberta-large"}))
+    cases = [
+        (["--runs", str(empty), "--group", "fra_Latn"], "holds no inference artifact"),
+        (["--runs", str(tmp_path / "nowhere"), "--group", "fra_Latn"], "does not exist"),
+        (["--runs", str(runs / "a"), str(other), "--group", "fra_Latn"], "runs from different backbones"),
+        (["--runs", str(runs / "a"), "--group", "lowperff"], "did you mean lowperf"),
+        (["--runs", str(runs / "a"), "--groups", "unseen,seenn"], "did you mean seen"),
+    ]
+    for args, words in cases:
+        code, out = evaluate_main(tmp_path, *args)
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and words in err and len(err.splitlines()) == 1, (args, err)
+        assert not out.exists()
+
+
+def test_published_baselines_reproduce_the_papers_group_means():
+    table, groups = evaluate.load_baselines(), data.load_groups()
+    assert len(table) == 204 and "nqo_Nkoo" not in table
+    for group, paper in PAPER_BASELINES.items():
+        values = [table[lang]["xlt_eng"] for lang in groups[group] if lang in table]
+        assert statistics.fmean(values) == pytest.approx(paper, abs=0.3), group
+
+
+def test_e5_small_zero_shot_on_french_and_german(e5_run, e5_dir, sib200_dir, tmp_path, capsys):
+    """The 300-step English run of test_train (lr 1e-3) carries to French and German."""
+    out_dir, _ = e5_run
+    code = evaluate.main(["--runs", str(out_dir), "--group", "fra_Latn,deu_Latn,eng_Latn", "--data-dir",
+                          str(sib200_dir), "--out", str(tmp_path), "--device", "cpu"])
+    assert code == 0
+    accuracy = {r["language"]: float(r["accuracy"]) for r in read(tmp_path / "per_language.csv")}
+    assert set(accuracy) == {"fra_Latn", "deu_Latn"}
+    assert accuracy["fra_Latn"] > 0.6 and accuracy["deu_Latn"] > 0.6, accuracy
+    print(capsys.readouterr().out)

@@ -1,0 +1,199 @@
+"""xpe.py on tiny random XLM-R and BERT encoders: prompt layout, freezing, counts, static prompt, artifact."""
+import json
+
+import pytest
+import torch
+from transformers import AutoModel, BertConfig, XLMRobertaConfig, XLMRobertaForSequenceClassification
+from transformers.optimization import Adafactor
+
+import xpe
+from xpe import PromptConfig, build_classifier, load_artifact, save_artifact, split_prompt
+
+TINY = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=80)
+
+
+def tiny_encoder(kind="xlmr", seed=0):
+    torch.manual_seed(seed)
+    config = XLMRobertaConfig(**TINY, type_vocab_size=1) if kind == "xlmr" else BertConfig(**TINY)
+    return AutoModel.from_config(config)
+
+
+def batch(seed=1, n=3, length=9):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 120, (n, length), generator=g)
+    ids[:, 0] = 0  # <s>
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0  # one padded row
+    ids[1, 6:] = 1
+    return ids, mask
+
+
+def artifact_config(model_cfg):
+    return {"model": "tiny", "labels": list("abcdefg"), "max_length": 164, **xpe.prompt_config_dict(model_cfg)}
+
+
+@pytest.mark.parametrize("method, r, expected", [
+    ("dual", 0.7, (6, 14)), ("dual", 0.3, (14, 6)), ("spt", 0.0, (20, 0)), ("xpe", 1.0, (0, 20)),
+    ("dual", 0.01, (19, 1)), ("dual", 0.99, (1, 19)),
+])
+def test_split_prompt(method, r, expected):
+    assert split_prompt(method, r, 20) == expected
+
+
+@pytest.mark.parametrize("kind", ["xlmr", "bert"])
+def test_prompt_is_spt_part_then_xpe_part_before_the_tokens(kind):
+    model = build_classifier(tiny_encoder(kind), PromptConfig(method="dual", xpe_frac=0.7)).eval()
+    prompt = model.prompt(2)
+    assert prompt.shape == (2, 20, 32)
+    assert torch.equal(prompt[0, :6], model.prompt.spt)
+    assert torch.equal(prompt[1, 6:], model.prompt.xpe.mlp(model.prompt.xpe.pseudo))
+
+    # The logits are the head on position 0 of the encoder run over [prompt; embed(ids)].
+    ids, mask = batch()
+    embeds = torch.cat([model.prompt(3), model.encoder.get_input_embeddings()(ids)], dim=1)
+    full_mask = torch.cat([torch.ones(3, 20, dtype=mask.dtype), mask], dim=1)
+    hidden = model.encoder(inputs_embeds=embeds, attention_mask=full_mask).last_hidden_state
+    torch.testing.assert_close(model(ids, mask), model.head(hidden[:, 0]))
+
+
+def test_each_example_gets_its_own_dropout_mask():
+    model = build_classifier(tiny_encoder(), PromptConfig(method="xpe", xpe_frac=1.0)).train()
+    prompt = model.prompt(2)
+    assert not torch.equal(prompt[0], prompt[1])
+    model.eval()
+    prompt = model.prompt(2)
+    assert torch.equal(prompt[0], prompt[1])
+
+
+@pytest.mark.parametrize("kind", ["xlmr", "bert"])
+@pytest.mark.parametrize("method, r", [("spt", 0.0), ("xpe", 1.0), ("dual", 0.7)])
+def test_backbone_never_changes_and_trainables_do(kind, method, r):
+    model = build_classifier(tiny_encoder(kind), PromptConfig(method=method, xpe_frac=r)).train()
+    backbone_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    trainable_before = {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
+    assert all(not k.startswith("encoder.") for k in trainable_before)
+    optimizer = Adafactor([p for p in model.parameters() if p.requires_grad], lr=1e-2, scale_parameter=False,
+                          relative_step=False, warmup_init=False, weight_decay=0.1)
+    ids, mask = batch()
+    for _ in range(2):
+        loss = torch.nn.functional.cross_entropy(model(ids, mask), torch.tensor([0, 3, 6]))
+        loss.backward()
+        assert all(p.grad is None for p in model.encoder.parameters())
+        optimizer.step()
+        optimizer.zero_grad()
+    for k, v in model.encoder.state_dict().items():
+        assert torch.equal(v, backbone_before[k]), k
+    for k, p in model.named_parameters():
+        if p.requires_grad:
+            assert not torch.equal(p, trainable_before[k]), f"{k} did not change"
+    expected = {"head.dense.weight", "head.out_proj.weight"}
+    expected |= {"prompt.spt"} if method != "xpe" else set()
+    expected |= {"prompt.xpe.pseudo", "prompt.xpe.mlp.0.weight", "prompt.xpe.mlp.6.weight"} if method != "spt" else set()
+    assert expected <= set(trainable_before)
+
+
+def test_backbone_dropout_follows_train_and_eval_mode():
+    model = build_classifier(tiny_encoder(), PromptConfig())
+    ids, mask = batch()
+    model.train()
+    assert model.encoder.training
+    model.prompt.eval()  # only the backbone's (and head's) dropout left
+    assert not torch.equal(model(ids, mask), model(ids, mask))
+    model.eval()
+    assert not model.encoder.training
+    assert torch.equal(model(ids, mask), model(ids, mask))
+
+
+@pytest.mark.parametrize("method, r, millions", [("xpe", 1.0, 1.67), ("dual", 0.7, 1.67), ("spt", 0.0, 1.08)])
+def test_trainable_count_on_xlmr_large_shape(method, r, millions):
+    config = XLMRobertaConfig(vocab_size=250002, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                              intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1)
+    with torch.device("meta"):
+        encoder = AutoModel.from_config(config)
+        model = build_classifier(encoder, PromptConfig(method=method, xpe_frac=r))
+    trainable, total, share = xpe.count_parameters(model)
+    assert abs(trainable / 1e6 - millions) < 0.01
+    assert share < 0.3
+    assert f"{millions:.2f}M" in xpe.describe_parameters(model)
+    if method != "spt":  # the paper's breakdown: MLP 591,360; prompt vectors 20,480; head 1,056,775
+        assert sum(p.numel() for p in model.prompt.xpe.mlp.parameters()) == 591_360
+    assert sum(p.numel() for p in model.head.parameters()) == 1_056_775
+
+
+@pytest.mark.parametrize("kind", ["xlmr", "bert"])
+@pytest.mark.parametrize("method, r", [("spt", 0.0), ("xpe", 1.0), ("dual", 0.3)])
+def test_static_prompt_and_artifact_give_the_trained_logits(tmp_path, kind, method, r):
+    cfg = PromptConfig(method=method, xpe_frac=r)
+    model = build_classifier(tiny_encoder(kind), cfg)
+    with torch.no_grad():  # move the head and prompt away from their initial values
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    model.train()  # static_prompt must switch dropout off by itself
+    prompt = model.static_prompt()
+    assert prompt.shape == (20, 32) and prompt.dtype == torch.float32
+    assert model.prompt.training
+    model.eval()
+    ids, mask = batch()
+    expected = model(ids, mask)
+    static = model.to_static().eval()
+    assert not hasattr(static.prompt, "xpe")
+    torch.testing.assert_close(static(ids, mask), expected)
+
+    save_artifact(model, tmp_path, artifact_config(cfg))
+    loaded, config = load_artifact(tmp_path, tiny_encoder(kind))
+    torch.testing.assert_close(loaded(ids, mask), expected)
+    assert config["n_spt"] + config["n_xpe"] == 20 and config["method"] == method
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "prompt.safetensors"]
+
+
+def test_artifact_classifies_without_our_code(tmp_path):
+    """The two files and transformers' own XLM-R classifier give our logits (what PEFT's setup computes)."""
+    from safetensors.torch import load_file
+
+    cfg = PromptConfig(method="dual", xpe_frac=0.7)
+    model = build_classifier(tiny_encoder(), cfg).eval()
+    save_artifact(model, tmp_path, artifact_config(cfg))
+
+    tensors = load_file(str(tmp_path / "prompt.safetensors"))
+    config = json.loads((tmp_path / "config.json").read_text())
+    hf = XLMRobertaForSequenceClassification(XLMRobertaConfig(**TINY, type_vocab_size=1, num_labels=7)).eval()
+    hf.roberta.load_state_dict(model.encoder.state_dict(), strict=False)
+    hf.classifier.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+    ids, mask = batch()
+    prompt = tensors["prompt"].expand(3, -1, -1)
+    assert prompt.shape[1] == config["prompt_len"]
+    embeds = torch.cat([prompt, hf.roberta.embeddings.word_embeddings(ids)], dim=1)
+    full_mask = torch.cat([torch.ones(3, config["prompt_len"], dtype=mask.dtype), mask], dim=1)
+    with torch.no_grad():
+        theirs = hf(inputs_embeds=embeds, attention_mask=full_mask).logits
+        torch.testing.assert_close(theirs, model(ids, mask))
+
+
+@pytest.mark.parametrize("args, words", [
+    (("xpe", 1.5, 20), "xpe_frac must lie in [0, 1]"),
+    (("dual", -0.1, 20), "xpe_frac must lie in [0, 1]"),
+    (("dual", float("nan"), 20), "xpe_frac must lie in [0, 1]"),
+    (("dual", 0.0, 20), "dual needs 0 < xpe_frac < 1"),
+    (("dual", 1.0, 20), "dual needs 0 < xpe_frac < 1"),
+    (("xpe", 1.0, 0), "prompt length must be an integer of at least 1"),
+    (("spt", 0.0, -3), "prompt length must be an integer of at least 1"),
+    (("spt", 0.5, 20), "method spt is xpe_frac 0"),
+    (("prefix", 1.0, 20), "unknown method 'prefix': use one of spt, xpe, dual"),
+])
+def test_bad_settings_raise_one_clear_value_error(args, words):
+    with pytest.raises(ValueError) as info:
+        build_classifier(tiny_encoder(), PromptConfig(method=args[0], xpe_frac=args[1], prompt_len=args[2]))
+    assert words in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_artifact_of_another_hidden_size_is_refused(tmp_path):
+    cfg = PromptConfig()
+    save_artifact(build_classifier(tiny_encoder(), cfg), tmp_path, artifact_config(cfg))
+    other = AutoModel.from_config(XLMRobertaConfig(**{**TINY, "hidden_size": 48}, type_vocab_size=1))
+    with pytest.raises(ValueError, match=r"prompt is \(20, 32\) but the backbone's hidden size is 48"):
+        load_artifact(tmp_path, other)
+    with pytest.raises(ValueError, match="no inference artifact: prompt.safetensors is missing"):
+        load_artifact(tmp_path / "nowhere", other)

@@ -1,0 +1,298 @@
+"""Soft-prompt classifiers over a frozen encoder: SPT, XPE (cross-prompt encoder) and DUAL.
+
+After "Cross-Prompt Encoder for Low-Performing Languages" (Mikaberidze et al., 2025). A prompt of
+P vectors is prepended in front of the token embeddings of a frozen Hugging Face encoder and a
+classification head reads the final hidden state at position 0. The prompt is built from two parts,
+SPT first, then XPE:
+
+- SPT: an n_spt x d matrix, trained directly.
+- XPE: n_xpe pseudo-prompt vectors, each passed on its own through one shared MLP d -> h -> h -> d.
+
+After training, the prompt is computed once (dropout off) and stored: inference needs only that
+static P x d prompt and the head, so it costs the same as plain SPT.
+
+This file imports only torch, transformers and safetensors (which transformers needs) so that it can
+be copied into another project on its own.
+"""
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from safetensors.torch import load_file, save_file
+
+METHODS = ("spt", "xpe", "dual")
+ARTIFACT_WEIGHTS = "prompt.safetensors"
+ARTIFACT_CONFIG = "config.json"
+
+
+@dataclass
+class PromptConfig:
+    method: str = "xpe"          # spt, xpe or dual
+    xpe_frac: float = 1.0        # share of the prompt built by the cross-prompt encoder
+    prompt_len: int = 20         # P
+    encoder_hidden: int = 256    # h of the MLP d -> h -> h -> d
+    encoder_dropout: float = 0.1  # 0.0 on a target language
+    num_labels: int = 7
+    head_dropout: float = 0.1
+
+
+def split_prompt(method, xpe_frac, prompt_len=20):
+    """Return (n_spt, n_xpe) for a method and an XPE fraction r; the SPT part comes first."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+    if isinstance(prompt_len, bool) or not isinstance(prompt_len, int) or prompt_len < 1:
+        raise ValueError(f"prompt length must be an integer of at least 1, got {prompt_len!r}")
+    r = float(xpe_frac)
+    if not 0.0 <= r <= 1.0 or math.isnan(r):
+        raise ValueError(f"xpe_frac must lie in [0, 1] (0 = spt, 1 = xpe, between = dual), got {xpe_frac!r}")
+    if method == "spt" and r != 0.0:
+        raise ValueError(f"method spt is xpe_frac 0, got {xpe_frac!r}; use --method dual for a mix")
+    if method == "xpe" and r != 1.0:
+        raise ValueError(f"method xpe is xpe_frac 1, got {xpe_frac!r}; use --method dual for a mix")
+    if method == "dual":
+        if r in (0.0, 1.0):
+            raise ValueError(f"method dual needs 0 < xpe_frac < 1, got {xpe_frac!r}; "
+                             f"use --method spt for 0 or --method xpe for 1")
+        if prompt_len < 2:
+            raise ValueError(f"method dual needs a prompt length of at least 2, got {prompt_len}")
+        n_xpe = min(max(int(prompt_len * r), 1), prompt_len - 1)
+    else:
+        n_xpe = prompt_len if method == "xpe" else 0
+    return prompt_len - n_xpe, n_xpe
+
+
+class CrossPromptEncoder(nn.Module):
+    """n pseudo-prompt vectors, each passed on its own through one shared MLP d -> h -> h -> d."""
+
+    def __init__(self, n, d, hidden=256, dropout=0.1):
+        super().__init__()
+        self.pseudo = nn.Parameter(torch.randn(n, d))  # N(0, 1), as nn.Embedding initialises
+        self.mlp = nn.Sequential(
+            nn.Linear(d, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, d),
+        )
+
+    def forward(self, batch_size):
+        # Expanded before the MLP so that each example draws its own dropout mask, as in the paper.
+        return self.mlp(self.pseudo.unsqueeze(0).expand(batch_size, -1, -1))
+
+
+class Prompt(nn.Module):
+    """The trainable prompt: [SPT part; XPE part], P x d for every example of a batch."""
+
+    def __init__(self, d, n_spt, n_xpe, hidden=256, dropout=0.1):
+        super().__init__()
+        self.spt = nn.Parameter(torch.randn(n_spt, d)) if n_spt else None
+        self.xpe = CrossPromptEncoder(n_xpe, d, hidden, dropout) if n_xpe else None
+
+    def forward(self, batch_size):
+        parts = []
+        if self.spt is not None:
+            parts.append(self.spt.unsqueeze(0).expand(batch_size, -1, -1))
+        if self.xpe is not None:
+            parts.append(self.xpe(batch_size))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+
+class StaticPrompt(nn.Module):
+    """A fixed P x d prompt, the output of a trained Prompt: what inference uses."""
+
+    def __init__(self, prompt):
+        super().__init__()
+        self.prompt = nn.Parameter(prompt.detach().clone().float(), requires_grad=False)
+
+    def forward(self, batch_size):
+        return self.prompt.unsqueeze(0).expand(batch_size, -1, -1)
+
+
+class ClassificationHead(nn.Module):
+    """XLM-R's sequence-classification head: dropout, dense, tanh, dropout, out_proj."""
+
+    def __init__(self, d, num_labels, dropout=0.1):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(d, d)
+        self.out_proj = nn.Linear(d, num_labels)
+
+    def forward(self, x):
+        x = torch.tanh(self.dense(self.dropout(x)))
+        return self.out_proj(self.dropout(x))
+
+
+class PromptClassifier(nn.Module):
+    """A frozen encoder with a prompt prepended before <s> and a head on position 0."""
+
+    def __init__(self, encoder, prompt, head):
+        super().__init__()
+        self.encoder = encoder
+        self.encoder.requires_grad_(False)
+        self.prompt = prompt
+        self.head = head
+
+    def forward(self, input_ids, attention_mask):
+        embeds = self.encoder.get_input_embeddings()(input_ids)
+        prompt = self.prompt(input_ids.shape[0]).to(embeds.dtype)
+        embeds = torch.cat([prompt, embeds], dim=1)
+        ones = attention_mask.new_ones(attention_mask.shape[0], prompt.shape[1])
+        mask = torch.cat([ones, attention_mask], dim=1)
+        # Position ids are left to the backbone (XLM-R counts them over inputs_embeds), as PEFT does.
+        hidden = self.encoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        return self.head(hidden[:, 0])
+
+    @torch.no_grad()
+    def static_prompt(self):
+        """Run the prompt encoder once with dropout off; return the P x d prompt (float32)."""
+        was_training = self.prompt.training
+        self.prompt.eval()
+        prompt = self.prompt(1)[0].float().clone()
+        self.prompt.train(was_training)
+        return prompt
+
+    def to_static(self):
+        """A classifier sharing this encoder, with the static prompt and a copy of the head."""
+        head = ClassificationHead(self.head.dense.in_features, self.head.out_proj.out_features,
+                                  self.head.dropout.p)
+        head.load_state_dict(self.head.state_dict())
+        head.to(self.head.dense.weight.device)
+        return PromptClassifier(self.encoder, StaticPrompt(self.static_prompt()), head).train(self.training)
+
+
+def hidden_size(encoder):
+    return encoder.get_input_embeddings().embedding_dim
+
+
+def build_classifier(encoder, cfg: PromptConfig):
+    """A trainable PromptClassifier for an encoder (any AutoModel: XLM-R, BERT, ...)."""
+    n_spt, n_xpe = split_prompt(cfg.method, cfg.xpe_frac, cfg.prompt_len)
+    d = hidden_size(encoder)
+    prompt = Prompt(d, n_spt, n_xpe, cfg.encoder_hidden, cfg.encoder_dropout)
+    head = ClassificationHead(d, cfg.num_labels, cfg.head_dropout)
+    device = encoder.get_input_embeddings().weight.device
+    if device.type != "meta":
+        prompt.to(device)
+        head.to(device)
+    return PromptClassifier(encoder, prompt, head)
+
+
+def count_parameters(model):
+    """(trainable, total, trainable share of total in %)."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total, 100.0 * trainable / total
+
+
+def describe_parameters(model):
+    trainable, total, share = count_parameters(model)
+    return f"trainable parameters: {trainable / 1e6:.2f}M of {total / 1e6:.1f}M ({share:.3f} %)"
+
+
+def load_encoder(name, **kwargs):
+    """The frozen backbone; `name` is a hub name or a local folder. Dropout stays as configured."""
+    from transformers import AutoModel
+
+    try:  # the pooler is never used: leave it out where the architecture allows
+        encoder = AutoModel.from_pretrained(name, add_pooling_layer=False, **kwargs)
+    except TypeError:
+        encoder = AutoModel.from_pretrained(name, **kwargs)
+    return encoder.requires_grad_(False)
+
+
+def load_backbone(name, device="cpu"):
+    """(frozen encoder on device, its tokenizer); a ValueError in one line when `name` cannot be loaded."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        encoder = load_encoder(name).to(device)
+    except OSError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot load the backbone {name!r} ({first}); pass --model with a local folder "
+                         f"or a hub name that this machine can reach") from None
+    return encoder, tokenizer
+
+
+# ---- the inference artifact: prompt.safetensors + config.json --------------------------------
+
+def atomic_write(path, write):
+    """Call write(tmp_path), then rename into place: a kill never leaves a torn file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path, obj):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+    atomic_write(path, write)
+
+
+def save_artifact(model, out_dir, config):
+    """Write prompt.safetensors (prompt, head.*) and config.json into out_dir.
+
+    config must name at least: model, labels, method, xpe_frac, n_spt, n_xpe, prompt_len, max_length.
+    """
+    missing = [k for k in ("model", "labels", "method", "xpe_frac", "n_spt", "n_xpe", "prompt_len", "max_length")
+               if k not in config]
+    if missing:
+        raise ValueError(f"artifact config lacks {', '.join(missing)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prompt = model.prompt.prompt if isinstance(model.prompt, StaticPrompt) else model.static_prompt()
+    tensors = {"prompt": prompt.detach().float().cpu().contiguous()}
+    for k, v in model.head.state_dict().items():
+        tensors[f"head.{k}"] = v.detach().float().cpu().contiguous()
+    atomic_write(out_dir / ARTIFACT_WEIGHTS, lambda tmp: save_file(tensors, tmp))
+    atomic_write_json(out_dir / ARTIFACT_CONFIG, config)
+
+
+def read_artifact(artifact_dir):
+    """(tensors, config) of an artifact folder; a ValueError says what is missing."""
+    artifact_dir = Path(artifact_dir)
+    weights, config_path = artifact_dir / ARTIFACT_WEIGHTS, artifact_dir / ARTIFACT_CONFIG
+    for path in (weights, config_path):
+        if not path.is_file():
+            raise ValueError(f"{artifact_dir} holds no inference artifact: {path.name} is missing "
+                             f"(a finished or evaluated training run writes it)")
+    try:
+        tensors = load_file(str(weights))
+        config = json.loads(config_path.read_text())
+    except Exception as e:  # safetensors and json raise several kinds; the user needs one line
+        raise ValueError(f"{artifact_dir}: cannot read the artifact ({type(e).__name__}: {e})") from None
+    expected = {"prompt", "head.dense.weight", "head.dense.bias", "head.out_proj.weight", "head.out_proj.bias"}
+    if set(tensors) != expected:
+        raise ValueError(f"{weights}: expected the tensors {sorted(expected)}, found {sorted(tensors)}")
+    return tensors, config
+
+
+def load_artifact(artifact_dir, encoder):
+    """A PromptClassifier with the static prompt and head of an artifact, on `encoder`, in eval mode."""
+    tensors, config = read_artifact(artifact_dir)
+    prompt, d = tensors["prompt"], hidden_size(encoder)
+    if prompt.ndim != 2 or prompt.shape[1] != d:
+        raise ValueError(f"{artifact_dir}: the prompt is {tuple(prompt.shape)} but the backbone's hidden size "
+                         f"is {d}; use the backbone the artifact was trained with ({config.get('model', '?')})")
+    num_labels = tensors["head.out_proj.weight"].shape[0]
+    head = ClassificationHead(d, num_labels)
+    head.load_state_dict({k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")})
+    device = encoder.get_input_embeddings().weight.device
+    return PromptClassifier(encoder, StaticPrompt(prompt), head).to(device).eval(), config
+
+
+def prompt_config_dict(cfg: PromptConfig):
+    n_spt, n_xpe = split_prompt(cfg.method, cfg.xpe_frac, cfg.prompt_len)
+    return {**asdict(cfg), "n_spt": n_spt, "n_xpe": n_xpe}
