@@ -252,6 +252,13 @@ def eval_batches(lengths, batch_size):
     return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
 
 
+def to_device(tensors, device):
+    """Copy a batch to the device; on CUDA through pinned memory, so the copy does not stall the host."""
+    if device.type == "cuda":
+        return [t.pin_memory().to(device, non_blocking=True) for t in tensors]
+    return [t.to(device) for t in tensors]
+
+
 def collate(ids, indices, pad_id):
     """(input_ids, attention_mask), int64, the rows ids[i] for i in indices padded on the right."""
     rows = [ids[i] for i in indices]

@@ -46,9 +46,9 @@ def predict(model, ids, pad_id, batch_size, device):
     order, chunks = [], []
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     for indices in data.eval_batches([len(x) for x in ids], batch_size):
-        input_ids, mask = data.collate(ids, indices, pad_id)
+        input_ids, mask = data.to_device(data.collate(ids, indices, pad_id), device)
         with autocast:
-            chunks.append(model(input_ids.to(device), mask.to(device)).float())
+            chunks.append(model(input_ids, mask).float())
         order.extend(indices)
     logits = torch.cat(chunks).cpu()  # one copy back at the end: no sync per batch
     return logits[torch.argsort(torch.tensor(order))]

@@ -298,10 +298,9 @@ def train(cfg, out, sources, train_rows, dev_rows, encoder, tokenizer, device, r
         epoch, offset = divmod(step, per_epoch)
         plan = data.train_batches(lengths, cfg.batch_size, cfg.seed, epoch)
         for indices in plan[offset:]:
-            input_ids, mask = data.collate(train_ids, indices, tokenizer.pad_token_id)
-            labels = train_labels[indices]
-            loss = train_step(model, input_ids.to(device, non_blocking=True), mask.to(device, non_blocking=True),
-                              labels.to(device, non_blocking=True), optimizer, scheduler, cfg, autocast)
+            batch = data.to_device([*data.collate(train_ids, indices, tokenizer.pad_token_id),
+                                    train_labels[indices]], device)
+            loss = train_step(model, *batch, optimizer, scheduler, cfg, autocast)
             step += 1
             since_eval += 1
             loss_sum += loss
@@ -310,8 +309,7 @@ def train(cfg, out, sources, train_rows, dev_rows, encoder, tokenizer, device, r
                 if first_bad.item() >= 0:  # the only sync between evaluations, once in 50 steps
                     stopped, bad_step = "training", first_bad.item()
                     break
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[1]:.2e}",
-                                dev_acc=log_rows[-1]["dev_accuracy"] if log_rows else "-")
+                show_progress(bar, loss, scheduler, log_rows)
             bar.update(1)
             if step % eval_every == 0 or step == cfg.steps:
                 dev_loss, dev_acc = dev_metrics(model, dev_ids, dev_labels, tokenizer.pad_token_id, cfg, device)
@@ -325,6 +323,7 @@ def train(cfg, out, sources, train_rows, dev_rows, encoder, tokenizer, device, r
                                      dev_accuracy=round(dev_acc, 6), seconds=round(time.time() - start, 2)))
                 loss_sum.zero_()
                 since_eval = 0
+                show_progress(bar, loss, scheduler, log_rows)
                 if dev_acc > best["dev_accuracy"]:
                     best.update(step=step, dev_accuracy=dev_acc, dev_loss=dev_loss)
                     xpe.save_artifact(model, out, run_config)
@@ -354,6 +353,11 @@ def train(cfg, out, sources, train_rows, dev_rows, encoder, tokenizer, device, r
     print(f"done ({why}): best dev accuracy {best['dev_accuracy']:.4f} at step {best['step']}, "
           f"{elapsed:.0f} s, {rate:.2f} steps/s; artifact in {out}")
     return 0
+
+
+def show_progress(bar, loss, scheduler, log_rows):
+    bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[1]:.2e}",
+                    dev_acc=f"{log_rows[-1]['dev_accuracy']:.3f}" if log_rows else "-")
 
 
 def dev_metrics(model, ids, labels, pad_id, cfg, device):

@@ -59,7 +59,18 @@ def tiny_model_dir(tmp_path_factory):
     config = XLMRobertaConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                               intermediate_size=64, max_position_embeddings=256, type_vocab_size=1, pad_token_id=1,
                               bos_token_id=0, eos_token_id=2)
-    XLMRobertaModel(config).save_pretrained(out)
+    model = XLMRobertaModel(config)
+    # Weights drawn here, not by transformers' initialiser, so that they are the same in every version.
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if "LayerNorm.weight" in name:
+                p.fill_(1.0)
+            elif name.endswith("bias"):
+                p.zero_()
+            else:
+                p.copy_(0.02 * torch.randn(p.shape, generator=g))
+    model.save_pretrained(out)
     return out
 
 

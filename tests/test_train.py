@@ -207,3 +207,15 @@ def test_e5_small_learns_english_topics(e5_run):
     assert max(float(r["dev_accuracy"]) for r in rows) > 0.6
     print(f"e5-small, 300 steps: best dev accuracy {max(float(r['dev_accuracy']) for r in rows):.3f}, "
           f"{300 / seconds:.2f} steps/s")
+
+
+def test_short_run_keeps_the_result_it_had_before_the_speed_work(tmp_path, tiny_model_dir):
+    """Recorded on CPU (torch 2.13, transformers 5.24 and 4.46 alike) before bench.py's speed changes."""
+    code, out = run(tmp_path, tiny_model_dir, "--method", "dual")
+    assert code == 0
+    rows = log_of(out)
+    assert [float(r["train_loss"]) for r in rows] == pytest.approx([2.120618, 2.019579, 2.089276], abs=2e-5)
+    assert [float(r["dev_loss"]) for r in rows] == pytest.approx([2.028272, 2.026696, 2.019567], abs=2e-5)
+    prompt = load_file(str(out / "prompt.safetensors"))["prompt"].double()
+    assert prompt.sum().item() == pytest.approx(8.083167727803811, rel=1e-4)
+    assert prompt.abs().sum().item() == pytest.approx(224.96134573058225, rel=1e-5)
