@@ -21,6 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 import data
 import xpe
@@ -37,15 +38,16 @@ class UsageError(Exception):
 
 
 @torch.inference_mode()
-def predict(model, ids, pad_id, batch_size, device):
+def predict(model, ids, pad_id, batch_size, device, progress=None):
     """Logits (float32, on the CPU) for token-id rows, in their original order.
 
-    Rows are run longest first in large batches, so that padding stays small.
+    Rows are run longest first in large batches, so that padding stays small. progress: a bar title.
     """
     model.eval()
     order, chunks = [], []
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    for indices in data.eval_batches([len(x) for x in ids], batch_size):
+    batches = data.eval_batches([len(x) for x in ids], batch_size)
+    for indices in tqdm(batches, desc=progress, disable=progress is None, leave=False, dynamic_ncols=True):
         input_ids, mask = data.to_device(data.collate(ids, indices, pad_id), device)
         with autocast:
             chunks.append(model(input_ids, mask).float())
@@ -202,7 +204,8 @@ def main(argv=None):
         wanted = set(keep)
         index = [i for i, lang in enumerate(row_langs) if lang in wanted]
         ids = [encoded[cfg["max_length"]][i] for i in index]
-        correct = predict(model, ids, tokenizer.pad_token_id, args.batch_size, device).argmax(-1) == labels[index]
+        logits = predict(model, ids, tokenizer.pad_token_id, args.batch_size, device, progress=run["dir"].name)
+        correct = logits.argmax(-1) == labels[index]
         totals = defaultdict(lambda: [0, 0])
         for i, ok in zip(index, correct.tolist()):
             totals[row_langs[i]][0] += ok
