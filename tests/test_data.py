@@ -4,7 +4,6 @@ The fixtures `sib200_dir` (the real copy, XPE_SIB200_DIR, default ../shared/sib2
 (XPE_E5_DIR) come from conftest.py: missing, they skip the tests that need them, or fail them
 under CI. Everything else runs on the small copy in tests/fixtures/sib200.
 """
-import csv
 import json
 import os
 import random

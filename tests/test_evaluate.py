@@ -105,7 +105,7 @@ def test_newest_run_is_the_default(tmp_path, runs, monkeypatch, capsys):
     (tmp_path / "runs").symlink_to(runs)
     code, out = evaluate_main(tmp_path, "--group", "fra_Latn")
     assert code == 0
-    assert f"evaluating the newest run: runs/c" in capsys.readouterr().out
+    assert "evaluating the newest run: runs/c" in capsys.readouterr().out
     assert {r["method"] for r in read(out / "per_language.csv")} == {"spt"}
 
 
