@@ -179,6 +179,13 @@ def param_groups(model, cfg):
     return [g for g in groups if g["params"]]
 
 
+def prompt_config(cfg):
+    """The model's part of the training settings."""
+    return xpe.PromptConfig(method=cfg.method, xpe_frac=cfg.xpe_frac, prompt_len=cfg.prompt_len,
+                            encoder_hidden=cfg.encoder_hidden, encoder_dropout=cfg.encoder_dropout,
+                            num_labels=len(data.LABELS))
+
+
 def make_optimizer(model, cfg):
     """Adafactor with an external learning rate; warm-up, then cosine with hard restarts."""
     optimizer = Adafactor(param_groups(model, cfg), scale_parameter=False, relative_step=False, warmup_init=False)
@@ -240,9 +247,7 @@ def main(argv=None):
 
 def train(cfg, out, sources, train_rows, dev_rows, encoder, tokenizer, device, resume=False, overwrite=False):
     torch.manual_seed(cfg.seed)
-    model = xpe.build_classifier(encoder, xpe.PromptConfig(
-        method=cfg.method, xpe_frac=cfg.xpe_frac, prompt_len=cfg.prompt_len, encoder_hidden=cfg.encoder_hidden,
-        encoder_dropout=cfg.encoder_dropout, num_labels=len(data.LABELS))).to(device)
+    model = xpe.build_classifier(encoder, prompt_config(cfg)).to(device)
     if cfg.init:
         model.load_state_dict(load_file(str(Path(cfg.init) / "best.safetensors")), strict=False)
     trainable, total, share = xpe.count_parameters(model)
@@ -259,11 +264,9 @@ def train(cfg, out, sources, train_rows, dev_rows, encoder, tokenizer, device, r
     optimizer, scheduler = make_optimizer(model, cfg)
     stop_from = early_stopping_start(cfg)
 
-    n_spt, n_xpe = xpe.split_prompt(cfg.method, cfg.xpe_frac, cfg.prompt_len)
-    run_config = {
-        "model": cfg.model, "labels": list(data.LABELS), "method": cfg.method, "xpe_frac": cfg.xpe_frac,
-        "n_spt": n_spt, "n_xpe": n_xpe, "prompt_len": cfg.prompt_len, "max_length": cfg.max_length,
-        "encoder_hidden": cfg.encoder_hidden, "source": cfg.source, "target": cfg.target, "seed": cfg.seed,
+    run_config = {  # the artifact's keys (xpe.save_artifact) first, then what evaluate.py and --init read
+        "model": cfg.model, "labels": list(data.LABELS), "max_length": cfg.max_length,
+        **xpe.prompt_config_dict(prompt_config(cfg)), "source": cfg.source, "target": cfg.target, "seed": cfg.seed,
         "source_languages": [] if cfg.target else sources, "target_languages": sources if cfg.target else [],
         "trainable_parameters": trainable, "total_parameters": total, "trainable_share_percent": share,
         "settings": asdict(cfg),

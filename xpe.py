@@ -14,6 +14,7 @@ static P x d prompt and the head, so it costs the same as plain SPT.
 This file imports only torch, transformers and safetensors (which transformers needs) so that it can
 be copied into another project on its own.
 """
+import copy
 import json
 import math
 import os
@@ -156,11 +157,8 @@ class PromptClassifier(nn.Module):
 
     def to_static(self):
         """A classifier sharing this encoder, with the static prompt and a copy of the head."""
-        head = ClassificationHead(self.head.dense.in_features, self.head.out_proj.out_features,
-                                  self.head.dropout.p)
-        head.load_state_dict(self.head.state_dict())
-        head.to(self.head.dense.weight.device)
-        return PromptClassifier(self.encoder, StaticPrompt(self.static_prompt()), head).train(self.training)
+        prompt = StaticPrompt(self.static_prompt()).to(self.head.dense.weight.device)
+        return PromptClassifier(self.encoder, prompt, copy.deepcopy(self.head)).train(self.training)
 
 
 def hidden_size(encoder):
