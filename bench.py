@@ -2,14 +2,14 @@
 
     python bench.py                                   # XLM-R-large shape, cuda if there is one: the paper's setting
     python bench.py --config base --device cpu --steps 3 --warmup-steps 1 --eval-languages eng_Latn,fra_Latn
-    python bench.py --quick                           # tiny random encoder on the CPU, seconds (CI runs this)
+    python bench.py --quick                           # tiny random backbone on the CPU, seconds (CI runs this)
 
 Measures, in one process on one machine, with the very same batches on both sides:
 - ours: xpe.build_classifier + train.make_optimizer + train.train_step (the real training code) on batches
   planned by data.train_batches and built by data.collate; the peer: PEFT P-tuning
   (PromptEncoderConfig, task SEQ_CLS, 20 virtual tokens, MLP encoder of hidden size 256) on
   XLMRobertaForSequenceClassification under transformers.Trainer (optim adafactor, bf16 on CUDA,
-  group_by_length, DataCollatorWithPadding). Both sides share one randomly initialised encoder built from
+  group_by_length, DataCollatorWithPadding). Both sides share one randomly initialised backbone built from
   an XLM-R config (no download); the text is real SIB-200, tokenised with XLM-R's vocabulary (--tokenizer).
   To feed the Trainer our batch plan, its get_train_dataloader is overridden: a DataLoader whose
   batch_sampler is our plan, collated by DataCollatorWithPadding (right padding to the longest row, the
@@ -22,7 +22,7 @@ Measures, in one process on one machine, with the very same batches on both side
   from this count for one step (a batch of B rows padded to width W):
       FLOPs = B * L * (16*T*d^2 + 8*T*d*f + 12*T^2*d)  +  6 * B * (P_x*M + H),     T = W + P
   d hidden size, f feed-forward size, L layers, P prompt length, P_x prompt rows that go through the prompt
-  MLP (M its weights; 0 for spt), H the head's weights. The frozen encoder's forward is 2 FLOPs per weight
+  MLP (M its weights; 0 for spt), H the head's weights. The frozen backbone's forward is 2 FLOPs per weight
   per position (8Td^2 + 4Tdf) plus attention scores and values (4T^2d); its backward computes input
   gradients only (the weights are frozen): the weight matmuls once more, the attention matmuls twice (both
   operands are activations). The trainable parts take the usual 6 FLOPs per weight per row. Embeddings,
@@ -74,8 +74,8 @@ H100_BF16_TFLOPS = 989.0
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true",
-                   help=f"tiny encoder on the CPU, a few steps, a small eval subset ({QUICK})")
-    p.add_argument("--config", choices=sorted(CONFIGS), help="encoder shape (default large)")
+                   help=f"tiny backbone on the CPU, a few steps, a small eval subset ({QUICK})")
+    p.add_argument("--config", choices=sorted(CONFIGS), help="backbone shape (default large)")
     p.add_argument("--device", help="default: cuda when there is one, else cpu")
     p.add_argument("--steps", type=int, help=f"timed training steps per side (default {DEFAULTS['steps']})")
     p.add_argument("--warmup-steps", type=int, help=f"untimed steps first (default {DEFAULTS['warmup_steps']})")
@@ -180,15 +180,15 @@ def run(args, device, peak, train_langs, train_rows, test_rows):
               file=sys.stderr)
         return 2
 
-    # one random encoder for both sides: the peer's base model, whose .roberta (no pooler) is ours
+    # one random backbone for both sides: the peer's base model, whose .roberta (no pooler) is ours
     torch.manual_seed(0)
     base = XLMRobertaForSequenceClassification(enc_cfg).to(device)
-    encoder = base.roberta.requires_grad_(False)
+    backbone = base.roberta.requires_grad_(False)
     cfg = train.TrainConfig(method=args.method, xpe_frac=1.0 if args.method == "xpe" else 0.0,
                             steps=args.warmup_steps + args.steps, batch_size=args.batch_size,
                             max_length=args.max_length, eval_batch_size=args.eval_batch_size, seed=args.seed)
     torch.manual_seed(args.seed)
-    ours = xpe.build_classifier(encoder, train.prompt_config(cfg)).to(device)
+    ours = xpe.build_classifier(backbone, train.prompt_config(cfg)).to(device)
     peer = make_peer(base, cfg)
 
     # the batch plan: train.py's epochs of data.train_batches, as many as the steps need
@@ -220,7 +220,7 @@ def run(args, device, peak, train_langs, train_rows, test_rows):
     print(f"ours: {xpe.describe_parameters(ours)}; method {cfg.method}")
     print(f"peer: {describe_peer(peer)}")
     print("FLOPs per step = B*L*(16*T*d^2 + 8*T*d*f + 12*T^2*d) + 6*B*(P_x*M + H), T = padded width + P "
-          "(frozen encoder: forward + input-gradient backward; trainable prompt MLP and head: 6 per weight); "
+          "(frozen backbone: forward + input-gradient backward; trainable prompt MLP and head: 6 per weight); "
           f"{flops / len(timed) / 1e12:.4g} TFLOP per timed step on average")
 
     # ---- training
@@ -292,12 +292,12 @@ def describe_peer(peer):
 
 
 def process_warmup(model, cfg, plan, train_ids, train_labels, pad_id, device):
-    """The plan once through ours' training code on a copy of the trainable parts (the frozen encoder is shared)."""
+    """The plan once through ours' training code on a copy of the trainable parts (the frozen backbone is shared)."""
     import copy
 
     import xpe
 
-    scratch = xpe.PromptClassifier(model.encoder, copy.deepcopy(model.prompt), copy.deepcopy(model.head))
+    scratch = xpe.PromptClassifier(model.backbone, copy.deepcopy(model.prompt), copy.deepcopy(model.head))
     train_ours(scratch, cfg, plan, train_ids, train_labels, pad_id, device, 0, lambda: None)
 
 

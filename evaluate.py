@@ -180,8 +180,8 @@ def main(argv=None):
         languages = sorted(set().union(*group_langs.values()))
         rows = data.load_split(languages, "test", args.data_dir)
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        encoder, tokenizer = xpe.load_backbone(backbones[0], device)
-        models = [xpe.load_artifact(r["dir"], encoder)[0] for r in runs]
+        backbone, tokenizer = xpe.load_backbone(backbones[0], device)
+        models = [xpe.load_artifact(r["dir"], backbone)[0] for r in runs]
     except (UsageError, ValueError) as e:  # data.DataError and xpe's errors are ValueErrors
         print(f"evaluate.py: error: {e}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""Train a soft prompt (SPT, XPE or DUAL) on a frozen encoder over pooled SIB-200 source languages.
+"""Train a soft prompt (SPT, XPE or DUAL) on a frozen backbone over pooled SIB-200 source languages.
 
     python train.py --method dual --xpe-frac 0.7 --source joshi5
     python train.py --target kab_Latn --init runs/dual0.7-joshi5-s42      # sequential full supervision
@@ -202,7 +202,7 @@ def early_stopping_start(cfg):
 
 
 def trainable_state(model):
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not k.startswith("encoder.")}
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not k.startswith("backbone.")}
 
 
 def write_log(path, rows):
@@ -238,16 +238,16 @@ def main(argv=None):
         train_rows = data.load_split(sources, "train", data_dir)
         dev_rows = data.load_split(sources, "dev", data_dir)
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        encoder, tokenizer = xpe.load_backbone(cfg.model, device)
+        backbone, tokenizer = xpe.load_backbone(cfg.model, device)
     except (UsageError, ValueError) as e:  # data.DataError is a ValueError
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
-    return train(cfg, out, sources, train_rows, dev_rows, encoder, tokenizer, device, args.resume, args.overwrite)
+    return train(cfg, out, sources, train_rows, dev_rows, backbone, tokenizer, device, args.resume, args.overwrite)
 
 
-def train(cfg, out, sources, train_rows, dev_rows, encoder, tokenizer, device, resume=False, overwrite=False):
+def train(cfg, out, sources, train_rows, dev_rows, backbone, tokenizer, device, resume=False, overwrite=False):
     torch.manual_seed(cfg.seed)
-    model = xpe.build_classifier(encoder, prompt_config(cfg)).to(device)
+    model = xpe.build_classifier(backbone, prompt_config(cfg)).to(device)
     if cfg.init:
         model.load_state_dict(load_file(str(Path(cfg.init) / "best.safetensors")), strict=False)
     trainable, total, share = xpe.count_parameters(model)

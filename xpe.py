@@ -1,7 +1,7 @@
 """Soft-prompt classifiers over a frozen encoder: SPT, XPE (cross-prompt encoder) and DUAL.
 
 After "Cross-Prompt Encoder for Low-Performing Languages" (Mikaberidze et al., 2025). A prompt of
-P vectors is prepended in front of the token embeddings of a frozen Hugging Face encoder and a
+P vectors is prepended in front of the token embeddings of a frozen Hugging Face model (the backbone) and a
 classification head reads the final hidden state at position 0. The prompt is built from two parts,
 SPT first, then XPE:
 
@@ -19,6 +19,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -127,23 +128,23 @@ class ClassificationHead(nn.Module):
 
 
 class PromptClassifier(nn.Module):
-    """A frozen encoder with a prompt prepended before <s> and a head on position 0."""
+    """A frozen backbone with a prompt prepended before <s> and a head on position 0."""
 
-    def __init__(self, encoder, prompt, head):
+    def __init__(self, backbone, prompt, head):
         super().__init__()
-        self.encoder = encoder
-        self.encoder.requires_grad_(False)
+        self.backbone = backbone
+        self.backbone.requires_grad_(False)
         self.prompt = prompt
         self.head = head
 
     def forward(self, input_ids, attention_mask):
-        embeds = self.encoder.get_input_embeddings()(input_ids)
+        embeds = self.backbone.get_input_embeddings()(input_ids)
         prompt = self.prompt(input_ids.shape[0]).to(embeds.dtype)
         embeds = torch.cat([prompt, embeds], dim=1)
         ones = attention_mask.new_ones(attention_mask.shape[0], prompt.shape[1])
         mask = torch.cat([ones, attention_mask], dim=1)
         # Position ids are left to the backbone (XLM-R counts them over inputs_embeds), as PEFT does.
-        hidden = self.encoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        hidden = self.backbone(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         return self.head(hidden[:, 0])
 
     @torch.no_grad()
@@ -156,26 +157,26 @@ class PromptClassifier(nn.Module):
         return prompt
 
     def to_static(self):
-        """A classifier sharing this encoder, with the static prompt and a copy of the head."""
+        """A classifier sharing this backbone, with the static prompt and a copy of the head."""
         prompt = StaticPrompt(self.static_prompt()).to(self.head.dense.weight.device)
-        return PromptClassifier(self.encoder, prompt, copy.deepcopy(self.head)).train(self.training)
+        return PromptClassifier(self.backbone, prompt, copy.deepcopy(self.head)).train(self.training)
 
 
-def hidden_size(encoder):
-    return encoder.get_input_embeddings().embedding_dim
+def hidden_size(backbone):
+    return backbone.get_input_embeddings().embedding_dim
 
 
-def build_classifier(encoder, cfg: PromptConfig):
-    """A trainable PromptClassifier for an encoder (any AutoModel: XLM-R, BERT, ...)."""
+def build_classifier(backbone, cfg: PromptConfig):
+    """A trainable PromptClassifier on a backbone (any AutoModel: XLM-R, BERT, ...)."""
     n_spt, n_xpe = split_prompt(cfg.method, cfg.xpe_frac, cfg.prompt_len)
-    d = hidden_size(encoder)
+    d = hidden_size(backbone)
     prompt = Prompt(d, n_spt, n_xpe, cfg.encoder_hidden, cfg.encoder_dropout)
     head = ClassificationHead(d, cfg.num_labels, cfg.head_dropout)
-    device = encoder.get_input_embeddings().weight.device
+    device = backbone.get_input_embeddings().weight.device
     if device.type != "meta":
         prompt.to(device)
         head.to(device)
-    return PromptClassifier(encoder, prompt, head)
+    return PromptClassifier(backbone, prompt, head)
 
 
 def count_parameters(model):
@@ -190,29 +191,36 @@ def describe_parameters(model):
     return f"trainable parameters: {trainable / 1e6:.2f}M of {total / 1e6:.1f}M ({share:.3f} %)"
 
 
-def load_encoder(name, **kwargs):
-    """The frozen backbone; `name` is a hub name or a local folder. Dropout stays as configured."""
-    from transformers import AutoModel
-
-    try:  # the pooler is never used: leave it out where the architecture allows
-        encoder = AutoModel.from_pretrained(name, add_pooling_layer=False, **kwargs)
-    except TypeError:
-        encoder = AutoModel.from_pretrained(name, **kwargs)
-    return encoder.requires_grad_(False)
-
-
 def load_backbone(name, device="cpu"):
-    """(frozen encoder on device, its tokenizer); a ValueError in one line when `name` cannot be loaded."""
-    from transformers import AutoTokenizer
+    """(frozen backbone in float32 on device, its tokenizer); a ValueError in one line when `name` cannot be loaded.
 
+    float32 whatever dtype the checkpoint was stored in (transformers 5 would keep bf16 or fp16; on CUDA
+    autocast does the bf16 work). The pooler is never used: it is left out where the architecture
+    allows, and the checkpoint's pooler weights are dropped without transformers' load report.
+    """
+    import transformers
+    from transformers import AutoModel, AutoTokenizer
+
+    dtype = {"dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype": torch.float32}
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # the report lists the unused pooler as if it were a fault
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
-        encoder = load_encoder(name).to(device)
+        try:
+            backbone, info = AutoModel.from_pretrained(name, add_pooling_layer=False, output_loading_info=True, **dtype)
+        except TypeError:  # an architecture without a pooler option
+            backbone, info = AutoModel.from_pretrained(name, output_loading_info=True, **dtype)
     except OSError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"cannot load the backbone {name!r} ({first}); pass --model with a local folder "
                          f"or a hub name that this machine can reach") from None
-    return encoder, tokenizer
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    missing = sorted(k for k in info.get("missing_keys", ()) if "pooler" not in k)
+    if missing:  # unexpected keys (a pooler, a masked-LM head) are normal; missing ones are random weights
+        warnings.warn(f"{name}: {len(missing)} backbone weights are not in the checkpoint and were initialised "
+                      f"at random ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})", stacklevel=2)
+    return backbone.requires_grad_(False).to(device), tokenizer
 
 
 # ---- the inference artifact: prompt.safetensors + config.json --------------------------------
@@ -277,18 +285,18 @@ def read_artifact(artifact_dir):
     return tensors, config
 
 
-def load_artifact(artifact_dir, encoder):
-    """A PromptClassifier with the static prompt and head of an artifact, on `encoder`, in eval mode."""
+def load_artifact(artifact_dir, backbone):
+    """A PromptClassifier with the static prompt and head of an artifact, on `backbone`, in eval mode."""
     tensors, config = read_artifact(artifact_dir)
-    prompt, d = tensors["prompt"], hidden_size(encoder)
+    prompt, d = tensors["prompt"], hidden_size(backbone)
     if prompt.ndim != 2 or prompt.shape[1] != d:
         raise ValueError(f"{artifact_dir}: the prompt is {tuple(prompt.shape)} but the backbone's hidden size "
                          f"is {d}; use the backbone the artifact was trained with ({config.get('model', '?')})")
     num_labels = tensors["head.out_proj.weight"].shape[0]
     head = ClassificationHead(d, num_labels)
     head.load_state_dict({k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")})
-    device = encoder.get_input_embeddings().weight.device
-    return PromptClassifier(encoder, StaticPrompt(prompt), head).to(device).eval(), config
+    device = backbone.get_input_embeddings().weight.device
+    return PromptClassifier(backbone, StaticPrompt(prompt), head).to(device).eval(), config
 
 
 def prompt_config_dict(cfg: PromptConfig):

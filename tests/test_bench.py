@@ -32,9 +32,9 @@ def test_flop_formula_matches_torch_flop_counter():
     torch.manual_seed(0)
     config = XLMRobertaConfig(vocab_size=100, max_position_embeddings=128, type_vocab_size=1, hidden_size=32,
                               num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
-    encoder = XLMRobertaModel(config, add_pooling_layer=False).requires_grad_(False)
+    backbone = XLMRobertaModel(config, add_pooling_layer=False).requires_grad_(False)
     for method, frac, mlp_rows in (("xpe", 1.0, 20), ("spt", 0.0, 0)):
-        model = xpe.build_classifier(encoder, xpe.PromptConfig(method=method, xpe_frac=frac)).train()
+        model = xpe.build_classifier(backbone, xpe.PromptConfig(method=method, xpe_frac=frac)).train()
         input_ids = torch.randint(3, 100, (6, 17))
         mask = torch.ones_like(input_ids)
         mask[0, 12:] = 0

@@ -49,12 +49,12 @@ def test_accuracies_are_those_of_the_artifact_logits(tmp_path, runs, tiny_model_
     per_language = read(out / "per_language.csv")
     assert {r["language"] for r in per_language} == {"fra_Latn", "nqo_Nkoo"}  # eng_Latn was trained on
 
-    encoder, tokenizer = xpe.load_backbone(str(tiny_model_dir))
+    backbone, tokenizer = xpe.load_backbone(str(tiny_model_dir))
     rows = data.load_split(["fra_Latn", "nqo_Nkoo"], "test", FIXTURE_SIB200)
     ids = tokenizer([r.text for r in rows], truncation=True, max_length=164)["input_ids"]
     means = []
     for run in ("a", "b"):
-        model, _ = xpe.load_artifact(runs / run, encoder)
+        model, _ = xpe.load_artifact(runs / run, backbone)
         by_hand = {}
         for lang in ("fra_Latn", "nqo_Nkoo"):
             picked = [i for i, r in enumerate(rows) if r.lang == lang]

@@ -13,7 +13,7 @@ TINY = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_h
             max_position_embeddings=80)
 
 
-def tiny_encoder(kind="xlmr", seed=0):
+def tiny_backbone(kind="xlmr", seed=0):
     torch.manual_seed(seed)
     config = XLMRobertaConfig(**TINY, type_vocab_size=1) if kind == "xlmr" else BertConfig(**TINY)
     return AutoModel.from_config(config)
@@ -43,22 +43,22 @@ def test_split_prompt(method, r, expected):
 
 @pytest.mark.parametrize("kind", ["xlmr", "bert"])
 def test_prompt_is_spt_part_then_xpe_part_before_the_tokens(kind):
-    model = build_classifier(tiny_encoder(kind), PromptConfig(method="dual", xpe_frac=0.7)).eval()
+    model = build_classifier(tiny_backbone(kind), PromptConfig(method="dual", xpe_frac=0.7)).eval()
     prompt = model.prompt(2)
     assert prompt.shape == (2, 20, 32)
     assert torch.equal(prompt[0, :6], model.prompt.spt)
     assert torch.equal(prompt[1, 6:], model.prompt.xpe.mlp(model.prompt.xpe.pseudo))
 
-    # The logits are the head on position 0 of the encoder run over [prompt; embed(ids)].
+    # The logits are the head on position 0 of the backbone run over [prompt; embed(ids)].
     ids, mask = batch()
-    embeds = torch.cat([model.prompt(3), model.encoder.get_input_embeddings()(ids)], dim=1)
+    embeds = torch.cat([model.prompt(3), model.backbone.get_input_embeddings()(ids)], dim=1)
     full_mask = torch.cat([torch.ones(3, 20, dtype=mask.dtype), mask], dim=1)
-    hidden = model.encoder(inputs_embeds=embeds, attention_mask=full_mask).last_hidden_state
+    hidden = model.backbone(inputs_embeds=embeds, attention_mask=full_mask).last_hidden_state
     torch.testing.assert_close(model(ids, mask), model.head(hidden[:, 0]))
 
 
 def test_each_example_gets_its_own_dropout_mask():
-    model = build_classifier(tiny_encoder(), PromptConfig(method="xpe", xpe_frac=1.0)).train()
+    model = build_classifier(tiny_backbone(), PromptConfig(method="xpe", xpe_frac=1.0)).train()
     prompt = model.prompt(2)
     assert not torch.equal(prompt[0], prompt[1])
     model.eval()
@@ -69,20 +69,20 @@ def test_each_example_gets_its_own_dropout_mask():
 @pytest.mark.parametrize("kind", ["xlmr", "bert"])
 @pytest.mark.parametrize("method, r", [("spt", 0.0), ("xpe", 1.0), ("dual", 0.7)])
 def test_backbone_never_changes_and_trainables_do(kind, method, r):
-    model = build_classifier(tiny_encoder(kind), PromptConfig(method=method, xpe_frac=r)).train()
-    backbone_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    model = build_classifier(tiny_backbone(kind), PromptConfig(method=method, xpe_frac=r)).train()
+    backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     trainable_before = {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
-    assert all(not k.startswith("encoder.") for k in trainable_before)
+    assert all(not k.startswith("backbone.") for k in trainable_before)
     optimizer = Adafactor([p for p in model.parameters() if p.requires_grad], lr=1e-2, scale_parameter=False,
                           relative_step=False, warmup_init=False, weight_decay=0.1)
     ids, mask = batch()
     for _ in range(2):
         loss = torch.nn.functional.cross_entropy(model(ids, mask), torch.tensor([0, 3, 6]))
         loss.backward()
-        assert all(p.grad is None for p in model.encoder.parameters())
+        assert all(p.grad is None for p in model.backbone.parameters())
         optimizer.step()
         optimizer.zero_grad()
-    for k, v in model.encoder.state_dict().items():
+    for k, v in model.backbone.state_dict().items():
         assert torch.equal(v, backbone_before[k]), k
     for k, p in model.named_parameters():
         if p.requires_grad:
@@ -94,14 +94,14 @@ def test_backbone_never_changes_and_trainables_do(kind, method, r):
 
 
 def test_backbone_dropout_follows_train_and_eval_mode():
-    model = build_classifier(tiny_encoder(), PromptConfig())
+    model = build_classifier(tiny_backbone(), PromptConfig())
     ids, mask = batch()
     model.train()
-    assert model.encoder.training
+    assert model.backbone.training
     model.prompt.eval()  # only the backbone's (and head's) dropout left
     assert not torch.equal(model(ids, mask), model(ids, mask))
     model.eval()
-    assert not model.encoder.training
+    assert not model.backbone.training
     assert torch.equal(model(ids, mask), model(ids, mask))
 
 
@@ -110,8 +110,8 @@ def test_trainable_count_on_xlmr_large_shape(method, r, millions):
     config = XLMRobertaConfig(vocab_size=250002, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
                               intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1)
     with torch.device("meta"):
-        encoder = AutoModel.from_config(config)
-        model = build_classifier(encoder, PromptConfig(method=method, xpe_frac=r))
+        backbone = AutoModel.from_config(config)
+        model = build_classifier(backbone, PromptConfig(method=method, xpe_frac=r))
     trainable, total, share = xpe.count_parameters(model)
     assert abs(trainable / 1e6 - millions) < 0.01
     assert share < 0.3
@@ -125,7 +125,7 @@ def test_trainable_count_on_xlmr_large_shape(method, r, millions):
 @pytest.mark.parametrize("method, r", [("spt", 0.0), ("xpe", 1.0), ("dual", 0.3)])
 def test_static_prompt_and_artifact_give_the_trained_logits(tmp_path, kind, method, r):
     cfg = PromptConfig(method=method, xpe_frac=r)
-    model = build_classifier(tiny_encoder(kind), cfg)
+    model = build_classifier(tiny_backbone(kind), cfg)
     with torch.no_grad():  # move the head and prompt away from their initial values
         for p in model.parameters():
             if p.requires_grad:
@@ -142,7 +142,7 @@ def test_static_prompt_and_artifact_give_the_trained_logits(tmp_path, kind, meth
     torch.testing.assert_close(static(ids, mask), expected)
 
     save_artifact(model, tmp_path, artifact_config(cfg))
-    loaded, config = load_artifact(tmp_path, tiny_encoder(kind))
+    loaded, config = load_artifact(tmp_path, tiny_backbone(kind))
     torch.testing.assert_close(loaded(ids, mask), expected)
     assert config["n_spt"] + config["n_xpe"] == 20 and config["method"] == method
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "prompt.safetensors"]
@@ -153,13 +153,13 @@ def test_artifact_classifies_without_our_code(tmp_path):
     from safetensors.torch import load_file
 
     cfg = PromptConfig(method="dual", xpe_frac=0.7)
-    model = build_classifier(tiny_encoder(), cfg).eval()
+    model = build_classifier(tiny_backbone(), cfg).eval()
     save_artifact(model, tmp_path, artifact_config(cfg))
 
     tensors = load_file(str(tmp_path / "prompt.safetensors"))
     config = json.loads((tmp_path / "config.json").read_text())
     hf = XLMRobertaForSequenceClassification(XLMRobertaConfig(**TINY, type_vocab_size=1, num_labels=7)).eval()
-    hf.roberta.load_state_dict(model.encoder.state_dict(), strict=False)
+    hf.roberta.load_state_dict(model.backbone.state_dict(), strict=False)
     hf.classifier.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
     ids, mask = batch()
     prompt = tensors["prompt"].expand(3, -1, -1)
@@ -184,16 +184,75 @@ def test_artifact_classifies_without_our_code(tmp_path):
 ])
 def test_bad_settings_raise_one_clear_value_error(args, words):
     with pytest.raises(ValueError) as info:
-        build_classifier(tiny_encoder(), PromptConfig(method=args[0], xpe_frac=args[1], prompt_len=args[2]))
+        build_classifier(tiny_backbone(), PromptConfig(method=args[0], xpe_frac=args[1], prompt_len=args[2]))
     assert words in str(info.value)
     assert "\n" not in str(info.value)
 
 
 def test_artifact_of_another_hidden_size_is_refused(tmp_path):
     cfg = PromptConfig()
-    save_artifact(build_classifier(tiny_encoder(), cfg), tmp_path, artifact_config(cfg))
+    save_artifact(build_classifier(tiny_backbone(), cfg), tmp_path, artifact_config(cfg))
     other = AutoModel.from_config(XLMRobertaConfig(**{**TINY, "hidden_size": 48}, type_vocab_size=1))
     with pytest.raises(ValueError, match=r"prompt is \(20, 32\) but the backbone's hidden size is 48"):
         load_artifact(tmp_path, other)
     with pytest.raises(ValueError, match="no inference artifact: prompt.safetensors is missing"):
         load_artifact(tmp_path / "nowhere", other)
+
+
+def _saved_backbone(tmp_path, dtype):
+    """A tiny XLM-R with a pooler, saved in `dtype`, with a word-level tokenizer beside it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, XLMRobertaModel
+
+    torch.manual_seed(0)
+    XLMRobertaModel(XLMRobertaConfig(**TINY, type_vocab_size=1)).to(dtype).save_pretrained(tmp_path)
+    vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>", "a", "b"])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>").save_pretrained(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_backbone_stored_in_half_precision_loads_in_float32(tmp_path, dtype):
+    backbone, _ = xpe.load_backbone(str(_saved_backbone(tmp_path, dtype)))
+    assert {p.dtype for p in backbone.parameters()} == {torch.float32}
+    model = build_classifier(backbone, PromptConfig()).eval()
+    assert model(*batch()).dtype == torch.float32  # on the CPU a half backbone fails: mat1 and mat2 dtypes
+
+
+def test_backbone_loads_without_the_pooler_quietly(tmp_path, capfd):
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    root = logging.getLogger("transformers")
+    root.addHandler(handler)
+    try:
+        backbone, _ = xpe.load_backbone(str(_saved_backbone(tmp_path, torch.float32)))
+    finally:
+        root.removeHandler(handler)
+    assert getattr(backbone, "pooler", None) is None
+    printed = " ".join(capfd.readouterr()) + " ".join(r.getMessage() for r in records)
+    assert "LOAD REPORT" not in printed and "UNEXPECTED" not in printed and "not used" not in printed, printed
+
+
+def test_the_frozen_model_is_called_the_backbone_in_the_code():
+    """'encoder' is the paper's prompt encoder (the MLP) only; the frozen model is the backbone everywhere."""
+    import ast
+    import re
+    from conftest import ROOT
+
+    allowed = re.compile(r"^(encoder_hidden|encoder_dropout|CrossPromptEncoder|PromptEncoderConfig|prompt_encoder\w*)$")
+    found = []
+    for name in ("xpe.py", "train.py", "evaluate.py", "bench.py", "data.py"):
+        for node in ast.walk(ast.parse((ROOT / name).read_text())):
+            ident = (node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute)
+                     else node.arg if isinstance(node, ast.arg) else node.name if isinstance(node, ast.FunctionDef)
+                     else None)
+            if ident and "encoder" in ident.lower() and not allowed.match(ident):
+                found.append(f"{name}:{node.lineno} {ident}")
+    assert not found, found
+    model = build_classifier(tiny_backbone(), PromptConfig())
+    assert isinstance(model.backbone, torch.nn.Module) and not hasattr(model, "encoder")
