@@ -29,12 +29,18 @@ import xpe
 TABLE2_GROUPS = "lowperf,unseen,seen-wo-j5,all-wo-j5"
 BASELINES_PATH = Path(__file__).with_name("baselines.csv")
 BASELINE_COLUMNS = {"xlmr_large": "XLM-R full FT", "xlt_eng": "XLM-R eng zero-shot"}
-LANGUAGE_FIELDS = ["run", "mode", "method", "xpe_frac", "source", "seed", "backbone", "language", "n", "accuracy"]
+LANGUAGE_FIELDS = ["run", "mode", "method", "xpe_frac", "source", "seed", "backbone", "steps", "language", "n",
+                   "accuracy"]
 GROUP_FIELDS = ["method", "xpe_frac", "source", "backbone", "mode", "group", "languages", "seeds", "mean", "std"]
 
 
 class UsageError(Exception):
     """Bad input from the user: one line, exit status 2."""
+
+
+def method_name(method, xpe_frac):
+    """A method as train.py --method writes it: spt, xpe, dual:0.7."""
+    return f"dual:{float(xpe_frac):g}" if method == "dual" else method
 
 
 @torch.inference_mode()
@@ -214,7 +220,7 @@ def main(argv=None):
             right, n = totals[lang]
             per_language.append(dict(run=str(run["dir"]), mode=run["mode"], method=cfg["method"],
                                      xpe_frac=cfg["xpe_frac"], source=cfg["source"], seed=cfg["seed"],
-                                     backbone=cfg["model"], language=lang, n=n, accuracy=round(right / n, 6)))
+                                     backbone=cfg["model"], steps=cfg.get("settings", {}).get("steps", ""), language=lang, n=n, accuracy=round(right / n, 6)))
 
     group_rows, group_fields, baselines = summarise(per_language, group_langs), GROUP_FIELDS, None
     if args.baseline:
