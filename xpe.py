@@ -138,14 +138,7 @@ class PromptClassifier(nn.Module):
         self.head = head
 
     def forward(self, input_ids, attention_mask):
-        embeds = self.backbone.get_input_embeddings()(input_ids)
-        prompt = self.prompt(input_ids.shape[0]).to(embeds.dtype)
-        embeds = torch.cat([prompt, embeds], dim=1)
-        ones = attention_mask.new_ones(attention_mask.shape[0], prompt.shape[1])
-        mask = torch.cat([ones, attention_mask], dim=1)
-        # Position ids are left to the backbone (XLM-R counts them over inputs_embeds), as PEFT does.
-        hidden = self.backbone(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-        return self.head(hidden[:, 0])
+        return packed_logits([self], [(input_ids, attention_mask)])[0]
 
     @torch.no_grad()
     def static_prompt(self):
@@ -160,6 +153,93 @@ class PromptClassifier(nn.Module):
         """A classifier sharing this backbone, with the static prompt and a copy of the head."""
         prompt = StaticPrompt(self.static_prompt()).to(self.head.dense.weight.device)
         return PromptClassifier(self.backbone, prompt, copy.deepcopy(self.head)).train(self.training)
+
+
+def packed_logits(models, batches):
+    """Logits of several PromptClassifiers that share one backbone, from a single backbone pass.
+
+    batches[i] = (input_ids, attention_mask) is the batch of models[i]; models may share one batch. Each
+    model's prompt goes in front of its own copy of its batch, and the copies are concatenated along the
+    batch axis, right-padded to the widest (masked positions change no other position's output).
+    """
+    backbone = models[0].backbone
+    embed = backbone.get_input_embeddings()
+    token_embeds, rows, masks = {}, [], []
+    for model, (input_ids, attention_mask) in zip(models, batches):
+        if id(input_ids) not in token_embeds:
+            token_embeds[id(input_ids)] = embed(input_ids)
+        embeds = token_embeds[id(input_ids)]
+        prompt = model.prompt(input_ids.shape[0]).to(embeds.dtype)
+        rows.append(torch.cat([prompt, embeds], dim=1))
+        masks.append(torch.cat([attention_mask.new_ones(attention_mask.shape[0], prompt.shape[1]), attention_mask], 1))
+    width = max(r.shape[1] for r in rows)
+    rows = [nn.functional.pad(r, (0, 0, 0, width - r.shape[1])) for r in rows]
+    masks = [nn.functional.pad(m, (0, width - m.shape[1])) for m in masks]
+    # Position ids are left to the backbone (XLM-R counts them over inputs_embeds), as PEFT does.
+    hidden = backbone(inputs_embeds=torch.cat(rows), attention_mask=torch.cat(masks)).last_hidden_state[:, 0]
+    return [model.head(h) for model, h in zip(models, hidden.split([r.shape[0] for r in rows]))]
+
+
+def pad(rows, pad_id):
+    """(input_ids, attention_mask), int64, token-id rows padded on the right to the longest."""
+    width = max(len(r) for r in rows)
+    input_ids = torch.tensor([list(r) + [pad_id] * (width - len(r)) for r in rows], dtype=torch.long)
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long)
+    return input_ids, mask
+
+
+def to_device(tensors, device):
+    """Copy a batch to the device; on CUDA through pinned memory, so the copy does not stall the host."""
+    if device.type == "cuda":
+        return [t.pin_memory().to(device, non_blocking=True) for t in tensors]
+    return [t.to(device) for t in tensors]
+
+
+@torch.inference_mode()
+def predict(models, ids, pad_id, batch_size=256, progress=None):
+    """Each model's logits (float32, on the CPU) for token-id rows, in the rows' original order.
+
+    All models share each backbone pass; rows run longest first so that padding stays small, and a
+    pass holds about batch_size rows (batch_size // len(models) rows of text, one copy per model).
+    progress: optional wrapper of the batch list, such as tqdm.
+    """
+    device = models[0].backbone.get_input_embeddings().weight.device
+    for model in models:
+        model.eval()
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    step = max(1, batch_size // len(models))
+    batches = [order[k:k + step] for k in range(0, len(order), step)]
+    chunks = [[] for _ in models]
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    for indices in progress(batches) if progress else batches:
+        batch = to_device(pad([ids[i] for i in indices], pad_id), device)
+        with autocast:
+            for chunk, logits in zip(chunks, packed_logits(models, [batch] * len(models))):
+                chunk.append(logits.float())
+    restore = torch.argsort(torch.tensor(order))
+    return [torch.cat(chunk).cpu()[restore] if chunk else torch.zeros(0, 0) for chunk in chunks]
+
+
+def classify(model, tokenizer, texts, max_length=164, batch_size=256):
+    """Label probabilities (N x labels, float32) of an artifact's classifier for a list of texts."""
+    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    (logits,) = predict([model], ids, tokenizer.pad_token_id, batch_size)
+    return logits.softmax(-1)
+
+
+def max_text_length(backbone, prompt_len):
+    """The most text tokens that fit beside a prompt of prompt_len in the backbone's position table.
+
+    None when the backbone has no learned absolute positions. XLM-R-style embeddings count positions
+    from padding_idx + 1, so two of XLM-R's 514 are never used.
+    """
+    embeddings = getattr(backbone, "embeddings", None)
+    table = getattr(embeddings, "position_embeddings", None)
+    if not isinstance(table, nn.Embedding):
+        return None
+    padding_idx = getattr(embeddings, "padding_idx", None)
+    offset = padding_idx + 1 if padding_idx is not None else 0
+    return table.num_embeddings - offset - prompt_len
 
 
 def hidden_size(backbone):
@@ -202,8 +282,9 @@ def load_backbone(name, device="cpu"):
     from transformers import AutoModel, AutoTokenizer
 
     dtype = {"dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype": torch.float32}
-    verbosity = transformers.logging.get_verbosity()
+    verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()  # the report lists the unused pooler as if it were a fault
+    transformers.logging.disable_progress_bar()  # a bar of a second would break one-line error messages
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
         try:
@@ -216,6 +297,8 @@ def load_backbone(name, device="cpu"):
                          f"or a hub name that this machine can reach") from None
     finally:
         transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.logging.enable_progress_bar()
     missing = sorted(k for k in info.get("missing_keys", ()) if "pooler" not in k)
     if missing:  # unexpected keys (a pooler, a masked-LM head) are normal; missing ones are random weights
         warnings.warn(f"{name}: {len(missing)} backbone weights are not in the checkpoint and were initialised "

@@ -87,3 +87,19 @@ def e5_run(tmp_path_factory, e5_dir, sib200_dir):
                        "eng_Latn", "--steps", "300", "--lr", "1e-3", "--out", str(out), "--device", "cpu"])
     assert code == 0
     return out, time.time() - start
+
+
+@pytest.fixture(scope="session")
+def quiet_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny XLM-R with its own dropout off: with --encoder-dropout 0 --head-dropout 0, training is deterministic
+    whatever else shares the random stream (packed runs)."""
+    import json
+    import shutil
+
+    out = tmp_path_factory.mktemp("tiny-xlmr-quiet")
+    for path in tiny_model_dir.iterdir():
+        shutil.copy(path, out / path.name)
+    config = json.loads((out / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (out / "config.json").write_text(json.dumps(config))
+    return out

@@ -1,7 +1,11 @@
 """train.py on a tiny random XLM-R and the SIB-200 fixture; one real run on e5-small."""
+import argparse
 import csv
 import json
 import math
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,7 +13,7 @@ from safetensors.torch import load_file
 
 import train
 import xpe
-from conftest import FIXTURE_SIB200
+from conftest import FIXTURE_SIB200, ROOT
 
 SOURCE = "eng_Latn,fra_Latn"
 
@@ -50,8 +54,8 @@ def test_schedule_follows_the_closed_form(tiny_model_dir):
     cfg = train.TrainConfig(method="dual", xpe_frac=0.7, steps=200, warmup=0.1, cycles=2, lr_prompt=5e-3, lr=5e-5)
     model = xpe.build_classifier(xpe.load_backbone(str(tiny_model_dir))[0], xpe.PromptConfig(method="dual", xpe_frac=0.7))
     optimizer, scheduler = train.make_optimizer(model, cfg)
-    assert [g["lr"] for g in optimizer.param_groups] == [0.0, 0.0, 0.0]  # warm-up starts at 0
-    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.0, 0.1, 0.0]
+    assert [g["lr"] for g in optimizer.param_groups] == [0.0, 0.0, 0.0, 0.0]  # warm-up starts at 0
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.0, 0.0, 0.1, 0.0]
 
     def closed_form(step, base):
         if step < 20:
@@ -65,57 +69,91 @@ def test_schedule_follows_the_closed_form(tiny_model_dir):
         scheduler.step()
         seen[step] = [g["lr"] for g in optimizer.param_groups]
     for step in (1, 10, 19, 20, 21, 65, 109, 110, 111, 155, 199):
-        assert seen[step] == pytest.approx([closed_form(step, 5e-3), closed_form(step, 5e-5), closed_form(step, 5e-5)])
+        assert seen[step] == pytest.approx([closed_form(step, 5e-3), closed_form(step, 5e-3), closed_form(step, 5e-5),
+                                            closed_form(step, 5e-5)])
     assert seen[110][0] == pytest.approx(5e-3)  # the hard restart
-    assert train.early_stopping_start(cfg) == 110
+    assert train.early_stopping_start(cfg) == 100  # int(0.5 * steps), as the authors' callback
 
 
-def test_early_stopping_waits_for_the_first_cycle_then_fires(tmp_path, tiny_model_dir):
-    # Learning rates of 0 leave the dev loss constant, so every evaluation after the start counts as bad.
+def test_early_stopping_follows_the_authors_callback(tmp_path, tiny_model_dir):
+    """Nothing counts before int(0.5 * steps); the first evaluation from there sets the best loss, later ones
+    count against it. Learning rates of 0 keep the dev loss constant, so every later evaluation is bad."""
     code, out = run(tmp_path, tiny_model_dir, "--steps", "60", "--eval-every", "2", "--patience", "3",
                     "--lr", "0", "--lr-prompt", "0", "--warmup", "0.1")
     assert code == 0
     steps = [int(r["step"]) for r in log_of(out)]
-    start = train.early_stopping_start(train.TrainConfig(steps=60, warmup=0.1))
-    assert start >= 30
-    assert steps[-1] < 60  # it fired
-    first = math.ceil(start / 2) * 2  # the first evaluation at or after the start
-    assert steps[-1] == first + 2 * 2  # three bad evaluations: first, first + 2, first + 4
+    assert train.early_stopping_start(train.TrainConfig(steps=60)) == 30
+    assert steps[-1] == 30 + 3 * 2  # 30 sets the best dev loss; 32, 34 and 36 are the three bad evaluations
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert state["early"]["bad_evals"] == 3 and state["stopped"] == "early"
 
 
-def test_killed_run_resumes_to_the_same_prompt(tmp_path, tiny_model_dir, monkeypatch):
+def test_patience_0_turns_early_stopping_off(tmp_path, tiny_model_dir):
+    code, out = run(tmp_path, tiny_model_dir, "--steps", "20", "--eval-every", "2", "--patience", "0",
+                    "--lr", "0", "--lr-prompt", "0")
+    assert code == 0
+    assert [int(r["step"]) for r in log_of(out)] == list(range(2, 21, 2))
+
+
+KILL_AT = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import train
+real, calls = train.update, []
+
+
+def dying(*args, **kwargs):  # SIGKILL in the middle of training, at the n-th optimiser step of any run
+    calls.append(1)
+    if len(calls) == {n}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args, **kwargs)
+
+
+train.update = dying
+sys.exit(train.main({argv!r}))
+"""
+
+
+def killed(argv, n):
+    """Run train.main(argv) in a child process that SIGKILLs itself at the n-th run update."""
+    done = subprocess.run([sys.executable, "-c", KILL_AT.format(root=str(ROOT), n=n, argv=argv)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
+
+
+def argv_of(tmp_path, model_dir, *extra, name="run"):
+    return ["--model", str(model_dir), "--data-dir", str(FIXTURE_SIB200), "--source", SOURCE, "--steps", "30",
+            "--batch-size", "4", "--eval-every", "10", "--lr", "1e-3", "--out", str(tmp_path / name),
+            "--device", "cpu", *extra]
+
+
+def same_files(a, b, names=("prompt.safetensors", "best.safetensors")):
+    for name in names:
+        x, y = load_file(str(a / name)), load_file(str(b / name))
+        assert x.keys() == y.keys()
+        for k in x:
+            assert torch.equal(x[k], y[k]), (a, name, k)
+    state_a = torch.load(a / "state.pt", weights_only=True)
+    state_b = torch.load(b / "state.pt", weights_only=True)
+    for k in state_a["trainable"]:
+        assert torch.equal(state_a["trainable"][k], state_b["trainable"][k]), (a, k)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(log_of(a)) == strip(log_of(b))
+
+
+def test_killed_run_resumes_to_the_same_prompt(tmp_path, tiny_model_dir):
     code, whole = run(tmp_path, tiny_model_dir, "--method", "dual", name="whole")
     assert code == 0
-
-    real_step, calls = train.train_step, []
-
-    def dying_step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 25:
-            raise KeyboardInterrupt  # as if killed between evaluations 20 and 30
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(train, "train_step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path, tiny_model_dir, "--method", "dual", name="killed")
-    monkeypatch.setattr(train, "train_step", real_step)
-    killed = tmp_path / "killed"
-    assert [int(r["step"]) for r in log_of(killed)] == [10, 20]
-    assert not [p for p in killed.iterdir() if p.name.endswith(".tmp")]
-
-    code, out = run(tmp_path, tiny_model_dir, "--method", "dual", "--resume", name="killed")
-    assert code == 0
-    for name in ("prompt.safetensors", "best.safetensors"):
-        a, b = load_file(str(whole / name)), load_file(str(out / name))
-        assert a.keys() == b.keys()
-        for k in a:
-            assert torch.equal(a[k], b[k]), (name, k)
-    state_a = torch.load(whole / "state.pt", weights_only=True)
-    state_b = torch.load(out / "state.pt", weights_only=True)
-    for k in state_a["trainable"]:
-        assert torch.equal(state_a["trainable"][k], state_b["trainable"][k]), k
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    assert strip(log_of(whole)) == strip(log_of(out))
+    argv = argv_of(tmp_path, tiny_model_dir, "--method", "dual", name="killed")
+    killed(argv, 25)  # between evaluations 20 and 30
+    out = tmp_path / "killed"
+    assert [int(r["step"]) for r in log_of(out)] == [10, 20]
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    seconds_before = float(log_of(out)[-1]["seconds"])
+    assert train.main(argv + ["--resume"]) == 0
+    same_files(whole, out)
+    seconds = [float(r["seconds"]) for r in log_of(out)]
+    assert seconds == sorted(seconds) and seconds[-1] > seconds_before  # a resumed run keeps counting its time
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_state(tmp_path, tiny_model_dir, capsys):
@@ -148,10 +186,10 @@ def test_sequential_phase_starts_from_the_source_run(tmp_path, tiny_model_dir):
 
 
 def test_target_defaults_without_flags():
-    cfg = train.resolve_config(train.parse_args(["--method", "dual"]))
+    (cfg,) = train.resolve_configs(train.parse_args(["--method", "dual"]))
     assert (cfg.xpe_frac, cfg.steps, cfg.warmup, cfg.patience, cfg.encoder_dropout) == (0.7, 24000, 0.1, 20, 0.1)
     assert (cfg.batch_size, cfg.lr_prompt, cfg.lr, cfg.weight_decay, cfg.max_length) == (32, 5e-3, 5e-5, 0.1, 164)
-    assert str(train.default_out(cfg)) == "runs/dual0.7-joshi5-s42"
+    assert [str(p) for p in train.run_dirs([cfg], None)] == ["runs/dual0.7-joshi5-s42"]
 
 
 @pytest.mark.parametrize("args, words", [
@@ -162,6 +200,16 @@ def test_target_defaults_without_flags():
     (["--source", "eng_Latn,xyz_Latn"], "xyz_Latn"),
     (["--source", "joshi6"], "joshi6"),
     (["--prompt-len", "0"], "prompt length"),
+    (["--resume", "--overwrite"], "give one of them"),
+    (["--patience", "-1"], "--patience must be 0 or more"),
+    (["--max-length", "235"], "use --max-length 234 or less"),  # the tiny model has 256 positions, from 2
+    (["--method", "spt,prefix"], "unknown method 'prefix'"),
+    (["--method", "spt,dual:1.5"], "dual needs 0 < fraction < 1"),
+    (["--method", "spt,dual"], "needs its fraction"),
+    (["--method", "spt,spt"], "names a run twice"),
+    (["--seed", "5-1"], "runs backwards"),
+    (["--seed", "1,x"], "a list 1,2,5 or a range 1-10"),
+    (["--method", "spt,xpe", "--xpe-frac", "0.5"], "--xpe-frac goes with a single --method"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, tiny_model_dir, capsys, args, words):
     code, out = run(tmp_path, tiny_model_dir, *args)
@@ -219,3 +267,113 @@ def test_short_run_keeps_the_result_it_had_before_the_speed_work(tmp_path, tiny_
     prompt = load_file(str(out / "prompt.safetensors"))["prompt"].double()
     assert prompt.sum().item() == pytest.approx(8.083167727803811, rel=1e-4)
     assert prompt.abs().sum().item() == pytest.approx(224.96134573058225, rel=1e-5)
+
+
+# ---- several runs in one call: packs ----------------------------------------------------------------
+
+PACK = ["--method", "spt,dual:0.7,xpe", "--seed", "1-2"]
+QUIET = ["--encoder-dropout", "0", "--head-dropout", "0"]  # with quiet_model_dir: every dropout off
+ALONE = {"spt": ["--method", "spt"], "dual0.7": ["--method", "dual", "--xpe-frac", "0.7"], "xpe": ["--method", "xpe"]}
+
+
+def close_runs(a, b, tol=1e-5):
+    """The same run within tol: its dev losses and accuracies, its best and last prompt and head."""
+    rows_a, rows_b = log_of(a), log_of(b)
+    assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b], (a, b)
+    for x, y in zip(rows_a, rows_b):
+        assert float(x["dev_loss"]) == pytest.approx(float(y["dev_loss"]), abs=tol), (a, x, y)
+        assert x["dev_accuracy"] == y["dev_accuracy"]
+    for tensors_a, tensors_b in [(load_file(str(a / n)), load_file(str(b / n)))
+                                 for n in ("prompt.safetensors", "best.safetensors")] + \
+            [(torch.load(a / "state.pt", weights_only=True)["trainable"],
+              torch.load(b / "state.pt", weights_only=True)["trainable"])]:
+        assert tensors_a.keys() == tensors_b.keys()
+        for k in tensors_a:
+            torch.testing.assert_close(tensors_a[k], tensors_b[k], atol=tol, rtol=0)
+
+
+def test_each_packed_run_trains_as_it_would_alone(tmp_path, quiet_model_dir):
+    # patience 1 from the start: runs leave the pack at different evaluations while the others go on
+    flags = [*QUIET, "--patience", "1", "--stop-after", "0", "--eval-every", "2"]
+    code, pack = run(tmp_path, quiet_model_dir, *PACK, *flags, name="pack")
+    assert code == 0
+    names = sorted(p.name for p in pack.iterdir())
+    assert names == sorted(f"{m}-eng_Latn+fra_Latn-s{s}" for m in ALONE for s in (1, 2))
+    ends = {name: int(log_of(pack / name)[-1]["step"]) for name in names}
+    assert min(ends.values()) < 30 and len(set(ends.values())) > 1, ends
+    code, in_turn = run(tmp_path, quiet_model_dir, *PACK, *flags, "--seeds-in-turn", name="in-turn")
+    assert code == 0
+    for name in names:
+        method, seed = name.split("-")[0], name.rsplit("-s", 1)[1]
+        code, alone = run(tmp_path, quiet_model_dir, *ALONE[method], "--seed", seed, *flags, name=f"alone-{name}")
+        assert code == 0
+        close_runs(pack / name, alone)
+        close_runs(in_turn / name, alone)
+
+
+def test_a_run_whose_loss_overflows_leaves_the_pack_and_the_others_go_on(tmp_path, quiet_model_dir, capsys):
+    # the warm-up's first update has a learning rate of 0, the second overflows the SPT part
+    flags = [*QUIET, "--lr-spt", "1e38", "--eval-every", "1"]
+    code, pack = run(tmp_path, quiet_model_dir, "--method", "spt,xpe", *flags, name="pack")
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "spt-eng_Latn+fra_Latn-s42: stopped: the dev loss was not finite at step 2" in err, err
+    assert "the last good state, from step 1, is kept" in err
+    assert "xpe-eng_Latn+fra_Latn-s42: stopped" not in err
+    spt = pack / "spt-eng_Latn+fra_Latn-s42"
+    assert all(torch.isfinite(v).all() for v in torch.load(spt / "state.pt", weights_only=True)["trainable"].values())
+    assert int(log_of(spt)[-1]["step"]) < 30
+    code, alone = run(tmp_path, quiet_model_dir, "--method", "xpe", *flags, name="alone")
+    assert code == 0
+    close_runs(pack / "xpe-eng_Latn+fra_Latn-s42", alone)
+    # a resumed call skips the stopped run instead of training it into the same overflow again
+    assert train.main(argv_of(tmp_path, quiet_model_dir, "--method", "spt,xpe", *flags, "--resume", name="pack")) == 1
+    assert int(log_of(spt)[-1]["step"]) < 30
+
+
+def test_killed_pack_resumes_to_the_same_prompts(tmp_path, tiny_model_dir):
+    """Dropout on (the backbone's and ours): the resumed pack continues the same random stream."""
+    code, whole = run(tmp_path, tiny_model_dir, *PACK, name="whole")
+    assert code == 0
+    argv = argv_of(tmp_path, tiny_model_dir, *PACK, name="killed")
+    killed(argv, 6 * 24 + 3)  # in step 25, after three of the six runs took it
+    assert train.main(argv + ["--resume"]) == 0
+    for run_dir in whole.iterdir():
+        same_files(run_dir, tmp_path / "killed" / run_dir.name)
+
+
+def test_lr_spt_applies_to_the_spt_part_only(tiny_model_dir):
+    backbone = xpe.load_backbone(str(tiny_model_dir))[0]
+    argv = ["--method", "spt,dual:0.7,xpe", "--lr-spt", "1e-4", "--lr-prompt", "5e-3", "--lr", "5e-5"]
+    for cfg in train.resolve_configs(train.parse_args(argv)):
+        model = xpe.build_classifier(backbone, train.prompt_config(cfg))
+        optimizer, _ = train.make_optimizer(model, cfg)
+        rate = {id(p): g["initial_lr"] for g in optimizer.param_groups for p in g["params"]}
+        if cfg.method != "xpe":
+            assert rate[id(model.prompt.spt)] == 1e-4
+        if cfg.method != "spt":
+            assert rate[id(model.prompt.xpe.pseudo)] == 5e-3
+            assert rate[id(model.prompt.xpe.mlp[0].weight)] == 5e-5
+        assert rate[id(model.head.dense.weight)] == 5e-5
+    (cfg,) = train.resolve_configs(train.parse_args(["--method", "dual", "--lr-prompt", "2e-3"]))
+    assert cfg.lr_spt == 2e-3  # by default the SPT part trains at --lr-prompt, as the paper says
+
+
+def test_target_run_inherits_its_source_runs_seed(tmp_path, tiny_model_dir):
+    code, source = run(tmp_path, tiny_model_dir, "--seed", "7", "--steps", "4", name="source")
+    assert code == 0
+    base = ["--target", "nqo_Nkoo", "--init", str(source), "--model", str(tiny_model_dir)]
+    (cfg,) = train.resolve_configs(train.parse_args(base))
+    assert cfg.seed == 7
+    (cfg,) = train.resolve_configs(train.parse_args(base + ["--seed", "3"]))
+    assert cfg.seed == 3
+
+
+def test_every_flag_says_what_it_sets_and_its_default():
+    for action in train.build_parser()._actions:
+        if action.dest == "help":
+            continue
+        text = action.help or ""
+        assert not text.startswith("default") and len(text.split()) >= 5, (action.dest, text)
+        if not isinstance(action, argparse._StoreTrueAction):
+            assert "(default" in text, (action.dest, text)
