@@ -57,15 +57,15 @@ def languages_in(data_dir):
     if not codes:
         raise DataError(f"data directory {root} has no language folders; lay it out as {LAYOUT}")
     for code in codes:
-        _check_code(code, f"folder {root / code}", "rename the folder")
+        _check_code(code, f" (folder {root / code})", "rename the folder")
     return codes
 
 
-def _check_code(code, what, fix):
+def _check_code(code, where, fix):
     bad = next((ch for ch in SPEC_SYNTAX if ch in code), None)
     if bad:
         meaning = "a-b means a minus b" if bad == "-" else "a,b means a and b"
-        raise DataError(f"{what}: language code {code!r} contains {bad!r}, which language specs read as syntax "
+        raise DataError(f"language code {code!r}{where} contains {bad!r}, which language specs read as syntax "
                         f"({meaning}); {fix}, e.g. to {code.replace(bad, '_')!r}")
 
 
@@ -121,7 +121,7 @@ def resolve_languages(spec, groups=None, codes=None):
         codes = groups.get("all") or sorted({c for members in groups.values() for c in members})
     codes = sorted(set(codes))
     for code in codes:
-        _check_code(code, "language codes", "rename it")
+        _check_code(code, "", "rename it")
     known = {**{c: [c] for c in codes}, "all": codes, **groups}
     example = "eng_Latn" if "eng_Latn" in codes or not codes else codes[0]
     items = [item.strip() for item in str(spec).split(",")]
