@@ -77,14 +77,15 @@ def load_groups(path=GROUPS_PATH):
         raw = json.loads(path.read_text(encoding="utf-8"))
         groups = {name: list(g["languages"]) for name, g in raw["groups"].items()}
     except FileNotFoundError:
-        raise DataError(f"group file {path} not found; it ships beside data.py") from None
+        fix = "it ships beside data.py" if path == GROUPS_PATH else "check the path"
+        raise DataError(f"group file {path} not found; {fix}") from None
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise DataError(f"group file {path} is not of the form {form} ({type(e).__name__}: {e})") from None
-    for name, codes in groups.items():
+    for name, g in raw["groups"].items():
         # list("eng_Latn") would quietly make a group of the letters e, n, g...
-        if isinstance(raw["groups"][name]["languages"], str) or not all(isinstance(c, str) for c in codes):
+        if isinstance(g["languages"], str) or not all(isinstance(c, str) for c in g["languages"]):
             raise DataError(f"group file {path}: the languages of group {name!r} must be a list of codes "
-                            f"like [\"eng_Latn\"], got {raw['groups'][name]['languages']!r}")
+                            f"like [\"eng_Latn\"], got {g['languages']!r}")
     return groups
 
 
