@@ -1,10 +1,12 @@
-"""SIB-200 for xpe: language groups, loading (a local copy or the hub), tokenising and batching.
+"""Classification data for xpe: language groups, loading (a local folder or the hub), tokenising and batching.
 
-SIB-200 (Adelani et al., EACL 2024) is topic classification over 205 languages, 7 labels, the same
-FLORES-200 sentences in every language: train 701, dev 99, test 204 rows each. A local copy has
-the layout of the dadelani/sib-200 repository, DIR/<code>/{train,dev,test}.tsv with the header
-index_id<TAB>category<TAB>text. The hub copy, Davlan/sib200, keeps the very same files under
-data/<code>/, so both ways end in one reader and one set of checks.
+The default data is SIB-200 (Adelani et al., EACL 2024): topic classification over 205 languages,
+7 labels, the same FLORES-200 sentences in every language: train 701, dev 99, test 204 rows each.
+A local folder has the layout of the dadelani/sib-200 repository, DIR/<code>/{train,dev,test}.tsv
+with the header index_id<TAB>category<TAB>text, and may hold any other classification data in that
+layout: its language codes are its folder names, its labels come from labels.txt (one a line) in the
+language folders or else from the categories of the training rows. The hub copy, Davlan/sib200,
+keeps the very same files under data/<code>/, so both ways end in one reader and one set of checks.
 
 Everything a user can get wrong raises DataError, whose message is one line saying what is wrong
 and what to do about it.
@@ -26,6 +28,8 @@ GROUPS_PATH = Path(__file__).with_name("groups.json")
 HEADER = ["index_id", "category", "text"]
 LABEL_IDS = {name: i for i, name in enumerate(LABELS)}
 LAYOUT = "DIR/<code>/{train,dev,test}.tsv, as in github.com/dadelani/sib-200 data/annotated"
+LABELS_FILE = "labels.txt"
+SPEC_SYNTAX = "-,"  # a language spec joins items with ',' and subtracts with '-', so no code may hold either
 
 
 class DataError(ValueError):
@@ -41,35 +45,90 @@ class Example:
 
 
 # -----------------------------------------------------------------------------
-# language groups
+# languages and their groups
+
+def languages_in(data_dir):
+    """Sorted language codes of a local folder: the names of its subfolders."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(f"data directory {root} does not exist; point --data-dir at a folder laid out as {LAYOUT}")
+    # files beside the folders (NOTICE.md, README) are no languages, nor hidden folders such as .git
+    codes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not codes:
+        raise DataError(f"data directory {root} has no language folders; lay it out as {LAYOUT}")
+    for code in codes:
+        _check_code(code, f" (folder {root / code})", "rename the folder")
+    return codes
+
+
+def _check_code(code, where, fix):
+    bad = next((ch for ch in SPEC_SYNTAX if ch in code), None)
+    if bad:
+        meaning = "a-b means a minus b" if bad == "-" else "a,b means a and b"
+        raise DataError(f"language code {code!r}{where} contains {bad!r}, which language specs read as syntax "
+                        f"({meaning}); {fix}, e.g. to {code.replace(bad, '_')!r}")
+
 
 def load_groups(path=GROUPS_PATH):
-    """{group name: sorted FLORES-200 codes} from groups.json ({"groups": {name: {"languages": [...]}}})."""
+    """{group name: codes} from a groups file ({"groups": {name: {"languages": [...], "note": ...}}})."""
     path = Path(path)
+    form = f'{{"groups": {{name: {{"languages": [...]}}}}}}'
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         groups = {name: list(g["languages"]) for name, g in raw["groups"].items()}
     except FileNotFoundError:
-        raise DataError(f"group file {path} not found; it ships beside data.py") from None
+        fix = "it ships beside data.py" if path == GROUPS_PATH else "check the path"
+        raise DataError(f"group file {path} not found; {fix}") from None
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise DataError(f"group file {path} is not of the form "
-                        f'{{"groups": {{name: {{"languages": [...]}}}}}} ({type(e).__name__}: {e})') from None
+        raise DataError(f"group file {path} is not of the form {form} ({type(e).__name__}: {e})") from None
+    for name, g in raw["groups"].items():
+        # list("eng_Latn") would quietly make a group of the letters e, n, g...
+        if isinstance(g["languages"], str) or not all(isinstance(c, str) for c in g["languages"]):
+            raise DataError(f"group file {path}: the languages of group {name!r} must be a list of codes "
+                            f"like [\"eng_Latn\"], got {g['languages']!r}")
     return groups
 
 
-def resolve_languages(spec, groups=None):
+def check_groups(groups, codes, path, data_dir=None):
+    """A user's groups file against the language codes of the data: every named language must exist.
+
+    Not for the shipped groups.json with a data folder of one's own: there a group only fails when used.
+    """
+    codes = set(codes)
+    where = f"{data_dir} has" if data_dir is not None else "the data has"
+    for name, members in groups.items():
+        if name in codes:  # a spec would silently pick the group, never the language
+            raise DataError(f"group {name!r} of {path} has the name of a language of the data; rename the group")
+        for code in members:
+            if code not in codes:
+                close = difflib.get_close_matches(code, codes, n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise DataError(f"group {name!r} of {path} names language {code!r}{hint}, for which {where} no "
+                                f"folder; remove it from the group or add the folder")
+
+
+def resolve_languages(spec, groups=None, codes=None):
     """Sorted unique codes for a spec such as "joshi5", "eng_Latn,fra_Latn" or "all-lowperf,eng_Latn".
 
+    codes: the known language codes, e.g. languages_in(data_dir); by default the groups' "all" (or,
+    without one, every code of a group). A groups file without an "all" group gets one: every code.
     Comma-separated items are united; inside an item, "a-b-c" is a minus b minus c. Group names
     contain '-' themselves ("all-wo-j5"), so at each place the longest group name wins: "seen-wo-j5"
-    is that group, "all-wo-j5-lowperf" is all-wo-j5 minus lowperf. FLORES-200 codes never contain '-'.
+    is that group, "all-wo-j5-lowperf" is all-wo-j5 minus lowperf. Codes never contain '-' (FLORES-200
+    codes do not, and languages_in refuses such folders).
     """
     groups = load_groups() if groups is None else groups
-    codes = set(groups.get("all") or {c for members in groups.values() for c in members})
-    known = {**{c: [c] for c in codes}, **groups}
+    if codes is None:
+        codes = groups.get("all") or sorted({c for members in groups.values() for c in members})
+    codes = sorted(set(codes))
+    for code in codes:
+        _check_code(code, "", "rename it")
+    known = {**{c: [c] for c in codes}, "all": codes, **groups}
+    example = "eng_Latn" if "eng_Latn" in codes or not codes else codes[0]
     items = [item.strip() for item in str(spec).split(",")]
     if not any(items):
-        raise DataError(f"no languages given ({spec!r}); name a group ({', '.join(groups)}) or codes like eng_Latn")
+        raise DataError(f"no languages given ({spec!r}); name a group ({', '.join(_group_names(groups))}) "
+                        f"or codes like {example}")
     chosen = set()
     for item in filter(None, items):
         parts = [p.strip() for p in item.split("-")]
@@ -79,7 +138,7 @@ def resolve_languages(spec, groups=None):
         while i < len(parts):
             j = next((j for j in range(len(parts), i, -1) if "-".join(parts[i:j]) in known), None)
             if j is None:
-                raise DataError(_unknown("-".join(parts[i:]), item, known, groups))
+                raise DataError(_unknown("-".join(parts[i:]), item, known, _group_names(groups), example))
             terms.append(known["-".join(parts[i:j])])
             i = j
         chosen |= set(terms[0]).difference(*terms[1:])
@@ -88,7 +147,11 @@ def resolve_languages(spec, groups=None):
     return sorted(chosen)
 
 
-def _unknown(term, item, known, groups):
+def _group_names(groups):
+    return list(groups) + ([] if "all" in groups else ["all"])
+
+
+def _unknown(term, item, known, group_names, example):
     # case-insensitive closeness, so "eng_latn" finds "eng_Latn" and "Joshi5" finds "joshi5"
     lower = {k.lower(): k for k in known}
     close = []
@@ -97,38 +160,106 @@ def _unknown(term, item, known, groups):
     close = list(dict.fromkeys(close))[:3]
     where = f" in {item!r}" if item != term else ""
     hint = f"did you mean {', '.join(close)}? " if close else ""
-    return (f"unknown language or group {term!r}{where}; {hint}use FLORES-200 codes like eng_Latn "
-            f"or a group: {', '.join(groups)}")
+    return (f"unknown language or group {term!r}{where}; {hint}use language codes like {example} "
+            f"or a group: {', '.join(group_names)}")
+
+
+# -----------------------------------------------------------------------------
+# labels
+
+def find_labels(languages, data_dir):
+    """The labels of a training run on these languages, in the order of the classifier's outputs.
+
+    The hub (data_dir None) is SIB-200: LABELS. A local folder: the labels.txt of the languages'
+    folders where any have one (they must agree), else the sorted categories of their training rows.
+    """
+    if data_dir is None:
+        return LABELS
+    _check_languages(languages)
+    train_paths = _local_files(languages, "train", Path(data_dir))
+    listed = [(path.with_name(LABELS_FILE), _read_labels(path.with_name(LABELS_FILE)))
+              for path in train_paths if path.with_name(LABELS_FILE).is_file()]
+    if listed:
+        first_path, labels = listed[0]
+        for path, other in listed[1:]:
+            if other != labels:
+                raise DataError(f"{first_path} and {path} disagree ({_difference(labels, other)}); every language "
+                                f"of a run needs the same labels in the same order, so make the labels.txt files equal")
+        where = str(first_path)
+    else:
+        labels = tuple(sorted({category for path in train_paths for _, _, category, _ in _tsv_rows(path)}))
+        where = f"the training rows of {', '.join(languages)}"
+    if len(labels) < 2:
+        got = f"only {labels[0]!r}" if labels else "none"
+        raise DataError(f"{where}: a classifier needs at least two labels, found {got}; "
+                        f"add rows of other categories or list every label in {LABELS_FILE}")
+    return labels
+
+
+def _read_labels(path):
+    # The order is the order of the classifier's outputs: SIB-200's labels.txt gives the paper's.
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a BOM would stick to the first label
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+    seen = {}
+    for number, line in enumerate(lines, 1):
+        label = line.strip()
+        if not label:
+            continue
+        if label in seen:
+            raise DataError(f"{path}, line {number}: label {label!r} is listed again (first on line {seen[label]}); "
+                            f"list each label once")
+        seen[label] = number
+    return tuple(seen)
+
+
+def _difference(a, b):
+    only_a, only_b = [x for x in a if x not in b], [x for x in b if x not in a]
+    if not only_a and not only_b:
+        return "the same labels in another order"
+    said = [f"{', '.join(map(repr, only))} only in the {which}"
+            for only, which in ((only_a, "first"), (only_b, "second")) if only]
+    return "; ".join(said)
 
 
 # -----------------------------------------------------------------------------
 # loading
 
-def load_split(languages, split, data_dir=None):
+def load_split(languages, split, data_dir=None, labels=LABELS):
     """All rows of one split for the languages, in the order given, each row keeping its language.
 
-    data_dir: a local copy (DIR/<code>/<split>.tsv); None reads the same files from the hub.
+    data_dir: a local folder (DIR/<code>/<split>.tsv); None reads SIB-200's files from the hub.
+    labels: the run's labels (find_labels); Example.label indexes them, and any other category is an error.
     """
     split = {"validation": "dev"}.get(split, split)
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)} (or validation for dev)")
-    if isinstance(languages, str) or not languages:
-        raise DataError(f"languages must be a non-empty list of codes, got {languages!r}")
+    _check_languages(languages)
+    labels = tuple(labels)
+    label_ids = {name: i for i, name in enumerate(labels)}
+    if not labels or len(label_ids) != len(labels):
+        raise DataError(f"the run's labels must be distinct and at least one, got {labels!r}")
     paths = _local_files(languages, split, Path(data_dir)) if data_dir is not None else _hub_files(languages, split)
     examples = []
     for lang, path in zip(languages, paths):
-        examples += _read_tsv(path, lang)
+        examples += _read_tsv(path, lang, labels, label_ids)
     return examples
+
+
+def _check_languages(languages):
+    if isinstance(languages, str) or not languages:
+        raise DataError(f"languages must be a non-empty list of codes, got {languages!r}")
 
 
 def _local_files(languages, split, root):
     if not root.is_dir():
-        raise DataError(f"data directory {root} does not exist; "
-                        f"point --data-dir at a SIB-200 copy laid out as {LAYOUT}")
+        raise DataError(f"data directory {root} does not exist; point --data-dir at a folder laid out as {LAYOUT}")
     paths = []
     for lang in languages:
         if not (root / lang).is_dir():
-            raise DataError(f"no folder {root / lang} for language {lang}; --data-dir must be laid out as {LAYOUT}")
+            raise DataError(f"no folder {root / lang} for language {lang}; choose languages that {root} has, "
+                            f"or lay --data-dir out as {LAYOUT}")
         path = root / lang / f"{split}.tsv"
         if not path.is_file():
             raise DataError(f"split file {path} is missing; "
@@ -180,9 +311,21 @@ def _hub_answers(endpoint):
         return False
 
 
-def _read_tsv(path, lang):
-    """Rows of one SIB-200 file; any malformed row is an error naming the file and line."""
+def _read_tsv(path, lang, labels, label_ids):
+    """Examples of one file; a category outside the run's labels is an error naming the file and line."""
     examples = []
+    for line, index_id, category, text in _tsv_rows(path):
+        if category not in label_ids:
+            raise DataError(f"{path}, line {line}: unknown category {category!r}, not one of the run's labels "
+                            f"({', '.join(labels)}); fix the row, or list every category of the data in the "
+                            f"language folders' {LABELS_FILE} (one a line) before training")
+        examples.append(Example(lang, index_id, label_ids[category], text))
+    return examples
+
+
+def _tsv_rows(path):
+    """(line number, index_id, category, text) per row of one file; a malformed row is an error naming the line."""
+    rows_out = []
     try:
         with open(path, encoding="utf-8", newline="") as f:
             # Not QUOTE_NONE: the 7,688 texts with a '"' are all written CSV-style, wrapped in quotes
@@ -199,16 +342,15 @@ def _read_tsv(path, lang):
                     raise DataError(f"{where}: {len(row)} tab-separated fields, expected 3 (index_id, category, "
                                     f"text); a text must not contain a tab or a line break")
                 index_id, category, text = row
-                if category not in LABEL_IDS:
-                    raise DataError(f"{where}: unknown category {category!r}; expected one of {', '.join(LABELS)}")
-                if not index_id or not text:
-                    raise DataError(f"{where}: empty index_id or text")
-                examples.append(Example(lang, index_id, LABEL_IDS[category], text))
+                if not index_id or not category or not text:
+                    raise DataError(f"{where}: empty index_id, category or text")
+                rows_out.append((rows.line_num, index_id, category, text))
     except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); re-download it") from None
+        raise DataError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); "
+                        f"save it as UTF-8, or re-download it") from None
     except csv.Error as e:
         raise DataError(f"{path}, line {rows.line_num}: {e}") from None
-    return examples
+    return rows_out
 
 
 # -----------------------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""data.py: language groups, SIB-200 loading and its errors, tokenising, batch plans.
+"""data.py: language groups, SIB-200 loading and its errors, data of one's own, tokenising, batch plans.
 
 The fixtures `sib200_dir` (the real copy, XPE_SIB200_DIR, default ../shared/sib200) and `e5_dir`
 (XPE_E5_DIR) come from conftest.py: missing, they skip the tests that need them, or fail them
-under CI. Everything else runs on the small copy in tests/fixtures/sib200.
+under CI. Everything else runs on the small copy in tests/fixtures/sib200 or on data made in tmp_path.
 """
 import json
 import os
@@ -198,6 +198,189 @@ def test_not_utf8(tmp_path):
     path.parent.mkdir()
     path.write_bytes(b"index_id\tcategory\ttext\n1\ttravel\t\xff\xfe\n")
     assert "UTF-8" in one_line_error(data.load_split, ["eng_Latn"], "dev", tmp_path)
+
+
+# -----------------------------------------------------------------------------
+# data of one's own: any labels, any language codes
+
+OWN_ROWS = {  # three categories, two made-up languages
+    "train": [("1", "weather", "Rain again."), ("2", "cooking", "Stir the soup."), ("3", "music", "A loud song."),
+              ("4", "cooking", "Bake it."), ("5", "weather", "Sunny and warm.")],
+    "dev": [("6", "music", "Drums."), ("7", "weather", "Fog.")],
+    "test": [("8", "cooking", "Salt it."), ("9", "music", "Sing.")],
+}
+OWN_LANGS = ["xx_Test", "yy_Test"]
+
+
+def make_own_data(root, labels_txt=None):
+    """root/<lang>/{train,dev,test}.tsv for OWN_LANGS, a NOTICE.md beside them, labels.txt if given."""
+    for lang in OWN_LANGS:
+        for split, rows in OWN_ROWS.items():
+            write_tsv(root / lang / f"{split}.tsv", ["index_id\tcategory\ttext"] + ["\t".join(r) for r in rows])
+        if labels_txt is not None:
+            (root / lang / "labels.txt").write_text(labels_txt, encoding="utf-8")
+    (root / "NOTICE.md").write_text("not a language\n", encoding="utf-8")
+    return root
+
+
+def write_groups(path, groups):
+    path.write_text(json.dumps({"groups": {name: {"languages": codes} for name, codes in groups.items()}}))
+    return path
+
+
+def test_own_data_labels_from_training_rows(tmp_path):
+    root = make_own_data(tmp_path / "own")
+    assert data.languages_in(root) == OWN_LANGS  # NOTICE.md is no language
+    labels = data.find_labels(OWN_LANGS, root)
+    assert labels == ("cooking", "music", "weather")
+    train = data.load_split(OWN_LANGS, "train", root, labels)
+    assert len(train) == 2 * 5 and [ex.lang for ex in train] == ["xx_Test"] * 5 + ["yy_Test"] * 5
+    assert [labels[ex.label] for ex in train[:5]] == [category for _, category, _ in OWN_ROWS["train"]]
+    assert train[1] == data.Example("xx_Test", "2", labels.index("cooking"), "Stir the soup.")
+    assert [ex.label for ex in data.load_split(["yy_Test"], "test", root, labels)] == [0, 1]
+    assert len(data.load_split(["yy_Test"], "validation", root, labels)) == 2
+
+
+def test_own_data_labels_from_labels_txt(tmp_path):
+    # labels.txt gives the order, blank lines do not count, and it may list a label no row has
+    root = make_own_data(tmp_path / "own", labels_txt="weather\n\nmusic\r\ncooking\nsports\n\n")
+    labels = data.find_labels(OWN_LANGS, root)
+    assert labels == ("weather", "music", "cooking", "sports")
+    train = data.load_split(OWN_LANGS, "train", root, labels)
+    assert [ex.label for ex in train[:5]] == [0, 2, 1, 2, 0]
+    # one language with labels.txt is enough: its list holds for the other language too
+    (root / "yy_Test" / "labels.txt").unlink()
+    assert data.find_labels(OWN_LANGS, root) == labels
+    assert data.find_labels(["yy_Test"], root) == ("cooking", "music", "weather")
+
+
+def test_own_data_groups_and_codes(tmp_path):
+    root = make_own_data(tmp_path / "own")
+    codes = data.languages_in(root)
+    path = write_groups(tmp_path / "groups.json", {"first": ["xx_Test"], "both": OWN_LANGS})
+    groups = data.load_groups(path)  # no "note": optional for a file of one's own
+    data.check_groups(groups, codes, path, root)
+    assert data.resolve_languages("first", groups, codes) == ["xx_Test"]
+    assert data.resolve_languages("all", groups, codes) == OWN_LANGS  # no "all" in the file: every code
+    assert data.resolve_languages("all-first", groups, codes) == ["yy_Test"]
+    assert data.resolve_languages("yy_Test,first", groups, codes) == OWN_LANGS
+    message = one_line_error(data.resolve_languages, "xx_test", groups, codes)
+    assert "'xx_test'" in message and "xx_Test" in message and "first" in message
+    # codes outside FLORES-200, any shape but without '-' or ','
+    assert data.resolve_languages("yy,all-yy", {}, ["yy", "zz"]) == ["yy", "zz"]
+
+
+def test_own_data_with_the_shipped_groups(tmp_path, groups):
+    # the shipped groups.json with a folder of one's own: its codes work, its groups only fail when used
+    root = make_own_data(tmp_path / "own")
+    codes = data.languages_in(root)
+    assert data.resolve_languages("xx_Test", None, codes) == ["xx_Test"]
+    assert data.resolve_languages("yy_Test,xx_Test", None, codes) == OWN_LANGS
+    message = one_line_error(data.resolve_languages, "yy_test", None, codes)
+    assert "'yy_test'" in message and "yy_Test" in message
+    message = one_line_error(data.resolve_languages, "eng_Latn", None, codes)
+    assert "'eng_Latn'" in message and "joshi5" in message  # not a folder of the data: unknown
+    enarzho = data.resolve_languages("enarzho", None, codes)
+    assert enarzho == groups["enarzho"]
+    message = one_line_error(data.load_split, enarzho, "train", root)
+    assert str(root / "arb_Arab") in message and "no folder" in message
+
+
+def test_check_groups_names_group_language_and_file(tmp_path):
+    root = make_own_data(tmp_path / "own")
+    codes = data.languages_in(root)
+    path = write_groups(tmp_path / "mine.json", {"ok": ["xx_Test"], "bad": ["yy_Test", "zz_Test"]})
+    message = one_line_error(data.check_groups, data.load_groups(path), codes, path, root)
+    assert "'bad'" in message and "'zz_Test'" in message and str(path) in message and str(root) in message
+    path = write_groups(tmp_path / "typo.json", {"typo": ["yy_test"]})
+    assert "did you mean yy_Test" in one_line_error(data.check_groups, data.load_groups(path), codes, path)
+    path = write_groups(tmp_path / "clash.json", {"xx_Test": ["yy_Test"]})
+    assert "rename the group" in one_line_error(data.check_groups, data.load_groups(path), codes, path)
+    path = tmp_path / "string.json"
+    path.write_text('{"groups": {"one": {"languages": "xx_Test"}}}')
+    message = one_line_error(data.load_groups, path)
+    assert str(path) in message and "'one'" in message and "list" in message
+
+
+def test_labels_txt_files_that_disagree(tmp_path):
+    root = make_own_data(tmp_path / "own", labels_txt="cooking\nmusic\nweather\n")
+    other = root / "yy_Test" / "labels.txt"
+    other.write_text("cooking\nmusic\nsports\n", encoding="utf-8")
+    message = one_line_error(data.find_labels, OWN_LANGS, root)
+    assert str(root / "xx_Test" / "labels.txt") in message and str(other) in message
+    assert "'weather' only in the first" in message and "'sports' only in the second" in message
+    other.write_text("music\ncooking\nweather\n", encoding="utf-8")
+    assert "another order" in one_line_error(data.find_labels, OWN_LANGS, root)
+    other.write_text("cooking\nmusic\n\ncooking\n", encoding="utf-8")
+    message = one_line_error(data.find_labels, OWN_LANGS, root)
+    assert f"{other}, line 4" in message and "'cooking'" in message and "line 1" in message
+    other.write_bytes(b"cooking\n\xff\n")
+    assert "UTF-8" in one_line_error(data.find_labels, ["yy_Test"], root)
+
+
+def test_labels_txt_lacking_a_training_category(tmp_path):
+    root = make_own_data(tmp_path / "own", labels_txt="cooking\nmusic\n")
+    labels = data.find_labels(OWN_LANGS, root)
+    message = one_line_error(data.load_split, OWN_LANGS, "train", root, labels)
+    assert f"{root / 'xx_Test' / 'train.tsv'}, line 2" in message  # the header is line 1
+    assert "'weather'" in message and "(cooking, music)" in message and "labels.txt" in message
+
+
+def test_test_category_the_run_does_not_know(tmp_path):
+    root = make_own_data(tmp_path / "own")
+    labels = data.find_labels(["xx_Test"], root)
+    path = write_tsv(root / "yy_Test" / "test.tsv", ["index_id\tcategory\ttext", "8\tcooking\tSalt it.",
+                                                      "9\tsports\tA goal."])
+    message = one_line_error(data.load_split, OWN_LANGS, "test", root, labels)
+    assert f"{path}, line 3" in message and "'sports'" in message and "(cooking, music, weather)" in message
+
+
+def test_too_few_labels_and_bad_label_lists(tmp_path):
+    root = tmp_path / "own"
+    write_tsv(root / "xx_Test" / "train.tsv", ["index_id\tcategory\ttext", "1\tcooking\tStir.", "2\tcooking\tBake."])
+    message = one_line_error(data.find_labels, ["xx_Test"], root)
+    assert "at least two labels" in message and "'cooking'" in message
+    (root / "xx_Test" / "labels.txt").write_text("\n\n", encoding="utf-8")
+    assert "found none" in one_line_error(data.find_labels, ["xx_Test"], root)
+    write_tsv(root / "xx_Test" / "train.tsv", ["index_id\tcategory\ttext", "1\t\tStir."])
+    assert "empty" in one_line_error(data.load_split, ["xx_Test"], "train", root, ["a", "b"])
+    assert "distinct" in one_line_error(data.load_split, ["xx_Test"], "train", root, ["a", "a"])
+    one_line_error(data.find_labels, "xx_Test", root)
+    assert "nowhere" in one_line_error(data.find_labels, ["xx_Test"], tmp_path / "nowhere")
+
+
+def test_languages_in_errors(tmp_path):
+    message = one_line_error(data.languages_in, tmp_path / "nowhere")
+    assert "nowhere" in message and "--data-dir" in message
+    (tmp_path / "NOTICE.md").write_text("x")
+    (tmp_path / ".git").mkdir()
+    assert "no language folders" in one_line_error(data.languages_in, tmp_path)
+    (tmp_path / "xx_Test").mkdir()
+    assert data.languages_in(tmp_path) == ["xx_Test"]
+    (tmp_path / "en-GB").mkdir()
+    message = one_line_error(data.languages_in, tmp_path)
+    assert str(tmp_path / "en-GB") in message and "'-'" in message and "'en_GB'" in message
+    message = one_line_error(data.resolve_languages, "en-GB", {}, ["en-GB"])
+    assert "'-'" in message and "rename" in message
+
+
+def test_sib200_labels_in_the_papers_order(tmp_path):
+    assert data.find_labels(FIXTURE_LANGS, FIXTURE) == data.LABELS
+    assert data.find_labels(["eng_Latn"], None) == data.LABELS  # the hub: SIB-200, nothing fetched
+    assert data.languages_in(FIXTURE) == FIXTURE_LANGS
+    # without labels.txt the order would be alphabetical: labels.txt is what keeps the paper's
+    for lang in FIXTURE_LANGS:
+        for split in data.SPLITS:
+            write_tsv(tmp_path / lang / f"{split}.tsv", (FIXTURE / lang / f"{split}.tsv").read_text(
+                encoding="utf-8").splitlines())
+    assert data.find_labels(FIXTURE_LANGS, tmp_path) == tuple(sorted(data.LABELS)) != data.LABELS
+
+
+def test_real_sib200_labels_and_languages(sib200_dir, groups):
+    assert data.languages_in(sib200_dir) == groups["all"]
+    assert data.find_labels(groups["all"], sib200_dir) == data.LABELS
+    rows = data.load_split(["eng_Latn"], "train", sib200_dir, data.find_labels(["eng_Latn"], sib200_dir))
+    assert rows == data.load_split(["eng_Latn"], "train", sib200_dir)
 
 
 # -----------------------------------------------------------------------------
