@@ -26,7 +26,6 @@ SPLITS = ("train", "dev", "test")  # the hub's loaders call dev "validation"
 GROUPS_PATH = Path(__file__).with_name("groups.json")
 
 HEADER = ["index_id", "category", "text"]
-LABEL_IDS = {name: i for i, name in enumerate(LABELS)}
 LAYOUT = "DIR/<code>/{train,dev,test}.tsv, as in github.com/dadelani/sib-200 data/annotated"
 LABELS_FILE = "labels.txt"
 SPEC_SYNTAX = "-,"  # a language spec joins items with ',' and subtracts with '-', so no code may hold either
@@ -105,6 +104,19 @@ def check_groups(groups, codes, path, data_dir=None):
                 hint = f" (did you mean {close[0]}?)" if close else ""
                 raise DataError(f"group {name!r} of {path} names language {code!r}{hint}, for which {where} no "
                                 f"folder; remove it from the group or add the folder")
+
+
+def groups_and_codes(groups_file=None, data_dir=None):
+    """(groups, codes) for a call: groups.json or a user's groups file, and the data folder's language codes.
+
+    A user's file must name only languages the folder has; groups.json, made for SIB-200, only fails
+    where a group that the folder lacks is used. codes is None for the hub (SIB-200: groups.json's all).
+    """
+    groups = load_groups(groups_file or GROUPS_PATH)
+    codes = languages_in(data_dir) if data_dir is not None else None
+    if groups_file and codes is not None:
+        check_groups(groups, codes, groups_file, data_dir)
+    return groups, codes
 
 
 def resolve_languages(spec, groups=None, codes=None):
@@ -384,27 +396,3 @@ def train_batches(lengths, batch_size, seed, epoch):
         batches += [chunk[k:k + batch_size] for k in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)  # otherwise every mega-batch would start with its longest batch
     return batches
-
-
-def eval_batches(lengths, batch_size):
-    """Batches of row indices, longest rows first; the indices put predictions back in place."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
-
-
-def to_device(tensors, device):
-    """Copy a batch to the device; on CUDA through pinned memory, so the copy does not stall the host."""
-    if device.type == "cuda":
-        return [t.pin_memory().to(device, non_blocking=True) for t in tensors]
-    return [t.to(device) for t in tensors]
-
-
-def collate(ids, indices, pad_id):
-    """(input_ids, attention_mask), int64, the rows ids[i] for i in indices padded on the right."""
-    rows = [ids[i] for i in indices]
-    width = max(len(r) for r in rows)
-    input_ids = torch.tensor([list(r) + [pad_id] * (width - len(r)) for r in rows], dtype=torch.long)
-    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long)
-    return input_ids, mask

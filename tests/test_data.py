@@ -500,28 +500,6 @@ def test_train_batches_small_and_edge_cases():
         data.train_batches([1], 0, 0, 0)
 
 
-def test_eval_batches_restore_order():
-    lengths = [5, 9, 1, 9, 3, 7, 2]
-    plan = data.eval_batches(lengths, 3)
-    assert [len(b) for b in plan] == [3, 3, 1]
-    flat = [i for b in plan for i in b]
-    assert sorted(flat) == list(range(7))
-    assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
-    predictions = [None] * len(lengths)
-    for batch in plan:
-        for i in batch:
-            predictions[i] = lengths[i] * 10  # stands in for a model's answer for row i
-    assert predictions == [n * 10 for n in lengths]
-
-
-def test_collate_pads_right():
-    ids = [[0, 5, 2], [0, 7, 8, 9, 2], [0, 2]]
-    input_ids, mask = data.collate(ids, [2, 1], pad_id=1)
-    assert input_ids.dtype == torch.int64 and mask.dtype == torch.int64
-    assert input_ids.tolist() == [[0, 2, 1, 1, 1], [0, 7, 8, 9, 2]]
-    assert mask.tolist() == [[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
-
-
 # -----------------------------------------------------------------------------
 # encode, with XLM-R's vocabulary (the e5-small tokenizer)
 
