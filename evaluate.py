@@ -156,6 +156,136 @@ def print_table(group_rows, groups, baselines=None):
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
+COMPARE_FIELDS = ["source", "backbone", "group", "a", "b", "seeds", "languages", "mean_diff", "ci_low", "ci_high",
+                  "wins", "ties", "losses"]
+TIE = 1e-9  # a per-language difference smaller than this is a tie
+
+
+def parse_method(name):
+    """(method, xpe_frac) of a method named as method_name writes it: spt, xpe, dual:0.7."""
+    text = str(name).strip()
+    if text in ("spt", "xpe"):
+        return text, float(text == "xpe")
+    kind, _, frac = text.partition(":")
+    try:
+        r = float(frac)
+    except ValueError:
+        r = None
+    if kind != "dual" or r is None or not 0 < r < 1:
+        raise UsageError(f"unknown method {name!r}: write spt, xpe or dual:R with 0 < R < 1, e.g. dual:0.7")
+    return "dual", r
+
+
+def by_setting(per_language):
+    """{setting: {seed: {language: accuracy}}}; two runs of one seed in a setting are a UsageError."""
+    table, runs = defaultdict(lambda: defaultdict(dict)), {}
+    for r in per_language:
+        setting = (r["method"], float(r["xpe_frac"]), r["source"], r["backbone"], r["mode"])
+        key = (setting, r["seed"], r["language"])
+        if runs.setdefault(key, r["run"]) != r["run"]:
+            raise UsageError(f"{runs[key]} and {r['run']} are both {method_name(*setting[:2])} from {setting[2]} with "
+                             f"seed {r['seed']}: pass only one of them to --runs")
+        table[setting][r["seed"]][r["language"]] = float(r["accuracy"])
+    return table
+
+
+def paired_bootstrap(diff, mask, resamples, seed, chunk=10000):
+    """95 % percentile interval of the mean of diff over mask (seeds x languages, float64 tensors).
+
+    Each resample draws the seeds (rows) with replacement and, independently, the languages (columns)
+    with replacement; its mean is over the cells both draws picked, counted as often as drawn.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    n_seeds, n_langs = diff.shape
+    weighted, means = diff * mask, []
+
+    def counts(k, n):  # how often each of n items is drawn in each of k resamples of size n
+        draws = torch.randint(n, (k, n), generator=generator)
+        return torch.zeros(k, n, dtype=torch.float64).scatter_add_(1, draws, torch.ones(k, n, dtype=torch.float64))
+
+    for start in range(0, resamples, chunk):
+        k = min(chunk, resamples - start)
+        seed_counts, lang_counts = counts(k, n_seeds), counts(k, n_langs)
+        total = ((seed_counts @ weighted) * lang_counts).sum(1)
+        cells = ((seed_counts @ mask) * lang_counts).sum(1)
+        means.append(total / cells)  # nan where a resample drew no cell that both runs have
+    low, high = torch.nanquantile(torch.cat(means), torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return low, high
+
+
+def compare(per_language, a, b, group_langs, resamples=10000, seed=0):
+    """Paired zero-shot differences A - B per source, backbone and target group: COMPARE_FIELDS rows.
+
+    a, b: methods as method_name writes them (xpe, spt, dual:0.7). Runs of A and B are paired by seed
+    (the same seed has the same data order); mean_diff is the mean of A - B over the (seed, language)
+    pairs both have, ci_low/ci_high a 95 % paired bootstrap interval (paired_bootstrap, resamples
+    draws from a generator seeded with seed, the same for every row), and wins/ties/losses count
+    the languages by the mean over seeds of A - B (a tie is closer than TIE to 0).
+    """
+    names = [method_name(*parse_method(m)) for m in (a, b)]
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
+        raise UsageError(f"the bootstrap needs at least 1 resample, got {resamples!r}")
+    found = defaultdict(dict)  # method name -> (source, backbone) -> {seed: {language: accuracy}}
+    zero_shot = by_setting(r for r in per_language if r["mode"] == "zero-shot")
+    for (method, frac, source, backbone, _), by_seed in zero_shot.items():
+        found[method_name(method, frac)][source, backbone] = by_seed
+    for name in names:
+        if name not in found:
+            raise UsageError(f"no zero-shot runs of {name} to compare; there are runs of: "
+                             f"{', '.join(sorted(found)) or 'none'}")
+
+    def sources(name):
+        return ", ".join(sorted({s for s, _ in found[name]}))
+
+    shared = sorted(set(found[names[0]]) & set(found[names[1]]))
+    if not shared:
+        raise UsageError(f"{names[0]} and {names[1]} have no source in common ({names[0]}: {sources(names[0])}; "
+                         f"{names[1]}: {sources(names[1])}): train both on one source")
+    rows = []
+    for source, backbone in shared:
+        runs_a, runs_b = found[names[0]][source, backbone], found[names[1]][source, backbone]
+        common = sorted(set(runs_a) & set(runs_b))
+        if not common:
+            raise UsageError(f"{names[0]} and {names[1]} from {source} are unpaired: no seed in common "
+                             f"({names[0]}: {', '.join(map(str, sorted(runs_a)))}; "
+                             f"{names[1]}: {', '.join(map(str, sorted(runs_b)))}): train them with the same --seed")
+        for group, langs in group_langs.items():
+            both = {(s, lang) for s in common for lang in langs if lang in runs_a[s] and lang in runs_b[s]}
+            seeds = [s for s in common if any((s, lang) in both for lang in langs)]
+            targets = [lang for lang in dict.fromkeys(langs) if any((s, lang) in both for s in common)]
+            row = dict(source=source, backbone=backbone, group=group, a=names[0], b=names[1], seeds=len(seeds),
+                       languages=len(targets), mean_diff=None, ci_low=None, ci_high=None, wins=0, ties=0, losses=0)
+            rows.append(row)
+            if not both:  # e.g. a group of the source's own languages: nothing zero-shot to compare
+                continue
+            diff = torch.tensor([[runs_a[s][lang] - runs_b[s][lang] if (s, lang) in both else 0.0
+                                  for lang in targets] for s in seeds], dtype=torch.float64)
+            mask = torch.tensor([[float((s, lang) in both) for lang in targets] for s in seeds], dtype=torch.float64)
+            per_lang = (diff.sum(0) / mask.sum(0)).tolist()
+            low, high = paired_bootstrap(diff, mask, resamples, seed)
+            row.update(mean_diff=round((diff.sum() / mask.sum()).item(), 6), ci_low=round(low, 6),
+                       ci_high=round(high, 6), wins=sum(d >= TIE for d in per_lang),
+                       ties=sum(abs(d) < TIE for d in per_lang), losses=sum(d <= -TIE for d in per_lang))
+    return rows
+
+
+def print_compare(rows):
+    """compare's rows as an aligned table, differences in accuracy points (%)."""
+    several = len({r["backbone"] for r in rows}) > 1
+    header = ["source"] + (["backbone"] if several else []) + ["group", "A - B", "mean (pp)", "95 % CI (pp)",
+                                                               "wins", "ties", "losses", "seeds", "languages"]
+    lines = []
+    for r in rows:
+        known = r["mean_diff"] is not None
+        lines.append([r["source"]] + ([r["backbone"]] if several else []) + [
+            r["group"], f"{r['a']} - {r['b']}", f"{100 * r['mean_diff']:+.2f}" if known else "-",
+            f"[{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]" if known else "-",
+            r["wins"], r["ties"], r["losses"], r["seeds"], r["languages"]])
+    widths = [max(len(str(row[i])) for row in [header] + lines) for i in range(len(header))]
+    for row in [header] + lines:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", nargs="*", default=[], help="run directories or folders of runs (default: newest in runs/)")
