@@ -1,8 +1,10 @@
-"""Tables from per-language results: evaluate.compare.
+"""Tables and figures from per-language results: evaluate.compare and evaluate.plot_languages.
 
 per_language rows are built by hand here (no training, no model): fast.
 """
+import csv
 import random
+import sys
 import time
 
 import pytest
@@ -11,6 +13,7 @@ import data
 import evaluate
 
 SEEN, UNSEEN = ["afr_Latn", "deu_Latn", "hin_Deva"], ["kab_Latn", "nqo_Nkoo", "tum_Latn"]
+GROUPS = {"seen": SEEN, "unseen": UNSEEN}
 
 
 def results(method, accuracies, seeds=(1, 2, 3), source="joshi5", xpe_frac=None, mode="zero-shot",
@@ -168,3 +171,149 @@ def test_compare_needs_a_resample():
     with pytest.raises(evaluate.UsageError) as excinfo:
         evaluate.compare(rows, "xpe", "spt", {"seen": SEEN}, resamples=0)
     assert "at least 1 resample" in one_line_usage_error(excinfo)
+
+
+# plot_languages -----------------------------------------------------------------------------------------------------
+
+def small_results():
+    langs = SEEN + UNSEEN + ["xyz_Latn"]  # in neither group: a third panel
+    return (results("dual", noisy(langs, bonus=0.05), xpe_frac=0.7) + results("spt", noisy(langs))
+            + results("spt", noisy(langs), source="enarzho"))
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_plot_has_the_size_asked_and_its_numbers_beside_it(tmp_path):
+    image = pytest.importorskip("matplotlib.image", reason="the figure needs matplotlib (requirements-plot.txt)")
+    rows = small_results()
+    baselines = {"XLM-R full FT": {"afr_Latn": 0.9, "kab_Latn": 0.6, "tum_Latn": 0.5}}  # the others are gaps
+    path = tmp_path / "figs" / "languages.png"
+    evaluate.plot_languages(rows, GROUPS, path, (901, 457), "dual:0.7", baselines)
+    assert image.imread(path).shape[:2] == (457, 901)
+
+    table = read_csv(path.with_suffix(".csv"))
+    assert list(table[0]) == evaluate.PLOT_FIELDS
+    series = ["spt (enarzho)", "spt (joshi5)", "dual:0.7 (joshi5)", "XLM-R full FT"]
+    assert len(table) == 7 * len(series)
+    assert {(r["language"], r["series"]) for r in table} == {(lang, s) for lang in SEEN + UNSEEN + ["xyz_Latn"]
+                                                             for s in series}
+    assert {r["panel"] for r in table if r["language"] in SEEN} == {"seen"}
+    assert {r["panel"] for r in table if r["language"] == "xyz_Latn"} == {"other"}
+    key = {r["language"]: float(r["accuracy"]) for r in table if r["series"] == "dual:0.7 (joshi5)"}
+    for panel in ("seen", "unseen"):
+        order = sorted({(int(r["position"]), r["language"]) for r in table if r["panel"] == panel})
+        assert [key[lang] for _, lang in order] == sorted((key[lang] for _, lang in order), reverse=True)
+    f = noisy(SEEN + UNSEEN + ["xyz_Latn"], bonus=0.05)
+    assert key["afr_Latn"] == pytest.approx(sum(f(s, "afr_Latn") for s in (1, 2, 3)) / 3, abs=1e-6)
+    assert {r["seeds"] for r in table if r["series"] != "XLM-R full FT"} == {"3"}
+    gaps = {r["language"] for r in table if r["series"] == "XLM-R full FT" and r["accuracy"] == ""}
+    assert gaps == {"deu_Latn", "hin_Deva", "nqo_Nkoo", "xyz_Latn"}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["languages.csv", "languages.png"]  # no temp files
+
+
+def test_plot_without_seen_and_unseen_is_one_panel_sorted_by_a_baseline(tmp_path):
+    pytest.importorskip("matplotlib", reason="the figure needs matplotlib (requirements-plot.txt)")
+    path = tmp_path / "one.png"
+    baselines = {"GPT-4": {lang: i / 10 for i, lang in enumerate(SEEN + UNSEEN)}}
+    evaluate.plot_languages(small_results(), {"joshi5": ["deu_Latn"]}, path, (640, 480), "GPT-4", baselines)
+    table = read_csv(path.with_suffix(".csv"))
+    assert {r["panel"] for r in table} == {"all"}
+    order = [r["language"] for r in table if r["series"] == "GPT-4"]
+    assert order == list(reversed(SEEN + UNSEEN)) + ["xyz_Latn"]  # a language the baseline lacks goes last
+
+
+@pytest.mark.parametrize("sort_by, expected", [
+    ("dual:0.3", "name one of spt@enarzho, spt@joshi5, dual:0.7@joshi5"),
+    ("spt", "sort by spt@enarzho or spt@joshi5"),
+    ("xpe@joshi5", "nothing to sort by named 'xpe@joshi5'"),
+    ("magic", "or a baseline (XLM-R)"),
+])
+def test_plot_bad_sort_by_is_a_usage_error(tmp_path, sort_by, expected):
+    pytest.importorskip("matplotlib", reason="the figure needs matplotlib (requirements-plot.txt)")
+    with pytest.raises(evaluate.UsageError) as excinfo:
+        evaluate.plot_languages(small_results(), GROUPS, tmp_path / "f.png", (800, 600), sort_by, {"XLM-R": {}})
+    assert expected in one_line_usage_error(excinfo)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_sorts_by_a_method_and_its_source(tmp_path):
+    pytest.importorskip("matplotlib", reason="the figure needs matplotlib (requirements-plot.txt)")
+    rows = small_results() + results("spt", {"afr_Latn": 0.99}, mode="supervised")  # spt@joshi5 twice: zero-shot wins
+    table = evaluate.plot_languages(rows, GROUPS, tmp_path / "f.png", (800, 600), "spt@joshi5")
+    first = [r["language"] for r in table if r["series"] == "spt (joshi5)" and r["position"] == 1]
+    f = noisy(SEEN + UNSEEN + ["xyz_Latn"])
+    mean = {lang: sum(f(s, lang) for s in (1, 2, 3)) / 3 for lang in SEEN}
+    assert first[0] == max(mean, key=mean.get)
+    assert {r["series"] for r in table} >= {"spt (joshi5, supervised)"}
+
+
+@pytest.mark.parametrize("path, size, rows, expected", [
+    ("f.pdf", (800, 600), None, "ending in .png"),
+    ("f.png", (300, 200), None, "too small"),
+    ("f.png", "big", None, "(width, height) in pixels"),
+    ("f.png", (800, 600), "none", "no per-language results"),
+    ("f.png", (800, 600), "two backbones", "plot them one at a time"),
+])
+def test_plot_bad_input_is_a_usage_error(tmp_path, path, size, rows, expected):
+    pytest.importorskip("matplotlib", reason="the figure needs matplotlib (requirements-plot.txt)")
+    made = {None: small_results(), "none": [],
+            "two backbones": small_results() + results("xpe", noisy(SEEN), backbone="e5")}[rows]
+    with pytest.raises(evaluate.UsageError) as excinfo:
+        evaluate.plot_languages(made, GROUPS, tmp_path / path, size, None)
+    assert expected in one_line_usage_error(excinfo)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_without_matplotlib_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(evaluate.UsageError) as excinfo:
+        evaluate.plot_languages(small_results(), GROUPS, tmp_path / "f.png", (800, 600), None)
+    message = one_line_usage_error(excinfo)
+    assert "pip install matplotlib" in message and "requirements-plot.txt" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_that_fails_leaves_the_old_files_whole(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib", reason="the figure needs matplotlib (requirements-plot.txt)")
+    from matplotlib.figure import Figure
+
+    path = tmp_path / "f.png"
+    evaluate.plot_languages(small_results(), GROUPS, path, (800, 600), None)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(Figure, "savefig", broken)
+    with pytest.raises(OSError):
+        evaluate.plot_languages(small_results() + results("xpe", noisy(SEEN)), GROUPS, path, (800, 600), None)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_plot_of_all_205_languages_at_the_default_size(tmp_path):
+    """The figure as the paper draws it: 4 methods from joshi5, 3 seeds, two baselines, every SIB-200 language."""
+    image = pytest.importorskip("matplotlib.image", reason="the figure needs matplotlib (requirements-plot.txt)")
+    groups = data.load_groups()
+    targets = [lang for lang in groups["all"] if lang not in groups["joshi5"]]
+    rows = []
+    for i, (method, frac) in enumerate((("spt", None), ("xpe", None), ("dual", 0.3), ("dual", 0.7))):
+        rows += results(method, noisy(targets, bonus=0.01 * i, rng_seed=i), xpe_frac=frac, steps=24000)
+    baselines = {name: {code: row[column] / 100 for code, row in evaluate.load_baselines().items() if column in row}
+                 for column, name in evaluate.BASELINE_COLUMNS.items()}
+    path = tmp_path / "languages.png"
+    start = time.perf_counter()
+    table = evaluate.plot_languages(rows, groups, path, evaluate.PLOT_SIZE, "dual:0.7", baselines)
+    assert time.perf_counter() - start < 20
+    assert image.imread(path).shape[:2] == tuple(reversed(evaluate.PLOT_SIZE))
+    assert len(table) == len(targets) * 6 == len(read_csv(path.with_suffix(".csv")))
+    assert {r["panel"] for r in table} == {"seen", "unseen"}
+
+
+def test_parse_size():
+    assert evaluate.parse_size("2400x1400") == (2400, 1400)
+    assert evaluate.parse_size("800X600") == (800, 600)
+    for bad in ("2400", "x", "24.5x10", "-3x4"):
+        with pytest.raises(evaluate.UsageError):
+            evaluate.parse_size(bad)
