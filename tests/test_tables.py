@@ -1,0 +1,319 @@
+"""Tables and figures from per-language results: evaluate.compare and evaluate.plot_languages.
+
+per_language rows are built by hand here (no training, no model): fast.
+"""
+import csv
+import random
+import sys
+import time
+
+import pytest
+
+import data
+import evaluate
+
+SEEN, UNSEEN = ["afr_Latn", "deu_Latn", "hin_Deva"], ["kab_Latn", "nqo_Nkoo", "tum_Latn"]
+GROUPS = {"seen": SEEN, "unseen": UNSEEN}
+
+
+def results(method, accuracies, seeds=(1, 2, 3), source="joshi5", xpe_frac=None, mode="zero-shot",
+            backbone="xlm-roberta-large", steps=2000):
+    """per_language rows as evaluate.main builds them. accuracies: {language: accuracy} or f(seed, language)."""
+    frac = {"spt": 0.0, "xpe": 1.0}.get(method, xpe_frac)
+    rows = []
+    for seed in seeds:
+        for lang in (accuracies if isinstance(accuracies, dict) else accuracies.languages):
+            accuracy = accuracies[lang] if isinstance(accuracies, dict) else accuracies(seed, lang)
+            rows.append(dict(run=f"runs/{method}{'' if method != 'dual' else frac}-{source}-s{seed}", mode=mode,
+                             method=method, xpe_frac=frac, source=source, seed=seed, backbone=backbone, steps=steps,
+                             language=lang, n=204, accuracy=accuracy))
+    return rows
+
+
+def noisy(languages, base=0.6, bonus=0.0, rng_seed=0):
+    """f(seed, language): a fixed pseudo-random accuracy per (seed, language), plus bonus."""
+    rng = random.Random(rng_seed)
+    table = {(s, lang): min(1.0, max(0.0, base + rng.uniform(-0.3, 0.3))) for s in range(20) for lang in languages}
+
+    def f(seed, lang):
+        return table[seed, lang] + bonus
+    f.languages = list(languages)
+    return f
+
+
+def one_line_usage_error(excinfo):
+    message = str(excinfo.value)
+    assert message and "\n" not in message
+    return message
+
+
+# compare ------------------------------------------------------------------------------------------------------------
+
+def test_compare_a_run_with_itself_is_zero_with_a_zero_width_interval():
+    rows = results("xpe", noisy(SEEN + UNSEEN)) + results("spt", noisy(SEEN + UNSEEN, rng_seed=1))
+    (row,) = evaluate.compare(rows, "xpe", "xpe", {"all": SEEN + UNSEEN}, resamples=500)
+    assert (row["a"], row["b"], row["seeds"], row["languages"]) == ("xpe", "xpe", 3, 6)
+    assert row["mean_diff"] == 0 and row["ci_low"] == 0 and row["ci_high"] == 0
+    assert (row["wins"], row["ties"], row["losses"]) == (0, 6, 0)
+
+
+def test_compare_a_shifted_by_five_points_is_five_points_with_no_spread():
+    langs = SEEN + UNSEEN
+    rows = results("dual", noisy(langs, bonus=0.05), xpe_frac=0.7) + results("spt", noisy(langs))
+    (row,) = evaluate.compare(rows, "dual:0.7", "spt", {"all": langs})
+    assert row["a"] == "dual:0.7"
+    assert row["mean_diff"] == pytest.approx(0.05, abs=1e-9)
+    assert row["ci_low"] == pytest.approx(0.05, abs=1e-9) and row["ci_high"] == pytest.approx(0.05, abs=1e-9)
+    assert (row["wins"], row["ties"], row["losses"]) == (6, 0, 0)
+
+
+def test_compare_counts_wins_ties_and_losses_by_the_mean_over_seeds():
+    a = {(1, "afr_Latn"): 0.9, (2, "afr_Latn"): 0.8,    # wins on both seeds
+         (1, "deu_Latn"): 0.5, (2, "deu_Latn"): 0.5,    # tie
+         (1, "hin_Deva"): 0.4, (2, "hin_Deva"): 0.4,    # loses on both
+         (1, "kab_Latn"): 0.7, (2, "kab_Latn"): 0.5,    # +0.1 then -0.1: a tie on the mean
+         (1, "tum_Latn"): 0.6, (2, "tum_Latn"): 0.6}    # not evaluated for B: left out
+    b = {(1, "afr_Latn"): 0.7, (2, "afr_Latn"): 0.7, (1, "deu_Latn"): 0.5, (2, "deu_Latn"): 0.5,
+         (1, "hin_Deva"): 0.5, (2, "hin_Deva"): 0.5, (1, "kab_Latn"): 0.6, (2, "kab_Latn"): 0.6}
+
+    def f(table, langs):
+        def get(seed, lang):
+            return table[seed, lang]
+        get.languages = langs
+        return get
+    rows = (results("xpe", f(a, SEEN + ["kab_Latn", "tum_Latn"]), seeds=(1, 2))
+            + results("spt", f(b, SEEN + ["kab_Latn"]), seeds=(1, 2)))
+    out = evaluate.compare(rows, "xpe", "spt", {"seen": SEEN, "unseen": UNSEEN, "nqo": ["nqo_Nkoo"]}, resamples=2000)
+    seen, unseen, nqo = out
+    assert (seen["wins"], seen["ties"], seen["losses"], seen["languages"], seen["seeds"]) == (1, 1, 1, 3, 2)
+    assert seen["mean_diff"] == pytest.approx((0.2 + 0.1 + 0 + 0 - 0.1 - 0.1) / 6, abs=1e-6)
+    assert seen["ci_low"] <= seen["mean_diff"] <= seen["ci_high"]
+    assert (unseen["wins"], unseen["ties"], unseen["losses"], unseen["languages"]) == (0, 1, 0, 1)
+    assert unseen["mean_diff"] == pytest.approx(0, abs=1e-9)
+    assert nqo["languages"] == 0 and nqo["mean_diff"] is None  # no pair in the group: a row without figures
+    assert list(seen) == evaluate.COMPARE_FIELDS
+
+
+def test_compare_pairs_by_seed_and_goes_per_source():
+    langs = SEEN + UNSEEN
+    rows = (results("xpe", noisy(langs, bonus=0.1), seeds=(1, 2, 3)) + results("spt", noisy(langs), seeds=(2, 3, 4))
+            + results("xpe", noisy(langs, bonus=-0.02), seeds=(7,), source="seen")
+            + results("spt", noisy(langs), seeds=(7,), source="seen")
+            + results("xpe", noisy(langs), seeds=(1,), source="enarzho"))  # no spt from enarzho: left out
+    out = evaluate.compare(rows, "xpe", "spt", {"all": langs}, resamples=300)
+    assert [(r["source"], r["seeds"]) for r in out] == [("joshi5", 2), ("seen", 1)]
+    assert out[0]["mean_diff"] == pytest.approx(0.1, abs=1e-9)  # seeds 2 and 3 only, paired
+    assert out[1]["mean_diff"] == pytest.approx(-0.02, abs=1e-9)
+
+
+def test_bootstrap_draws_seeds_and_languages_with_replacement():
+    import torch
+
+    diff = torch.tensor([[0.0, 1.0]], dtype=torch.float64)  # one seed, two languages
+    low, high = evaluate.paired_bootstrap(diff, torch.ones_like(diff), 4000, 0)
+    assert (low, high) == (0.0, 1.0)  # the means 0, 0.5, 1 drawn 1/4, 1/2, 1/4 of the time
+    low, high = evaluate.paired_bootstrap(diff.T, torch.ones_like(diff.T), 4000, 0)  # two seeds, one language
+    assert (low, high) == (0.0, 1.0)
+
+
+def test_compare_is_fast_and_reproducible_at_full_size():
+    langs = data.load_groups()["all"]
+    rows = (results("xpe", noisy(langs, bonus=0.01, rng_seed=1), seeds=range(10))
+            + results("spt", noisy(langs), seeds=range(10)))
+    start = time.perf_counter()
+    first = evaluate.compare(rows, "xpe", "spt", {"all": langs}, resamples=10000, seed=3)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 3, f"10,000 resamples of 10 seeds x 205 languages took {elapsed:.1f} s"
+    assert evaluate.compare(rows, "xpe", "spt", {"all": langs}, resamples=10000, seed=3) == first
+    (row,) = first
+    assert row["ci_low"] < row["mean_diff"] < row["ci_high"] and (row["seeds"], row["languages"]) == (10, 205)
+    assert evaluate.compare(rows, "xpe", "spt", {"all": langs}, resamples=10000, seed=4)[0]["ci_low"] != row["ci_low"]
+
+
+def test_print_compare_aligns_its_columns(capsys):
+    langs = SEEN + UNSEEN
+    rows = results("xpe", noisy(langs, bonus=0.05)) + results("spt", noisy(langs))
+    evaluate.print_compare(evaluate.compare(rows, "xpe", "spt", {"seen": SEEN, "lowperf": ["nqo_Nkoo", "kab_Latn"],
+                                                                 "none": ["eng_Latn"]}, resamples=200))
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.split()[:4] == ["source", "group", "A", "-"]
+    assert len(lines) == 3 and all(line.startswith("joshi5  ") for line in lines)
+    assert "+5.00" in lines[0] and lines[2].split()[4:7] == ["spt", "-", "-"]  # no pair for eng_Latn
+    assert len({line.index("xpe - spt") for line in lines}) == 1
+
+
+@pytest.mark.parametrize("a, b, rows, expected", [
+    ("dual", "spt", None, "dual:R"),
+    ("xpe,spt", "spt", None, "unknown method"),
+    ("dual:1", "spt", None, "0 < R < 1"),
+    ("dual:x", "spt", None, "unknown method"),
+    ("dual:0.3", "spt", None, "no zero-shot runs of dual:0.3"),
+    ("xpe", "spt", "unpaired", "unpaired"),
+    ("xpe", "spt", "other-source", "no source in common"),
+    ("xpe", "spt", "twice", "pass only one of them"),
+    ("xpe", "spt", "supervised", "no zero-shot runs of spt"),
+])
+def test_compare_bad_input_is_a_usage_error(a, b, rows, expected):
+    langs = SEEN + UNSEEN
+    made = results("xpe", noisy(langs), seeds=(1, 2))
+    made += {None: results("spt", noisy(langs), seeds=(1,)),
+             "unpaired": results("spt", noisy(langs), seeds=(3, 4)),
+             "other-source": results("spt", noisy(langs), source="seen"),
+             "twice": [dict(r, run="runs/again") for r in results("xpe", noisy(langs), seeds=(1,))],
+             "supervised": results("spt", {"kab_Latn": 0.5}, mode="supervised")}[rows]
+    with pytest.raises(evaluate.UsageError) as excinfo:
+        evaluate.compare(made, a, b, {"all": langs}, resamples=10)
+    assert expected in one_line_usage_error(excinfo)
+
+
+def test_compare_needs_a_resample():
+    rows = results("xpe", noisy(SEEN)) + results("spt", noisy(SEEN))
+    with pytest.raises(evaluate.UsageError) as excinfo:
+        evaluate.compare(rows, "xpe", "spt", {"seen": SEEN}, resamples=0)
+    assert "at least 1 resample" in one_line_usage_error(excinfo)
+
+
+# plot_languages -----------------------------------------------------------------------------------------------------
+
+def small_results():
+    langs = SEEN + UNSEEN + ["xyz_Latn"]  # in neither group: a third panel
+    return (results("dual", noisy(langs, bonus=0.05), xpe_frac=0.7) + results("spt", noisy(langs))
+            + results("spt", noisy(langs), source="enarzho"))
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_plot_has_the_size_asked_and_its_numbers_beside_it(tmp_path):
+    image = pytest.importorskip("matplotlib.image", reason="the figure needs matplotlib (requirements-plot.txt)")
+    rows = small_results()
+    baselines = {"XLM-R full FT": {"afr_Latn": 0.9, "kab_Latn": 0.6, "tum_Latn": 0.5}}  # the others are gaps
+    path = tmp_path / "figs" / "languages.png"
+    evaluate.plot_languages(rows, GROUPS, path, (901, 457), "dual:0.7", baselines)
+    assert image.imread(path).shape[:2] == (457, 901)
+
+    table = read_csv(path.with_suffix(".csv"))
+    assert list(table[0]) == evaluate.PLOT_FIELDS
+    series = ["spt (enarzho)", "spt (joshi5)", "dual:0.7 (joshi5)", "XLM-R full FT"]
+    assert len(table) == 7 * len(series)
+    assert {(r["language"], r["series"]) for r in table} == {(lang, s) for lang in SEEN + UNSEEN + ["xyz_Latn"]
+                                                             for s in series}
+    assert {r["panel"] for r in table if r["language"] in SEEN} == {"seen"}
+    assert {r["panel"] for r in table if r["language"] == "xyz_Latn"} == {"other"}
+    key = {r["language"]: float(r["accuracy"]) for r in table if r["series"] == "dual:0.7 (joshi5)"}
+    for panel in ("seen", "unseen"):
+        order = sorted({(int(r["position"]), r["language"]) for r in table if r["panel"] == panel})
+        assert [key[lang] for _, lang in order] == sorted((key[lang] for _, lang in order), reverse=True)
+    f = noisy(SEEN + UNSEEN + ["xyz_Latn"], bonus=0.05)
+    assert key["afr_Latn"] == pytest.approx(sum(f(s, "afr_Latn") for s in (1, 2, 3)) / 3, abs=1e-6)
+    assert {r["seeds"] for r in table if r["series"] != "XLM-R full FT"} == {"3"}
+    gaps = {r["language"] for r in table if r["series"] == "XLM-R full FT" and r["accuracy"] == ""}
+    assert gaps == {"deu_Latn", "hin_Deva", "nqo_Nkoo", "xyz_Latn"}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["languages.csv", "languages.png"]  # no temp files
+
+
+def test_plot_without_seen_and_unseen_is_one_panel_sorted_by_a_baseline(tmp_path):
+    pytest.importorskip("matplotlib", reason="the figure needs matplotlib (requirements-plot.txt)")
+    path = tmp_path / "one.png"
+    baselines = {"GPT-4": {lang: i / 10 for i, lang in enumerate(SEEN + UNSEEN)}}
+    evaluate.plot_languages(small_results(), {"joshi5": ["deu_Latn"]}, path, (640, 480), "GPT-4", baselines)
+    table = read_csv(path.with_suffix(".csv"))
+    assert {r["panel"] for r in table} == {"all"}
+    order = [r["language"] for r in table if r["series"] == "GPT-4"]
+    assert order == list(reversed(SEEN + UNSEEN)) + ["xyz_Latn"]  # a language the baseline lacks goes last
+
+
+@pytest.mark.parametrize("sort_by, expected", [
+    ("dual:0.3", "name one of spt@enarzho, spt@joshi5, dual:0.7@joshi5"),
+    ("spt", "sort by spt@enarzho or spt@joshi5"),
+    ("xpe@joshi5", "nothing to sort by named 'xpe@joshi5'"),
+    ("magic", "or a baseline (XLM-R)"),
+])
+def test_plot_bad_sort_by_is_a_usage_error(tmp_path, sort_by, expected):
+    pytest.importorskip("matplotlib", reason="the figure needs matplotlib (requirements-plot.txt)")
+    with pytest.raises(evaluate.UsageError) as excinfo:
+        evaluate.plot_languages(small_results(), GROUPS, tmp_path / "f.png", (800, 600), sort_by, {"XLM-R": {}})
+    assert expected in one_line_usage_error(excinfo)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_sorts_by_a_method_and_its_source(tmp_path):
+    pytest.importorskip("matplotlib", reason="the figure needs matplotlib (requirements-plot.txt)")
+    rows = small_results() + results("spt", {"afr_Latn": 0.99}, mode="supervised")  # spt@joshi5 twice: zero-shot wins
+    table = evaluate.plot_languages(rows, GROUPS, tmp_path / "f.png", (800, 600), "spt@joshi5")
+    first = [r["language"] for r in table if r["series"] == "spt (joshi5)" and r["position"] == 1]
+    f = noisy(SEEN + UNSEEN + ["xyz_Latn"])
+    mean = {lang: sum(f(s, lang) for s in (1, 2, 3)) / 3 for lang in SEEN}
+    assert first[0] == max(mean, key=mean.get)
+    assert {r["series"] for r in table} >= {"spt (joshi5, supervised)"}
+
+
+@pytest.mark.parametrize("path, size, rows, expected", [
+    ("f.pdf", (800, 600), None, "ending in .png"),
+    ("f.png", (300, 200), None, "too small"),
+    ("f.png", "big", None, "(width, height) in pixels"),
+    ("f.png", (800, 600), "none", "no per-language results"),
+    ("f.png", (800, 600), "two backbones", "plot them one at a time"),
+])
+def test_plot_bad_input_is_a_usage_error(tmp_path, path, size, rows, expected):
+    pytest.importorskip("matplotlib", reason="the figure needs matplotlib (requirements-plot.txt)")
+    made = {None: small_results(), "none": [],
+            "two backbones": small_results() + results("xpe", noisy(SEEN), backbone="e5")}[rows]
+    with pytest.raises(evaluate.UsageError) as excinfo:
+        evaluate.plot_languages(made, GROUPS, tmp_path / path, size, None)
+    assert expected in one_line_usage_error(excinfo)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_without_matplotlib_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(evaluate.UsageError) as excinfo:
+        evaluate.plot_languages(small_results(), GROUPS, tmp_path / "f.png", (800, 600), None)
+    message = one_line_usage_error(excinfo)
+    assert "pip install matplotlib" in message and "requirements-plot.txt" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_that_fails_leaves_the_old_files_whole(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib", reason="the figure needs matplotlib (requirements-plot.txt)")
+    from matplotlib.figure import Figure
+
+    path = tmp_path / "f.png"
+    evaluate.plot_languages(small_results(), GROUPS, path, (800, 600), None)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(Figure, "savefig", broken)
+    with pytest.raises(OSError):
+        evaluate.plot_languages(small_results() + results("xpe", noisy(SEEN)), GROUPS, path, (800, 600), None)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_plot_of_all_205_languages_at_the_default_size(tmp_path):
+    """The figure as the paper draws it: 4 methods from joshi5, 3 seeds, two baselines, every SIB-200 language."""
+    image = pytest.importorskip("matplotlib.image", reason="the figure needs matplotlib (requirements-plot.txt)")
+    groups = data.load_groups()
+    targets = [lang for lang in groups["all"] if lang not in groups["joshi5"]]
+    rows = []
+    for i, (method, frac) in enumerate((("spt", None), ("xpe", None), ("dual", 0.3), ("dual", 0.7))):
+        rows += results(method, noisy(targets, bonus=0.01 * i, rng_seed=i), xpe_frac=frac, steps=24000)
+    baselines = {name: {code: row[column] / 100 for code, row in evaluate.load_baselines().items() if column in row}
+                 for column, name in evaluate.BASELINE_COLUMNS.items()}
+    path = tmp_path / "languages.png"
+    start = time.perf_counter()
+    table = evaluate.plot_languages(rows, groups, path, evaluate.PLOT_SIZE, "dual:0.7", baselines)
+    assert time.perf_counter() - start < 20
+    assert image.imread(path).shape[:2] == tuple(reversed(evaluate.PLOT_SIZE))
+    assert len(table) == len(targets) * 6 == len(read_csv(path.with_suffix(".csv")))
+    assert {r["panel"] for r in table} == {"seen", "unseen"}
+
+
+def test_parse_size():
+    assert evaluate.parse_size("2400x1400") == (2400, 1400)
+    assert evaluate.parse_size("800X600") == (800, 600)
+    for bad in ("2400", "x", "24.5x10", "-3x4"):
+        with pytest.raises(evaluate.UsageError):
+            evaluate.parse_size(bad)
