@@ -18,7 +18,6 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 LABELS = ("science/technology", "travel", "politics", "sports", "health", "entertainment", "geography")
 HUB_DATASET = "Davlan/sib200"
@@ -71,7 +70,7 @@ def _check_code(code, where, fix):
 def load_groups(path=GROUPS_PATH):
     """{group name: codes} from a groups file ({"groups": {name: {"languages": [...], "note": ...}}})."""
     path = Path(path)
-    form = f'{{"groups": {{name: {{"languages": [...]}}}}}}'
+    form = '{"groups": {name: {"languages": [...]}}}'
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         groups = {name: list(g["languages"]) for name, g in raw["groups"].items()}

@@ -1,14 +1,18 @@
-"""Zero-shot and supervised accuracy per language from run artifacts; group means over seeds; CSVs.
+"""Accuracy per language from run artifacts; the paper's tables and figure; paired differences; predictions.
 
-    python evaluate.py --group unseen                         # the newest run under runs/
-    python evaluate.py --runs runs/ --groups lowperf,unseen,seen-wo-j5,all-wo-j5 --baseline
+    python evaluate.py --runs runs/ --baseline                 # Tables 1 and 2 over the paper's target groups
+    python evaluate.py --runs runs/ --compare xpe,spt --plot results/figure2.png
+    python evaluate.py --scores results/per_language.csv --baseline    # the tables again, without scoring
+    python evaluate.py --runs runs/xpe-joshi5-s1 --predict texts.txt > predictions.csv
+    python evaluate.py --runs runs/xpe-joshi5-s1 --export-peft peft/xpe-joshi5-s1
 
 Only the inference artifact of each run is used (static prompt + head on the backbone): no prompt
-encoder. The test split of every target language is tokenised once and run longest first in large
-batches; the backbone loads once for all runs. A source run is scored zero-shot on the target
-languages it was not trained on; a target run (train.py --target) is scored on its own language.
-Per group: the plain mean over its languages for each run, then mean and standard deviation over
-the seeds of one setting (method, fraction, source, backbone, mode).
+encoder. The backbone loads once; the test rows are tokenised once and run longest first in large
+batches, every run that shares a max length and its target languages in the same backbone pass (each
+run's prompt in front of its own copy of the batch). A source run is scored zero-shot on the target
+languages it was not trained on; a target run (train.py --target) on its own language. Per group:
+the plain mean over its languages for each run, then mean and standard deviation over the seeds of
+one setting (method, fraction, source, backbone, mode).
 """
 import argparse
 import csv
@@ -28,40 +32,72 @@ import data
 import xpe
 
 TABLE2_GROUPS = "lowperf,unseen,seen-wo-j5,all-wo-j5"
+SUPERVISED_GROUPS = {"supervised-seen": "supervised-seen", "supervised-unseen": "supervised-unseen",
+                     "supervised": "supervised-seen,supervised-unseen"}  # Table 3's rows
 BASELINES_PATH = Path(__file__).with_name("baselines.csv")
-BASELINE_COLUMNS = {"xlmr_large": "XLM-R full FT", "xlt_eng": "XLM-R eng zero-shot"}
+BASELINE_COLUMNS = {  # columns of baselines.csv shown beside ours (SIB-200's Table 7, XLM-R large but the GPTs)
+    "xlmr_large": "XLM-R full FT", "xlt_eng": "XLT eng", "xlt_ara": "XLT ara", "xlt_zho": "XLT zho",
+    "gpt35": "GPT-3.5", "gpt4": "GPT-4"}
+PAPER_BACKBONE = "xlm-roberta-large"
+PAPER = {  # SPEC §6: the paper's accuracy (%) per (method, source, target group); True: secondhand (xpe-exp)
+    ("spt", "joshi5", "lowperf"): (36.0, False), ("spt", "joshi5", "unseen"): (56.0, False),
+    ("spt", "joshi5", "seen-wo-j5"): (85.6, False), ("spt", "joshi5", "all-wo-j5"): (68.7, False),
+    ("dual:0.7", "joshi5", "lowperf"): (37.3, False), ("dual:0.7", "joshi5", "unseen"): (57.6, False),
+    ("dual:0.7", "joshi5", "seen-wo-j5"): (86.6, False), ("dual:0.7", "joshi5", "all-wo-j5"): (70.0, False),
+    ("dual:0.3", "joshi5", "lowperf"): (36.8, True), ("xpe", "joshi5", "lowperf"): (39.1, True),
+    ("xpe", "joshi5", "unseen"): (57.2, True), ("xpe", "joshi5", "seen-wo-j5"): (84.5, True),
+    ("xpe", "joshi5", "all-wo-j5"): (69.0, True),
+    ("xpe", "seen", "lowperf"): (41.9, False), ("xpe", "seen", "unseen"): (60.8, False),
+    ("spt", "seen", "lowperf"): (39.1, True),
+    ("spt", "enarzho", "lowperf"): (35.2, False), ("spt", "enarzho", "unseen"): (54.8, False),
+    ("xpe", "enarzho", "lowperf"): (35.3, False), ("xpe", "enarzho", "unseen"): (53.7, False),
+    ("xpe", "enarzho", "seen-wo-j5"): (82.6, False), ("xpe", "enarzho", "all-wo-j5"): (66.2, False),
+    # Table 3: sequential full supervision from Joshi5, and SIB-200's in-language full fine-tuning
+    ("dual:0.7", "joshi5", "supervised-unseen"): (65.1, False), ("dual:0.7", "joshi5", "supervised-seen"): (87.6, False),
+    ("dual:0.7", "joshi5", "supervised"): (76.3, False), ("xlmr_large", "", "supervised-unseen"): (64.0, False),
+    ("xlmr_large", "", "supervised-seen"): (88.3, False), ("xlmr_large", "", "supervised"): (76.1, False),
+}
 LANGUAGE_FIELDS = ["run", "mode", "method", "xpe_frac", "source", "seed", "backbone", "steps", "language", "n",
                    "accuracy"]
 GROUP_FIELDS = ["method", "xpe_frac", "source", "backbone", "mode", "group", "languages", "seeds", "mean", "std"]
+PREDICT_BATCH = 256
 
 
 class UsageError(Exception):
     """Bad input from the user: one line, exit status 2."""
 
 
+def note(text):
+    """Progress and notes go to standard error: standard output carries tables, or --predict's CSV alone."""
+    print(text, file=sys.stderr)
+
+
 def method_name(method, xpe_frac):
-    """A method as train.py --method writes it: spt, xpe, dual:0.7."""
+    """A method as train.py --method writes it in a list: spt, xpe, dual:0.7."""
     return f"dual:{float(xpe_frac):g}" if method == "dual" else method
 
 
-@torch.inference_mode()
-def predict(model, ids, pad_id, batch_size, device, progress=None):
-    """Logits (float32, on the CPU) for token-id rows, in their original order.
+def parse_method(name):
+    """(method, xpe_frac) of a method named as method_name writes it: spt, xpe, dual:0.7."""
+    text = str(name).strip()
+    if text in ("spt", "xpe"):
+        return text, float(text == "xpe")
+    kind, _, frac = text.partition(":")
+    try:
+        r = float(frac)
+    except ValueError:
+        r = None
+    if kind != "dual" or r is None or not 0 < r < 1:
+        raise UsageError(f"unknown method {name!r}: write spt, xpe or dual:R with 0 < R < 1, e.g. dual:0.7")
+    return "dual", r
 
-    Rows are run longest first in large batches, so that padding stays small. progress: a bar title.
-    """
-    model.eval()
-    order, chunks = [], []
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    batches = data.eval_batches([len(x) for x in ids], batch_size)
-    for indices in tqdm(batches, desc=progress, disable=progress is None, leave=False, dynamic_ncols=True):
-        input_ids, mask = data.to_device(data.collate(ids, indices, pad_id), device)
-        with autocast:
-            chunks.append(model(input_ids, mask).float())
-        order.extend(indices)
-    logits = torch.cat(chunks).cpu()  # one copy back at the end: no sync per batch
-    return logits[torch.argsort(torch.tensor(order))]
 
+def method_order(name):
+    method, frac = parse_method(name)
+    return {"spt": 0, "dual": 1, "xpe": 2}[method], frac
+
+
+# ---- runs -----------------------------------------------------------------------------------------
 
 def find_runs(paths, runs_root=Path("runs")):
     """Run directories (with an artifact) named, or found one level under a named parent."""
@@ -69,7 +105,7 @@ def find_runs(paths, runs_root=Path("runs")):
         candidates = sorted(runs_root.glob(f"*/{xpe.ARTIFACT_WEIGHTS}"), key=lambda p: p.stat().st_mtime)
         if not candidates:
             raise UsageError(f"no runs under {runs_root}/ to evaluate: train one (python train.py) or pass --runs DIR")
-        print(f"evaluating the newest run: {candidates[-1].parent}")
+        note(f"evaluating the newest run: {candidates[-1].parent}")
         return [candidates[-1].parent]
     runs = []
     for path in map(Path, paths):
@@ -90,91 +126,113 @@ def find_runs(paths, runs_root=Path("runs")):
 
 
 def read_run(run_dir):
-    config = json.loads((run_dir / xpe.ARTIFACT_CONFIG).read_text())
-    missing = [k for k in ("model", "method", "xpe_frac", "max_length", "source", "seed") if k not in config]
+    try:
+        config = json.loads((run_dir / xpe.ARTIFACT_CONFIG).read_text())
+    except ValueError as e:
+        raise UsageError(f"{run_dir}/config.json is not JSON ({e}): not written by train.py") from None
+    missing = [k for k in ("model", "labels", "method", "xpe_frac", "max_length", "source", "seed") if k not in config]
     if missing:
         raise UsageError(f"{run_dir}/config.json lacks {', '.join(missing)}: not written by train.py")
     target = config.get("target") or ""
     return dict(dir=run_dir, config=config, mode="supervised" if target else "zero-shot",
-                trained=set(config.get("source_languages", [])) if not target else set(),
-                only=target)
+                trained=set(config.get("source_languages", [])) if not target else set(), only=target)
 
+
+def targets_of(run, languages):
+    """The languages a run is scored on: its own for a target run, else those it was not trained on."""
+    if run["only"]:
+        return [run["only"]]
+    return [lang for lang in languages if lang not in run["trained"]]
+
+
+def check_runs(runs, languages):
+    """One backbone and one label set a call; two runs of one setting and seed on one language are refused."""
+    for key, what in (("model", "backbones"), ("labels", "label sets")):
+        found = list(dict.fromkeys(json.dumps(r["config"][key]) for r in runs))
+        if len(found) > 1:
+            raise UsageError(f"runs with different {what} ({', '.join(found[:3])}): evaluate them in separate calls")
+    seen = {}
+    for run in runs:
+        cfg = run["config"]
+        key = (cfg["method"], float(cfg["xpe_frac"]), cfg["source"], run["mode"], cfg["seed"])
+        for lang in targets_of(run, languages):
+            other = seen.setdefault((key, lang), run["dir"])
+            if other != run["dir"]:
+                raise UsageError(f"{other} and {run['dir']} are both {method_name(*key[:2])} from {key[2]} with seed "
+                                 f"{key[4]} on {lang}: one would hide the other in the means over seeds; evaluate "
+                                 f"them in separate calls, or train one with another --seed")
+
+
+def score(runs, rows, backbone, tokenizer, batch_size, languages):
+    """per_language rows: each run's accuracy on each of its target languages.
+
+    Runs that share a max length and their target languages share every backbone pass.
+    """
+    labels = torch.tensor([r.label for r in rows])
+    row_langs = [r.lang for r in rows]
+    packs, encoded, per_language = defaultdict(list), {}, []
+    for run in runs:
+        packs[run["config"]["max_length"], tuple(targets_of(run, languages))].append(run)
+    for (max_length, targets), pack in packs.items():
+        if max_length not in encoded:  # tokenised once per max length
+            encoded[max_length] = data.encode(rows, tokenizer, max_length)
+        wanted = set(targets)
+        index = [i for i, lang in enumerate(row_langs) if lang in wanted]
+        models = [xpe.load_artifact(run["dir"], backbone)[0] for run in pack]
+        title = pack[0]["dir"].name if len(pack) == 1 else f"{len(pack)} runs"
+        logits = xpe.predict(models, [encoded[max_length][i] for i in index], tokenizer.pad_token_id, batch_size,
+                             progress=lambda batches: tqdm(batches, desc=title, leave=False, dynamic_ncols=True))
+        for run, run_logits in zip(pack, logits):
+            correct = run_logits.argmax(-1) == labels[index]
+            totals = defaultdict(lambda: [0, 0])
+            for i, ok in zip(index, correct.tolist()):
+                totals[row_langs[i]][0] += ok
+                totals[row_langs[i]][1] += 1
+            cfg = run["config"]
+            for lang in targets:
+                right, n = totals[lang]
+                per_language.append(dict(
+                    run=str(run["dir"]), mode=run["mode"], method=cfg["method"], xpe_frac=float(cfg["xpe_frac"]),
+                    source=cfg["source"], seed=cfg["seed"], backbone=cfg["model"],
+                    steps=cfg.get("settings", {}).get("steps", ""), language=lang, n=n, accuracy=round(right / n, 6)))
+    return per_language
+
+
+def read_scores(paths):
+    """per_language rows from earlier per_language.csv files (evaluate.py --out), typed as score() makes them."""
+    rows = []
+    for path in map(Path, paths):
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                found = list(csv.DictReader(f))
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"--scores {path}: cannot read it ({type(e).__name__}: {e})") from None
+        if not found or set(LANGUAGE_FIELDS) - set(found[0]):
+            raise UsageError(f"--scores {path} is not a per_language.csv written by evaluate.py (columns "
+                             f"{', '.join(LANGUAGE_FIELDS)})")
+        for line, r in enumerate(found, 2):
+            try:
+                rows.append({**r, "xpe_frac": float(r["xpe_frac"]), "seed": int(r["seed"]), "n": int(r["n"]),
+                             "accuracy": float(r["accuracy"])})
+            except ValueError:
+                raise UsageError(f"--scores {path}, line {line}: xpe_frac, seed, n and accuracy must be numbers") from None
+    return rows
+
+
+# ---- group means and baselines ---------------------------------------------------------------------
 
 def load_baselines(path=BASELINES_PATH):
     with open(path, newline="", encoding="utf-8") as f:
         rows = csv.DictReader(line for line in f if not line.startswith("#"))
-        return {r["code"]: {k: float(r[k]) for k in BASELINE_COLUMNS if r[k]} for r in rows}
+        return {r["code"]: {k: float(v) for k, v in r.items() if k != "code" and v} for r in rows}
 
 
-def summarise(per_language, group_langs):
-    """Per-group rows: the mean over languages per run, then mean and std over the seeds of a setting."""
-    by_setting = defaultdict(lambda: defaultdict(dict))  # setting -> seed -> language -> accuracy
-    for r in per_language:
-        setting = (r["method"], r["xpe_frac"], r["source"], r["backbone"], r["mode"])
-        by_setting[setting][r["seed"]][r["language"]] = r["accuracy"]
-    rows = []
-    for setting, seeds in by_setting.items():
-        for group, langs in group_langs.items():
-            means, counts = [], set()
-            for accuracies in seeds.values():
-                values = [accuracies[lang] for lang in langs if lang in accuracies]
-                if values:
-                    means.append(statistics.fmean(values))
-                    counts.add(len(values))
-            if not means:
-                continue
-            std = statistics.stdev(means) if len(means) > 1 else 0.0
-            rows.append(dict(zip(GROUP_FIELDS, (*setting[:4], setting[4], group,
-                                                "-".join(map(str, sorted(counts))), len(means),
-                                                round(statistics.fmean(means), 6), round(std, 6)))))
-    return rows
-
-
-def write_csv(path, fields, rows):
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    xpe.atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
-
-
-def print_table(group_rows, groups, baselines=None):
-    """Rows: target groups; columns: settings, as in the paper's Table 2 (accuracy %)."""
-    settings = list(dict.fromkeys((r["method"], r["xpe_frac"], r["source"], r["mode"]) for r in group_rows))
-    names = [f"{m}{'' if m != 'dual' else f'{float(x):g}'} {s}{' sup.' if mode == 'supervised' else ''}"
-             for m, x, s, mode in settings]
-    cells = {(r["group"], (r["method"], r["xpe_frac"], r["source"], r["mode"])):
-             f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f} ({r['seeds']})" for r in group_rows}
-    header = ["group"] + names + (list(BASELINE_COLUMNS.values()) if baselines else [])
-    lines = []
-    for group in groups:
-        line = [group] + [cells.get((group, s), "-") for s in settings]
-        if baselines:
-            line += [f"{100 * baselines[group][k]:.1f}" if k in baselines[group] else "-" for k in BASELINE_COLUMNS]
-        lines.append(line)
-    widths = [max(len(str(row[i])) for row in [header] + lines) for i in range(len(header))]
-    for row in [header] + lines:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
-
-
-COMPARE_FIELDS = ["source", "backbone", "group", "a", "b", "seeds", "languages", "mean_diff", "ci_low", "ci_high",
-                  "wins", "ties", "losses"]
-TIE = 1e-9  # a per-language difference smaller than this is a tie
-
-
-def parse_method(name):
-    """(method, xpe_frac) of a method named as method_name writes it: spt, xpe, dual:0.7."""
-    text = str(name).strip()
-    if text in ("spt", "xpe"):
-        return text, float(text == "xpe")
-    kind, _, frac = text.partition(":")
-    try:
-        r = float(frac)
-    except ValueError:
-        r = None
-    if kind != "dual" or r is None or not 0 < r < 1:
-        raise UsageError(f"unknown method {name!r}: write spt, xpe or dual:R with 0 < R < 1, e.g. dual:0.7")
-    return "dual", r
+def baseline_means(languages, table):
+    """({column: mean accuracy in [0, 1] over the languages the table has}, how many it has)."""
+    known = [lang for lang in languages if lang in table]
+    means = {k: statistics.fmean(table[lang][k] for lang in known) / 100 for k in BASELINE_COLUMNS
+             if known and all(k in table[lang] for lang in known)}
+    return means, len(known)
 
 
 def by_setting(per_language):
@@ -185,9 +243,203 @@ def by_setting(per_language):
         key = (setting, r["seed"], r["language"])
         if runs.setdefault(key, r["run"]) != r["run"]:
             raise UsageError(f"{runs[key]} and {r['run']} are both {method_name(*setting[:2])} from {setting[2]} with "
-                             f"seed {r['seed']}: pass only one of them to --runs")
+                             f"seed {r['seed']} on {r['language']}: one would hide the other in the means over seeds; "
+                             f"evaluate them apart")
         table[setting][r["seed"]][r["language"]] = float(r["accuracy"])
     return table
+
+
+def summarise(per_language, group_langs):
+    """per_group rows: the mean over a run's languages of the group, then mean and std over a setting's seeds.
+
+    Each row also keeps `covered`, the languages it averages, so that baselines average the same ones.
+    """
+    rows = []
+    for (method, frac, source, backbone, mode), seeds in by_setting(per_language).items():
+        for group, langs in group_langs.items():
+            means, covered = [], set()
+            for accuracies in seeds.values():
+                mine = [lang for lang in langs if lang in accuracies]
+                if mine:
+                    means.append(statistics.fmean(accuracies[lang] for lang in mine))
+                    covered.update(mine)
+            if means:
+                rows.append(dict(method=method, xpe_frac=frac, source=source, backbone=backbone, mode=mode,
+                                 group=group, languages=len(covered), seeds=len(means),
+                                 mean=round(statistics.fmean(means), 6),
+                                 std=round(statistics.stdev(means), 6) if len(means) > 1 else "",
+                                 covered=sorted(covered)))
+    return rows
+
+
+def add_baselines(group_rows, table):
+    """SIB-200's published figures over exactly the languages of each row (Table 7 lacks nqo_Nkoo)."""
+    for row in group_rows:
+        means, known = baseline_means(row["covered"], table)
+        row.update({k: round(means[k], 6) if k in means else "" for k in BASELINE_COLUMNS}, baseline_languages=known)
+
+
+def paper_text(paper):
+    return f" [{paper[0]:.1f}{'†' if paper[1] else ''}]" if paper else ""
+
+
+def cell(row, paper=None):
+    """'56.3 ± 1.2 (3) [56.0]': mean ± std over seeds (n seeds), then the paper's figure; one seed: '56.3 (n = 1)'."""
+    text = f"{100 * row['mean']:.1f} ± {100 * row['std']:.1f} ({row['seeds']})" if row["seeds"] > 1 else \
+        f"{100 * row['mean']:.1f} (n = 1)"
+    return text + paper_text(paper)
+
+
+def provenance(per_language):
+    """Which backbone, sources, seeds and steps a table or figure comes from, in one line."""
+    seeds, steps = defaultdict(set), set()
+    for r in per_language:
+        seeds[r["source"], r["mode"]].add(r["seed"])
+        if r["steps"] not in ("", None):
+            steps.add(int(r["steps"]))
+    backbones = sorted({r["backbone"] for r in per_language})
+    sources = sorted({s for s, _ in seeds})
+    if len({frozenset(v) for v in seeds.values()}) == 1:
+        seed_text = f"seeds {seed_list(next(iter(seeds.values())))}"
+    else:
+        seed_text = "seeds " + "; ".join(f"{seed_list(v)} ({s}{', supervised' if m == 'supervised' else ''})"
+                                         for (s, m), v in sorted(seeds.items()))
+    return " · ".join([f"backbone {', '.join(backbones)}", f"source{'s' if len(sources) > 1 else ''} "
+                       f"{', '.join(sources)}", seed_text, f"steps {', '.join(map(str, sorted(steps)))}" if steps
+                       else "steps not recorded"])
+
+
+def paper_note(per_language):
+    backbones = {r["backbone"] for r in per_language}
+    ours = "" if backbones and all(Path(b).name.lower() == PAPER_BACKBONE for b in backbones) else \
+        "; this backbone is not XLM-R large, so they only show the pattern to look for"
+    return f"[x]: the paper's figure, on XLM-R large{ours}; †: secondhand, quoted by the first author's xpe-exp"
+
+
+def zero_shot_tables(group_rows, specs, with_baselines):
+    """Tables 1 and 2: a row per target group and source, a column per method (Table 2: then the baselines).
+
+    Returns (header, lines of cells, csv rows); the best of our cells in a row is marked with *.
+    """
+    rows = [r for r in group_rows if r["mode"] == "zero-shot"]
+    methods = sorted({method_name(r["method"], r["xpe_frac"]) for r in rows}, key=method_order)
+    sources = sorted({r["source"] for r in rows})
+    header = ["target", "source"] + methods + ([BASELINE_COLUMNS[k] for k in BASELINE_COLUMNS] if with_baselines
+                                               else [])
+    lines, csv_rows = [], []
+    for group in specs:
+        for source in sources:
+            mine = {method_name(r["method"], r["xpe_frac"]): r for r in rows
+                    if r["group"] == group and r["source"] == source}
+            if not mine:
+                continue
+            best = max(r["mean"] for r in mine.values())
+            line = [group, source]
+            for m in methods:
+                r = mine.get(m)
+                paper = PAPER.get((m, source, group))
+                if r is None:
+                    line.append("-")
+                    continue
+                mark = "*" if r["mean"] == best and len(mine) > 1 else ""
+                line.append(mark + (f"{100 * r['mean']:.1f}{paper_text(paper)}" if with_baselines else cell(r, paper)))
+                csv_rows.append(dict(target=group, source=source, column=m, kind="ours", mean=r["mean"], std=r["std"],
+                                     seeds=r["seeds"], languages=r["languages"], best=int(r["mean"] == best),
+                                     paper=paper[0] if paper else "", paper_secondhand=int(paper[1]) if paper else ""))
+            if with_baselines:
+                covered = sorted(set().union(*(r["covered"] for r in mine.values())))
+                means, known = baseline_means(covered, load_baselines())
+                for k, name in BASELINE_COLUMNS.items():
+                    line.append(f"{100 * means[k]:.1f}" if k in means else "-")
+                    if k in means:
+                        csv_rows.append(dict(target=group, source=source, column=k, kind="baseline",
+                                             mean=round(means[k], 6), std="", seeds="", languages=known, best="",
+                                             paper="", paper_secondhand=""))
+                if known < len(covered):
+                    line[1] += f" ({known}/{len(covered)})"
+            lines.append(line)
+    return header, lines, csv_rows
+
+
+def supervised_table(per_language, groups, codes):
+    """Table 3: target runs (sequential full supervision) per target group beside in-language full fine-tuning."""
+    rows = [r for r in per_language if r["mode"] == "supervised"]
+    if not rows:
+        return None
+    specs = {name: data.resolve_languages(spec, groups, codes) for name, spec in SUPERVISED_GROUPS.items()
+             if all(part in groups for part in spec.split(","))}
+    if not specs:  # a groups file of one's own: one row over every target language
+        specs = {"targets": sorted({r["language"] for r in rows})}
+    group_rows = summarise(rows, specs)
+    settings = sorted({(method_name(r["method"], r["xpe_frac"]), r["source"]) for r in group_rows},
+                      key=lambda s: (method_order(s[0]), s[1]))
+    header = ["target"] + [f"{m} from {s}" for m, s in settings] + [BASELINE_COLUMNS["xlmr_large"]]
+    lines, csv_rows, table = [], [], load_baselines()
+    for group in specs:
+        mine = {(method_name(r["method"], r["xpe_frac"]), r["source"]): r for r in group_rows if r["group"] == group}
+        if not mine:
+            continue
+        line = [group]
+        for m, s in settings:
+            r, paper = mine.get((m, s)), PAPER.get((m, s, group))
+            line.append("-" if r is None else cell(r, paper))
+            if r is not None:
+                csv_rows.append(dict(target=group, column=f"{m} from {s}", kind="ours", mean=r["mean"], std=r["std"],
+                                     seeds=r["seeds"], languages=r["languages"], paper=paper[0] if paper else ""))
+        covered = sorted(set().union(*(r["covered"] for r in mine.values())))
+        means, known = baseline_means(covered, table)
+        paper = PAPER.get(("xlmr_large", "", group))
+        line.append(f"{100 * means['xlmr_large']:.1f}{paper_text(paper)}" +
+                    (f" ({known}/{len(covered)})" if known < len(covered) else "") if "xlmr_large" in means else "-")
+        if "xlmr_large" in means:
+            csv_rows.append(dict(target=group, column="xlmr_large", kind="baseline", mean=round(means["xlmr_large"], 6),
+                                 std="", seeds="", languages=known, paper=paper[0] if paper else ""))
+        lines.append(line)
+    return header, lines, csv_rows
+
+
+def render(header, lines):
+    """An aligned plain-text table."""
+    widths = [max(len(str(row[i])) for row in [header] + lines) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + lines)
+
+
+def markdown(header, lines):
+    bold = [[f"**{c[1:]}**" if isinstance(c, str) and c.startswith("*") else c for c in line] for line in lines]
+    rows = [header, ["---"] * len(header)] + bold
+    return "\n".join("| " + " | ".join(str(c) for c in row) + " |" for row in rows)
+
+
+def write_table(out, name, title, table, per_language, notes):
+    """Print a table under its title and provenance; write it as NAME.md and NAME.csv."""
+    header, lines, csv_rows = table
+    caption = f"{title}. {provenance(per_language)}"
+    notes = [line for line, needed in notes if needed(lines)]
+    print(f"\n{caption}\n{render(header, lines)}")
+    for line in notes:
+        print(line)
+    text = f"{caption}\n\n{markdown(header, lines)}\n\n" + "".join(f"{line}  \n" for line in notes)
+    xpe.atomic_write(out / f"{name}.md", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    fields = list(dict.fromkeys(k for r in csv_rows for k in r))
+    extra = dict(backbone=", ".join(sorted({r["backbone"] for r in per_language})),
+                 seed_list=seed_list({r["seed"] for r in per_language}),
+                 steps=", ".join(sorted({str(r["steps"]) for r in per_language})))
+    write_csv(out / f"{name}.csv", fields + list(extra), [{**r, **extra} for r in csv_rows])
+
+
+def write_csv(path, fields, rows):
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    xpe.atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue(), encoding="utf-8"))
+
+
+# ---- paired differences ------------------------------------------------------------------------
+
+COMPARE_FIELDS = ["source", "backbone", "group", "a", "b", "seeds", "languages", "mean_diff", "ci_low", "ci_high",
+                  "wins", "ties", "losses"]
+TIE = 1e-9  # a per-language difference smaller than this is a tie
 
 
 def paired_bootstrap(diff, mask, resamples, seed, chunk=10000):
@@ -287,6 +539,8 @@ def print_compare(rows):
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
+# ---- Figure 2 ----------------------------------------------------------------------------------
+
 PLOT_SIZE = (2400, 1400)  # pixels; the default of the figure
 PLOT_DPI = 100
 PLOT_FIELDS = ["panel", "position", "language", "series", "accuracy", "seeds"]
@@ -372,31 +626,6 @@ def seed_list(seeds):
     return ", ".join(str(a) if a == b else f"{a}{'-' if b > a + 1 else ', '}{b}" for a, b in spans)
 
 
-def plot_caption(per_language, series):
-    """Which backbone, sources, seeds and steps the figure came from, in one line."""
-    settings = [s["setting"] for s in series if s["setting"]]
-    seeds, steps = defaultdict(set), set()
-    for r in per_language:
-        seeds[(r["method"], float(r["xpe_frac"]), r["source"], r["backbone"], r["mode"])].add(r["seed"])
-        if r["steps"] not in ("", None):
-            steps.add(r["steps"])
-    sources = sorted({s[2] for s in settings})
-    if len({frozenset(seeds[s]) for s in settings}) == 1:
-        seed_text = f"seeds {seed_list(seeds[settings[0]])}"
-    else:  # per source where its settings share their seeds, else per setting
-        parts = []
-        for source in sources:
-            mine = [s for s in settings if s[2] == source]
-            if len({frozenset(seeds[s]) for s in mine}) == 1:
-                parts.append(f"{seed_list(seeds[mine[0]])} ({source})")
-            else:
-                parts += [f"{seed_list(seeds[s])} ({method_name(*s[:2])}, {source})" for s in mine]
-        seed_text = "seeds " + "; ".join(parts)
-    return " · ".join([f"backbone {settings[0][3]}", f"source{'s' if len(sources) > 1 else ''} {', '.join(sources)}",
-                       seed_text, f"steps {', '.join(map(str, sorted(steps, key=float)))}" if steps else
-                       "steps not recorded", "each point: the mean over a setting's seeds"])
-
-
 def plot_languages(per_language, groups, path, size=PLOT_SIZE, sort_by=None, baselines=None):
     """The paper's Figure 2: accuracy per target language, one series per setting and baseline.
 
@@ -474,7 +703,8 @@ def plot_languages(per_language, groups, path, size=PLOT_SIZE, sort_by=None, bas
         ax.set_title(f"{title} ({len(langs)}), sorted by {key['label']}", fontsize=11, loc="left")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.suptitle("SIB-200 test accuracy per target language\n" + textwrap.fill(
-        plot_caption(per_language, series), max(40, int(width / 9))), fontsize=11)
+        f"{provenance(per_language)} · each point: the mean over a setting's seeds", max(40, int(width / 9))),
+        fontsize=11)
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 8), fontsize=10, frameon=False)
 
     png = io.BytesIO()
@@ -489,106 +719,192 @@ def plot_languages(per_language, groups, path, size=PLOT_SIZE, sort_by=None, bas
     return rows
 
 
-# Flags for the functions above, to wire into parse_args and main (their help texts):
-#   --plot FILE.png      "the per-language figure (the paper's Figure 2): languages seen and unseen by XLM-R in two
-#                         panels, one series per setting (mean over its seeds); the plotted numbers go to FILE.csv.
-#                         Needs matplotlib: pip install -r requirements-plot.txt"
-#   --plot-size WxH      f"the figure's size in pixels (default {PLOT_SIZE[0]}x{PLOT_SIZE[1]})"  -> parse_size
-#   --plot-sort M[@SRC]  "order the languages by this setting's accuracy, highest first: spt, xpe or dual:0.7, with
-#                         @SOURCE where several sources are plotted (dual:0.7@joshi5), or a baseline's name
-#                         (default: the first setting)"
-#   --compare A,B        "paired zero-shot difference A - B per source and target group, e.g. xpe,spt or dual:0.7,spt:
-#                         mean over the (seed, language) pairs both have, 95 % bootstrap interval over seeds and
-#                         languages, and the languages A wins, ties and loses"  -> compare, print_compare, COMPARE_FIELDS
-#   --resamples N        "bootstrap resamples of --compare (default 10000)"
-# --baseline with --plot: the columns of baselines.csv (percent, by code) as plot_languages takes them:
-#   {name: {code: row[column] / 100 for code, row in load_baselines().items() if column in row}
-#    for column, name in BASELINE_COLUMNS.items()}
+# ---- classify new text ------------------------------------------------------------------------------
 
+def read_texts(source):
+    """One text a line from a file, or from standard input for '-'; blank lines are refused by number."""
+    name = "standard input" if source == "-" else source
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--predict {name}: cannot read it ({type(e).__name__}: {e}); give a UTF-8 file with one "
+                         f"text a line, or - for standard input") from None
+    texts = text.splitlines()
+    if not texts:
+        raise UsageError(f"--predict {name} is empty: give one text a line")
+    blank = next((i for i, t in enumerate(texts, 1) if not t.strip()), None)
+    if blank:
+        raise UsageError(f"--predict {name}, line {blank} is blank: give one text a line, with no blank lines")
+    return texts
+
+
+def predict_texts(args, device):
+    """--predict: CSV of text, label and one probability column per label (the run's order) on standard output."""
+    runs = find_runs(args.runs)
+    if len(runs) != 1:
+        raise UsageError(f"--predict classifies with one run, got {len(runs)}: name one run folder in --runs")
+    texts = read_texts(args.predict)
+    backbone, tokenizer = xpe.load_backbone(read_run(runs[0])["config"]["model"], device)
+    model, config = xpe.load_artifact(runs[0], backbone)
+    labels = config["labels"]
+    probabilities = xpe.classify(model, tokenizer, texts, config["max_length"], args.batch_size)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["text", "label"] + labels)
+    for text, p in zip(texts, probabilities.tolist()):
+        writer.writerow([text, labels[max(range(len(p)), key=p.__getitem__)]] + [round(x, 6) for x in p])
+    sys.stdout.write(buf.getvalue())
+    note(f"{len(texts)} texts classified with {runs[0]}")
+    return 0
+
+
+# ---- the command line --------------------------------------------------------------------------------
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--runs", nargs="*", default=[], help="run directories or folders of runs (default: newest in runs/)")
-    p.add_argument("--group", help="one target set: a group, codes, or a mix (see data.py)")
-    p.add_argument("--groups", help=f"several target groups, comma-separated (default {TABLE2_GROUPS})")
-    p.add_argument("--data-dir", help="local SIB-200 copy (default: the hub)")
-    p.add_argument("--out", default="results", help="folder for per_language.csv and per_group.csv")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default=None, help="default: cuda when there is one, else cpu")
-    p.add_argument("--baseline", action="store_true", help="add SIB-200's published XLM-R large figures per group")
+    p.add_argument("--runs", nargs="*", default=[], help="run folders or folders of runs (default: the newest in runs/)")
+    p.add_argument("--scores", nargs="+", help="make the tables, figure and comparisons from earlier per_language.csv "
+                                               "files instead of scoring runs (e.g. one per source, from a job array)")
+    p.add_argument("--group", help="one target set: a group, codes, or a mix such as unseen-lowperf")
+    p.add_argument("--groups", help=f"target groups, comma-separated (default {TABLE2_GROUPS}; with --groups-file, "
+                                    f"the file's groups)")
+    p.add_argument("--groups-file", help="language groups in the form of groups.json (default groups.json)")
+    p.add_argument("--data-dir", help="local data laid out as DIR/<code>/test.tsv (default: SIB-200 from the hub)")
+    p.add_argument("--out", default="results", help="folder for per_language.csv, per_group.csv and the tables "
+                                                    "(default results)")
+    p.add_argument("--batch-size", type=int, default=256, help="rows per backbone pass, shared by the runs scored "
+                                                               "together (default 256)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cuda when there is one)")
+    p.add_argument("--baseline", action="store_true",
+                   help="Table 2: SIB-200's published figures over the same languages beside ours")
+    p.add_argument("--compare", metavar="A,B", help="paired zero-shot difference A - B per source and target group, "
+                                                    "e.g. xpe,spt or dual:0.7,spt; written to compare.csv")
+    p.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples of --compare (default 10000)")
+    p.add_argument("--plot", metavar="FILE.png", help="the paper's Figure 2: accuracy per language, seen and unseen "
+                                                      "panels; its numbers go to FILE.csv (needs matplotlib)")
+    p.add_argument("--plot-sort", metavar="METHOD[@SOURCE]",
+                   help="order the figure's languages by this setting, highest first, e.g. dual:0.7 or "
+                        "dual:0.7@joshi5 (default: the first setting)")
+    p.add_argument("--plot-size", default=f"{PLOT_SIZE[0]}x{PLOT_SIZE[1]}",
+                   help=f"the figure's size in pixels (default {PLOT_SIZE[0]}x{PLOT_SIZE[1]})")
+    p.add_argument("--plot-baselines", help=f"baselines.csv columns drawn in the figure, comma-separated, from "
+                                            f"{', '.join(BASELINE_COLUMNS)} (default with --baseline: xlt_eng,gpt4)")
+    p.add_argument("--predict", metavar="FILE", help="classify the texts of FILE (one a line; - reads standard input) "
+                                                     "with one run: CSV on standard output")
+    p.add_argument("--export-peft", metavar="DIR", help="write one run as a PEFT prompt-tuning adapter that "
+                                                        "peft.PeftModel.from_pretrained loads")
     return p.parse_args(argv)
+
+
+def check_flags(args):
+    """Everything about the flags that can be refused before an hour of scoring."""
+    if args.group and args.groups:
+        raise UsageError("give --group or --groups, not both")
+    if args.scores and args.runs:
+        raise UsageError("--scores tabulates earlier results and --runs scores runs: give one of them")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.compare:
+        pair = [m.strip() for m in args.compare.split(",")]
+        if len(pair) != 2:
+            raise UsageError(f"--compare takes two methods, A,B (e.g. xpe,spt), got {args.compare!r}")
+        for m in pair:
+            parse_method(m)
+    if args.plot:
+        if Path(args.plot).suffix.lower() != ".png":
+            raise UsageError(f"--plot writes a PNG: give a path ending in .png, got {args.plot}")
+        parse_size(args.plot_size)
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError("--plot needs matplotlib: pip install -r requirements-plot.txt") from None
+    for column in (args.plot_baselines or "").split(","):
+        if column and column not in BASELINE_COLUMNS:
+            raise UsageError(f"--plot-baselines: unknown column {column!r}; use some of {', '.join(BASELINE_COLUMNS)}")
 
 
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
-        if args.group and args.groups:
-            raise UsageError("give --group or --groups, not both")
-        specs = [args.group] if args.group else (args.groups or TABLE2_GROUPS).split(",")
-        group_langs = {spec: data.resolve_languages(spec) for spec in specs}
-        runs = [read_run(d) for d in find_runs(args.runs)]
-        backbones = sorted({r["config"]["model"] for r in runs})
-        if len(backbones) > 1:
-            raise UsageError(f"runs from different backbones ({', '.join(backbones)}): evaluate them in separate calls")
-        if args.batch_size < 1:
-            raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-        languages = sorted(set().union(*group_langs.values()))
-        rows = data.load_split(languages, "test", args.data_dir)
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        backbone, tokenizer = xpe.load_backbone(backbones[0], device)
-        models = [xpe.load_artifact(r["dir"], backbone)[0] for r in runs]
+        if args.predict is not None:
+            return predict_texts(args, device)
+        check_flags(args)
+        groups, codes = data.groups_and_codes(args.groups_file, args.data_dir)
+        specs = [args.group] if args.group else (args.groups.split(",") if args.groups else
+                                                 list(groups) if args.groups_file else TABLE2_GROUPS.split(","))
+        group_langs = {spec: data.resolve_languages(spec, groups, codes) for spec in specs}
+        if args.scores:
+            per_language, runs = read_scores(args.scores), None
+        else:
+            runs = [read_run(d) for d in find_runs(args.runs)]
+            languages = sorted(set().union(*group_langs.values()))
+            check_runs(runs, languages)
+            for run in runs:
+                left_out = sorted(set(languages) & run["trained"])
+                if left_out:
+                    note(f"{run['dir']}: left out of its zero-shot figures, trained on: {', '.join(left_out)}")
+            # a target run is scored on its own language, whatever the groups
+            languages = sorted(set(languages) | {run["only"] for run in runs if run["only"]})
+            rows = data.load_split(languages, "test", args.data_dir, runs[0]["config"]["labels"])
+            backbone, tokenizer = xpe.load_backbone(runs[0]["config"]["model"], device)
+            per_language = score(runs, rows, backbone, tokenizer, args.batch_size, languages)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_csv(out / "per_language.csv", LANGUAGE_FIELDS, per_language)
+        report(args, out, per_language, group_langs, groups, codes)
     except (UsageError, ValueError) as e:  # data.DataError and xpe's errors are ValueErrors
         print(f"evaluate.py: error: {e}", file=sys.stderr)
         return 2
-
-    labels = torch.tensor([r.label for r in rows])
-    row_langs = [r.lang for r in rows]
-    encoded = {}  # max_length -> token ids: tokenised once per distinct setting
-    per_language = []
-    for run, model in zip(runs, models):
-        cfg = run["config"]
-        keep = [lang for lang in languages if lang not in run["trained"] and (not run["only"] or lang == run["only"])]
-        left_out = sorted(set(languages) & run["trained"])
-        if left_out:
-            print(f"{run['dir']}: left out of its zero-shot figures, trained on: {', '.join(left_out)}")
-        if not keep:
-            print(f"{run['dir']}: no target language of it in {', '.join(specs)}")
-            continue
-        if cfg["max_length"] not in encoded:
-            encoded[cfg["max_length"]] = data.encode(rows, tokenizer, cfg["max_length"])
-        wanted = set(keep)
-        index = [i for i, lang in enumerate(row_langs) if lang in wanted]
-        ids = [encoded[cfg["max_length"]][i] for i in index]
-        logits = predict(model, ids, tokenizer.pad_token_id, args.batch_size, device, progress=run["dir"].name)
-        correct = logits.argmax(-1) == labels[index]
-        totals = defaultdict(lambda: [0, 0])
-        for i, ok in zip(index, correct.tolist()):
-            totals[row_langs[i]][0] += ok
-            totals[row_langs[i]][1] += 1
-        for lang in keep:
-            right, n = totals[lang]
-            per_language.append(dict(run=str(run["dir"]), mode=run["mode"], method=cfg["method"],
-                                     xpe_frac=cfg["xpe_frac"], source=cfg["source"], seed=cfg["seed"],
-                                     backbone=cfg["model"], steps=cfg.get("settings", {}).get("steps", ""), language=lang, n=n, accuracy=round(right / n, 6)))
-
-    group_rows, group_fields, baselines = summarise(per_language, group_langs), GROUP_FIELDS, None
-    if args.baseline:
-        table = load_baselines()
-        baselines = {g: {k: statistics.fmean(v) / 100 for k in BASELINE_COLUMNS
-                         if (v := [table[lang][k] for lang in langs if k in table.get(lang, {})])}
-                     for g, langs in group_langs.items()}
-        group_fields = GROUP_FIELDS + list(BASELINE_COLUMNS)
-        for row in group_rows:
-            row.update({k: round(baselines[row["group"]].get(k, float("nan")), 6) for k in BASELINE_COLUMNS})
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "per_language.csv", LANGUAGE_FIELDS, per_language)
-    write_csv(out / "per_group.csv", group_fields, group_rows)
-    print_table(group_rows, specs, baselines)
-    print(f"{len(per_language)} language results from {len(runs)} run(s) in {time.time() - start:.1f} s; "
-          f"written to {out}/per_language.csv and {out}/per_group.csv")
+    note(f"{len(per_language)} language results{f' from {len(runs)} run(s)' if runs else ''} in "
+         f"{time.time() - start:.1f} s; written to {out}/")
     return 0
+
+
+def report(args, out, per_language, group_langs, groups, codes):
+    """per_group.csv, the tables, and with their flags the comparison and the figure."""
+    if not per_language:
+        raise UsageError(f"no run has a target language in {', '.join(group_langs)}: choose other --groups")
+    group_rows = summarise(per_language, group_langs)
+    fields = GROUP_FIELDS
+    if args.baseline:
+        add_baselines(group_rows, load_baselines())
+        fields = GROUP_FIELDS + list(BASELINE_COLUMNS) + ["baseline_languages"]
+    write_csv(out / "per_group.csv", fields, group_rows)
+    zero_shot = [r for r in per_language if r["mode"] == "zero-shot"]
+    # each note goes under a table only where its mark appears in the table's cells
+    marks = lambda text: lambda lines: any(text in str(c) for line in lines for c in line)  # noqa: E731
+    paper = (paper_note(per_language), marks(" ["))
+    best = ("*: the best of our methods in the row", marks("*"))
+    missing = ("(k/n): SIB-200's Table 7 has k of the n languages (it lacks nqo_Nkoo)", marks("/"))
+    if zero_shot:
+        write_table(out, "table1", "Table 1: zero-shot accuracy (%) per target group and source, mean ± std over "
+                    "seeds (n seeds)", zero_shot_tables(group_rows, group_langs, False), zero_shot, [paper, best])
+    if zero_shot and args.baseline:
+        write_table(out, "table2", "Table 2: ours (mean over seeds) beside SIB-200's published figures over the same "
+                    "languages (XLM-R large fine-tuned in-language or on one language, GPT zero-shot prompting)",
+                    zero_shot_tables(group_rows, group_langs, True), zero_shot, [paper, best, missing])
+    supervised = supervised_table(per_language, groups, codes)
+    if supervised:
+        write_table(out, "table3", "Table 3: sequential full supervision, accuracy (%) on each target's own test "
+                    "split, mean ± std over seeds (n seeds)", supervised,
+                    [r for r in per_language if r["mode"] == "supervised"], [paper, missing])
+    if args.compare:
+        a, b = [m.strip() for m in args.compare.split(",")]
+        # groups made only of the source's own languages have nothing zero-shot to compare
+        rows = [r for r in compare(per_language, a, b, group_langs, args.resamples) if r["mean_diff"] is not None]
+        print(f"\nPaired difference {a} - {b} (accuracy points), 95 % bootstrap interval over seeds and languages. "
+              f"{provenance(zero_shot)}")
+        print_compare(rows)
+        write_csv(out / "compare.csv", COMPARE_FIELDS, rows)
+    if args.plot:
+        columns = (args.plot_baselines or ("xlt_eng,gpt4" if args.baseline else "")).split(",")
+        table = load_baselines()
+        baselines = {f"SIB-200 {BASELINE_COLUMNS[c]}": {code: v[c] / 100 for code, v in table.items() if c in v}
+                     for c in columns if c}
+        plot_languages(per_language, groups, args.plot, parse_size(args.plot_size), args.plot_sort, baselines)
+        note(f"figure written to {args.plot}, its numbers to {Path(args.plot).with_suffix('.csv')}")
 
 
 if __name__ == "__main__":

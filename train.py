@@ -579,13 +579,16 @@ def main(argv=None):
         cfg = cfgs[0]
         outs = run_dirs(cfgs, args.out)
         check_out_dirs(outs, cfgs, args.resume, args.overwrite)
-        sources = data.resolve_languages(cfg.target or cfg.source)
+        data_dir = cfg.data_dir or None
+        groups, codes = data.groups_and_codes(cfg.groups_file or None, data_dir)
+        sources = data.resolve_languages(cfg.target or cfg.source, groups, codes)
         if cfg.target and len(sources) != 1:
             raise UsageError(f"--target is one language, got {cfg.target!r} ({len(sources)} languages)")
-        labels = data.LABELS
-        data_dir = cfg.data_dir or None
-        train_rows = data.load_split(sources, "train", data_dir)
-        dev_rows = data.load_split(sources, "dev", data_dir)
+        # a target run keeps its source run's head, so its labels
+        labels = (json.loads((Path(cfg.init) / "config.json").read_text())["labels"] if cfg.init
+                  else data.find_labels(sources, data_dir))
+        train_rows = data.load_split(sources, "train", data_dir, labels)
+        dev_rows = data.load_split(sources, "dev", data_dir, labels)
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         backbone, tokenizer = xpe.load_backbone(cfg.model, device)
         limit = xpe.max_text_length(backbone, cfg.prompt_len)

@@ -293,8 +293,8 @@ def load_backbone(name, device="cpu"):
             backbone, info = AutoModel.from_pretrained(name, output_loading_info=True, **dtype)
     except OSError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot load the backbone {name!r} ({first}); pass --model with a local folder "
-                         f"or a hub name that this machine can reach") from None
+        raise ValueError(f"cannot load the backbone {name!r} ({first}); name a local folder or a hub name that "
+                         f"this machine can reach (train.py --model)") from None
     finally:
         transformers.logging.set_verbosity(verbosity)
         if bars:

@@ -150,7 +150,7 @@ def test_print_compare_aligns_its_columns(capsys):
     ("dual:0.3", "spt", None, "no zero-shot runs of dual:0.3"),
     ("xpe", "spt", "unpaired", "unpaired"),
     ("xpe", "spt", "other-source", "no source in common"),
-    ("xpe", "spt", "twice", "pass only one of them"),
+    ("xpe", "spt", "twice", "one would hide the other"),
     ("xpe", "spt", "supervised", "no zero-shot runs of spt"),
 ])
 def test_compare_bad_input_is_a_usage_error(a, b, rows, expected):
@@ -301,7 +301,7 @@ def test_plot_of_all_205_languages_at_the_default_size(tmp_path):
     for i, (method, frac) in enumerate((("spt", None), ("xpe", None), ("dual", 0.3), ("dual", 0.7))):
         rows += results(method, noisy(targets, bonus=0.01 * i, rng_seed=i), xpe_frac=frac, steps=24000)
     baselines = {name: {code: row[column] / 100 for code, row in evaluate.load_baselines().items() if column in row}
-                 for column, name in evaluate.BASELINE_COLUMNS.items()}
+                 for column, name in (("xlt_eng", "XLT eng"), ("gpt4", "GPT-4"))}
     path = tmp_path / "languages.png"
     start = time.perf_counter()
     table = evaluate.plot_languages(rows, groups, path, evaluate.PLOT_SIZE, "dual:0.7", baselines)
