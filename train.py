@@ -125,9 +125,9 @@ def build_parser():
                                                "(default runs/, each run named like dual0.7-joshi5-s42)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cuda when there is one; "
                                                   "bf16 autocast on CUDA)")
-    p.add_argument("--seeds-in-turn", action="store_true",
-                   help="train the seeds of a call one after another instead of packed into the same steps "
-                        "(methods are always packed)")
+    p.add_argument("--pack-seeds", action="store_true",
+                   help="pack the seeds of a call into the same steps too, each seed its own batch, instead of one "
+                        "seed's pack after another (methods are always packed; bench.py measures both)")
     p.add_argument("--resume", action="store_true", help="continue the call's runs from their last evaluation")
     p.add_argument("--overwrite", action="store_true", help="replace the runs already in the run folders")
     return p
@@ -556,14 +556,14 @@ def report(run):
 
 
 def train(cfgs, outs, sources, labels, train_rows, dev_rows, backbone, tokenizer, device, resume=False,
-          overwrite=False, seeds_in_turn=False):
-    """Train the call's runs (packed; with seeds_in_turn, one seed's pack after another); 0 if all ended well."""
+          overwrite=False, pack_seeds=False):
+    """Train the call's runs: one pack a seed, one after another, or with pack_seeds a single pack; 0 if all ended well."""
     train_ids = data.encode(train_rows, tokenizer, cfgs[0].max_length)
     dev_ids = data.encode(dev_rows, tokenizer, cfgs[0].max_length)
     train_labels = torch.tensor([r.label for r in train_rows])
     dev_labels = torch.tensor([r.label for r in dev_rows])
     seeds = list(dict.fromkeys(cfg.seed for cfg in cfgs))
-    packs = [[i for i, c in enumerate(cfgs) if c.seed == s] for s in seeds] if seeds_in_turn else [range(len(cfgs))]
+    packs = [range(len(cfgs))] if pack_seeds else [[i for i, c in enumerate(cfgs) if c.seed == s] for s in seeds]
     runs = []
     for pack in packs:  # built just before training: a pack of one trains as that run alone would
         members = [start_run(cfgs[i], outs[i], backbone, labels, sources, device, resume, overwrite) for i in pack]
@@ -599,7 +599,7 @@ def main(argv=None):
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
     return train(cfgs, outs, sources, labels, train_rows, dev_rows, backbone, tokenizer, device, args.resume,
-                 args.overwrite, args.seeds_in_turn)
+                 args.overwrite, args.pack_seeds)
 
 
 if __name__ == "__main__":
