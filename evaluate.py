@@ -100,7 +100,7 @@ def method_order(name):
 # ---- runs -----------------------------------------------------------------------------------------
 
 def find_runs(paths, runs_root=Path("runs")):
-    """Run directories (with an artifact) named, or found one level under a named parent."""
+    """Run directories (with an artifact) named, or found anywhere under a named folder."""
     if not paths:
         candidates = sorted(runs_root.glob(f"*/{xpe.ARTIFACT_WEIGHTS}"), key=lambda p: p.stat().st_mtime)
         if not candidates:
@@ -112,10 +112,10 @@ def find_runs(paths, runs_root=Path("runs")):
         if (path / xpe.ARTIFACT_CONFIG).is_file() and (path / xpe.ARTIFACT_WEIGHTS).is_file():
             runs.append(path)
         elif path.is_dir() and not (path / xpe.ARTIFACT_CONFIG).is_file():
-            found = sorted(p.parent for p in path.glob(f"*/{xpe.ARTIFACT_WEIGHTS}"))
+            found = sorted(p.parent for p in path.rglob(xpe.ARTIFACT_WEIGHTS))  # a grid may nest: runs/<source>/<run>
             if not found:
                 raise UsageError(f"{path} is neither a run directory nor a folder of runs (no {xpe.ARTIFACT_WEIGHTS} "
-                                 f"in it or one level below)")
+                                 f"in it or below)")
             runs += found
         elif path.is_dir():
             raise UsageError(f"{path} holds no inference artifact ({xpe.ARTIFACT_WEIGHTS} is missing): "
@@ -919,6 +919,19 @@ def check_flags(args):
             raise UsageError(f"--plot-baselines: unknown column {column!r}; use some of {', '.join(BASELINE_COLUMNS)}")
 
 
+def check_settings(args, runs, languages):
+    """--compare and --plot-sort against the settings of the runs, before they are scored."""
+    # one row a run with a made-up accuracy: what compare and the figure need to know of the settings
+    preview = [dict(run=str(run["dir"]), mode=run["mode"], method=run["config"]["method"],
+                    xpe_frac=float(run["config"]["xpe_frac"]), source=run["config"]["source"],
+                    seed=run["config"]["seed"], backbone=run["config"]["model"], steps="", language=lang, n=1,
+                    accuracy=0.0) for run in runs for lang in targets_of(run, languages)[:1]]
+    if args.compare:
+        compare(preview, *[m.strip() for m in args.compare.split(",")], {"any": languages}, resamples=1)
+    if args.plot and args.plot_sort:
+        sort_series(plot_series(preview), args.plot_sort)
+
+
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
@@ -939,6 +952,7 @@ def main(argv=None):
             runs = [read_run(d) for d in find_runs(args.runs)]
             languages = sorted(set().union(*group_langs.values()))
             check_runs(runs, languages)
+            check_settings(args, runs, languages)
             for run in runs:
                 left_out = sorted(set(languages) & run["trained"])
                 if left_out:

@@ -152,3 +152,133 @@ def test_e5_small_zero_shot_on_french_and_german(e5_run, e5_dir, sib200_dir, tmp
     assert set(accuracy) == {"fra_Latn", "deu_Latn"}
     assert accuracy["fra_Latn"] > 0.6 and accuracy["deu_Latn"] > 0.6, accuracy
     print(capsys.readouterr().out)
+
+
+# ---- classify new text ----------------------------------------------------------------------------------
+
+def predict_main(capsys, *args):
+    code = evaluate.main(["--device", "cpu", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_predict_gives_the_labels_evaluate_scores(tmp_path, runs, capsys):
+    code, out = evaluate_main(tmp_path, "--runs", str(runs / "a"), "--group", "fra_Latn")
+    assert code == 0
+    (scored,) = read(out / "per_language.csv")
+    capsys.readouterr()
+    rows = data.load_split(["fra_Latn"], "test", FIXTURE_SIB200)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("".join(r.text + "\n" for r in rows), encoding="utf-8")
+    code, printed, err = predict_main(capsys, "--runs", str(runs / "a"), "--predict", str(texts))
+    assert code == 0
+    predicted = list(csv.DictReader(printed.splitlines()))  # standard output is the CSV and nothing else
+    assert list(predicted[0]) == ["text", "label", *data.LABELS]
+    assert [p["text"] for p in predicted] == [r.text for r in rows]
+    for p in predicted:
+        probabilities = [float(p[label]) for label in data.LABELS]
+        assert sum(probabilities) == pytest.approx(1.0, abs=1e-5)
+        assert p["label"] == data.LABELS[max(range(7), key=probabilities.__getitem__)]
+    accuracy = statistics.fmean(p["label"] == data.LABELS[r.label] for p, r in zip(predicted, rows))
+    assert accuracy == pytest.approx(float(scored["accuracy"]), abs=1e-6)
+    assert "texts classified" in err
+
+
+def test_predict_reads_standard_input(runs, capsys, monkeypatch):
+    import io
+    monkeypatch.setattr("sys.stdin", io.StringIO("The match ended in a draw.\nA new vaccine was tested.\n"))
+    code, printed, _ = predict_main(capsys, "--runs", str(runs / "c"), "--predict", "-")
+    assert code == 0
+    assert [r["text"] for r in csv.DictReader(printed.splitlines())] == ["The match ended in a draw.",
+                                                                         "A new vaccine was tested."]
+
+
+def test_library_call_classifies_as_the_command_line(runs, tiny_model_dir):
+    backbone, tokenizer = xpe.load_backbone(str(tiny_model_dir))
+    model, config = xpe.load_artifact(runs / "a", backbone)
+    texts = [r.text for r in data.load_split(["fra_Latn"], "test", FIXTURE_SIB200)]
+    probabilities = xpe.classify(model, tokenizer, texts, config["max_length"], batch_size=3)
+    assert probabilities.shape == (len(texts), len(config["labels"]))
+    ids = tokenizer(texts, truncation=True, max_length=config["max_length"])["input_ids"]
+    with torch.no_grad():  # one padded batch, no sorting: the same numbers
+        expected = model(*xpe.pad(ids, tokenizer.pad_token_id)).softmax(-1)
+    torch.testing.assert_close(probabilities, expected, atol=1e-5, rtol=0)
+
+
+def test_predict_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, runs, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    blank = tmp_path / "blank.txt"
+    blank.write_text("one\n\ntwo\n")
+    no_artifact = tmp_path / "unfinished"
+    no_artifact.mkdir()
+    (no_artifact / "config.json").write_text("{}")
+    cases = [
+        (["--runs", str(runs / "a"), "--predict", str(empty)], "is empty"),
+        (["--runs", str(runs / "a"), "--predict", str(blank)], "line 2 is blank"),
+        (["--runs", str(runs / "a"), "--predict", str(tmp_path / "none.txt")], "cannot read it"),
+        (["--runs", str(no_artifact), "--predict", str(blank)], "holds no inference artifact"),
+        (["--runs", str(runs), "--predict", str(blank)], "one run, got 3"),
+    ]
+    for args, words in cases:
+        code, printed, err = predict_main(capsys, *args)
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1 and printed == "", (args, err)
+
+
+# ---- data of one's own ---------------------------------------------------------------------------------
+
+def write_dataset(root, labels_txt=None):
+    """Three labels, two made-up language codes, words the tiny model's tokenizer knows or not."""
+    for lang in ("xx_Test", "yy_Test"):
+        for split, n in (("train", 12), ("dev", 6), ("test", 6)):
+            path = root / lang / f"{split}.tsv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rows = [f"{lang}-{split}-{i}\t{'abc'[i % 3]}\tword{i % 3} text number {i}" for i in range(n)]
+            path.write_text("index_id\tcategory\ttext\n" + "\n".join(rows) + "\n", encoding="utf-8")
+        if labels_txt is not None:
+            (root / lang / "labels.txt").write_text(labels_txt, encoding="utf-8")
+    groups = root.parent / f"{root.name}-groups.json"
+    groups.write_text(json.dumps({"groups": {"mine": {"languages": ["xx_Test"]},
+                                             "theirs": {"languages": ["yy_Test"]}}}))
+    return root, groups
+
+
+def test_own_data_trains_and_evaluates_end_to_end(tmp_path, tiny_model_dir, capsys):
+    root, groups = write_dataset(tmp_path / "own", labels_txt="c\nb\na\n")
+    run_dir = tmp_path / "run"
+    assert train.main(["--model", str(tiny_model_dir), "--data-dir", str(root), "--groups-file", str(groups),
+                       "--source", "mine", "--steps", "6", "--batch-size", "4", "--eval-every", "3",
+                       "--out", str(run_dir), "--device", "cpu"]) == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["labels"] == ["c", "b", "a"] and config["source_languages"] == ["xx_Test"]
+    assert xpe.read_artifact(run_dir)[0]["head.out_proj.weight"].shape[0] == 3
+    code = evaluate.main(["--runs", str(run_dir), "--data-dir", str(root), "--groups-file", str(groups),
+                          "--out", str(tmp_path / "results"), "--device", "cpu"])
+    assert code == 0
+    per_language = read(tmp_path / "results" / "per_language.csv")
+    assert [(r["language"], r["n"]) for r in per_language] == [("yy_Test", "6")]
+    assert "theirs" in capsys.readouterr().out  # the groups file's groups are the default target groups
+
+
+def test_a_sib200_run_records_the_seven_labels_in_the_papers_order(runs):
+    assert json.loads((runs / "a" / "config.json").read_text())["labels"] == list(data.LABELS)
+
+
+def test_own_data_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, tiny_model_dir, capsys):
+    root, groups = write_dataset(tmp_path / "own", labels_txt="a\nb\n")  # lacks c, which the rows have
+    base = ["--model", str(tiny_model_dir), "--data-dir", str(root), "--steps", "4", "--batch-size", "4",
+            "--device", "cpu", "--out", str(tmp_path / "run")]
+    code = train.main(base + ["--groups-file", str(groups), "--source", "mine"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "unknown category 'c'" in err and "train.tsv, line" in err and len(err.splitlines()) == 1
+    stray = tmp_path / "stray-groups.json"
+    stray.write_text(json.dumps({"groups": {"mine": {"languages": ["xx_Test", "zz_Test"]}}}))
+    code = train.main(base + ["--groups-file", str(stray), "--source", "mine"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "'zz_Test'" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+    code = evaluate.main(["--runs", str(tmp_path), "--data-dir", str(root), "--groups-file", str(stray),
+                          "--out", str(tmp_path / "results")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "'zz_Test'" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "results").exists()

@@ -3,6 +3,8 @@
 per_language rows are built by hand here (no training, no model): fast.
 """
 import csv
+import json
+import statistics
 import random
 import sys
 import time
@@ -317,3 +319,187 @@ def test_parse_size():
     for bad in ("2400", "x", "24.5x10", "-3x4"):
         with pytest.raises(evaluate.UsageError):
             evaluate.parse_size(bad)
+
+
+# ---- the tables, end to end on runs of the tiny model --------------------------------------------------
+
+from conftest import FIXTURE_SIB200  # noqa: E402
+import train  # noqa: E402
+
+TINY = ["--data-dir", str(FIXTURE_SIB200), "--steps", "8", "--batch-size", "4", "--eval-every", "4", "--lr", "1e-2",
+        "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory, tiny_model_dir):
+    """Two methods x two seeds x two sources, each source's four runs one packed call."""
+    root = tmp_path_factory.mktemp("grid")
+    for source in ("eng_Latn", "fra_Latn"):
+        assert train.main(["--model", str(tiny_model_dir), *TINY, "--source", source, "--method", "spt,xpe",
+                           "--seed", "1-2", "--out", str(root / source)]) == 0
+    return root
+
+
+def run_evaluate(tmp_path, *args):
+    out = tmp_path / "results"
+    return evaluate.main(["--data-dir", str(FIXTURE_SIB200), "--out", str(out), "--device", "cpu", "--batch-size", "5",
+                          *args]), out
+
+
+def test_table1_cells_are_the_means_and_stds_of_per_language(tmp_path, grid, capsys):
+    code, out = run_evaluate(tmp_path, "--runs", str(grid), "--groups", "nqo_Nkoo,eng_Latn,fra_Latn",
+                             "--compare", "xpe,spt")
+    assert code == 0
+    per_language = read_csv(out / "per_language.csv")
+    assert len({r["run"] for r in per_language}) == 8
+    table = read_csv(out / "table1.csv")
+    groups = {"nqo_Nkoo": ["nqo_Nkoo"], "eng_Latn": ["eng_Latn"], "fra_Latn": ["fra_Latn"]}
+    checked = 0
+    for row in table:
+        by_seed = {}
+        for r in per_language:
+            if (r["source"], evaluate.method_name(r["method"], r["xpe_frac"])) == (row["source"], row["column"]) \
+                    and r["language"] in groups[row["target"]]:
+                by_seed.setdefault(r["seed"], []).append(float(r["accuracy"]))
+        means = [statistics.fmean(v) for v in by_seed.values()]
+        assert int(row["seeds"]) == len(means) == 2
+        assert float(row["mean"]) == pytest.approx(statistics.fmean(means), abs=1e-6)
+        assert float(row["std"]) == pytest.approx(statistics.stdev(means), abs=1e-6)
+        checked += 1
+    # every source is scored on the languages it was not trained on: nqo from both, eng from fra, fra from eng
+    assert checked == 2 * 4
+    assert {(r["target"], r["source"]) for r in table} == {("nqo_Nkoo", "eng_Latn"), ("nqo_Nkoo", "fra_Latn"),
+                                                           ("eng_Latn", "fra_Latn"), ("fra_Latn", "eng_Latn")}
+    printed = capsys.readouterr().out
+    assert "Table 1" in printed and "seeds 1, 2" in printed and "steps 8" in printed
+    assert (out / "table1.md").read_text().startswith("Table 1")
+    compared = read_csv(out / "compare.csv")
+    assert {(r["source"], r["group"]) for r in compared} == {(s, "nqo_Nkoo") for s in ("eng_Latn", "fra_Latn")} | {
+        ("eng_Latn", "fra_Latn"), ("fra_Latn", "eng_Latn")}
+
+
+def test_tables_and_figure_again_from_the_scores_without_scoring(tmp_path, grid):
+    pytest.importorskip("matplotlib", reason="the figure needs matplotlib (requirements-plot.txt)")
+    code, first = run_evaluate(tmp_path, "--runs", str(grid), "--groups", "nqo_Nkoo")
+    assert code == 0
+    again = tmp_path / "again"
+    code = evaluate.main(["--scores", str(first / "per_language.csv"), "--groups", "nqo_Nkoo", "--out", str(again),
+                          "--data-dir", str(FIXTURE_SIB200), "--plot", str(again / "figure.png"), "--plot-size",
+                          "800x600"])
+    assert code == 0
+    assert read_csv(again / "table1.csv") == read_csv(first / "table1.csv")
+    from matplotlib import image
+    assert image.imread(again / "figure.png").shape[:2] == (600, 800)
+    assert len(read_csv(again / "figure.csv")) == 4  # one language, four settings (two methods, two sources)
+
+
+def test_one_seed_is_shown_as_n_1_not_as_a_zero_std(tmp_path, grid, capsys):
+    code, out = run_evaluate(tmp_path, "--runs", str(grid / "eng_Latn" / "xpe-eng_Latn-s1"), "--group", "nqo_Nkoo")
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "(n = 1)" in printed and "± 0.0" not in printed
+    (row,) = read_csv(out / "per_group.csv")
+    assert row["seeds"] == "1" and row["std"] == ""
+
+
+def test_packed_scoring_gives_each_runs_own_accuracies(tmp_path, grid):
+    code, together = run_evaluate(tmp_path / "together", "--runs", str(grid / "eng_Latn"), "--group", "nqo_Nkoo,fra_Latn")
+    assert code == 0
+    scored = {(r["run"], r["language"]): r["accuracy"] for r in read_csv(together / "per_language.csv")}
+    for run_dir in (grid / "eng_Latn").iterdir():
+        code, alone = run_evaluate(tmp_path / run_dir.name, "--runs", str(run_dir), "--group", "nqo_Nkoo,fra_Latn")
+        assert code == 0
+        for r in read_csv(alone / "per_language.csv"):
+            assert scored[r["run"], r["language"]] == r["accuracy"]
+
+
+def test_two_runs_of_one_setting_and_seed_are_refused_naming_both(tmp_path, grid, capsys):
+    import shutil
+    twin = tmp_path / "twin"
+    shutil.copytree(grid / "eng_Latn" / "xpe-eng_Latn-s1", twin)
+    code, out = run_evaluate(tmp_path, "--runs", str(grid / "eng_Latn"), str(twin), "--group", "nqo_Nkoo")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert str(grid / "eng_Latn" / "xpe-eng_Latn-s1") in err and str(twin) in err
+    assert not out.exists()
+
+
+def test_baselines_average_the_languages_ours_average(tmp_path, grid):
+    """Runs trained on eng_Latn leave it out of their figures; the baselines leave it out too."""
+    code, out = run_evaluate(tmp_path, "--runs", str(grid / "eng_Latn"), "--group", "eng_Latn,fra_Latn", "--baseline")
+    assert code == 0
+    table = evaluate.load_baselines()
+    for row in read_csv(out / "per_group.csv"):
+        assert row["languages"] == "1" and row["baseline_languages"] == "1"
+        assert float(row["xlt_eng"]) == pytest.approx(table["fra_Latn"]["xlt_eng"] / 100)
+    table2 = read_csv(out / "table2.csv")
+    assert {r["column"] for r in table2 if r["kind"] == "baseline"} == set(evaluate.BASELINE_COLUMNS)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--compare", "xpe,prefix"], "unknown method 'prefix'"),
+    (["--compare", "xpe,dual:0.7"], "no zero-shot runs of dual:0.7"),
+    (["--plot", "figure.png", "--plot-sort", "dual:0.3"], "nothing to sort by named 'dual:0.3'"),
+    (["--plot", "figure.jpg"], "ending in .png"),
+    (["--plot-baselines", "gpt5"], "unknown column 'gpt5'"),
+])
+def test_bad_table_flags_exit_2_with_one_line(tmp_path, grid, capsys, args, words):
+    if "--plot" in args and args[1].endswith(".png"):
+        pytest.importorskip("matplotlib", reason="the figure needs matplotlib (requirements-plot.txt)")
+    code, _ = run_evaluate(tmp_path, "--runs", str(grid / "eng_Latn"), "--group", "nqo_Nkoo",
+                           *[str(tmp_path / a) if a.startswith("figure") else a for a in args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and words in err and len(err.splitlines()) == 1, err
+
+
+def test_plot_without_matplotlib_exits_2_before_scoring(tmp_path, grid, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    code, out = run_evaluate(tmp_path, "--runs", str(grid / "eng_Latn"), "--group", "nqo_Nkoo", "--plot",
+                             str(tmp_path / "figure.png"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "pip install -r requirements-plot.txt" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_six_target_runs_from_six_seeded_source_runs_are_six_seeds(tmp_path, tiny_model_dir, capsys):
+    """Issue 9: a target run inherits its source's seed, so six of them are six seeds, and Table 3 says so."""
+    sources = tmp_path / "sources"
+    assert train.main(["--model", str(tiny_model_dir), *TINY, "--source", "eng_Latn", "--method", "dual",
+                       "--seed", "1-6", "--out", str(sources)]) == 0
+    targets = tmp_path / "targets"
+    for k in range(1, 7):
+        for lang in ("nqo_Nkoo",) + (("fra_Latn",) if k <= 2 else ()):
+            assert train.main(["--model", str(tiny_model_dir), *TINY, "--steps", "4", "--target", lang, "--init",
+                               str(sources / f"dual0.7-eng_Latn-s{k}"), "--out", str(targets / f"{lang}-{k}")]) == 0
+    groups_file = tmp_path / "groups.json"
+    groups_file.write_text(json.dumps({"groups": {"supervised-seen": {"languages": ["fra_Latn"]},
+                                                  "supervised-unseen": {"languages": ["nqo_Nkoo"]}}}))
+    code, out = run_evaluate(tmp_path, "--runs", str(targets), "--groups-file", str(groups_file))
+    assert code == 0
+    per_language = read_csv(out / "per_language.csv")
+    nqo = {int(r["seed"]): float(r["accuracy"]) for r in per_language if r["language"] == "nqo_Nkoo"}
+    assert sorted(nqo) == [1, 2, 3, 4, 5, 6]
+    (row,) = [r for r in read_csv(out / "per_group.csv") if r["group"] == "supervised-unseen"]
+    assert row["seeds"] == "6"
+    assert float(row["mean"]) == pytest.approx(statistics.fmean(nqo.values()), abs=1e-6)
+    assert float(row["std"]) == pytest.approx(statistics.stdev(nqo.values()), abs=1e-6)
+    fra = {int(r["seed"]): float(r["accuracy"]) for r in per_language if r["language"] == "fra_Latn"}
+    both = [statistics.fmean([nqo[k]] + ([fra[k]] if k in fra else [])) for k in range(1, 7)]
+    table3 = {r["target"]: r for r in read_csv(out / "table3.csv") if r["kind"] == "ours"}
+    assert float(table3["supervised-unseen"]["mean"]) == pytest.approx(statistics.fmean(nqo.values()), abs=1e-6)
+    assert float(table3["supervised-seen"]["mean"]) == pytest.approx(statistics.fmean(fra.values()), abs=1e-6)
+    assert float(table3["supervised"]["mean"]) == pytest.approx(statistics.fmean(both), abs=1e-6)
+    assert float(table3["supervised"]["std"]) == pytest.approx(statistics.stdev(both), abs=1e-6)
+    assert "Table 3" in capsys.readouterr().out
+
+
+def test_papers_baseline_rows_from_table7():
+    """Table 2's baseline columns over the paper's target groups give its baseline rows (SPEC §6), within 0.5."""
+    paper = {"xlt_eng": (33.5, 54.0, 86.2, 67.8), "xlt_ara": (33.3, 54.7, 86.5, 68.3),
+             "xlt_zho": (33.3, 54.3, 86.5, 68.1), "gpt4": (22.9, 39.2, 68.1, 51.7), "gpt35": (22.9, 35.7, 55.7, 44.3)}
+    table, groups = evaluate.load_baselines(), data.load_groups()
+    for i, group in enumerate(("lowperf", "unseen", "seen-wo-j5", "all-wo-j5")):
+        means, known = evaluate.baseline_means(groups[group], table)
+        assert known == len(groups[group]) - ("nqo_Nkoo" in groups[group])  # Table 7 lacks nqo_Nkoo
+        for column, figures in paper.items():
+            assert 100 * means[column] == pytest.approx(figures[i], abs=0.5), (column, group)

@@ -256,3 +256,55 @@ def test_the_frozen_model_is_called_the_backbone_in_the_code():
     assert not found, found
     model = build_classifier(tiny_backbone(), PromptConfig())
     assert isinstance(model.backbone, torch.nn.Module) and not hasattr(model, "encoder")
+
+
+def test_pad_pads_right():
+    input_ids, mask = xpe.pad([[0, 2], [0, 7, 8, 9, 2]], pad_id=1)
+    assert input_ids.dtype == torch.int64 and mask.dtype == torch.int64
+    assert input_ids.tolist() == [[0, 2, 1, 1, 1], [0, 7, 8, 9, 2]]
+    assert mask.tolist() == [[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
+
+
+@pytest.mark.parametrize("kind", ["xlmr", "bert"])
+def test_packed_logits_are_each_models_own(kind):
+    """Several models in one backbone pass, each on its own copy of its batch (of another width), as alone."""
+    backbone = tiny_backbone(kind).eval()
+    models = [build_classifier(backbone, PromptConfig(method=m, xpe_frac=r)).eval()
+              for m, r in (("spt", 0.0), ("dual", 0.7), ("xpe", 1.0))]
+    short, long = batch(seed=1, length=5), batch(seed=2, length=9)
+    batches = [short, long, short]
+    with torch.no_grad():
+        together = xpe.packed_logits(models, batches)
+        for model, logits, (ids, mask) in zip(models, together, batches):
+            torch.testing.assert_close(logits, model(ids, mask), atol=1e-5, rtol=0)
+
+
+def test_predict_restores_the_order_and_shares_each_pass():
+    backbone = tiny_backbone().eval()
+    models = [build_classifier(backbone, PromptConfig(method=m, xpe_frac=r)) for m, r in (("spt", 0.0), ("xpe", 1.0))]
+    g = torch.Generator().manual_seed(3)
+    ids = [[0] + torch.randint(5, 120, (int(n),), generator=g).tolist() + [2] for n in torch.randint(1, 12, (11,), generator=g)]
+    calls = []
+    real = xpe.packed_logits
+    try:
+        xpe.packed_logits = lambda ms, bs: calls.append(len(ms)) or real(ms, bs)
+        together = xpe.predict(models, ids, pad_id=1, batch_size=4)
+    finally:
+        xpe.packed_logits = real
+    assert calls and set(calls) == {2} and len(calls) == 6  # 2 text rows a pass (4 // 2 models), both models each pass
+    for model, logits in zip(models, together):
+        with torch.no_grad():
+            expected = torch.cat([model(*xpe.pad([row], 1)) for row in ids])  # row by row, in the original order
+        torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
+
+
+def test_max_text_length_leaves_room_for_the_prompt(e5_dir):
+    from transformers import AutoConfig
+
+    large = XLMRobertaConfig(vocab_size=250002, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                             intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1)
+    with torch.device("meta"):
+        assert xpe.max_text_length(AutoModel.from_config(large), 20) == 492  # positions 2..513
+        assert xpe.max_text_length(AutoModel.from_config(AutoConfig.from_pretrained(e5_dir)), 20) == 492  # 0..511
+    assert xpe.max_text_length(tiny_backbone(), 20) == 80 - 2 - 20
+    assert xpe.max_text_length(tiny_backbone("bert"), 20) == 80 - 20
