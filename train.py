@@ -102,7 +102,6 @@ HELP = {  # one line a flag: what it sets, its unit or choices; the default is a
 }
 TARGET_DEFAULTS = dict(steps=6000, warmup=0.05, patience=30, encoder_dropout=0.0)
 METHOD_FRAC = dict(spt=0.0, xpe=1.0, dual=0.7)
-RUN_KEYS = ("method", "xpe_frac", "seed")  # what differs between the runs of one call
 NOT_IDENTITY = {"eval_batch_size"}  # settings a resumed run may change without becoming another run
 LOG_FIELDS = ["step", "train_loss", "lr_prompt", "lr", "dev_loss", "dev_accuracy", "seconds"]
 

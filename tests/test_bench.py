@@ -67,14 +67,64 @@ def test_quick_prints_both_sides_and_ratios(sib200_dir, e5_dir):
                           "--tokenizer", str(e5_dir)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     lines = out.stdout.strip().splitlines()
-    for side in ("ours", "peer"):
-        train = [l for l in lines if l.startswith(f"{side} train: ")]
-        assert len(train) == 1, out.stdout
-        m = re.match(rf"{side} train: {NUMBER} steps/s, {NUMBER} sentences/s, {NUMBER} tokens/s .*MFU n/a", train[0])
-        assert m and all(_positive(g) for g in m.groups()), train[0]
-        evals = [l for l in lines if l.startswith(f"{side} eval: ")]
-        assert len(evals) == 1, out.stdout
-        m = re.match(rf"{side} eval: (\d+) sentences \(3 languages.*, {NUMBER} sentences/s$", evals[0])
-        assert m and int(m.group(1)) == 96 and _positive(m.group(2)), evals[0]
-    m = re.fullmatch(rf"ratio ours/peer: train steps/s {NUMBER}x, eval sentences/s {NUMBER}x", lines[-1])
-    assert m and all(_positive(g) for g in m.groups()), lines[-1]
+
+    def figures(prefix, pattern):
+        (line,) = [l for l in lines if l.startswith(prefix)]
+        m = re.match(re.escape(prefix) + pattern, line)
+        assert m and all(_positive(g) for g in m.groups()), line
+        return [float(g) for g in m.groups()]
+
+    run_steps = rf"[^:]*: {NUMBER} run-steps/s"
+    figures("train packed (4 runs", run_steps + ", .*MFU n/a")
+    figures("train one after another (4 runs", run_steps + ", .*MFU n/a")
+    figures("seeds packed (2 seeds", run_steps)
+    figures("seeds in turn (2 seeds", run_steps)
+    figures("eval one pass (4 runs, 96 sentences", rf"[^:]*: {NUMBER} s, {NUMBER} sentence-runs/s")
+    figures("eval a pass per run (4 runs", rf"[^:]*: {NUMBER} s, {NUMBER} sentence-runs/s")
+    steps = rf"[^:]*: {NUMBER} steps/s, {NUMBER} sentences/s, {NUMBER} tokens/s .*MFU n/a"
+    figures("ours train (train.fit)", steps)
+    figures("peer train (Trainer, NaN filter on", steps)
+    figures("peer train (Trainer, logging_nan_inf_filter=False)", steps)
+    figures("ours eval (1 run)", rf": {NUMBER} sentences/s; peer eval \(Trainer.predict\): {NUMBER} sentences/s")
+    assert lines[-1].startswith("ratios: ")
+    ratios = re.findall(rf"\) {NUMBER}x", lines[-1])
+    assert len(ratios) == 6 and all(_positive(r) for r in ratios), lines[-1]
+
+
+def test_only_the_chosen_gpu_is_made_visible():
+    """The Trainer spreads the peer over every visible GPU (DataParallel) while ours uses one: leave one."""
+    import bench
+
+    assert bench.visible_devices("cuda", None) == "0"
+    assert bench.visible_devices("cuda:1", None) == "1"
+    assert bench.visible_devices("cuda:1", "4,6,7") == "6"
+    with pytest.raises(ValueError, match="only 2 GPU"):
+        bench.visible_devices("cuda:2", "0,1")
+
+
+def test_the_peak_for_mfu_is_the_gpus_own():
+    import bench
+
+    assert bench.peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert bench.peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert bench.peak_tflops("NVIDIA H100 NVL") == 835.0
+    assert bench.peak_tflops("NVIDIA H200") == 989.0
+    assert bench.peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert bench.peak_tflops("NVIDIA GeForce RTX 4090") is None  # bench.py then asks for --peak-tflops
+
+
+def test_ours_is_timed_through_the_loop_train_py_runs(sib200_dir, e5_dir, monkeypatch, capsys):
+    """Every training figure of ours comes from train.fit, bookkeeping included, not from a copy of its loop."""
+    import bench
+    import train
+
+    monkeypatch.setenv("TQDM_DISABLE", "1")  # bench.main sets it; the test gives it back afterwards
+    calls, real = [], train.fit
+    monkeypatch.setattr(train, "fit", lambda runs, *args, **kwargs: calls.append(len(runs)) or real(runs, *args,
+                                                                                                   **kwargs))
+    assert bench.main(["--quick", "--no-peer", "--no-eval", "--data-dir", str(sib200_dir),
+                       "--tokenizer", str(e5_dir)]) == 0
+    # the process warm-up and the packed four, the four alone, the eight seeds packed, two packs of four in turn
+    assert calls == [4, 4, 1, 1, 1, 1, 8, 4, 4]
+    printed = capsys.readouterr().out
+    assert "train packed (4 runs" in printed and "seeds in turn" in printed

@@ -183,13 +183,25 @@ def small_results():
             + results("spt", noisy(langs), source="enarzho"))
 
 
+def needs_matplotlib(module="matplotlib"):
+    """matplotlib is an optional extra: its tests skip without it, but fail under CI, which installs it."""
+    import importlib
+    import os
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("matplotlib is not installed; CI must install requirements-plot.txt")
+        pytest.skip("the figure needs matplotlib (pip install -r requirements-plot.txt)")
+
+
 def read_csv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
 
 def test_plot_has_the_size_asked_and_its_numbers_beside_it(tmp_path):
-    image = pytest.importorskip("matplotlib.image", reason="the figure needs matplotlib (requirements-plot.txt)")
+    image = needs_matplotlib("matplotlib.image")
     rows = small_results()
     baselines = {"XLM-R full FT": {"afr_Latn": 0.9, "kab_Latn": 0.6, "tum_Latn": 0.5}}  # the others are gaps
     path = tmp_path / "figs" / "languages.png"
@@ -217,7 +229,7 @@ def test_plot_has_the_size_asked_and_its_numbers_beside_it(tmp_path):
 
 
 def test_plot_without_seen_and_unseen_is_one_panel_sorted_by_a_baseline(tmp_path):
-    pytest.importorskip("matplotlib", reason="the figure needs matplotlib (requirements-plot.txt)")
+    needs_matplotlib()
     path = tmp_path / "one.png"
     baselines = {"GPT-4": {lang: i / 10 for i, lang in enumerate(SEEN + UNSEEN)}}
     evaluate.plot_languages(small_results(), {"joshi5": ["deu_Latn"]}, path, (640, 480), "GPT-4", baselines)
@@ -234,7 +246,7 @@ def test_plot_without_seen_and_unseen_is_one_panel_sorted_by_a_baseline(tmp_path
     ("magic", "or a baseline (XLM-R)"),
 ])
 def test_plot_bad_sort_by_is_a_usage_error(tmp_path, sort_by, expected):
-    pytest.importorskip("matplotlib", reason="the figure needs matplotlib (requirements-plot.txt)")
+    needs_matplotlib()
     with pytest.raises(evaluate.UsageError) as excinfo:
         evaluate.plot_languages(small_results(), GROUPS, tmp_path / "f.png", (800, 600), sort_by, {"XLM-R": {}})
     assert expected in one_line_usage_error(excinfo)
@@ -242,7 +254,7 @@ def test_plot_bad_sort_by_is_a_usage_error(tmp_path, sort_by, expected):
 
 
 def test_plot_sorts_by_a_method_and_its_source(tmp_path):
-    pytest.importorskip("matplotlib", reason="the figure needs matplotlib (requirements-plot.txt)")
+    needs_matplotlib()
     rows = small_results() + results("spt", {"afr_Latn": 0.99}, mode="supervised")  # spt@joshi5 twice: zero-shot wins
     table = evaluate.plot_languages(rows, GROUPS, tmp_path / "f.png", (800, 600), "spt@joshi5")
     first = [r["language"] for r in table if r["series"] == "spt (joshi5)" and r["position"] == 1]
@@ -260,7 +272,7 @@ def test_plot_sorts_by_a_method_and_its_source(tmp_path):
     ("f.png", (800, 600), "two backbones", "plot them one at a time"),
 ])
 def test_plot_bad_input_is_a_usage_error(tmp_path, path, size, rows, expected):
-    pytest.importorskip("matplotlib", reason="the figure needs matplotlib (requirements-plot.txt)")
+    needs_matplotlib()
     made = {None: small_results(), "none": [],
             "two backbones": small_results() + results("xpe", noisy(SEEN), backbone="e5")}[rows]
     with pytest.raises(evaluate.UsageError) as excinfo:
@@ -279,7 +291,7 @@ def test_plot_without_matplotlib_says_what_to_install(tmp_path, monkeypatch):
 
 
 def test_plot_that_fails_leaves_the_old_files_whole(tmp_path, monkeypatch):
-    pytest.importorskip("matplotlib", reason="the figure needs matplotlib (requirements-plot.txt)")
+    needs_matplotlib()
     from matplotlib.figure import Figure
 
     path = tmp_path / "f.png"
@@ -296,7 +308,7 @@ def test_plot_that_fails_leaves_the_old_files_whole(tmp_path, monkeypatch):
 
 def test_plot_of_all_205_languages_at_the_default_size(tmp_path):
     """The figure as the paper draws it: 4 methods from joshi5, 3 seeds, two baselines, every SIB-200 language."""
-    image = pytest.importorskip("matplotlib.image", reason="the figure needs matplotlib (requirements-plot.txt)")
+    image = needs_matplotlib("matplotlib.image")
     groups = data.load_groups()
     targets = [lang for lang in groups["all"] if lang not in groups["joshi5"]]
     rows = []
@@ -379,7 +391,7 @@ def test_table1_cells_are_the_means_and_stds_of_per_language(tmp_path, grid, cap
 
 
 def test_tables_and_figure_again_from_the_scores_without_scoring(tmp_path, grid):
-    pytest.importorskip("matplotlib", reason="the figure needs matplotlib (requirements-plot.txt)")
+    needs_matplotlib()
     code, first = run_evaluate(tmp_path, "--runs", str(grid), "--groups", "nqo_Nkoo")
     assert code == 0
     again = tmp_path / "again"
@@ -445,7 +457,7 @@ def test_baselines_average_the_languages_ours_average(tmp_path, grid):
 ])
 def test_bad_table_flags_exit_2_with_one_line(tmp_path, grid, capsys, args, words):
     if "--plot" in args and args[1].endswith(".png"):
-        pytest.importorskip("matplotlib", reason="the figure needs matplotlib (requirements-plot.txt)")
+        needs_matplotlib()
     code, _ = run_evaluate(tmp_path, "--runs", str(grid / "eng_Latn"), "--group", "nqo_Nkoo",
                            *[str(tmp_path / a) if a.startswith("figure") else a for a in args])
     err = capsys.readouterr().err.strip()
