@@ -122,8 +122,12 @@ def test_ours_is_timed_through_the_loop_train_py_runs(sib200_dir, e5_dir, monkey
     calls, real = [], train.fit
     monkeypatch.setattr(train, "fit", lambda runs, *args, **kwargs: calls.append(len(runs)) or real(runs, *args,
                                                                                                    **kwargs))
-    assert bench.main(["--quick", "--no-peer", "--no-eval", "--data-dir", str(sib200_dir),
-                       "--tokenizer", str(e5_dir)]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--quick", "--no-peer", "--no-eval", "--data-dir", str(sib200_dir),
+                           "--tokenizer", str(e5_dir)]) == 0
+    finally:  # --quick runs on one thread; later tests compare runs across processes, bit for bit
+        torch.set_num_threads(threads)
     # the process warm-up and the packed four, the four alone, the eight seeds packed, two packs of four in turn
     assert calls == [4, 4, 1, 1, 1, 1, 8, 4, 4]
     printed = capsys.readouterr().out
