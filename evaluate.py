@@ -873,8 +873,9 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cuda when there is one)")
     p.add_argument("--baseline", action="store_true",
                    help="Table 2: SIB-200's published figures over the same languages beside ours")
-    p.add_argument("--compare", metavar="A,B", help="paired zero-shot difference A - B per source and target group, "
-                                                    "e.g. xpe,spt or dual:0.7,spt; written to compare.csv")
+    p.add_argument("--compare", metavar="A,B", action="append",
+                   help="paired zero-shot difference A - B per source and target group, e.g. xpe,spt or "
+                        "dual:0.7,spt; may be given again for more pairs; written to compare.csv")
     p.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples of --compare (default 10000)")
     p.add_argument("--plot", metavar="FILE.png", help="the paper's Figure 2: accuracy per language, seen and unseen "
                                                       "panels; its numbers go to FILE.csv (needs matplotlib)")
@@ -900,10 +901,10 @@ def check_flags(args):
         raise UsageError("--scores tabulates earlier results and --runs scores runs: give one of them")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.compare:
-        pair = [m.strip() for m in args.compare.split(",")]
+    for given in args.compare or []:
+        pair = [m.strip() for m in given.split(",")]
         if len(pair) != 2:
-            raise UsageError(f"--compare takes two methods, A,B (e.g. xpe,spt), got {args.compare!r}")
+            raise UsageError(f"--compare takes two methods, A,B (e.g. xpe,spt), got {given!r}")
         for m in pair:
             parse_method(m)
     if args.plot:
@@ -926,8 +927,8 @@ def check_settings(args, runs, languages):
                     xpe_frac=float(run["config"]["xpe_frac"]), source=run["config"]["source"],
                     seed=run["config"]["seed"], backbone=run["config"]["model"], steps="", language=lang, n=1,
                     accuracy=0.0) for run in runs for lang in targets_of(run, languages)[:1]]
-    if args.compare:
-        compare(preview, *[m.strip() for m in args.compare.split(",")], {"any": languages}, resamples=1)
+    for pair in args.compare or []:
+        compare(preview, *[m.strip() for m in pair.split(",")], {"any": languages}, resamples=1)
     if args.plot and args.plot_sort:
         sort_series(plot_series(preview), args.plot_sort)
 
@@ -1002,14 +1003,17 @@ def report(args, out, per_language, group_langs, groups, codes):
         write_table(out, "table3", "Table 3: sequential full supervision, accuracy (%) on each target's own test "
                     "split, mean ± std over seeds (n seeds)", supervised,
                     [r for r in per_language if r["mode"] == "supervised"], [paper, missing])
-    if args.compare:
-        a, b = [m.strip() for m in args.compare.split(",")]
+    compared = []
+    for pair in args.compare or []:
+        a, b = [m.strip() for m in pair.split(",")]
         # groups made only of the source's own languages have nothing zero-shot to compare
         rows = [r for r in compare(per_language, a, b, group_langs, args.resamples) if r["mean_diff"] is not None]
         print(f"\nPaired difference {a} - {b} (accuracy points), 95 % bootstrap interval over seeds and languages. "
               f"{provenance(zero_shot)}")
         print_compare(rows)
-        write_csv(out / "compare.csv", COMPARE_FIELDS, rows)
+        compared += rows
+    if compared:
+        write_csv(out / "compare.csv", COMPARE_FIELDS, compared)
     if args.plot:
         columns = (args.plot_baselines or ("xlt_eng,gpt4" if args.baseline else "")).split(",")
         table = load_baselines()

@@ -155,12 +155,14 @@ class PromptClassifier(nn.Module):
         return PromptClassifier(self.backbone, prompt, copy.deepcopy(self.head)).train(self.training)
 
 
-def packed_logits(models, batches):
+def packed_logits(models, batches, rows_per_pass=None):
     """Logits of several PromptClassifiers that share one backbone, from a single backbone pass.
 
     batches[i] = (input_ids, attention_mask) is the batch of models[i]; models may share one batch. Each
     model's prompt goes in front of its own copy of its batch, and the copies are concatenated along the
     batch axis, right-padded to the widest (masked positions change no other position's output).
+    rows_per_pass splits that pass into passes of so many rows: on a CPU, tensors beyond the caches
+    make the elementwise work several times slower per element, which one large pass cannot win back.
     """
     backbone = models[0].backbone
     embed = backbone.get_input_embeddings()
@@ -175,8 +177,11 @@ def packed_logits(models, batches):
     width = max(r.shape[1] for r in rows)
     rows = [nn.functional.pad(r, (0, 0, 0, width - r.shape[1])) for r in rows]
     masks = [nn.functional.pad(m, (0, width - m.shape[1])) for m in masks]
+    embeds, mask = torch.cat(rows), torch.cat(masks)
+    step = rows_per_pass or len(embeds)
     # Position ids are left to the backbone (XLM-R counts them over inputs_embeds), as PEFT does.
-    hidden = backbone(inputs_embeds=torch.cat(rows), attention_mask=torch.cat(masks)).last_hidden_state[:, 0]
+    hidden = torch.cat([backbone(inputs_embeds=embeds[i:i + step], attention_mask=mask[i:i + step])
+                        .last_hidden_state[:, 0] for i in range(0, len(embeds), step)])
     return [model.head(h) for model, h in zip(models, hidden.split([r.shape[0] for r in rows]))]
 
 

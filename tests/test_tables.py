@@ -360,7 +360,7 @@ def run_evaluate(tmp_path, *args):
 
 def test_table1_cells_are_the_means_and_stds_of_per_language(tmp_path, grid, capsys):
     code, out = run_evaluate(tmp_path, "--runs", str(grid), "--groups", "nqo_Nkoo,eng_Latn,fra_Latn",
-                             "--compare", "xpe,spt")
+                             "--compare", "xpe,spt", "--compare", "spt,xpe")
     assert code == 0
     per_language = read_csv(out / "per_language.csv")
     assert len({r["run"] for r in per_language}) == 8
@@ -386,8 +386,11 @@ def test_table1_cells_are_the_means_and_stds_of_per_language(tmp_path, grid, cap
     assert "Table 1" in printed and "seeds 1, 2" in printed and "steps 8" in printed
     assert (out / "table1.md").read_text().startswith("Table 1")
     compared = read_csv(out / "compare.csv")
-    assert {(r["source"], r["group"]) for r in compared} == {(s, "nqo_Nkoo") for s in ("eng_Latn", "fra_Latn")} | {
-        ("eng_Latn", "fra_Latn"), ("fra_Latn", "eng_Latn")}
+    pairs = {(s, "nqo_Nkoo") for s in ("eng_Latn", "fra_Latn")} | {("eng_Latn", "fra_Latn"), ("fra_Latn", "eng_Latn")}
+    assert {(r["source"], r["group"]) for r in compared if (r["a"], r["b"]) == ("xpe", "spt")} == pairs
+    forth = {(r["source"], r["group"]): float(r["mean_diff"]) for r in compared if r["a"] == "xpe"}
+    back = {(r["source"], r["group"]): float(r["mean_diff"]) for r in compared if r["a"] == "spt"}
+    assert forth.keys() == back.keys() and all(forth[k] == pytest.approx(-back[k]) for k in forth)
 
 
 def test_tables_and_figure_again_from_the_scores_without_scoring(tmp_path, grid):
