@@ -324,8 +324,8 @@ def zero_shot_tables(group_rows, specs, with_baselines):
     rows = [r for r in group_rows if r["mode"] == "zero-shot"]
     methods = sorted({method_name(r["method"], r["xpe_frac"]) for r in rows}, key=method_order)
     sources = sorted({r["source"] for r in rows})
-    header = ["target", "source"] + methods + ([BASELINE_COLUMNS[k] for k in BASELINE_COLUMNS] if with_baselines
-                                               else [])
+    header = ["target", "source", "languages"] + methods + (
+        [BASELINE_COLUMNS[k] for k in BASELINE_COLUMNS] if with_baselines else [])
     lines, csv_rows = [], []
     for group in specs:
         for source in sources:
@@ -334,7 +334,9 @@ def zero_shot_tables(group_rows, specs, with_baselines):
             if not mine:
                 continue
             best = max(r["mean"] for r in mine.values())
-            line = [group, source]
+            # how many languages the row averages: fewer than the group when only part of it was scored
+            covered = sorted(set().union(*(r["covered"] for r in mine.values())))
+            line = [group, source, len(covered)]
             for m in methods:
                 r = mine.get(m)
                 paper = PAPER.get((m, source, group))
@@ -347,7 +349,6 @@ def zero_shot_tables(group_rows, specs, with_baselines):
                                      seeds=r["seeds"], languages=r["languages"], best=int(r["mean"] == best),
                                      paper=paper[0] if paper else "", paper_secondhand=int(paper[1]) if paper else ""))
             if with_baselines:
-                covered = sorted(set().union(*(r["covered"] for r in mine.values())))
                 means, known = baseline_means(covered, load_baselines())
                 for k, name in BASELINE_COLUMNS.items():
                     line.append(f"{100 * means[k]:.1f}" if k in means else "-")

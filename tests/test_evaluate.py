@@ -2,6 +2,7 @@
 import csv
 import json
 import statistics
+import time
 
 import pytest
 import torch
@@ -143,15 +144,19 @@ def test_published_baselines_reproduce_the_papers_group_means():
 
 
 def test_e5_small_zero_shot_on_french_and_german(e5_run, e5_dir, sib200_dir, tmp_path, capsys):
-    """The 300-step English run of test_train (lr 1e-3) carries to French and German."""
+    """The README's CPU try-out: the 300-step English run of test_train (lr 1e-3) carries to French and
+    German (Swahili, which e5-small knows less well, is scored and printed for the README, not checked)."""
     out_dir, _ = e5_run
-    code = evaluate.main(["--runs", str(out_dir), "--group", "fra_Latn,deu_Latn,eng_Latn", "--data-dir",
+    start = time.time()
+    code = evaluate.main(["--runs", str(out_dir), "--group", "fra_Latn,deu_Latn,swh_Latn,eng_Latn", "--data-dir",
                           str(sib200_dir), "--out", str(tmp_path), "--device", "cpu"])
+    seconds = time.time() - start
     assert code == 0
     accuracy = {r["language"]: float(r["accuracy"]) for r in read(tmp_path / "per_language.csv")}
-    assert set(accuracy) == {"fra_Latn", "deu_Latn"}
+    assert set(accuracy) == {"fra_Latn", "deu_Latn", "swh_Latn"}
     assert accuracy["fra_Latn"] > 0.6 and accuracy["deu_Latn"] > 0.6, accuracy
-    print(capsys.readouterr().out)
+    capsys.readouterr()
+    print(f"e5-small try-out, zero-shot: {accuracy}, scored in {seconds:.0f} s")
 
 
 # ---- classify new text ----------------------------------------------------------------------------------

@@ -385,6 +385,7 @@ def test_table1_cells_are_the_means_and_stds_of_per_language(tmp_path, grid, cap
     printed = capsys.readouterr().out
     assert "Table 1" in printed and "seeds 1, 2" in printed and "steps 8" in printed
     assert (out / "table1.md").read_text().startswith("Table 1")
+    assert "| nqo_Nkoo | eng_Latn | 1 |" in (out / "table1.md").read_text()  # the languages the row averages
     compared = read_csv(out / "compare.csv")
     pairs = {(s, "nqo_Nkoo") for s in ("eng_Latn", "fra_Latn")} | {("eng_Latn", "fra_Latn"), ("fra_Latn", "eng_Latn")}
     assert {(r["source"], r["group"]) for r in compared if (r["a"], r["b"]) == ("xpe", "spt")} == pairs

@@ -273,10 +273,17 @@ def test_packed_logits_are_each_models_own(kind):
               for m, r in (("spt", 0.0), ("dual", 0.7), ("xpe", 1.0))]
     short, long = batch(seed=1, length=5), batch(seed=2, length=9)
     batches = [short, long, short]
-    with torch.no_grad():
-        together = xpe.packed_logits(models, batches)
-        for model, logits, (ids, mask) in zip(models, together, batches):
-            torch.testing.assert_close(logits, model(ids, mask), atol=1e-5, rtol=0)
+    passes = []
+    backbone.register_forward_hook(lambda module, args, kwargs, out: passes.append(len(kwargs["inputs_embeds"])),
+                                   with_kwargs=True)
+    for rows_per_pass, expected_passes in ((None, [9]), (3, [3, 3, 3]), (4, [4, 4, 1])):  # train.py on CPU: a run a pass
+        passes.clear()
+        with torch.no_grad():
+            together = xpe.packed_logits(models, batches, rows_per_pass=rows_per_pass)
+        assert passes == expected_passes
+        with torch.no_grad():
+            for model, logits, (ids, mask) in zip(models, together, batches):
+                torch.testing.assert_close(logits, model(ids, mask), atol=1e-5, rtol=0)
 
 
 def test_predict_restores_the_order_and_shares_each_pass():
