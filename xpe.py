@@ -178,10 +178,14 @@ def packed_logits(models, batches, rows_per_pass=None):
     rows = [nn.functional.pad(r, (0, 0, 0, width - r.shape[1])) for r in rows]
     masks = [nn.functional.pad(m, (0, width - m.shape[1])) for m in masks]
     embeds, mask = torch.cat(rows), torch.cat(masks)
-    step = rows_per_pass or len(embeds)
-    # Position ids are left to the backbone (XLM-R counts them over inputs_embeds), as PEFT does.
-    hidden = torch.cat([backbone(inputs_embeds=embeds[i:i + step], attention_mask=mask[i:i + step])
-                        .last_hidden_state[:, 0] for i in range(0, len(embeds), step)])
+    if rows_per_pass is None:
+        # Position ids are left to the backbone (XLM-R counts them over inputs_embeds), as PEFT does.
+        hidden = backbone(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[:, 0]
+    else:  # each pass as wide as its own rows (rows are right-padded), not as the widest of the pack
+        spans = [(i, int(mask[i:i + rows_per_pass].sum(1).max())) for i in range(0, len(embeds), rows_per_pass)]
+        hidden = torch.cat([backbone(inputs_embeds=embeds[i:i + rows_per_pass, :w],
+                                     attention_mask=mask[i:i + rows_per_pass, :w]).last_hidden_state[:, 0]
+                            for i, w in spans])
     return [model.head(h) for model, h in zip(models, hidden.split([r.shape[0] for r in rows]))]
 
 

@@ -274,9 +274,13 @@ def test_packed_logits_are_each_models_own(kind):
     short, long = batch(seed=1, length=5), batch(seed=2, length=9)
     batches = [short, long, short]
     passes = []
-    backbone.register_forward_hook(lambda module, args, kwargs, out: passes.append(len(kwargs["inputs_embeds"])),
+    backbone.register_forward_hook(lambda module, args, kwargs, out: passes.append(kwargs["inputs_embeds"].shape[:2]),
                                    with_kwargs=True)
-    for rows_per_pass, expected_passes in ((None, [9]), (3, [3, 3, 3]), (4, [4, 4, 1])):  # train.py on CPU: a run a pass
+    # (rows, width) of each backbone pass: one pass as wide as the widest prompt + batch, or passes of
+    # rows_per_pass rows (train.py on CPU: a run a pass), each only as wide as its own rows
+    w = models[0].prompt(1).shape[1]  # the prompt length
+    for rows_per_pass, expected_passes in ((None, [(9, w + 9)]), (3, [(3, w + 5), (3, w + 9), (3, w + 5)]),
+                                           (4, [(4, w + 9), (4, w + 9), (1, w + 5)])):
         passes.clear()
         with torch.no_grad():
             together = xpe.packed_logits(models, batches, rows_per_pass=rows_per_pass)
