@@ -138,8 +138,10 @@ class TheirCrossPromptEncoder(torch.nn.Module):
             return self.embedding(indices)
         if self.ratio == 1:
             return self.xpe_head(self.xpe_embedding(indices))
+        # Their published forward looks the XPE part up at positions n_spt..P-1 of an n_xpe-row table, which
+        # raises an IndexError for 0 < ratio < 1 (their published adapters are ratio 0 and 1): its rows in order.
         return torch.cat([self.embedding(indices[:, :self.n_spt]),
-                          self.xpe_head(self.xpe_embedding(indices[:, self.n_spt:]))], dim=1)
+                          self.xpe_head(self.xpe_embedding(indices[:, self.n_spt:] - self.n_spt))], dim=1)
 
 
 def authors_adapter(out, model_dir, ratio, num_layers=2):
