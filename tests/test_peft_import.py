@@ -190,6 +190,8 @@ def test_authors_layout_scores_as_their_encoder(tmp_path, tiny_model_dir, ratio,
         mask = torch.cat([torch.ones(len(rows), 10, dtype=torch.long), batch["attention_mask"]], 1)
         theirs = model(inputs_embeds=embeds, attention_mask=mask).logits
     torch.testing.assert_close(our_logits(run, batch), theirs, atol=1e-4, rtol=0)
+    # the prompt itself, exactly: position 0 of a tiny backbone hears the later prompt vectors only faintly
+    torch.testing.assert_close(xpe.read_artifact(run)[0]["prompt"], prompt[0], atol=1e-6, rtol=0)
 
 
 def test_e5_adapters_score_as_peft(tmp_path, e5_dir, sib200_dir):
