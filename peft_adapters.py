@@ -118,6 +118,8 @@ def authors_prompt(config, tensors, where):
             out, layers = mlp_output(tensors, "prompt_encoder.xpe_head.", pseudo, 3, where)
             parts.append(out)
             used += layers
+    if "prompt_embeddings" in tensors:  # peft's own saver's copy of an encoder output; their loader drops it
+        used.append("prompt_embeddings")
     return torch.cat(parts), method, ratio, used
 
 

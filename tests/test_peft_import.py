@@ -300,6 +300,17 @@ def test_bert_head_maps_pooler_and_classifier(tmp_path):
     for ours, theirs in [("dense.weight", pooler_w), ("dense.bias", pooler_b), ("out_proj.weight", cls_w),
                          ("out_proj.bias", cls_b)]:
         assert torch.equal(tensors[f"head.{ours}"], theirs)
+    # without the pooler in the adapter, peft's model keeps the checkpoint's own pooler: so does the import
+    from transformers import BertModel
+
+    with_pooler = BertModel.from_pretrained(backbone, add_pooling_layer=True)  # drawn: the folder has none
+    with_pooler.save_pretrained(tmp_path / "bert-with-pooler")
+    write_adapter(tmp_path / "no-pooler", {**PROMPT, "base_model_name_or_path": str(tmp_path / "bert-with-pooler")},
+                  {"prompt_embeddings": torch.randn(4, 32), "base_model.classifier.weight": cls_w,
+                   "base_model.classifier.bias": cls_b})
+    tensors, _ = xpe.read_artifact(peft_adapters.import_adapter(tmp_path / "no-pooler", tmp_path / "run2",
+                                                                labels=data.LABELS))
+    assert torch.equal(tensors["head.dense.weight"], with_pooler.pooler.dense.weight)
     # and the run folder is one evaluate.py takes: an earlier import may be overwritten in place
     assert evaluate.find_runs([str(run)]) == [run] and evaluate.read_run(run)["mode"] == "zero-shot"
     assert peft_adapters.import_adapter(tmp_path / "adapter", run, labels=data.LABELS) == run
