@@ -4,6 +4,8 @@ import csv
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,7 +15,7 @@ import data
 import evaluate
 import peft_adapters
 import xpe
-from conftest import FIXTURE_SIB200
+from conftest import FIXTURE_SIB200, ROOT
 
 LANGS = ["eng_Latn", "fra_Latn", "nqo_Nkoo"]
 
@@ -251,6 +253,8 @@ def xlmr_head(labels=7):
     ("bert without pooler", "lacks base_model.bert.pooler.dense.weight and the backbone"),
     ("authors lstm", "encoder_reparameterization_type 'LSTM'"),
     ("foreign out", "holds files of another run or of yours (notes.txt)"),
+    ("distilbert", "is 'distilbert'; the import maps the heads of bert, roberta, xlm-roberta (model_type)"),
+    ("prefix", "task_type 'CAUSAL_LM' is not SEQ_CLS"),
 ])
 def test_refusals_name_the_key_and_write_nothing(tmp_path, tiny_model_dir, case, words):
     adapter, out = tmp_path / "adapter", tmp_path / "run"
@@ -275,6 +279,13 @@ def test_refusals_name_the_key_and_write_nothing(tmp_path, tiny_model_dir, case,
                    "base_model.classifier.bias": torch.zeros(7)}
     elif case == "authors lstm":
         config = {**config, "peft_type": "P_TUNING", "encoder_ratio": 1, "encoder_reparameterization_type": "LSTM"}
+    elif case == "distilbert":
+        from transformers import DistilBertConfig
+
+        DistilBertConfig(dim=32, n_layers=1, n_heads=4, hidden_dim=64).save_pretrained(tmp_path / "distilbert")
+        config["base_model_name_or_path"] = str(tmp_path / "distilbert")
+    elif case == "prefix":
+        config["task_type"] = "CAUSAL_LM"
     elif case == "foreign out":
         out.mkdir()
         (out / "notes.txt").write_text("mine\n")
@@ -314,3 +325,18 @@ def test_bert_head_maps_pooler_and_classifier(tmp_path):
     # and the run folder is one evaluate.py takes: an earlier import may be overwritten in place
     assert evaluate.find_runs([str(run)]) == [run] and evaluate.read_run(run)["mode"] == "zero-shot"
     assert peft_adapters.import_adapter(tmp_path / "adapter", run, labels=data.LABELS) == run
+
+
+def test_import_needs_no_peft(tmp_path, tiny_model_dir):
+    fake = tmp_path / "fake" / "peft"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('no peft here')\n")
+    write_adapter(tmp_path / "adapter", {**PROMPT, "base_model_name_or_path": str(tiny_model_dir)},
+                  {"prompt_embeddings": torch.randn(4, 32), **xlmr_head()})
+    code = ("import sys; sys.path.insert(0, {root!r}); import peft_adapters, data; "
+            "print(peft_adapters.import_adapter({a!r}, {o!r}, labels=data.LABELS))").format(
+        root=str(ROOT), a=str(tmp_path / "adapter"), o=str(tmp_path / "run"))
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(fake.parent)},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json", "log.csv", "prompt.safetensors"]
