@@ -187,9 +187,19 @@ def adapter_head(tensors, model_type, backbone_name, where):
 
 def checkpoint_pooler(backbone_name, key, where):
     """BERT's pooler from the backbone's own checkpoint, as peft's model has it when the adapter does not."""
+    import transformers
     from transformers import AutoModel
 
-    model, info = AutoModel.from_pretrained(backbone_name, output_loading_info=True)
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # its load report would list the head of a task as missing
+    try:
+        model, info = AutoModel.from_pretrained(backbone_name, output_loading_info=True)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AdapterError(f"{where} lacks {key}, and the backbone {backbone_name} cannot be loaded for its "
+                           f"pooler ({first})") from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
     if any("pooler" in k for k in info.get("missing_keys", ())) or getattr(model, "pooler", None) is None:
         raise AdapterError(f"{where} lacks {key} and the backbone {backbone_name} has no pooler in its checkpoint: "
                            f"peft's own model would draw it at random; save the adapter with 'pooler' in "
@@ -220,6 +230,9 @@ def adapter_labels(labels, config, adapter_dir, num_labels, layout, where):
             except ValueError:
                 saved = None
         if saved and not all(re.fullmatch(r"LABEL_\d+", str(v)) for v in saved.values()):  # not transformers' default
+            if sorted(map(str, saved)) != sorted(map(str, range(len(saved)))):
+                raise AdapterError(f"{where}: id2label is keyed {sorted(saved)[:3]}, not 0 to {len(saved) - 1}: "
+                                   f"give the labels in the head's order (--labels)")
             labels = [saved[k] for k in sorted(saved, key=int)]
         elif layout == AUTHORS and num_labels == len(data.LABELS):
             labels = list(data.LABELS)  # their configs list SIB-200's names in this order (sib200_hybrid.xpe.yml)
@@ -240,7 +253,9 @@ def check_out(out_dir):
         raise AdapterError(f"{out} is a file: name a new folder, an empty one or an earlier import")
     if not out.is_dir():
         return out
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_FILES and not p.name.endswith(".tmp"))
+    ours = tuple(f".{name}." for name in RUN_FILES)  # xpe.atomic_write's temporary names, left by a kill
+    foreign = sorted(p.name for p in out.iterdir()
+                     if p.name not in RUN_FILES and not (p.name.startswith(ours) and p.name.endswith(".tmp")))
     earlier = out / xpe.ARTIFACT_CONFIG
     if not foreign and earlier.is_file():
         try:
@@ -253,7 +268,7 @@ def check_out(out_dir):
     return out
 
 
-def import_adapter(adapter_dir, out_dir, labels=None, model=None, source="", source_languages=(), seed=0,
+def import_adapter(adapter_dir, out_dir, labels=None, model=None, source="imported", source_languages=(), seed=0,
                    max_length=164):
     """Write a PEFT prompt adapter as a run folder (config.json, prompt.safetensors, log.csv); return its path.
 

@@ -340,3 +340,12 @@ def test_import_needs_no_peft(tmp_path, tiny_model_dir):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json", "log.csv", "prompt.safetensors"]
+
+
+def test_labels_from_the_model_config_beside_the_adapter(tmp_path, tiny_model_dir):
+    write_adapter(tmp_path / "adapter", {**PROMPT, "base_model_name_or_path": str(tiny_model_dir)},
+                  {"prompt_embeddings": torch.randn(4, 32), **xlmr_head(3)})
+    names = {"0": "neg", "1": "neutral", "2": "pos"}
+    (tmp_path / "adapter" / "config.json").write_text(json.dumps({"id2label": {"2": "pos", "0": "neg", "1": "neutral"}}))
+    run = peft_adapters.import_adapter(tmp_path / "adapter", tmp_path / "run")
+    assert json.loads((run / "config.json").read_text())["labels"] == [names[k] for k in "012"]
