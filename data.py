@@ -6,7 +6,8 @@ A local folder has the layout of the dadelani/sib-200 repository, DIR/<code>/{tr
 with the header index_id<TAB>category<TAB>text, and may hold any other classification data in that
 layout: its language codes are its folder names, its labels come from labels.txt (one a line) in the
 language folders or else from the categories of the training rows. The hub copy, Davlan/sib200,
-keeps the very same files under data/<code>/, so both ways end in one reader and one set of checks.
+keeps the very same files under data/<code>/ and lists a config a language in its card, so
+datasets.load_dataset reads it (and caches it as datasets caches); its rows pass the same checks.
 
 Everything a user can get wrong raises DataError, whose message is one line saying what is wrong
 and what to do about it.
@@ -251,9 +252,10 @@ def load_split(languages, split, data_dir=None, labels=LABELS):
     label_ids = {name: i for i, name in enumerate(labels)}
     if not labels or len(label_ids) != len(labels):
         raise DataError(f"the run's labels must be distinct and at least one, got {labels!r}")
-    paths = _local_files(languages, split, Path(data_dir)) if data_dir is not None else _hub_files(languages, split)
+    if data_dir is None:
+        return _hub_examples(languages, split, labels, label_ids)
     examples = []
-    for lang, path in zip(languages, paths):
+    for lang, path in zip(languages, _local_files(languages, split, Path(data_dir))):
         examples += _read_tsv(path, lang, labels, label_ids)
     return examples
 
@@ -279,38 +281,68 @@ def _local_files(languages, split, root):
     return paths
 
 
-def _hub_files(languages, split):
-    # Davlan/sib200 once loaded through a script, which datasets>=4 refuses; its data/<code>/*.tsv
-    # are the repository's own files, so fetching them with huggingface_hub (a dependency of both
-    # transformers and datasets) works with every datasets version and lands in the local reader.
-    unreachable = (f"could not reach the Hugging Face hub for {HUB_DATASET} and the files are not cached; "
+def _hub_examples(languages, split, labels, label_ids):
+    """Examples of one split through datasets.load_dataset, one config a language, cached as datasets caches."""
+    # Davlan/sib200's card lists a config a language over the repository's own data/<code>/{train,dev,test}.tsv
+    # (dev as the split validation), so load_dataset reads them with its csv builder and no loading script.
+    repo = HUB_DATASET
+    unreachable = (f"could not reach the Hugging Face hub for {repo} and the language is not in datasets' cache; "
                    f"download SIB-200 ({LAYOUT}) and pass --data-dir DIR")
     try:
-        from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
-        from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
+        import datasets
+        from huggingface_hub import constants
     except ImportError:
-        raise DataError(f"reading {HUB_DATASET} from the hub needs huggingface_hub (pip install datasets); "
+        raise DataError(f"reading {repo} from the hub needs datasets (pip install datasets); "
                         f"or pass --data-dir DIR with a local copy ({LAYOUT})") from None
-    names = [f"data/{lang}/{split}.tsv" for lang in languages]
-    # hf_hub_download retries a dead connection for about 25 s per file; one short probe says at
-    # once whether the hub answers, and when it does not only cached files are of any use
-    if not constants.HF_HUB_OFFLINE and not _hub_answers(constants.ENDPOINT):
-        cached = [try_to_load_from_cache(HUB_DATASET, name, repo_type="dataset") for name in names]
-        if all(isinstance(path, str) for path in cached):
-            return [Path(path) for path in cached]
-        raise DataError(unreachable)
-    paths = []
-    for name in names:
-        try:
-            paths.append(Path(hf_hub_download(HUB_DATASET, name, repo_type="dataset")))
-        except LocalEntryNotFoundError:  # offline, or the connection failed, and nothing cached
-            raise DataError(unreachable + (" (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else "")) from None
-        except EntryNotFoundError:  # the hub answered: no such file
-            raise DataError(f"{HUB_DATASET} on the hub has no {name}; check the language code, "
-                            f"or pass --data-dir DIR with a local copy ({LAYOUT})") from None
-        except Exception as e:  # proxy, rate limit, moved repository...
-            raise DataError(f"{unreachable} ({type(e).__name__})") from None
-    return paths
+    # every column a string, and no text taken for a missing value (pandas reads "NA" or "null" as NaN)
+    options = dict(features=datasets.Features({name: datasets.Value("string") for name in HEADER}),
+                   keep_default_na=False, na_filter=False)
+    # load_dataset retries a dead connection for about 25 s; one short probe says at once whether the hub
+    # answers, and when it does not only datasets' cache is of any use, which its offline mode reads
+    switches = [name for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if hasattr(datasets.config, name)]
+    saved = {name: getattr(datasets.config, name) for name in switches}  # datasets 2.x reads the second
+    offline = any(saved.values()) or not (Path(repo).is_dir() or _hub_answers(constants.ENDPOINT))
+    for name in switches:
+        setattr(datasets.config, name, offline)
+    bars_were_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a bar for every language and split would bury the run's own output
+    examples = []
+    try:
+        for lang in languages:
+            try:
+                rows = datasets.load_dataset(repo, lang, split={"dev": "validation"}.get(split, split), **options)
+            except ConnectionError:  # offline, or no answer, and not cached
+                raise DataError(unreachable + (" (offline mode is set)" if any(saved.values()) else "")) from None
+            except ValueError as e:
+                if "BuilderConfig" not in str(e):
+                    raise
+                raise DataError(f"{repo} has no language {lang}; check the language code, or pass --data-dir DIR "
+                                f"with a local copy ({LAYOUT})") from None
+            except Exception as e:  # a file that the csv builder cannot parse, a moved repository...
+                raise DataError(f"{repo}: cannot load {lang} {split} ({type(e).__name__}: "
+                                f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+            examples += _hub_rows(rows, f"{repo} {lang} {split}", lang, labels, label_ids)
+    finally:
+        for name, value in saved.items():
+            setattr(datasets.config, name, value)
+        if bars_were_on:
+            datasets.enable_progress_bars()
+    return examples
+
+
+def _hub_rows(rows, where, lang, labels, label_ids):
+    """Examples of one loaded split, checked as _read_tsv checks a file's rows."""
+    if list(rows.column_names) != HEADER:
+        raise DataError(f"{where}: columns {rows.column_names}, expected {', '.join(HEADER)}")
+    examples = []
+    for n, (index_id, category, text) in enumerate(zip(rows["index_id"], rows["category"], rows["text"]), 1):
+        if not index_id or not category or not text:
+            raise DataError(f"{where}, row {n}: empty index_id, category or text")
+        if category not in label_ids:
+            raise DataError(f"{where}, row {n}: unknown category {category!r}, not one of the run's labels "
+                            f"({', '.join(labels)})")
+        examples.append(Example(lang, index_id, label_ids[category], text))
+    return examples
 
 
 def _hub_answers(endpoint):

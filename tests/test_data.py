@@ -417,21 +417,69 @@ def test_hub_unreachable_names_data_dir(tmp_path, env):
     assert seconds < 30
 
 
-def test_hub_files_end_in_the_same_reader(tmp_path):
-    # a cached copy of the hub file, laid out as huggingface_hub's cache keeps it
-    repo = tmp_path / "hf" / "hub" / "datasets--Davlan--sib200"
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    target = repo / "snapshots" / commit / "data" / "eng_Latn" / "dev.tsv"
-    target.parent.mkdir(parents=True)
-    target.write_bytes((FIXTURE / "eng_Latn" / "dev.tsv").read_bytes())
-    for env in ({"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}):
-        line, _ = run_hub(tmp_path, **env)
-        assert line == "ROWS 7 eng_Latn 548", line  # the first row of the fixture's dev.tsv
-    target.write_text("index_id\tcategory\ttext\n1\tcooking\tStir.\n", encoding="utf-8")
-    line, _ = run_hub(tmp_path, HF_HUB_OFFLINE="1")
-    assert "unknown category" in line and "line 2" in line, line
+HUB_ROWS_SNIPPET = """
+import json, sys; sys.path.insert(0, {root!r})
+import data
+data.HUB_DATASET = {repo!r}  # the hub path's own call, datasets.load_dataset, on a folder laid out as the repository
+out = {{}}
+for split in ("train", "dev", "test"):
+    try:
+        out[split] = [[r.lang, r.index_id, r.label, r.text] for r in data.load_split({langs!r}, split)]
+    except data.DataError as e:
+        out[split] = "DATAERROR " + str(e)
+print("JSON", json.dumps(out))
+"""
+
+
+def hub_repository(root, source, langs):
+    """A folder laid out as Davlan/sib200 is: its card's configs, one a language, over data/<code>/*.tsv."""
+    card = ["---", "configs:"]
+    for lang in langs:
+        (root / "data" / lang).mkdir(parents=True)
+        card += [f"- config_name: {lang}", "  data_files:"]
+        for split, name in (("train", "train"), ("validation", "dev"), ("test", "test")):
+            (root / "data" / lang / f"{name}.tsv").write_bytes((source / lang / f"{name}.tsv").read_bytes())
+            card += [f"  - split: {split}", f"    path: data/{lang}/{name}.tsv"]
+    (root / "README.md").write_text("\n".join(card + ["---", "# SIB-200", ""]), encoding="utf-8")
+    return root
+
+
+def hub_rows(tmp_path, repo, langs):
+    outer = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}  # no caller's cache or mode
+    env = {**outer, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}  # and nothing from the network
+    done = subprocess.run([sys.executable, "-c", HUB_ROWS_SNIPPET.format(root=str(ROOT), repo=str(repo), langs=langs)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("JSON ")]
+    return json.loads(line[5:])
+
+
+def assert_hub_gives_local_rows(tmp_path, source, langs):
+    repo = hub_repository(tmp_path / "sib200-hub", source, langs)
+    rows = hub_rows(tmp_path, repo, langs)
+    for split in ("train", "dev", "test"):
+        local = [[r.lang, r.index_id, r.label, r.text] for r in data.load_split(langs, split, source)]
+        assert rows[split] == local, split
+    assert (tmp_path / "hf" / "datasets").is_dir()  # cached where datasets caches
+
+
+def test_hub_through_datasets_gives_the_local_rows(tmp_path):
+    assert_hub_gives_local_rows(tmp_path, FIXTURE, ["eng_Latn", "fra_Latn", "nqo_Nkoo"])
+
+
+def test_hub_through_datasets_gives_the_local_rows_real(tmp_path, sib200_dir):
+    # the three languages with the most quoted texts (written CSV-style, as both readers undo) and "NA"-free
+    assert_hub_gives_local_rows(tmp_path, sib200_dir, ["als_Latn", "heb_Hebr", "eng_Latn"])
+
+
+def test_hub_through_datasets_refuses_in_one_line(tmp_path):
+    repo = hub_repository(tmp_path / "sib200-hub", FIXTURE, ["eng_Latn"])
+    dev = repo / "data" / "eng_Latn" / "dev.tsv"
+    dev.write_text("index_id\tcategory\ttext\n1\tcooking\tStir.\n", encoding="utf-8")
+    rows = hub_rows(tmp_path, repo, ["eng_Latn"])
+    assert rows["dev"].startswith("DATAERROR") and "row 1: unknown category 'cooking'" in rows["dev"], rows["dev"]
+    rows = hub_rows(tmp_path, repo, ["xxx_Latn"])
+    assert rows["test"].startswith("DATAERROR") and "has no language xxx_Latn" in rows["test"], rows["test"]
 
 
 # -----------------------------------------------------------------------------

@@ -1,0 +1,347 @@
+"""PEFT adapters in and out: the one place that knows PEFT's file layouts (peft itself stays optional).
+
+import_adapter turns a PEFT prompt adapter for sequence classification into a run folder that every
+other command takes (config.json, prompt.safetensors, log.csv, as a train.py run's inference artifact),
+reading the two files PEFT writes without importing peft:
+
+- PROMPT_TUNING: `prompt_embeddings` is the prompt.
+- P_TUNING, as peft saves it: peft runs its prompt encoder (MLP or LSTM) at save time and stores only
+  the output as `prompt_embeddings`, which is what PeftModel.from_pretrained prepends: the same prompt.
+- P_TUNING in the layout of the paper's authors (github.com/bmikaberidze/XPE,
+  nlpka/models/cross_prompt_encoder.py; their config adds `encoder_ratio`): the SPT part
+  `prompt_encoder.embedding.weight`, the pseudo-prompts `prompt_encoder.xpe_embedding.weight` and their
+  MLP `prompt_encoder.xpe_head.*`, whose output follows the SPT part. The MLP runs once, dropout off, as
+  our XPE's prompt encoder does when a run is saved.
+
+The head: XLM-R's RobertaClassificationHead (`classifier.dense`, `classifier.out_proj`) is our head as it
+is; BERT's is tanh(pooler.dense(h[:, 0])) then one Linear, so `bert.pooler.dense` becomes our dense and
+`classifier` our out_proj. Whatever cannot be mapped is refused with an AdapterError naming the key.
+"""
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+import data
+import xpe
+
+ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTER_BIN = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
+RUN_FILES = (xpe.ARTIFACT_CONFIG, xpe.ARTIFACT_WEIGHTS, "log.csv")
+LOG_FIELDS = ["step", "train_loss", "lr_prompt", "lr", "dev_loss", "dev_accuracy", "seconds"]  # train.py's log.csv
+AUTHORS = "the authors' cross prompt encoder (bmikaberidze/XPE)"
+# where each backbone's *ForSequenceClassification keeps the parts of our head, by model_type
+HEADS = {"xlm-roberta": {"dense": "classifier.dense", "out_proj": "classifier.out_proj"},
+         "roberta": {"dense": "classifier.dense", "out_proj": "classifier.out_proj"},
+         "bert": {"dense": "bert.pooler.dense", "out_proj": "classifier"}}
+
+
+class AdapterError(ValueError):
+    """An adapter that cannot be imported; str(e) is one line naming what and why (the CLI exits 2)."""
+
+
+def read_adapter(adapter_dir):
+    """(adapter config, tensors) of a PEFT adapter folder, the tensors' keys as PEFT's saver leaves them."""
+    folder = Path(adapter_dir)
+    config_path = folder / ADAPTER_CONFIG
+    if not config_path.is_file():
+        raise AdapterError(f"{folder} is not a PEFT adapter: {ADAPTER_CONFIG} is missing")
+    try:
+        config = json.loads(config_path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise AdapterError(f"{config_path} is not JSON ({e})") from None
+    try:
+        if (folder / ADAPTER_WEIGHTS).is_file():
+            tensors = load_file(str(folder / ADAPTER_WEIGHTS))
+        elif (folder / ADAPTER_BIN).is_file():
+            tensors = torch.load(folder / ADAPTER_BIN, map_location="cpu", weights_only=True)
+        else:
+            raise AdapterError(f"{folder} holds no {ADAPTER_WEIGHTS} (nor {ADAPTER_BIN})")
+    except AdapterError:
+        raise
+    except Exception as e:  # safetensors and torch raise several kinds; the user needs one line
+        raise AdapterError(f"{folder}: cannot read the adapter's weights ({type(e).__name__}: {e})") from None
+    # The authors' saver drops "modules_to_save." and ".default" from its keys; a raw state dict keeps them.
+    tensors = {re.sub(r"\.(modules_to_save\.)?default(?=\.)", "", k): v.float() for k, v in tensors.items()}
+    return config, tensors
+
+
+def mlp_output(tensors, prefix, x, stride, where):
+    """Run the Linear layers prefix.{0, stride, 2*stride, ...} with ReLU between them (dropout off)."""
+    found = sorted({int(m.group(1)) for k in tensors for m in [re.match(re.escape(prefix) + r"(\d+)\.weight$", k)] if m})
+    if not found or found != list(range(0, stride * len(found), stride)):
+        raise AdapterError(f"{where}: {prefix}* holds the layers {found or 'none'}, not Linear layers at "
+                           f"0, {stride}, {2 * stride}, ... as its encoder builds them")
+    for n, i in enumerate(found):
+        weight, bias = tensors[f"{prefix}{i}.weight"], tensors.get(f"{prefix}{i}.bias")
+        if weight.ndim != 2 or weight.shape[1] != x.shape[-1] or bias is None or bias.shape != weight.shape[:1]:
+            raise AdapterError(f"{where}: {prefix}{i}.weight {tuple(weight.shape)} (or its bias) does not take "
+                               f"the {x.shape[-1]} features that reach it")
+        x = torch.nn.functional.linear(x, weight, bias)
+        if n < len(found) - 1:
+            x = torch.relu(x)
+    return x, [f"{prefix}{i}.{kind}" for i in found for kind in ("weight", "bias")]
+
+
+def authors_prompt(config, tensors, where):
+    """(prompt, method, xpe_frac, keys used) of the authors' CrossPromptEncoder, as its forward builds it."""
+    ratio = float(config["encoder_ratio"])
+    kind = str(config.get("encoder_reparameterization_type", "MLP")).split(".")[-1].upper()
+    if kind not in ("MLP", "NONE") and ratio > 0:
+        raise AdapterError(f"{where}: encoder_reparameterization_type {kind!r} of {AUTHORS} is not supported "
+                           f"(MLP and NONE are)")
+    if int(config.get("num_transformer_submodules") or 1) != 1:
+        raise AdapterError(f"{where}: num_transformer_submodules {config['num_transformer_submodules']} is not 1: "
+                           f"an encoder-decoder prompt")
+    total = int(config["num_virtual_tokens"])
+    method = "spt" if ratio == 0 else "xpe" if ratio == 1 else "dual"
+    try:  # their split: n_xpe = max(1, min(P - 1, int(P * ratio))), ours by the same rule
+        n_spt, n_xpe = xpe.split_prompt(method, ratio, total)
+    except ValueError as e:
+        raise AdapterError(f"{where}: encoder_ratio {ratio} and num_virtual_tokens {total}: {e}") from None
+    parts, used = [], []
+    if n_spt:
+        used.append("prompt_encoder.embedding.weight")
+        parts.append(tensor_of(tensors, used[-1], (n_spt, None), where))
+    if n_xpe:
+        name = "prompt_encoder.xpe_embedding.weight"
+        if name not in tensors and n_spt == 0 and "prompt_encoder.embedding.weight" in tensors:
+            name = "prompt_encoder.embedding.weight"  # older XPE checkpoints, which their loader maps the same way
+        used.append(name)
+        pseudo = tensor_of(tensors, name, (n_xpe, None), where)
+        if kind == "NONE":
+            parts.append(pseudo)
+        else:
+            out, layers = mlp_output(tensors, "prompt_encoder.xpe_head.", pseudo, 3, where)
+            parts.append(out)
+            used += layers
+    if "prompt_embeddings" in tensors:  # peft's own saver's copy of an encoder output; their loader drops it
+        used.append("prompt_embeddings")
+    return torch.cat(parts), method, ratio, used
+
+
+def tensor_of(tensors, key, shape, where):
+    """tensors[key], checked against shape (None: any size); refused naming the key."""
+    if key not in tensors:
+        raise AdapterError(f"{where} lacks {key}")
+    t = tensors[key]
+    if t.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, t.shape)):
+        want = " x ".join("any" if s is None else str(s) for s in shape)
+        raise AdapterError(f"{where}: {key} is {tuple(t.shape)}, expected {want}")
+    return t
+
+
+def adapter_prompt(config, tensors, where):
+    """(P x d prompt, method, xpe_frac, layout, keys used) of a prompt adapter."""
+    peft_type = str(config.get("peft_type", "")).split(".")[-1]
+    task = str(config.get("task_type", "")).split(".")[-1]
+    if task != "SEQ_CLS":
+        raise AdapterError(f"{where}: task_type {task or None!r} is not SEQ_CLS: only sequence-classification "
+                           f"adapters have a head to score with")
+    if peft_type == "P_TUNING" and "encoder_ratio" in config:
+        prompt, method, frac, used = authors_prompt(config, tensors, where)
+        return prompt, method, frac, AUTHORS, used
+    if peft_type not in ("PROMPT_TUNING", "P_TUNING"):
+        raise AdapterError(f"{where}: peft_type {peft_type or None!r} is not a prompt (PROMPT_TUNING or P_TUNING); "
+                           f"prefix tuning and LoRA change the backbone itself")
+    if int(config.get("num_transformer_submodules") or 1) != 1:
+        raise AdapterError(f"{where}: num_transformer_submodules {config['num_transformer_submodules']} is not 1: "
+                           f"an encoder-decoder prompt")
+    prompt = tensor_of(tensors, "prompt_embeddings", (int(config.get("num_virtual_tokens", 0)) or None, None), where)
+    # P-tuning's prompt_embeddings are its prompt encoder's output, as peft's own model prepends them.
+    method, frac = ("spt", 0.0) if peft_type == "PROMPT_TUNING" else ("xpe", 1.0)
+    return prompt, method, frac, f"peft {peft_type}", ["prompt_embeddings"]
+
+
+def adapter_head(tensors, model_type, backbone_name, where):
+    """(our head's tensors dense.*, out_proj.*, keys used) from the adapter's classifier (BERT: and pooler)."""
+    if model_type not in HEADS:
+        raise AdapterError(f"{where}: the backbone {backbone_name} is {model_type!r}; the import maps the heads of "
+                           f"{', '.join(sorted(HEADS))} (model_type)")
+    head, used = {}, []
+    for part, path in HEADS[model_type].items():
+        for kind in ("weight", "bias"):
+            key = f"base_model.{path}.{kind}"
+            if key in tensors:
+                head[f"{part}.{kind}"] = tensors[key]
+                used.append(key)
+    missing = [f"base_model.{p}.{k}" for part, p in HEADS[model_type].items() for k in ("weight", "bias")
+               if f"{part}.{k}" not in head]
+    if model_type == "bert" and missing and all(".pooler." in k for k in missing):
+        head.update(checkpoint_pooler(backbone_name, missing[0], where))
+    elif missing:
+        raise AdapterError(f"{where} lacks {missing[0]}: the adapter does not carry the classification head "
+                           f"(peft saves it as a module of modules_to_save)")
+    d = head["dense.weight"].shape[1] if head["dense.weight"].ndim == 2 else -1
+    shapes_ok = (head["dense.weight"].shape == (d, d) and head["dense.bias"].shape == (d,)
+                 and head["out_proj.weight"].ndim == 2 and head["out_proj.weight"].shape[1] == d
+                 and head["out_proj.bias"].shape == head["out_proj.weight"].shape[:1])
+    if not shapes_ok:
+        raise AdapterError(f"{where}: the head's weights ({', '.join(f'{k} {tuple(v.shape)}' for k, v in head.items())}) "
+                           f"are not a dense d x d and an out_proj labels x d")
+    return head, used
+
+
+def checkpoint_pooler(backbone_name, key, where):
+    """BERT's pooler from the backbone's own checkpoint, as peft's model has it when the adapter does not."""
+    import transformers
+    from transformers import AutoModel
+
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # its load report would list the head of a task as missing
+    try:
+        model, info = AutoModel.from_pretrained(backbone_name, output_loading_info=True)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AdapterError(f"{where} lacks {key}, and the backbone {backbone_name} cannot be loaded for its "
+                           f"pooler ({first})") from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    if any("pooler" in k for k in info.get("missing_keys", ())) or getattr(model, "pooler", None) is None:
+        raise AdapterError(f"{where} lacks {key} and the backbone {backbone_name} has no pooler in its checkpoint: "
+                           f"peft's own model would draw it at random; save the adapter with 'pooler' in "
+                           f"modules_to_save")
+    dense = model.pooler.dense
+    return {"dense.weight": dense.weight.detach().float().clone(), "dense.bias": dense.bias.detach().float().clone()}
+
+
+def backbone_config(name, where):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AdapterError(f"{where}: cannot read the backbone's config {name!r} ({first}); name a local folder "
+                           f"or a reachable hub name (--model)") from None
+
+
+def adapter_labels(labels, config, adapter_dir, num_labels, layout, where):
+    """The run's labels: given, else the adapter's id2label, else SIB-200's for the authors' 7-way heads."""
+    if labels is None:
+        saved = config.get("id2label")
+        model_config = Path(adapter_dir) / "config.json"  # a model config saved beside the adapter
+        if saved is None and model_config.is_file():
+            try:
+                saved = json.loads(model_config.read_text()).get("id2label")
+            except ValueError:
+                saved = None
+        if saved and not all(re.fullmatch(r"LABEL_\d+", str(v)) for v in saved.values()):  # not transformers' default
+            if sorted(map(str, saved)) != sorted(map(str, range(len(saved)))):
+                raise AdapterError(f"{where}: id2label is keyed {sorted(saved)[:3]}, not 0 to {len(saved) - 1}: "
+                                   f"give the labels in the head's order (--labels)")
+            labels = [saved[k] for k in sorted(saved, key=int)]
+        elif layout == AUTHORS and num_labels == len(data.LABELS):
+            labels = list(data.LABELS)  # their configs list SIB-200's names in this order (sib200_hybrid.xpe.yml)
+        else:
+            raise AdapterError(f"{where}: the head has {num_labels} outputs and the adapter names no labels "
+                               f"(id2label): give them in the head's order (--labels)")
+    labels = [str(x) for x in labels]
+    if len(labels) != num_labels or len(set(labels)) != len(labels):
+        raise AdapterError(f"{where}: {len(labels)} labels ({', '.join(labels[:3])}{', ...' if len(labels) > 3 else ''}) "
+                           f"for a head of {num_labels} outputs; give one distinct label an output")
+    return labels
+
+
+def check_out(out_dir):
+    """A new or empty folder, or an earlier import (only our files): nothing else is overwritten."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise AdapterError(f"{out} is a file: name a new folder, an empty one or an earlier import")
+    if not out.is_dir():
+        return out
+    ours = tuple(f".{name}." for name in RUN_FILES)  # xpe.atomic_write's temporary names, left by a kill
+    foreign = sorted(p.name for p in out.iterdir()
+                     if p.name not in RUN_FILES and not (p.name.startswith(ours) and p.name.endswith(".tmp")))
+    earlier = out / xpe.ARTIFACT_CONFIG
+    if not foreign and earlier.is_file():
+        try:
+            foreign = [] if "imported_from" in json.loads(earlier.read_text()) else [earlier.name]
+        except ValueError:
+            foreign = [earlier.name]
+    if foreign:
+        raise AdapterError(f"{out} holds files of another run or of yours ({', '.join(foreign[:3])}"
+                           f"{', ...' if len(foreign) > 3 else ''}): name a new folder, an empty one or an earlier import")
+    return out
+
+
+def import_adapter(adapter_dir, out_dir, labels=None, model=None, source="imported", source_languages=(), seed=0,
+                   max_length=164):
+    """Write a PEFT prompt adapter as a run folder (config.json, prompt.safetensors, log.csv); return its path.
+
+    labels: the head's labels in order (default: the adapter's id2label; SIB-200's for the authors' 7-way
+    heads). model: the backbone (default: the adapter's base_model_name_or_path). source, source_languages,
+    seed: what the run was trained on, for evaluate.py's zero-shot split and its means over seeds (an
+    adapter does not record them). Everything is checked before anything is written.
+    """
+    where = str(adapter_dir)
+    config, tensors = read_adapter(adapter_dir)
+    prompt, method, frac, layout, used = adapter_prompt(config, tensors, where)
+    name = model or config.get("base_model_name_or_path")
+    if not name:
+        raise AdapterError(f"{where}: the adapter names no base_model_name_or_path: give the backbone (--model)")
+    backbone = backbone_config(name, where)
+    head, head_keys = adapter_head(tensors, backbone.model_type, name, where)
+    left = sorted(set(tensors) - set(used) - set(head_keys))
+    if left:
+        raise AdapterError(f"{where}: cannot map the adapter's {left[0]}" + (f" (and {len(left) - 1} more)" if len(left) > 1
+                           else "") + f"; the import knows {layout}'s prompt and the classification head")
+    d = backbone.hidden_size
+    if prompt.shape[1] != d or head["dense.weight"].shape[1] != d:
+        raise AdapterError(f"{where}: the prompt is {tuple(prompt.shape)} and the head takes "
+                           f"{head['dense.weight'].shape[1]} features, but {name} has hidden size {d}: give the "
+                           f"backbone the adapter was trained on (--model)")
+    offset = backbone.pad_token_id + 1 if backbone.model_type in ("xlm-roberta", "roberta") else 0
+    room = backbone.max_position_embeddings - offset - prompt.shape[0]
+    if max_length > room:
+        raise AdapterError(f"{where}: {prompt.shape[0]} prompt vectors leave {room} of {name}'s positions for text, "
+                           f"fewer than max_length {max_length}")
+    num_labels = head["out_proj.weight"].shape[0]
+    labels = adapter_labels(labels, config, adapter_dir, num_labels, layout, where)
+    out = check_out(out_dir)
+    write_run(out, prompt, head, run_config(config, adapter_dir, layout, name, labels, method, frac, prompt,
+                                            source, source_languages, seed, max_length))
+    return out
+
+
+def run_config(adapter, adapter_dir, layout, name, labels, method, frac, prompt, source, source_languages, seed,
+               max_length):
+    """config.json of an imported run: the artifact's keys, then what evaluate.py reads, then where it came from."""
+    prompt_cfg = xpe.PromptConfig(method=method, xpe_frac=frac, prompt_len=prompt.shape[0],
+                                  encoder_hidden=int(adapter.get("encoder_hidden_size") or 0),
+                                  encoder_dropout=0.0, num_labels=len(labels), head_dropout=0.0)
+    settings = dict(method=method, xpe_frac=frac, seed=seed, source=source, target="", model=name, steps=0,
+                    max_length=max_length, prompt_len=prompt.shape[0])
+    return {"model": name, "labels": labels, "max_length": max_length, **xpe.prompt_config_dict(prompt_cfg),
+            "source": source, "target": "", "seed": seed,
+            "source_languages": list(source_languages), "target_languages": [], "settings": settings,
+            "imported_from": {"adapter": str(Path(adapter_dir).resolve()), "layout": layout,
+                              "peft_type": str(adapter.get("peft_type")),
+                              "base_model_name_or_path": adapter.get("base_model_name_or_path")},
+            # not trained here: finished as it is, so evaluate.py scores it and train.py --resume leaves it alone
+            "ended": {"why": "imported", "step": 0}}
+
+
+def write_run(out, prompt, head_tensors, config):
+    """log.csv (one row at step 0: settings.steps is 0), then the artifact, prompt.safetensors before config.json."""
+    d, num_labels = prompt.shape[1], head_tensors["out_proj.weight"].shape[0]
+    head = xpe.ClassificationHead(d, num_labels, dropout=0.0)
+    head.load_state_dict(head_tensors)
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS)
+    writer.writeheader()
+    writer.writerow({"step": 0})
+    xpe.atomic_write(out / "log.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
+    xpe.save_artifact(ImportedClassifier(xpe.StaticPrompt(prompt), head), out, config)
+
+
+class ImportedClassifier(torch.nn.Module):
+    """What xpe.save_artifact reads of a classifier: its static prompt and its head (no backbone needed)."""
+
+    def __init__(self, prompt, head):
+        super().__init__()
+        self.prompt, self.head = prompt, head

@@ -1,0 +1,351 @@
+"""peft_adapters.import_adapter: adapters trained by peft (and one in the authors' layout) score as peft's own model."""
+import copy
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import data
+import evaluate
+import peft_adapters
+import xpe
+from conftest import FIXTURE_SIB200, ROOT
+
+LANGS = ["eng_Latn", "fra_Latn", "nqo_Nkoo"]
+
+
+def require_peft():
+    if importlib.util.find_spec("peft") is None:
+        message = "peft is not installed (pip install peft): the import is checked against peft's own model"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI must install it")
+        pytest.skip(message)
+
+
+def seq_cls(model_dir, num_labels=7):
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)  # a head (and for e5 a pooler) that the checkpoint lacks is drawn here
+    return AutoModelForSequenceClassification.from_pretrained(str(model_dir), num_labels=num_labels)
+
+
+def train_and_save(model_dir, peft_config, out, steps=3, base=None, tokenizer=None, rows=8):
+    """A few Adam steps of peft on fixture rows, then peft's save_pretrained."""
+    from peft import get_peft_model
+    from transformers import AutoTokenizer
+
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(model_dir))
+    model = get_peft_model(copy.deepcopy(base) if base is not None else seq_cls(model_dir), peft_config)
+    rows = data.load_split(["eng_Latn"], "train", FIXTURE_SIB200)[:rows]
+    batch = tokenizer([r.text for r in rows], padding=True, return_tensors="pt")
+    labels = torch.tensor([r.label for r in rows])
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for _ in range(steps):
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    model.save_pretrained(str(out))
+    return tokenizer
+
+
+def peft_logits(model_dir, adapter, texts, tokenizer, max_length=164, base=None):
+    from peft import PeftModel
+
+    theirs = PeftModel.from_pretrained(copy.deepcopy(base) if base is not None else seq_cls(model_dir),
+                                       str(adapter)).eval()
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    assert (batch["attention_mask"] == 0).any()  # padded rows: both sides must extend the mask alike
+    with torch.no_grad():
+        return theirs(**batch).logits, batch
+
+
+def our_logits(run, batch, backbone=None):
+    _, config = xpe.read_artifact(run)
+    backbone = backbone or xpe.load_backbone(config["model"])[0]
+    ours, _ = xpe.load_artifact(run, backbone)
+    with torch.no_grad():
+        return ours(batch["input_ids"], batch["attention_mask"])
+
+
+def per_language_accuracy(logits, rows):
+    right = {}
+    for ok, r in zip((logits.argmax(-1) == torch.tensor([x.label for x in rows])).tolist(), rows):
+        right.setdefault(r.lang, []).append(ok)
+    return {lang: round(sum(v) / len(v), 6) for lang, v in right.items()}
+
+
+def evaluate_run(run, tmp_path, capsys):
+    """evaluate.py's per-language accuracy of the imported run over LANGS."""
+    out = tmp_path / "results"
+    code = evaluate.main(["--runs", str(run), "--data-dir", str(FIXTURE_SIB200), "--group", ",".join(LANGS),
+                          "--out", str(out), "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    with open(out / "per_language.csv", newline="") as f:
+        return {r["language"]: float(r["accuracy"]) for r in csv.DictReader(f)}
+
+
+def peft_configs():
+    from peft import PromptEncoderConfig, PromptTuningConfig
+
+    return {"prompt-tuning": PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=6),
+            "p-tuning-mlp": PromptEncoderConfig(task_type="SEQ_CLS", num_virtual_tokens=6, encoder_hidden_size=16),
+            "p-tuning-lstm": PromptEncoderConfig(task_type="SEQ_CLS", num_virtual_tokens=6, encoder_hidden_size=16,
+                                                 encoder_reparameterization_type="LSTM")}
+
+
+@pytest.mark.parametrize("kind", ["prompt-tuning", "p-tuning-mlp", "p-tuning-lstm"])
+def test_peft_trained_adapter_scores_as_peft(tmp_path, tiny_model_dir, capsys, kind):
+    require_peft()
+    adapter, run = tmp_path / "adapter", tmp_path / "run"
+    tokenizer = train_and_save(tiny_model_dir, peft_configs()[kind], adapter)
+    assert peft_adapters.import_adapter(adapter, run, labels=data.LABELS) == run
+    config = json.loads((run / "config.json").read_text())
+    assert config["ended"] == {"why": "imported", "step": 0} and config["imported_from"]["layout"].startswith("peft")
+    assert (config["method"], config["prompt_len"]) == (("spt" if kind == "prompt-tuning" else "xpe"), 6)
+
+    rows = [r for lang in LANGS for r in data.load_split([lang], "test", FIXTURE_SIB200)]
+    theirs, batch = peft_logits(tiny_model_dir, adapter, [r.text for r in rows], tokenizer)
+    torch.testing.assert_close(our_logits(run, batch), theirs, atol=1e-4, rtol=0)
+    assert evaluate_run(run, tmp_path, capsys) == per_language_accuracy(theirs, rows)
+
+
+class TheirCrossPromptEncoder(torch.nn.Module):
+    """The authors' CrossPromptEncoder (nlpka/models/cross_prompt_encoder.py) with its MLP head, transcribed:
+    its module names, gen_mlp_head's layers, and forward's [SPT; xpe_head(xpe_embedding)]."""
+
+    def __init__(self, total, dim, hidden, num_layers, ratio, dropout=0.1):
+        super().__init__()
+        self.ratio = ratio
+        self.n_xpe = 0 if ratio == 0 else total if ratio == 1 else max(1, min(total - 1, int(total * ratio)))
+        self.n_spt = total - self.n_xpe
+        if self.n_spt:
+            self.embedding = torch.nn.Embedding(self.n_spt, dim)
+        if self.n_xpe:
+            self.xpe_embedding = torch.nn.Embedding(self.n_xpe, dim)
+            hidden_layers = []
+            for _ in range(num_layers - 1):
+                hidden_layers += [torch.nn.Linear(hidden, hidden), torch.nn.ReLU(), torch.nn.Dropout(dropout)]
+            self.xpe_head = torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.ReLU(), torch.nn.Dropout(dropout),
+                                                *hidden_layers, torch.nn.Linear(hidden, dim))
+
+    def forward(self, indices):
+        if self.ratio == 0:
+            return self.embedding(indices)
+        if self.ratio == 1:
+            return self.xpe_head(self.xpe_embedding(indices))
+        # Their published forward looks the XPE part up at positions n_spt..P-1 of an n_xpe-row table, which
+        # raises an IndexError for 0 < ratio < 1 (their published adapters are ratio 0 and 1): its rows in order.
+        return torch.cat([self.embedding(indices[:, :self.n_spt]),
+                          self.xpe_head(self.xpe_embedding(indices[:, self.n_spt:] - self.n_spt))], dim=1)
+
+
+def authors_adapter(out, model_dir, ratio, num_layers=2):
+    """An adapter as their xpe_get_peft_model_state_dict saves it: modules_to_save keys, adapter name dropped."""
+    torch.manual_seed(1)
+    encoder = TheirCrossPromptEncoder(10, 32, 16, num_layers, ratio)
+    head = seq_cls(model_dir).classifier
+    tensors = {f"prompt_encoder.{k}": v for k, v in encoder.state_dict().items()}
+    tensors.update({f"base_model.classifier.{k}": v for k, v in head.state_dict().items()})
+    out.mkdir()
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "adapter_model.safetensors"))
+    config = dict(  # their published keys (upload.py's patch_adapter_config leaves these)
+        peft_type="P_TUNING", task_type="SEQ_CLS", base_model_name_or_path=str(model_dir), num_virtual_tokens=10,
+        token_dim=32, num_transformer_submodules=1, num_attention_heads=4, num_layers=2,
+        encoder_reparameterization_type="MLP", encoder_hidden_size=16, encoder_num_layers=num_layers,
+        encoder_dropout=0.1, encoder_ratio=ratio, encoder_embedding_init_type="hf_default",
+        encoder_init_state_dict_path=None, encoder_freeze=False, encoder_embedding_freeze=False,
+        encoder_embedding_normalize=None, encoder_embedding_normalize_max_norm=None, encoder_input_size=None,
+        encoder_num_heads=8, modules_to_save=sorted({"classifier", "embedding", "xpe_embedding", "xpe_head"}),
+        inference_mode=True)
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    return encoder.eval(), head.eval()
+
+
+@pytest.mark.parametrize("ratio, method, layers", [(1, "xpe", 2), (0, "spt", 2), (0.3, "dual", 3)])
+def test_authors_layout_scores_as_their_encoder(tmp_path, tiny_model_dir, ratio, method, layers):
+    from transformers import AutoTokenizer
+
+    adapter, run = tmp_path / "adapter", tmp_path / "run"
+    encoder, head = authors_adapter(adapter, tiny_model_dir, ratio, layers)
+    peft_adapters.import_adapter(adapter, run, source="joshi5", seed=3)  # labels: SIB-200's, as their configs
+    config = json.loads((run / "config.json").read_text())
+    assert (config["method"], config["xpe_frac"], config["n_spt"], config["labels"], config["source"]) == (
+        method, float(ratio), encoder.n_spt, list(data.LABELS), "joshi5")
+    assert config["imported_from"]["layout"] == peft_adapters.AUTHORS
+
+    # their forward through peft's path: prompt in front of the word embeddings, mask extended, head on position 0
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    rows = [r for lang in LANGS for r in data.load_split([lang], "test", FIXTURE_SIB200)[:3]]
+    batch = tokenizer([r.text for r in rows], padding=True, return_tensors="pt")
+    model = seq_cls(tiny_model_dir).eval()
+    model.classifier.load_state_dict(head.state_dict())
+    with torch.no_grad():
+        prompt = encoder(torch.arange(10).unsqueeze(0).expand(len(rows), -1))
+        embeds = torch.cat([prompt, model.get_input_embeddings()(batch["input_ids"])], 1)
+        mask = torch.cat([torch.ones(len(rows), 10, dtype=torch.long), batch["attention_mask"]], 1)
+        theirs = model(inputs_embeds=embeds, attention_mask=mask).logits
+    torch.testing.assert_close(our_logits(run, batch), theirs, atol=1e-4, rtol=0)
+    # the prompt itself, exactly: position 0 of a tiny backbone hears the later prompt vectors only faintly
+    torch.testing.assert_close(xpe.read_artifact(run)[0]["prompt"], prompt[0], atol=1e-6, rtol=0)
+
+
+def test_e5_adapters_score_as_peft(tmp_path, e5_dir, sib200_dir):
+    """BERT: the pooler (kept through modules_to_save, as e5 ships none) is our dense, classifier our out_proj."""
+    require_peft()
+    from peft import PromptEncoderConfig, PromptTuningConfig
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(e5_dir))
+    base, (backbone, _) = seq_cls(e5_dir), xpe.load_backbone(str(e5_dir))  # each loaded once: 470 MB
+    rows = [r for lang in ["eng_Latn", "fra_Latn", "kab_Latn", "zho_Hans"]
+            for r in data.load_split([lang], "test", sib200_dir)[:2]]
+    for name, config in [("pt", PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=8,
+                                                   modules_to_save=["classifier", "pooler"])),
+                         ("ptune", PromptEncoderConfig(task_type="SEQ_CLS", num_virtual_tokens=8, encoder_hidden_size=32,
+                                                       modules_to_save=["classifier", "pooler"]))]:
+        adapter, run = tmp_path / f"{name}-adapter", tmp_path / f"{name}-run"
+        train_and_save(e5_dir, config, adapter, steps=1, base=base, tokenizer=tokenizer, rows=4)
+        peft_adapters.import_adapter(adapter, run, labels=data.LABELS)
+        theirs, batch = peft_logits(e5_dir, adapter, [r.text for r in rows], tokenizer, base=base)
+        torch.testing.assert_close(our_logits(run, batch, backbone), theirs, atol=1e-4, rtol=0)
+
+
+def tiny_bert(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path / "tiny-bert"
+    BertModel(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                         intermediate_size=64), add_pooling_layer=False).save_pretrained(folder)
+    return folder
+
+
+def write_adapter(folder, config, tensors):
+    folder.mkdir(exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+
+
+PROMPT = dict(peft_type="PROMPT_TUNING", task_type="SEQ_CLS", num_virtual_tokens=4)
+
+
+def xlmr_head(labels=7):
+    return {"base_model.classifier.dense.weight": torch.randn(32, 32), "base_model.classifier.dense.bias": torch.zeros(32),
+            "base_model.classifier.out_proj.weight": torch.randn(labels, 32),
+            "base_model.classifier.out_proj.bias": torch.zeros(labels)}
+
+
+@pytest.mark.parametrize("case, words", [
+    ("lora", "peft_type 'LORA' is not a prompt"),
+    ("extra key", "cannot map the adapter's base_model.roberta.encoder.layer.0.output.dense.weight"),
+    ("no head", "lacks base_model.classifier.out_proj.weight"),
+    ("no labels", "names no labels (id2label)"),
+    ("wrong labels", "2 labels (a, b) for a head of 7 outputs"),
+    ("width", "has hidden size 32"),
+    ("bert without pooler", "lacks base_model.bert.pooler.dense.weight and the backbone"),
+    ("authors lstm", "encoder_reparameterization_type 'LSTM'"),
+    ("foreign out", "holds files of another run or of yours (notes.txt)"),
+    ("distilbert", "is 'distilbert'; the import maps the heads of bert, roberta, xlm-roberta (model_type)"),
+    ("prefix", "task_type 'CAUSAL_LM' is not SEQ_CLS"),
+])
+def test_refusals_name_the_key_and_write_nothing(tmp_path, tiny_model_dir, case, words):
+    adapter, out = tmp_path / "adapter", tmp_path / "run"
+    config = {**PROMPT, "base_model_name_or_path": str(tiny_model_dir)}
+    tensors = {"prompt_embeddings": torch.randn(4, 32), **xlmr_head()}
+    labels = data.LABELS
+    if case == "lora":
+        config["peft_type"] = "LORA"
+    elif case == "extra key":
+        tensors["base_model.roberta.encoder.layer.0.output.dense.weight"] = torch.zeros(32, 32)
+    elif case == "no head":
+        del tensors["base_model.classifier.out_proj.weight"]
+    elif case == "no labels":
+        labels = None
+    elif case == "wrong labels":
+        labels = ["a", "b"]
+    elif case == "width":
+        tensors["prompt_embeddings"] = torch.randn(4, 16)
+    elif case == "bert without pooler":
+        config["base_model_name_or_path"] = str(tiny_bert(tmp_path))
+        tensors = {"prompt_embeddings": torch.randn(4, 32), "base_model.classifier.weight": torch.randn(7, 32),
+                   "base_model.classifier.bias": torch.zeros(7)}
+    elif case == "authors lstm":
+        config = {**config, "peft_type": "P_TUNING", "encoder_ratio": 1, "encoder_reparameterization_type": "LSTM"}
+    elif case == "distilbert":
+        from transformers import DistilBertConfig
+
+        DistilBertConfig(dim=32, n_layers=1, n_heads=4, hidden_dim=64).save_pretrained(tmp_path / "distilbert")
+        config["base_model_name_or_path"] = str(tmp_path / "distilbert")
+    elif case == "prefix":
+        config["task_type"] = "CAUSAL_LM"
+    elif case == "foreign out":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine\n")
+    write_adapter(adapter, config, tensors)
+    before = sorted(p.name for p in out.iterdir()) if out.exists() else None
+    with pytest.raises(peft_adapters.AdapterError) as caught:
+        peft_adapters.import_adapter(adapter, out, labels=labels)
+    (line,) = str(caught.value).splitlines()
+    assert words in line, line
+    assert (sorted(p.name for p in out.iterdir()) if out.exists() else None) == before
+
+
+def test_bert_head_maps_pooler_and_classifier(tmp_path):
+    """A BERT adapter's pooler.dense is our dense and its classifier our out_proj, tanh between, as in BERT."""
+    backbone = tiny_bert(tmp_path)
+    pooler_w, pooler_b, cls_w, cls_b = torch.randn(32, 32), torch.randn(32), torch.randn(7, 32), torch.randn(7)
+    write_adapter(tmp_path / "adapter", {**PROMPT, "base_model_name_or_path": str(backbone)},
+                  {"prompt_embeddings": torch.randn(4, 32), "base_model.bert.pooler.dense.weight": pooler_w,
+                   "base_model.bert.pooler.dense.bias": pooler_b, "base_model.classifier.weight": cls_w,
+                   "base_model.classifier.bias": cls_b})
+    run = peft_adapters.import_adapter(tmp_path / "adapter", tmp_path / "run", labels=data.LABELS)
+    tensors, _ = xpe.read_artifact(run)
+    for ours, theirs in [("dense.weight", pooler_w), ("dense.bias", pooler_b), ("out_proj.weight", cls_w),
+                         ("out_proj.bias", cls_b)]:
+        assert torch.equal(tensors[f"head.{ours}"], theirs)
+    # without the pooler in the adapter, peft's model keeps the checkpoint's own pooler: so does the import
+    from transformers import BertModel
+
+    with_pooler = BertModel.from_pretrained(backbone, add_pooling_layer=True)  # drawn: the folder has none
+    with_pooler.save_pretrained(tmp_path / "bert-with-pooler")
+    write_adapter(tmp_path / "no-pooler", {**PROMPT, "base_model_name_or_path": str(tmp_path / "bert-with-pooler")},
+                  {"prompt_embeddings": torch.randn(4, 32), "base_model.classifier.weight": cls_w,
+                   "base_model.classifier.bias": cls_b})
+    tensors, _ = xpe.read_artifact(peft_adapters.import_adapter(tmp_path / "no-pooler", tmp_path / "run2",
+                                                                labels=data.LABELS))
+    assert torch.equal(tensors["head.dense.weight"], with_pooler.pooler.dense.weight)
+    # and the run folder is one evaluate.py takes: an earlier import may be overwritten in place
+    assert evaluate.find_runs([str(run)]) == [run] and evaluate.read_run(run)["mode"] == "zero-shot"
+    assert peft_adapters.import_adapter(tmp_path / "adapter", run, labels=data.LABELS) == run
+
+
+def test_import_needs_no_peft(tmp_path, tiny_model_dir):
+    fake = tmp_path / "fake" / "peft"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('no peft here')\n")
+    write_adapter(tmp_path / "adapter", {**PROMPT, "base_model_name_or_path": str(tiny_model_dir)},
+                  {"prompt_embeddings": torch.randn(4, 32), **xlmr_head()})
+    code = ("import sys; sys.path.insert(0, {root!r}); import peft_adapters, data; "
+            "print(peft_adapters.import_adapter({a!r}, {o!r}, labels=data.LABELS))").format(
+        root=str(ROOT), a=str(tmp_path / "adapter"), o=str(tmp_path / "run"))
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(fake.parent)},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json", "log.csv", "prompt.safetensors"]
+
+
+def test_labels_from_the_model_config_beside_the_adapter(tmp_path, tiny_model_dir):
+    write_adapter(tmp_path / "adapter", {**PROMPT, "base_model_name_or_path": str(tiny_model_dir)},
+                  {"prompt_embeddings": torch.randn(4, 32), **xlmr_head(3)})
+    names = {"0": "neg", "1": "neutral", "2": "pos"}
+    (tmp_path / "adapter" / "config.json").write_text(json.dumps({"id2label": {"2": "pos", "0": "neg", "1": "neutral"}}))
+    run = peft_adapters.import_adapter(tmp_path / "adapter", tmp_path / "run")
+    assert json.loads((run / "config.json").read_text())["labels"] == [names[k] for k in "012"]
