@@ -96,11 +96,12 @@ def _value(v):
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def setting_labels(settings):
-    """{setting: column label}: the method name, then what differs among that method's settings, e.g. xpe lr 0.001."""
+def setting_labels(settings, across_methods=False):
+    """{setting: column label}: the method name, then what differs among that method's settings, e.g. xpe lr 0.001
+    (across_methods: what differs among all the settings, for naming candidates that should pair)."""
     by_name = defaultdict(list)
     for s in settings:
-        by_name[name_of(s)].append(s)
+        by_name["" if across_methods else name_of(s)].append(s)
     labels = {}
     for name, group in by_name.items():
         described = {s: {"backbone": s[3], **(json.loads(s[5]) if s[5] else {"settings": "not recorded"})}
@@ -110,7 +111,7 @@ def setting_labels(settings):
         for s, d in described.items():
             parts = [f"{k.replace('_', '-')} {_value(d[k])}" if k in d else f"no {k.replace('_', '-')}"
                      for k in differ]
-            labels[s] = " ".join([name] + parts)
+            labels[s] = " ".join([name_of(s)] + parts)
     return labels
 
 
@@ -356,8 +357,8 @@ def ours_cell(row, paper, unfinished):
                 unfinished=any(f"{row['key']}|{s}" in unfinished for s in row["seed_list"]))
 
 
-def baseline_cell(mean, languages):
-    return dict(kind="baseline", mean=mean, std="", seeds="", languages=languages, paper=None, best=False,
+def baseline_cell(mean, languages, code):
+    return dict(kind="baseline", code=code, mean=mean, std="", seeds="", languages=languages, paper=None, best=False,
                 unfinished=False)
 
 
@@ -401,7 +402,7 @@ def zero_shot_table(per_language, group_langs, with_baselines):
             languages = str(len(covered))
             if with_baselines:
                 means, _ = baseline_means(covered, baselines)
-                cells.update({BASELINE_COLUMNS[k]: baseline_cell(round(means[k], 6), len(covered))
+                cells.update({BASELINE_COLUMNS[k]: baseline_cell(round(means[k], 6), len(covered), k)
                               for k in BASELINE_COLUMNS if k in means})
                 if len(covered) < full[group, source]:
                     languages = f"{len(covered)} of {full[group, source]}"
@@ -434,7 +435,7 @@ def supervised_table(per_language, specs):
         covered = sorted(set().union(*(r["covered"] for r in mine)))
         means, known = baseline_means(covered, baselines)
         if "xlmr_large" in means:
-            cells[BASELINE_COLUMNS["xlmr_large"]] = dict(baseline_cell(round(means["xlmr_large"], 6), known),
+            cells[BASELINE_COLUMNS["xlmr_large"]] = dict(baseline_cell(round(means["xlmr_large"], 6), known, "xlmr_large"),
                                                          paper=PAPER.get(("xlmr_large", "", group)))
         table["rows"].append(dict(keys=[group], cells=cells))
     return table
@@ -506,7 +507,7 @@ def render_csv_rows(table):
             c = r["cells"].get(column)
             if c is None:
                 continue
-            out.append({**keys, "column": column, "kind": c["kind"], "mean": "" if c["mean"] is None else c["mean"],
+            out.append({**keys, "column": c.get("code", column), "kind": c["kind"], "mean": "" if c["mean"] is None else c["mean"],
                         "std": c["std"], "seeds": c["seeds"], "languages": c["languages"],
                         "best": int(c["best"]) if c["kind"] == "ours" else "",
                         "paper": c["paper"][0] if c["paper"] else "",

@@ -107,7 +107,7 @@ def pair_settings(table, a, b):
                          f"{', '.join(sources[b])}): train both on one source")
     pairs = [(sa, sb) for sa in found[a] for sb in found[b] if rest_of(sa) == rest_of(sb)]
     if not pairs:
-        labels = setting_labels(found[a] + found[b])
+        labels = setting_labels(found[a] + found[b], across_methods=True)
         raise UsageError(f"no setting of {a} differs from one of {b} only in method (candidates: "
                          f"{'; '.join(f'{labels[s]} from {s[2]}' for s in found[a] + found[b])}): train them with "
                          f"the same settings")
