@@ -211,10 +211,13 @@ def check_folder(path, what):
 
 
 def check_file(path, what):
+    """A file that can be written: not a folder, and not below a file."""
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{what} {path} is a folder: name a file")
-    check_folder(path.parent, what)
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(f"{what} {path} is below {parent}, which is a file: name a file elsewhere")
 
 
 def digest(content):
