@@ -229,10 +229,10 @@ def previous_set(out):
     try:
         listed = json.loads((out / MANIFEST).read_text())["files"]
     except (OSError, ValueError, KeyError, TypeError):
-        return {out / name for name in OUTPUT_FILES if (out / name).is_file()}
+        return {(out / name).resolve() for name in OUTPUT_FILES if (out / name).is_file()}
     stale = set()
     for name, sha in listed.items():
-        path = (out / name).resolve() if not Path(name).is_absolute() else Path(name)
+        path = (out / name).resolve()  # an absolute name stays itself
         try:
             if digest(path.read_bytes()) == sha:
                 stale.add(path)

@@ -170,6 +170,16 @@ def test_a_later_call_leaves_no_file_of_an_earlier_one_and_nothing_it_did_not_wr
     assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))
 
 
+def test_a_relative_out_keeps_the_files_it_writes(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rows = rows_of("xpe") + rows_of("spt")
+    for _ in range(2):  # the second call replaces the first's set
+        write_scores(tmp_path / "scores.csv", rows)
+        assert evaluate.main(["--scores", "scores.csv", "--group", ",".join(LANGS), "--out", "rel"]) == 0
+    assert sorted(p.name for p in (tmp_path / "rel").iterdir()) == ["outputs.json", "per_group.csv",
+                                                                     "per_language.csv", "table1.csv", "table1.md"]
+
+
 def test_a_kill_while_writing_leaves_the_earlier_set_or_no_manifest(tmp_path, monkeypatch, capsys):
     rows = rows_of("xpe") + rows_of("spt")
     code, out = scores_main(tmp_path, rows, "--compare", "xpe,spt")
