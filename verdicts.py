@@ -15,7 +15,7 @@ from tables import UsageError, by_setting, name_of, parse_method, method_name, r
     seed_means, setting_labels
 
 COMPARE_FIELDS = ["source", "backbone", "group", "a", "b", "seeds", "languages", "mean_diff", "ci_low", "ci_high",
-                  "wins", "ties", "losses", "n_seeds", "sd", "verdict", "left_out"]
+                  "wins", "ties", "losses", "n_seeds", "sd", "verdict", "left_out", "seed_diffs"]
 TIE = 1e-9  # a per-language difference smaller than this is a tie
 MIN_SEEDS = 3  # fewer: no interval, "too few seeds"
 LEVEL = 0.95
@@ -157,12 +157,13 @@ def compare_row(runs_a, runs_b, common, langs, head):
     left_out = sorted((set(full_a) | set(full_b) | set(part_a) | set(part_b)) - set(seeds))
     row = dict(seeds=" ".join(map(str, seeds)), languages=len(langs), mean_diff=None, ci_low=None, ci_high=None,
                wins=0, ties=0, losses=0, n_seeds=len(seeds), sd=None, verdict="no seeds",
-               left_out=" ".join(map(str, left_out)))
+               left_out=" ".join(map(str, left_out)), seed_diffs="")
     if not seeds:  # e.g. a group of the source's own languages: nothing zero-shot to compare
         return {k: {**head, **row}[k] for k in COMPARE_FIELDS}
-    n, mean, sd, low, high, verdict = seed_interval([full_a[s] - full_b[s] for s in seeds])
+    diffs = [full_a[s] - full_b[s] for s in seeds]
+    n, mean, sd, low, high, verdict = seed_interval(diffs)
     per_lang = [statistics.fmean(runs_a[s][lang] - runs_b[s][lang] for s in seeds) for lang in langs]
-    row.update(mean_diff=round(mean, 6), sd=None if sd is None else round(sd, 6), verdict=verdict,
+    row.update(seed_diffs=" ".join(f"{d:.6f}" for d in diffs), mean_diff=round(mean, 6), sd=None if sd is None else round(sd, 6), verdict=verdict,
                ci_low=None if low is None else round(low, 6), ci_high=None if high is None else round(high, 6),
                wins=sum(d >= TIE for d in per_lang), ties=sum(abs(d) < TIE for d in per_lang),
                losses=sum(d <= -TIE for d in per_lang))
