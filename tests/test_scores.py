@@ -201,3 +201,30 @@ def test_a_kill_while_writing_leaves_the_earlier_set_or_no_manifest(tmp_path, mo
     after = {p.name: p.read_bytes() for p in out.iterdir()}
     assert "outputs.json" not in after  # the folder no longer claims a whole set
     assert set(after) == set(before) - {"outputs.json"} and not any(n.endswith(".tmp") for n in after)
+
+
+def test_export_peft_below_a_file_is_refused_before_anything(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("mine")
+    code = evaluate.main(["--runs", str(REPLICATION / "runs" / "spt-joshi5-s1"), "--export-peft",
+                          str(tmp_path / "a-file" / "peft")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "which is a file" in err and len(err.splitlines()) == 1
+    assert (tmp_path / "a-file").read_text() == "mine"
+
+
+def test_one_grammar_of_method_names():
+    import xpe
+    for name in ("spt", "xpe", "dual:0.7", "dual:0.3"):
+        assert xpe.method_name(*xpe.parse_method(name)) == name
+    assert xpe.parse_method(" dual:0.70 ") == ("dual", 0.7) and xpe.method_name("dual", 0.7) == "dual:0.7"
+    for bad in ("dual", "dual:1", "dual:nan", "xpe:0.5", "prefix", ""):
+        with pytest.raises(ValueError):
+            xpe.parse_method(bad)
+
+
+def test_two_backbones_in_one_table_are_columns_that_say_so(tmp_path, capsys):
+    rows = rows_of("xpe") + [dict(r, backbone="xlm-roberta-large", run=r["run"] + "-large") for r in rows_of("xpe")]
+    code, out = scores_main(tmp_path, rows)
+    assert code == 0
+    assert {r["column"] for r in read(out / "table1.csv")} == {"xpe backbone e5", "xpe backbone xlm-roberta-large"}
+    assert "backbones e5, xlm-roberta-large" in (out / "table1.md").read_text()
