@@ -10,7 +10,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import xpe
-from tables import UsageError, by_setting, csv_text, method_name, name_of, parse_method, provenance, setting_labels
+from tables import UsageError, by_setting, csv_text, method_name, name_of, parse_method, provenance, setting_labels, \
+    setting_of
 
 # ---- Figure 2 ----------------------------------------------------------------------------------
 
@@ -38,13 +39,15 @@ def plot_series(per_language, baselines=None):
     if len(backbones) > 1:
         raise UsageError(f"results from different backbones ({', '.join(backbones)}): plot them one at a time")
     series, labels = [], setting_labels(table)
+    unfinished = {setting_of(r) for r in per_language if str(r.get("ended", "")).startswith("unfinished")}
     for setting in sorted(table, key=lambda s: (s[2], s[4] != "zero-shot", s[1], s[0], labels[s])):
         source, mode = setting[2], setting[4]
         values = defaultdict(list)
         for accuracies in table[setting].values():
             for lang, accuracy in accuracies.items():
                 values[lang].append(accuracy)
-        label = f"{labels[setting]} ({source}{', supervised' if mode != 'zero-shot' else ''})"
+        label = f"{labels[setting]} ({source}{', supervised' if mode != 'zero-shot' else ''})" + \
+            (" ‡ unfinished" if setting in unfinished else "")
         series.append(dict(label=label, setting=setting, values={k: statistics.fmean(v) for k, v in values.items()},
                            seeds={k: len(v) for k, v in values.items()}))
     for name, values in (baselines or {}).items():

@@ -6,6 +6,7 @@ a cell is the mean over seeds of the mean over its row's languages (summarise), 
 (cells with their marks) that one renderer writes as text, Markdown or CSV (render).
 """
 import csv
+import io
 import json
 import statistics
 from collections import defaultdict
@@ -518,7 +519,6 @@ def render_csv_rows(table):
 
 
 def csv_text(fields, rows):
-    import io
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
