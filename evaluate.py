@@ -6,7 +6,7 @@
     python evaluate.py --runs runs/xpe-joshi5-s1 --predict texts.txt > predictions.csv
     python evaluate.py --runs runs/xpe-joshi5-s1 --export-peft peft/xpe-joshi5-s1
 
-The data flows in layers: runs (runs.py) or --scores -> per-language rows (score here, or
+The data flows in layers: runs (run_folders.py) or --scores -> per-language rows (score here, or
 tables.read_scores) -> group means and tables as data (tables.py) -> paired verdicts (verdicts.py)
 -> the figure (figure.py) -> one set of output files, written together (write_outputs).
 
@@ -36,7 +36,7 @@ from tqdm import tqdm
 import data
 import figure
 import peft_export
-import runs as runlib
+import run_folders as runlib
 import tables
 import verdicts
 import xpe

@@ -200,7 +200,7 @@ def fill_old_rows(rows, note):
     old = sorted({r["run"] for r in rows if "settings" not in r or "ended" not in r})
     if not old:
         return
-    from runs import read_run  # here, not at the top: runs imports this file
+    from run_folders import read_run  # here, not at the top: run_folders imports this file
     found, shared = {}, []
     for run in old:
         path = Path(run)
