@@ -32,6 +32,28 @@ ARTIFACT_WEIGHTS = "prompt.safetensors"
 ARTIFACT_CONFIG = "config.json"
 
 
+def method_name(method, xpe_frac):
+    """A method as one name, the grammar of train.py --method lists and evaluate.py: spt, xpe, dual:0.7."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+    return f"dual:{float(xpe_frac):g}" if method == "dual" else method
+
+
+def parse_method(name):
+    """(method, xpe_frac) of a name as method_name writes it: spt -> (spt, 0.0), xpe -> (xpe, 1.0), dual:0.7."""
+    text = str(name).strip()
+    if text in ("spt", "xpe"):
+        return text, float(text == "xpe")
+    kind, _, frac = text.partition(":")
+    try:
+        r = float(frac)
+    except ValueError:
+        r = None
+    if kind != "dual" or r is None or not 0 < r < 1:  # also refuses nan and inf
+        raise ValueError(f"unknown method {name!r}: write spt, xpe or dual:R with 0 < R < 1, e.g. dual:0.7")
+    return "dual", r
+
+
 @dataclass
 class PromptConfig:
     method: str = "xpe"          # spt, xpe or dual

@@ -9,6 +9,7 @@ import torch
 
 import data
 import evaluate
+import tables
 import train
 import xpe
 from conftest import FIXTURE_SIB200
@@ -83,7 +84,7 @@ def test_several_groups_settings_and_a_parent_folder(tmp_path, runs, capsys):
         figures = [float(r["accuracy"]) for r in per_language if r["method"] == g["method"] and r["language"] == g["group"]]
         assert float(g["mean"]) == pytest.approx(statistics.fmean(figures), abs=1e-6)
     fra = next(g for g in groups if g["group"] == "fra_Latn")
-    assert float(fra["xlt_eng"]) == pytest.approx(evaluate.load_baselines()["fra_Latn"]["xlt_eng"] / 100)
+    assert float(fra["xlt_eng"]) == pytest.approx(tables.load_baselines()["fra_Latn"]["xlt_eng"] / 100)
     nqo = next(g for g in groups if g["group"] == "nqo_Nkoo")
     assert fra["xlmr_large"] != "" and nqo["xlmr_large"] == "" and nqo["baseline_languages"] == "0"  # not in Table 7
     table = capsys.readouterr().out
@@ -117,7 +118,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, runs, capsys):
     (empty / "config.json").write_text("{}")
     other = tmp_path / "other"
     other.mkdir()
-    for f in ("prompt.safetensors", "config.json"):
+    for f in ("prompt.safetensors", "config.json", "log.csv"):
         (other / f).write_bytes((runs / "a" / f).read_bytes())
     config = json.loads((other / "config.json").read_text())
     (other / "config.json").write_text(json.dumps({**config, "model": "xlm-roberta-large"}))
@@ -136,7 +137,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, runs, capsys):
 
 
 def test_published_baselines_reproduce_the_papers_group_means():
-    table, groups = evaluate.load_baselines(), data.load_groups()
+    table, groups = tables.load_baselines(), data.load_groups()
     assert len(table) == 204 and "nqo_Nkoo" not in table
     for group, paper in PAPER_BASELINES.items():
         values = [table[lang]["xlt_eng"] for lang in groups[group] if lang in table]
@@ -286,4 +287,79 @@ def test_own_data_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, t
                           "--out", str(tmp_path / "results")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "'zz_Test'" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "results").exists()
+
+
+# ---- finished runs, modes, --predict's lines, empty splits --------------------------------------------
+
+def copy_run(runs, name, tmp_path):
+    import shutil
+    return shutil.copytree(runs / name, tmp_path / f"copy-{name}")
+
+
+def test_an_unfinished_run_is_refused_naming_it_and_its_step(tmp_path, runs, capsys):
+    training = copy_run(runs, "a", tmp_path)
+    config = json.loads((training / "config.json").read_text())
+    (training / "config.json").write_text(json.dumps({**config, "ended": None}))
+    cut = copy_run(runs, "b", tmp_path)  # no ended key: log.csv's last step against settings.steps
+    lines = (cut / "log.csv").read_text().splitlines()
+    (cut / "log.csv").write_text("\n".join(lines[:2]) + "\n")
+    for run, words in ((training, "still training, at step 12 of 12"), (cut, "log.csv ends at step 4 of 12")):
+        code, out = evaluate_main(tmp_path, "--runs", str(run), "--group", "fra_Latn")
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and str(run) in err and words in err and len(err.splitlines()) == 1, err
+        assert not out.exists()
+    finished = copy_run(runs, "c", tmp_path)
+    (finished / "config.json").write_text(json.dumps({**json.loads((finished / "config.json").read_text()),
+                                                      "ended": {"why": "early", "step": 8}}))
+    code, out = evaluate_main(tmp_path, "--runs", str(finished), str(cut), "--group", "fra_Latn", "--unfinished")
+    assert code == 0
+    ended = {r["run"]: r["ended"] for r in read(out / "per_language.csv")}
+    assert ended == {str(finished): "early", str(cut): "unfinished: log.csv ends at step 4 of 12"}
+    assert "‡" in (out / "table1.md").read_text()
+
+
+def test_a_flag_of_another_mode_is_refused(tmp_path, runs, capsys):
+    texts = tmp_path / "t.txt"
+    texts.write_text("one\n")
+    for args, words in ((["--predict", str(texts), "--group", "fra_Latn"], "--group does not go with --predict"),
+                        (["--export-peft", str(tmp_path / "p"), "--baseline"], "--baseline does not go with"),
+                        (["--predict", str(texts), "--export-peft", str(tmp_path / "p")], "two modes")):
+        code = evaluate.main(["--runs", str(runs / "a"), *args])
+        captured = capsys.readouterr()
+        assert code == 2 and words in captured.err and captured.out == "", captured.err
+    assert not (tmp_path / "p").exists()
+
+
+def test_predict_gives_one_row_per_input_line_whatever_the_line_holds(tmp_path, runs, capsys):
+    lines = ["a line\u2028with a line separator", "a form\x0cfeed and a\x0bvertical tab", "next\x1cline\x85too",
+             "a \"quoted\", comma"]
+    texts = tmp_path / "odd.txt"
+    texts.write_bytes(("\r\n".join(lines) + "\n").encode("utf-8"))
+    code, printed, err = predict_main(capsys, "--runs", str(runs / "a"), "--predict", str(texts))
+    assert code == 0, err
+    import io
+    rows = list(csv.DictReader(io.StringIO(printed, newline="")))
+    assert [r["text"] for r in rows] == lines
+
+
+def test_predict_strips_a_bom_on_standard_input_and_refuses_invalid_utf8(runs, capsys, monkeypatch):
+    import io
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO("\ufeffThe match ended.\n".encode("utf-8"))))
+    code, printed, _ = predict_main(capsys, "--runs", str(runs / "c"), "--predict", "-")
+    assert code == 0 and [r["text"] for r in csv.DictReader(printed.splitlines())] == ["The match ended."]
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9\n")))
+    code, printed, err = predict_main(capsys, "--runs", str(runs / "c"), "--predict", "-")
+    assert code == 2 and printed == "" and "UTF-8" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_empty_test_split_is_a_clear_error(tmp_path, runs, capsys):
+    import shutil
+    data_dir = shutil.copytree(FIXTURE_SIB200, tmp_path / "sib")
+    test = data_dir / "fra_Latn" / "test.tsv"
+    test.write_text(test.read_text().splitlines()[0] + "\n")
+    code = evaluate.main(["--runs", str(runs / "a"), "--data-dir", str(data_dir), "--group", "fra_Latn",
+                          "--out", str(tmp_path / "results"), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "fra_Latn" in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "results").exists()
