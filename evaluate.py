@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 import data
 import figure
-import peft_export
+import peft_adapters
 import run_folders as runlib
 import tables
 import verdicts
@@ -51,6 +51,7 @@ OUTPUT_FILES = ["per_language.csv", "per_group.csv", "table1.md", "table1.csv", 
 MANIFEST = "outputs.json"  # written last: which files make the set, with their sha256
 # The flags of each mode besides --runs; a flag of another mode is refused.
 MODE_FLAGS = {"predict": {"predict", "batch_size", "device"}, "export": {"export_peft"},
+              "import": {"import_peft", "out", "labels", "model", "source", "seed", "groups_file", "data_dir"},
               "score": {"scores", "group", "groups", "groups_file", "data_dir", "out", "batch_size", "device",
                         "baseline", "compare", "plot", "plot_sort", "plot_size", "plot_baselines", "unfinished"}}
 
@@ -326,10 +327,28 @@ def export_main(args):
     if len(found) != 1:
         raise UsageError(f"--export-peft takes one run; {args.runs[0]} holds {len(found)}: name one of them")
     check_folder(args.export_peft, "--export-peft")
-    adapter, num_labels = peft_export.export_peft(found[0], args.export_peft)
+    adapter, num_labels = peft_adapters.export_peft(found[0], args.export_peft)
     print(f"wrote {found[0]} as a PEFT prompt-tuning adapter ({adapter['num_virtual_tokens']} virtual tokens, "
-          f"{num_labels} labels) to {args.export_peft} ({', '.join(peft_export.PEFT_FILES)}); load it with: "
-          f"{peft_export.peft_load_line(adapter, num_labels, args.export_peft)}")
+          f"{num_labels} labels) to {args.export_peft} ({', '.join(peft_adapters.EXPORT_FILES)}); load it with: "
+          f"{peft_adapters.peft_load_line(adapter, num_labels, args.export_peft)}")
+    return 0
+
+
+def import_main(args):
+    """--import-peft: a PEFT prompt adapter as a run folder (--out) that scoring, --predict and --export-peft take."""
+    if args.runs:
+        raise UsageError("--import-peft reads an adapter folder, not --runs: leave --runs out")
+    if args.out == parser().get_default("out"):
+        raise UsageError("--import-peft needs --out RUN_DIR: the run folder to write")
+    source_languages = ()
+    if args.source:
+        groups, codes = data.groups_and_codes(args.groups_file, args.data_dir)
+        source_languages = data.resolve_languages(args.source, groups, codes)
+    labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
+    out = peft_adapters.import_adapter(args.import_peft, args.out, labels=labels, model=args.model,
+                                       source=args.source or "imported", source_languages=source_languages,
+                                       seed=args.seed)
+    print(f"wrote {args.import_peft} as the run {out}; score it with: python evaluate.py --runs {out}")
     return 0
 
 
@@ -369,19 +388,28 @@ def parser():
                                                      "with one run: CSV on standard output")
     p.add_argument("--export-peft", metavar="DIR", help="write one run as a PEFT prompt-tuning adapter that "
                                                         "peft.PeftModel.from_pretrained loads")
+    p.add_argument("--import-peft", metavar="DIR", help="write a PEFT prompt-tuning or P-tuning adapter (or the "
+                                                        "paper's authors' layout) as the run folder --out")
+    p.add_argument("--labels", help="with --import-peft: the head's labels in order, comma-separated (default: the "
+                                    "adapter's id2label)")
+    p.add_argument("--model", help="with --import-peft: the backbone (default: the adapter's base_model_name_or_path)")
+    p.add_argument("--source", help="with --import-peft: the languages it was trained on, a spec as train.py takes "
+                                    "(default: none, every language is zero-shot)")
+    p.add_argument("--seed", type=int, default=0, help="with --import-peft: the seed it was trained with (default 0)")
     return p
 
 
 def mode_of(args, defaults):
     """predict, export or score; a flag given that belongs to another mode is a UsageError."""
-    if args.predict is not None and args.export_peft is not None:
-        raise UsageError("--predict and --export-peft are two modes: give one of them")
-    mode = "predict" if args.predict is not None else "export" if args.export_peft is not None else "score"
+    given = [flag for flag in ("predict", "export_peft", "import_peft") if getattr(args, flag) is not None]
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join('--' + g.replace('_', '-') for g in given)} are modes of their own: give one")
+    mode = {"predict": "predict", "export_peft": "export", "import_peft": "import"}[given[0]] if given else "score"
     stray = [k for k, v in vars(args).items() if k != "runs" and k not in MODE_FLAGS[mode] and v != defaults[k]]
     if stray:
         flags = ", ".join("--" + k.replace("_", "-") for k in stray)
         raise UsageError(f"{flags} {'does' if len(stray) == 1 else 'do'} not go with "
-                         f"{ {'predict': '--predict', 'export': '--export-peft', 'score': 'scoring'}[mode]}: "
+                         f"{ {'predict': '--predict', 'export': '--export-peft', 'import': '--import-peft', 'score': 'scoring'}[mode]}: "
                          f"leave {'it' if len(stray) == 1 else 'them'} out")
     return mode
 
@@ -423,6 +451,8 @@ def main(argv=None):
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if mode == "export":
             return export_main(args)
+        if mode == "import":
+            return import_main(args)
         if mode == "predict":
             return predict_texts(args, device)
         check_flags(args)

@@ -10,7 +10,7 @@ from pathlib import Path
 import xpe
 from tables import UsageError, method_name, settings_text
 
-FINISHED = ("steps", "early")  # the "why" of config.json's ended that make a run finished
+FINISHED = ("steps", "early", "imported")  # the "why" of config.json's ended that make a run finished (imported: a PEFT adapter)
 
 
 def find_runs(paths, note, runs_root=Path("runs")):

@@ -324,7 +324,7 @@ def test_a_flag_of_another_mode_is_refused(tmp_path, runs, capsys):
     texts.write_text("one\n")
     for args, words in ((["--predict", str(texts), "--group", "fra_Latn"], "--group does not go with --predict"),
                         (["--export-peft", str(tmp_path / "p"), "--baseline"], "--baseline does not go with"),
-                        (["--predict", str(texts), "--export-peft", str(tmp_path / "p")], "two modes")):
+                        (["--predict", str(texts), "--export-peft", str(tmp_path / "p")], "are modes of their own: give one")):
         code = evaluate.main(["--runs", str(runs / "a"), *args])
         captured = capsys.readouterr()
         assert code == 2 and words in captured.err and captured.out == "", captured.err

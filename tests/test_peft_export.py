@@ -153,7 +153,7 @@ def test_export_imports_nothing_of_peft(tmp_path, tiny_run):
     ("no artifact", "holds no inference artifact"),
     ("two runs", "--export-peft takes exactly one run in --runs, got 2"),
     ("folder of two runs", "--export-peft takes one run"),
-    ("distilbert backbone", "--export-peft supports the backbones bert and xlm-roberta (model_type), not 'distilbert'"),
+    ("distilbert backbone", "--export-peft supports the backbones bert, roberta, xlm-roberta (model_type), not 'distilbert'"),
     ("foreign folder", "holds other files (notes.txt)"),
     ("file", "is a file"),
 ])

@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 import data
 import evaluate
 import peft_adapters
+import run_folders
 import xpe
 from conftest import FIXTURE_SIB200, ROOT
 
@@ -107,7 +108,8 @@ def test_peft_trained_adapter_scores_as_peft(tmp_path, tiny_model_dir, capsys, k
     require_peft()
     adapter, run = tmp_path / "adapter", tmp_path / "run"
     tokenizer = train_and_save(tiny_model_dir, peft_configs()[kind], adapter)
-    assert peft_adapters.import_adapter(adapter, run, labels=data.LABELS) == run
+    # through the command line, as a user imports one
+    assert evaluate.main(["--import-peft", str(adapter), "--out", str(run), "--labels", ",".join(data.LABELS)]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["ended"] == {"why": "imported", "step": 0} and config["imported_from"]["layout"].startswith("peft")
     assert (config["method"], config["prompt_len"]) == (("spt" if kind == "prompt-tuning" else "xpe"), 6)
@@ -323,7 +325,7 @@ def test_bert_head_maps_pooler_and_classifier(tmp_path):
                                                                 labels=data.LABELS))
     assert torch.equal(tensors["head.dense.weight"], with_pooler.pooler.dense.weight)
     # and the run folder is one evaluate.py takes: an earlier import may be overwritten in place
-    assert evaluate.find_runs([str(run)]) == [run] and evaluate.read_run(run)["mode"] == "zero-shot"
+    assert run_folders.find_runs([str(run)], print) == [run] and run_folders.read_run(run)["mode"] == "zero-shot"
     assert peft_adapters.import_adapter(tmp_path / "adapter", run, labels=data.LABELS) == run
 
 
@@ -349,3 +351,12 @@ def test_labels_from_the_model_config_beside_the_adapter(tmp_path, tiny_model_di
     (tmp_path / "adapter" / "config.json").write_text(json.dumps({"id2label": {"2": "pos", "0": "neg", "1": "neutral"}}))
     run = peft_adapters.import_adapter(tmp_path / "adapter", tmp_path / "run")
     assert json.loads((run / "config.json").read_text())["labels"] == [names[k] for k in "012"]
+
+
+def test_import_peft_flags_of_another_mode_and_a_missing_out_are_refused(tmp_path, capsys):
+    for argv in (["--import-peft", str(tmp_path)], ["--import-peft", str(tmp_path), "--out", str(tmp_path / "r"),
+                                                   "--baseline"], ["--predict", "-", "--labels", "a,b"]):
+        assert evaluate.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("evaluate.py: error:")
+    assert not (tmp_path / "r").exists()
