@@ -36,7 +36,7 @@ def test_each_method_trains_and_writes_a_run(tmp_path, tiny_model_dir, method, f
     code, out = run(tmp_path, tiny_model_dir, *extra)
     assert code == 0
     assert {p.name for p in out.iterdir()} == {"config.json", "log.csv", "prompt.safetensors", "best.safetensors",
-                                              "state.pt"}
+                                              "state.pt", "xpe-train.lock"}
     config = json.loads((out / "config.json").read_text())
     assert config["method"] == method and config["source_languages"] == ["eng_Latn", "fra_Latn"]
     assert config["n_spt"] + config["n_xpe"] == 20 and config["trainable_parameters"] > 0
@@ -84,8 +84,9 @@ def test_early_stopping_follows_the_authors_callback(tmp_path, tiny_model_dir):
     steps = [int(r["step"]) for r in log_of(out)]
     assert train.early_stopping_start(train.TrainConfig(steps=60)) == 30
     assert steps[-1] == 30 + 3 * 2  # 30 sets the best dev loss; 32, 34 and 36 are the three bad evaluations
-    state = torch.load(out / "state.pt", weights_only=True)
-    assert state["early"]["bad_evals"] == 3 and state["stopped"] == "early"
+    progress = torch.load(out / "state.pt", weights_only=True)["progress"]
+    assert progress["bad_evals"] == 3 and progress["ended"] == "early"
+    assert json.loads((out / "config.json").read_text())["ended"] == {"why": "early", "step": 36}
 
 
 def test_patience_0_turns_early_stopping_off(tmp_path, tiny_model_dir):
@@ -135,8 +136,8 @@ def same_files(a, b, names=("prompt.safetensors", "best.safetensors")):
             assert torch.equal(x[k], y[k]), (a, name, k)
     state_a = torch.load(a / "state.pt", weights_only=True)
     state_b = torch.load(b / "state.pt", weights_only=True)
-    for k in state_a["trainable"]:
-        assert torch.equal(state_a["trainable"][k], state_b["trainable"][k]), (a, k)
+    for k in state_a["model"]:
+        assert torch.equal(state_a["model"][k], state_b["model"][k]), (a, k)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(log_of(a)) == strip(log_of(b))
 
@@ -164,9 +165,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_state(tmp_path, tiny_mode
     err = capsys.readouterr().err
     assert "loss was not finite at step" in err and "--lr-prompt 1e+38" in err
     state = torch.load(out / "state.pt", weights_only=True)
-    assert all(torch.isfinite(v).all() for v in state["trainable"].values())
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
     bad_step = int(err.split("not finite at step ")[1].split()[0])
-    assert state["step"] == bad_step - 1 and bad_step > 1
+    assert state["progress"]["step"] == bad_step - 1 and bad_step > 1
     assert all(math.isfinite(float(r["dev_loss"])) for r in log_of(out))
 
 
@@ -285,8 +286,8 @@ def close_runs(a, b, tol=1e-5):
         assert x["dev_accuracy"] == y["dev_accuracy"]
     for tensors_a, tensors_b in [(load_file(str(a / n)), load_file(str(b / n)))
                                  for n in ("prompt.safetensors", "best.safetensors")] + \
-            [(torch.load(a / "state.pt", weights_only=True)["trainable"],
-              torch.load(b / "state.pt", weights_only=True)["trainable"])]:
+            [(torch.load(a / "state.pt", weights_only=True)["model"],
+              torch.load(b / "state.pt", weights_only=True)["model"])]:
         assert tensors_a.keys() == tensors_b.keys()
         for k in tensors_a:
             torch.testing.assert_close(tensors_a[k], tensors_b[k], atol=tol, rtol=0)
@@ -317,11 +318,11 @@ def test_a_run_whose_loss_overflows_leaves_the_pack_and_the_others_go_on(tmp_pat
     code, pack = run(tmp_path, quiet_model_dir, "--method", "spt,xpe", *flags, name="pack")
     assert code == 1
     err = capsys.readouterr().err
-    assert "spt-eng_Latn+fra_Latn-s42: stopped: the dev loss was not finite at step 2" in err, err
+    assert "spt-eng_Latn+fra_Latn-s42: stopped: the loss was not finite at step 2" in err, err
     assert "the last good state, from step 1, is kept" in err
     assert "xpe-eng_Latn+fra_Latn-s42: stopped" not in err
     spt = pack / "spt-eng_Latn+fra_Latn-s42"
-    assert all(torch.isfinite(v).all() for v in torch.load(spt / "state.pt", weights_only=True)["trainable"].values())
+    assert all(torch.isfinite(v).all() for v in torch.load(spt / "state.pt", weights_only=True)["model"].values())
     assert int(log_of(spt)[-1]["step"]) < 30
     code, alone = run(tmp_path, quiet_model_dir, "--method", "xpe", *flags, name="alone")
     assert code == 0
