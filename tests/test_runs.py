@@ -265,3 +265,11 @@ def test_progress_is_saved_and_restored_by_name(tmp_path):
     assert train.verdict(train.TrainConfig(steps=9, patience=2), train.Progress(step=7, bad_evals=2)) is \
         train.Ended.EARLY
     assert train.verdict(train.TrainConfig(steps=9, patience=0), train.Progress(step=7, bad_evals=2)) is None
+
+
+def test_a_state_pt_of_an_older_train_py_is_refused_on_resume(tmp_path, tiny_model_dir, one_backbone, capsys):
+    out = tmp_path / "run"
+    assert train.main(argv_of(tiny_model_dir, out, "--steps", "2")) == 0
+    torch.save({"step": 2, "stopped": "", "log": []}, out / "state.pt")  # the layout before Progress
+    assert train.main(argv_of(tiny_model_dir, out, "--steps", "2", "--resume")) == 2
+    assert "was written by an older train.py" in capsys.readouterr().err
