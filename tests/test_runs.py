@@ -273,3 +273,12 @@ def test_a_state_pt_of_an_older_train_py_is_refused_on_resume(tmp_path, tiny_mod
     torch.save({"step": 2, "stopped": "", "log": []}, out / "state.pt")  # the layout before Progress
     assert train.main(argv_of(tiny_model_dir, out, "--steps", "2", "--resume")) == 2
     assert "was written by an older train.py" in capsys.readouterr().err
+
+
+def test_half_written_files_of_a_killed_call_go_when_a_call_claims_the_folder(tmp_path, tiny_model_dir, one_backbone):
+    out = tmp_path / "run"
+    assert train.main(argv_of(tiny_model_dir, out, "--steps", "2")) == 0
+    (out / ".state.pt.k3j2.tmp").write_bytes(b"torn")  # what xpe.atomic_write leaves when killed mid-write
+    assert rundirs.foreign_files(out) == []
+    assert train.main(argv_of(tiny_model_dir, out, "--steps", "2", "--resume")) == 0
+    assert not (out / ".state.pt.k3j2.tmp").exists()
