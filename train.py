@@ -125,7 +125,8 @@ def build_parser():
                    help="pack the seeds of a call into the same steps too, each seed its own batch, instead of one "
                         "seed's pack after another (methods are always packed; bench.py measures both)")
     p.add_argument("--resume", action="store_true", help="continue the call's runs from their last evaluation")
-    p.add_argument("--overwrite", action="store_true", help="replace the runs already in the run folders")
+    p.add_argument("--overwrite", action="store_true", help="replace the runs in the run folders (only train.py's "
+                                                            "own files there are removed)")
     return p
 
 
