@@ -260,6 +260,17 @@ def load_split(languages, split, data_dir=None, labels=LABELS):
     return examples
 
 
+def check_rows(examples, languages, split, data_dir=None):
+    """examples, when every language has rows in this split; else a DataError naming those without any."""
+    empty = [lang for lang in languages if not any(ex.lang == lang for ex in examples)]
+    if empty:
+        where = (", ".join(str(Path(data_dir) / lang / f"{split}.tsv") for lang in empty[:3]) if data_dir is not None
+                 else f"{HUB_DATASET} on the hub")
+        raise DataError(f"the {split} split of {', '.join(empty)} has no rows ({where}); a run needs rows in the "
+                        f"train and dev splits of every language it trains on: add rows or leave the language out")
+    return examples
+
+
 def _check_languages(languages):
     if isinstance(languages, str) or not languages:
         raise DataError(f"languages must be a non-empty list of codes, got {languages!r}")

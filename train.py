@@ -10,16 +10,12 @@ epoch, early stopping on dev loss after half the steps, the best dev accuracy ke
 one call (methods × seeds) train as a pack: one backbone pass a step carries every run's prompt in
 front of its own copy of the batch, while parameters, optimiser, schedule, log, early stopping and
 files stay each run's own. A run folder holds config.json, log.csv, the inference artifact of the
-best model (prompt.safetensors + config.json), its trainable weights (best.safetensors, for --init)
-and state.pt (for --resume).
+best model (prompt.safetensors + config.json), its trainable weights (best.safetensors, for --init),
+state.pt (for --resume) and xpe-train.lock (rundirs.py: the folder is train.py's, and in use while locked).
 """
 import argparse
-import csv
-import dataclasses
-import io
 import json
 import math
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -27,12 +23,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm import tqdm
 from transformers.optimization import Adafactor, get_cosine_with_hard_restarts_schedule_with_warmup
 
 import data
+import rundirs
 import xpe
+from rundirs import Ended, Progress
 
 
 @dataclass
@@ -96,14 +94,13 @@ HELP = {  # one line a flag: what it sets, its unit or choices; the default is a
     "encoder_hidden": "hidden size h of the prompt encoder's MLP d -> h -> h -> d",
     "encoder_dropout": "dropout inside the prompt encoder's MLP (with --target: 0)",
     "head_dropout": "dropout before each of the classification head's two layers",
-    "grad_clip": "gradient-norm clipping, per run",
+    "grad_clip": "gradient-norm clipping, per run (0: off)",
     "eval_every": "steps between dev evaluations (0: one epoch of the pooled training rows)",
     "eval_batch_size": "rows per backbone pass in dev evaluation, shared by the runs of a pack",
 }
 TARGET_DEFAULTS = dict(steps=6000, warmup=0.05, patience=30, encoder_dropout=0.0)
 METHOD_FRAC = dict(spt=0.0, xpe=1.0, dual=0.7)
 NOT_IDENTITY = {"eval_batch_size"}  # settings a resumed run may change without becoming another run
-LOG_FIELDS = ["step", "train_loss", "lr_prompt", "lr", "dev_loss", "dev_accuracy", "seconds"]
 
 
 class UsageError(Exception):
@@ -128,7 +125,8 @@ def build_parser():
                    help="pack the seeds of a call into the same steps too, each seed its own batch, instead of one "
                         "seed's pack after another (methods are always packed; bench.py measures both)")
     p.add_argument("--resume", action="store_true", help="continue the call's runs from their last evaluation")
-    p.add_argument("--overwrite", action="store_true", help="replace the runs already in the run folders")
+    p.add_argument("--overwrite", action="store_true", help="replace the runs in the run folders (only train.py's "
+                                                            "own files there are removed)")
     return p
 
 
@@ -219,18 +217,28 @@ def resolve_configs(args):
             if getattr(cfg, key) != init_config[key]:
                 raise UsageError(f"--init {cfg.init} was trained with {key} {init_config[key]!r}, not "
                                  f"{getattr(cfg, key)!r}: leave --{key.replace('_', '-')} out to take it from there")
-    for key in ("steps", "batch_size", "cycles", "max_length", "eval_batch_size"):
-        if getattr(cfg, key) < 1:
-            raise UsageError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(cfg, key)}")
-    for key in ("patience", "eval_every"):
-        if getattr(cfg, key) < 0:
-            raise UsageError(f"--{key.replace('_', '-')} must be 0 or more, got {getattr(cfg, key)} "
-                             f"(0 {'turns early stopping off' if key == 'patience' else 'means one epoch'})")
-    if not 0 <= cfg.warmup < 1:
-        raise UsageError(f"--warmup is a share of the steps in [0, 1), got {cfg.warmup}")
-    if not 0 <= cfg.stop_after <= 1:
-        raise UsageError(f"--stop-after is a share of the steps in [0, 1], got {cfg.stop_after}")
+    check_ranges(cfg)
     return cfgs
+
+
+def check_ranges(cfg):
+    """Every number of the settings against the range where it means something (shared by a call's runs)."""
+    finite = math.isfinite
+    rules = [(key, getattr(cfg, key) >= 1, "at least 1") for key in
+             ("steps", "batch_size", "cycles", "max_length", "encoder_hidden", "eval_batch_size")]
+    rules += [(key, getattr(cfg, key) >= 0, f"0 or more ({meaning})") for key, meaning in
+              (("patience", "0 turns early stopping off"), ("eval_every", "0 means one epoch"))]
+    rules += [(key, finite(getattr(cfg, key)) and getattr(cfg, key) >= 0, "a finite number, 0 or more")
+              for key in ("lr_prompt", "lr", "weight_decay")]
+    rules += [("lr_spt", finite(cfg.lr_spt), "a finite number (below 0: --lr-prompt)"),
+              ("grad_clip", finite(cfg.grad_clip) and cfg.grad_clip >= 0, "a finite norm, or 0 for no clipping"),
+              ("encoder_dropout", 0 <= cfg.encoder_dropout < 1, "a probability in [0, 1)"),
+              ("head_dropout", 0 <= cfg.head_dropout < 1, "a probability in [0, 1)"),
+              ("warmup", 0 <= cfg.warmup < 1, "a share of the steps in [0, 1)"),
+              ("stop_after", 0 <= cfg.stop_after <= 1, "a share of the steps in [0, 1]")]
+    for key, valid, what in rules:
+        if not valid:
+            raise UsageError(f"--{key.replace('_', '-')} must be {what}, got {getattr(cfg, key)}")
 
 
 def read_init(init_dir, given):
@@ -238,6 +246,17 @@ def read_init(init_dir, given):
     if not config_path.is_file() or not weights.is_file():
         raise UsageError(f"--init {init_dir} is not a finished source run (config.json and best.safetensors needed)")
     init_config = json.loads(config_path.read_text())
+    steps = init_config.get("settings", {}).get("steps")
+    reached = rundirs.last_logged_step(init_dir)
+    # the run end marker; a config.json from before it: finished when its log reached the steps
+    ended = init_config["ended"] if "ended" in init_config else (
+        {"why": "steps", "step": reached} if steps is not None and reached >= steps else None)
+    if ended is None:
+        raise UsageError(f"--init {init_dir} is not a finished source run: it reached step {reached} of {steps}; "
+                         f"finish it first (train.py ... --resume)")
+    if ended.get("why") == Ended.NOT_FINITE.value:
+        raise UsageError(f"--init {init_dir} stopped at step {ended.get('step')} on a loss that was not finite: "
+                         f"train the source run again with lower learning rates")
     for key, default in (("model", TrainConfig.model), ("prompt_len", TrainConfig.prompt_len)):
         mine = given.get(key, default)
         if init_config.get(key) != mine:
@@ -258,30 +277,6 @@ def run_dirs(cfgs, out):
     if len(cfgs) == 1:
         return [Path(out) if out else Path("runs") / run_name(cfgs[0])]
     return [Path(out or "runs") / run_name(cfg) for cfg in cfgs]
-
-
-def check_out_dirs(outs, cfgs, resume, overwrite):
-    """Refuse to mix runs: a folder holding another run needs --resume (the same run) or --overwrite."""
-    resumable = 0
-    for out, cfg in zip(outs, cfgs):
-        if not out.exists() or not any(out.iterdir()):
-            continue
-        config_path = out / "config.json"
-        if not config_path.is_file():
-            raise UsageError(f"{out} is not empty and holds no run: choose another --out")
-        if overwrite:
-            continue
-        if not resume:
-            raise UsageError(f"{out} already holds a run: pass --resume to continue it or --overwrite to replace it")
-        old = json.loads(config_path.read_text()).get("settings", {})
-        diff = [k for k, v in asdict(cfg).items() if k not in NOT_IDENTITY and old.get(k) != v]
-        if diff:
-            raise UsageError(f"--resume: {out} holds a different run ({', '.join(f'{k} {old.get(k)!r}' for k in diff)}); "
-                             f"resume with the same settings or choose another --out")
-        resumable += (out / "state.pt").is_file()
-    if resume and not resumable:
-        raise UsageError(f"--resume: {'no run of this call has' if len(outs) > 1 else f'{outs[0]} has'} reached its "
-                         f"first evaluation (state.pt), so there is nothing to resume: use --overwrite")
 
 
 def param_groups(model, cfg):
@@ -326,32 +321,42 @@ def early_stopping_start(cfg):
     return int(cfg.stop_after * cfg.steps)
 
 
-# ---- one run's state and bookkeeping ---------------------------------------------------------------
+# ---- one run and its progress ----------------------------------------------------------------------
 
 @dataclass
 class Run:
-    """A run of the call: its settings, folder, trainable model, optimiser and progress."""
+    """A run of the call: its settings, folder, trainable model, optimiser, schedule and progress."""
     cfg: TrainConfig
     out: Path
     model: xpe.PromptClassifier
     optimizer: Adafactor
     scheduler: object
-    config: dict                    # its config.json
-    loss_sum: torch.Tensor          # training loss since the last evaluation, summed on the device
-    first_bad: torch.Tensor         # the first step with a non-finite loss, found without a sync
-    step: int = 0
-    since_eval: int = 0
-    seconds: float = 0.0            # training time before this process: a resumed run keeps counting
-    best: dict = dataclasses.field(default_factory=lambda: dict(step=0, dev_accuracy=-1.0, dev_loss=math.inf))
-    early: dict = dataclasses.field(default_factory=lambda: dict(best_loss=None, bad_evals=0))
-    log: list = dataclasses.field(default_factory=list)
-    stopped: str = ""               # "", "steps", "early", or where a loss stopped being finite: "training", "dev"
-    bad_step: int = 0
-    rng: tuple = None               # resumed: the RNG states saved with it (CPU, CUDA)
+    config: dict                     # its config.json
+    progress: Progress
+    best: dict = None                # the best model's trainable weights and artifact tensors, on the CPU
+    loss_sum: torch.Tensor = None    # training loss since the last evaluation, summed on the device
+    first_bad: torch.Tensor = None   # the first step with a non-finite loss, found without a sync
+
+    @property
+    def stopped(self):  # bench.py's word for a run whose loss stopped being finite
+        return "training" if self.progress.ended is Ended.NOT_FINITE else ""
 
 
-def start_run(cfg, out, backbone, labels, sources, device, resume, overwrite):
-    """Build a run as it would be built alone (seeded), then load its state when resuming; write config.json."""
+def verdict(cfg, p):
+    """Whether a run goes on (None) or how it ended: the one place that decides it."""
+    if p.ended:
+        return p.ended
+    if cfg.patience and p.bad_evals >= cfg.patience:
+        return Ended.EARLY
+    return Ended.STEPS if p.step >= cfg.steps else None
+
+
+def start_run(cfg, out, backbone, labels, sources, device, resume=False, overwrite=False, pack=None):
+    """Build a run as it would be built alone (seeded), then load its state when resuming; write config.json.
+
+    A call that does not resume starts from an emptied folder, so overwrite (bench.py passes it) changes nothing.
+    pack: the names of the runs of its pack, which config.json records for --resume.
+    """
     torch.manual_seed(cfg.seed)
     model = xpe.build_classifier(backbone, prompt_config(cfg, len(labels))).to(device)
     if cfg.init:
@@ -365,105 +370,100 @@ def start_run(cfg, out, backbone, labels, sources, device, resume, overwrite):
         "seed": cfg.seed, "source_languages": [] if cfg.target else sources,
         "target_languages": sources if cfg.target else [],
         "trainable_parameters": trainable, "total_parameters": total, "trainable_share_percent": share,
-        "settings": asdict(cfg),
+        "settings": asdict(cfg), "pack": list(pack or [run_name(cfg)]), "ended": None,
     }
     zero = torch.zeros((), device=device)
-    run = Run(cfg, out, model, optimizer, scheduler, config, loss_sum=zero.clone(), first_bad=zero.long() - 1)
+    run = Run(cfg, out, model, optimizer, scheduler, config, Progress(), loss_sum=zero.clone(),
+              first_bad=zero.long() - 1)
+    if not resume:  # the folder is empty or train.py's own (rundirs.check_folders): what a killed call left goes
+        out.mkdir(parents=True, exist_ok=True)
+        rundirs.clear(out)
     if resume and (out / "state.pt").is_file():
-        state = torch.load(out / "state.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state["trainable"], strict=False)
+        state = rundirs.load(out / "state.pt")
+        model.load_state_dict(state["model"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        run.step, run.best, run.early, run.log = state["step"], state["best"], state["early"], state["log"]
-        run.seconds, run.stopped = state["seconds"], state["stopped"]
-        run.rng = state["rng_cpu"], state.get("rng_cuda")
+        run.progress, run.best = Progress.restored(state["progress"]), state["best"]
+        # a kill may have come between state.pt and the files that follow from it
+        rundirs.write_outputs(out, run.progress, run.best, config, everything=True)
     else:
-        if overwrite and out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-    xpe.atomic_write_json(out / "config.json", config)
+        if resume and (out / "config.json").is_file():  # ended before its first evaluation (not finite)
+            ended = json.loads((out / "config.json").read_text()).get("ended")
+            if ended:
+                run.progress = Progress(ended=Ended(ended["why"]), ended_step=ended["step"], left_at=ended["step"])
+        rundirs.write_config(out, config, run.progress)
     return run
-
-
-def finished(run):
-    cfg = run.cfg
-    return bool(run.stopped) or run.step >= cfg.steps or (cfg.patience and run.early["bad_evals"] >= cfg.patience)
 
 
 def update(run, loss):
     """One optimiser step of a run whose gradients are in place: clip, step, schedule, track the loss."""
-    params = [p for g in run.optimizer.param_groups for p in g["params"]]
-    torch.nn.utils.clip_grad_norm_(params, run.cfg.grad_clip)
+    if run.cfg.grad_clip:
+        params = [p for g in run.optimizer.param_groups for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(params, run.cfg.grad_clip)
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    run.step += 1
-    run.since_eval += 1
+    run.progress.step += 1
     loss = loss.detach()
     run.loss_sum += loss
-    run.first_bad = torch.where((run.first_bad < 0) & ~torch.isfinite(loss), run.step, run.first_bad)
+    run.first_bad = torch.where((run.first_bad < 0) & ~torch.isfinite(loss), run.progress.step, run.first_bad)
 
 
-def after_eval(run, logits, labels, seconds, device):
-    """What a run does at a dev evaluation: log it, keep the best model, count towards early stopping, save."""
-    cfg = run.cfg
+def evaluate_run(run, logits, labels, seconds, pack_step):
+    """A dev evaluation of a run, in memory: log it, keep the best model, count towards early stopping."""
+    cfg, p = run.cfg, run.progress
     dev_loss = F.cross_entropy(logits, labels).item()
     if not math.isfinite(dev_loss):  # this step's update overflowed: keep the state before it
-        run.stopped, run.bad_step = "dev", run.step
-        return
+        return end_not_finite(run, p.step, pack_step)
     dev_acc = (logits.argmax(-1) == labels).float().mean().item()
     scale = run.scheduler.lr_lambdas[0](run.scheduler.last_epoch)  # one schedule shapes every group's rate
-    run.log.append(dict(step=run.step, train_loss=round(run.loss_sum.item() / max(run.since_eval, 1), 6),
-                        lr_prompt=cfg.lr_prompt * scale, lr=cfg.lr * scale, dev_loss=round(dev_loss, 6),
-                        dev_accuracy=round(dev_acc, 6), seconds=round(run.seconds + seconds, 2)))
+    since = p.step - (p.log[-1]["step"] if p.log else 0)
+    p.seconds += seconds
+    p.log.append(dict(step=p.step, train_loss=round(run.loss_sum.item() / max(since, 1), 6),
+                      lr_prompt=cfg.lr_prompt * scale, lr=cfg.lr * scale, dev_loss=round(dev_loss, 6),
+                      dev_accuracy=round(dev_acc, 6), seconds=round(p.seconds, 2)))
     run.loss_sum.zero_()
-    run.since_eval = 0
-    if dev_acc > run.best["dev_accuracy"]:
-        run.best.update(step=run.step, dev_accuracy=dev_acc, dev_loss=dev_loss)
-        xpe.save_artifact(run.model, run.out, run.config)
-        weights = trainable_state(run.model)
-        xpe.atomic_write(run.out / "best.safetensors", lambda tmp: save_file(weights, tmp))
-    if cfg.patience and run.step >= early_stopping_start(cfg):  # the authors' LossEarlyStoppingCallback
-        if run.early["best_loss"] is None or dev_loss < run.early["best_loss"]:
-            run.early.update(best_loss=dev_loss, bad_evals=0)
+    if dev_acc > p.best_accuracy:
+        p.best_step, p.best_accuracy = p.step, dev_acc
+        run.best = dict(model=trainable_state(run.model), artifact=artifact_tensors(run.model))
+    if cfg.patience and p.step >= early_stopping_start(cfg):  # the authors' LossEarlyStoppingCallback
+        if dev_loss < p.lowest_loss:
+            p.lowest_loss, p.bad_evals = dev_loss, 0
         else:
-            run.early["bad_evals"] += 1
-    if cfg.patience and run.early["bad_evals"] >= cfg.patience:
-        run.stopped = "early"
-    elif run.step >= cfg.steps:
-        run.stopped = "steps"
-    write_log(run.out / "log.csv", run.log)
-    save_state(run, run.seconds + seconds, device)
+            p.bad_evals += 1
+    p.ended = verdict(cfg, p)
+    if p.ended:
+        p.ended_step, p.left_at = p.step, pack_step
+
+
+def end_not_finite(run, bad_step, pack_step):
+    """The run leaves the pack; its last good state.pt stays, marked as ended, so that --resume skips it."""
+    p = run.progress
+    p.ended, p.ended_step, p.left_at = Ended.NOT_FINITE, bad_step, pack_step
+    rundirs.mark_ended(run.out, p)
+    rundirs.write_config(run.out, run.config, p)
+
+
+def save_pack(runs, device):
+    """The runs' saves at one evaluation, as one unit (rundirs.py): every run stages its state, then each commits."""
+    for run in runs:
+        p = run.progress
+        p.rng_cpu = torch.get_rng_state()
+        p.rng_cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        rundirs.stage(run.out, dict(progress=p.saved(), model=trainable_state(run.model), best=run.best,
+                                    optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict()))
+    for run in runs:
+        rundirs.commit(run.out, run.progress, run.best, run.config)
 
 
 def trainable_state(model):
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not k.startswith("backbone.")}
 
 
-def write_log(path, rows):
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    xpe.atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
-
-
-def save_state(run, seconds, device):
-    state = dict(trainable=trainable_state(run.model), optimizer=run.optimizer.state_dict(),
-                 scheduler=run.scheduler.state_dict(), step=run.step, best=run.best, early=run.early, log=run.log,
-                 seconds=seconds, stopped=run.stopped, rng_cpu=torch.get_rng_state())
-    if device.type == "cuda":
-        state["rng_cuda"] = torch.cuda.get_rng_state(device)
-    xpe.atomic_write(run.out / "state.pt", lambda tmp: torch.save(state, tmp))
-
-
-def mark_stopped(run):
-    """A run whose loss stopped being finite keeps its last good state.pt, marked so that --resume skips it."""
-    path = run.out / "state.pt"
-    if path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state["stopped"] = run.stopped
-        xpe.atomic_write(path, lambda tmp: torch.save(state, tmp))
+def artifact_tensors(model):
+    """The inference artifact's tensors (xpe.save_artifact's): the prompt, computed once, and the head."""
+    tensors = {"prompt": model.static_prompt().detach().float().cpu().contiguous()}
+    return tensors | {f"head.{k}": v.detach().float().cpu().clone() for k, v in model.head.state_dict().items()}
 
 
 # ---- the loop --------------------------------------------------------------------------------------
@@ -471,20 +471,20 @@ def mark_stopped(run):
 def fit(runs, train_ids, train_labels, dev_ids, dev_labels, pad_id, device, on_step=None):
     """Train the runs as one pack until each has done its steps or stopped. on_step(step): bench.py's timer."""
     cfg = runs[0].cfg  # steps, batches and evaluation are the same for every run of a call
-    live = [r for r in runs if not finished(r)]
+    live = [r for r in runs if not r.progress.ended]
     if not live:
         return
     lengths = [len(x) for x in train_ids]
     per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
     eval_every = cfg.eval_every or per_epoch
-    step = min(r.step for r in live)
-    resumed = [r.rng for r in live if r.rng is not None and r.step == step]
+    step = min(r.progress.step for r in live)  # the same for every run of a pack (rundirs.py, rejoin)
+    resumed = [r.progress for r in live if r.progress.rng_cpu is not None]
     if resumed:  # the dropout stream continues where the killed call left it
-        torch.set_rng_state(resumed[0][0])
-        if device.type == "cuda" and resumed[0][1] is not None:
-            torch.cuda.set_rng_state(resumed[0][1], device)
+        torch.set_rng_state(resumed[0].rng_cpu)
+        if device.type == "cuda" and resumed[0].rng_cuda is not None:
+            torch.cuda.set_rng_state(resumed[0].rng_cuda, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    plans, start = {}, time.time()
+    plans, clock = {}, time.time()
     bar = tqdm(total=cfg.steps, initial=step, dynamic_ncols=True,
                desc=live[0].out.name if len(runs) == 1 else f"{len(live)} runs")
     for r in live:
@@ -499,7 +499,7 @@ def fit(runs, train_ids, train_labels, dev_ids, dev_labels, pad_id, device, on_s
             indices = plans[seed, epoch][offset]
             batches[seed] = xpe.to_device([*xpe.pad([train_ids[i] for i in indices], pad_id), train_labels[indices]],
                                           device)
-        active = [r for r in live if r.step == step]  # after a kill mid-save, a run ahead waits for the pack
+        active = live
         # On a CPU a pass a run is faster than one pass of the whole pack (bench.py): its tensors stay in
         # the caches. The pack still shares the batches, the backward call and the bookkeeping.
         with autocast:
@@ -515,60 +515,79 @@ def fit(runs, train_ids, train_labels, dev_ids, dev_labels, pad_id, device, on_s
             on_step(step)
         due = step % eval_every == 0 or step == cfg.steps
         if step % 50 == 0 or due:
-            live = drop_non_finite(live)
-            bar.set_postfix(runs=len(live), loss=f"{torch.stack(losses).mean().item():.3f}",
-                            dev_acc=max((f"{r.log[-1]['dev_accuracy']:.3f}" for r in live if r.log), default="-"))
+            live = drop_non_finite(live, step)
+            bar.set_postfix(runs=len(live), loss=f"{torch.stack(losses).mean().item():.3f}", dev_acc=max(
+                (f"{r.progress.log[-1]['dev_accuracy']:.3f}" for r in live if r.progress.log), default="-"))
         if due and live:
             dev = xpe.predict([r.model for r in live], dev_ids, pad_id, cfg.eval_batch_size)
+            seconds, clock = time.time() - clock, time.time()
             for r, logits in zip(live, dev):
-                after_eval(r, logits, dev_labels, time.time() - start, device)
-                if r.stopped in ("training", "dev"):
-                    mark_stopped(r)
-            live = [r for r in live if not r.stopped]
+                evaluate_run(r, logits, dev_labels, seconds, step)
+            save_pack([r for r in live if r.progress.ended is not Ended.NOT_FINITE], device)
+            live = [r for r in live if not r.progress.ended]
             for r in live:
                 r.model.train()
     bar.close()
 
 
-def drop_non_finite(live):
+def drop_non_finite(live, pack_step):
     """Runs whose training loss stopped being finite leave the pack: the one sync between evaluations."""
     bad = torch.stack([r.first_bad for r in live]).tolist()
     for r, b in zip(live, bad):
         if b >= 0:
-            r.stopped, r.bad_step = "training", b
-            mark_stopped(r)
-    return [r for r in live if not r.stopped]
+            end_not_finite(r, b, pack_step)
+    return [r for r in live if not r.progress.ended]
+
+
+def rejoin(pack):
+    """A resumed pack goes on from the step its running runs reached; a run that left it after that step
+    (its loss was not finite, then the call was killed before the others saved) leaves it again as it did."""
+    going = [r.progress.step for r in pack if not r.progress.ended]
+    for r in pack:
+        p = r.progress
+        if going and p.ended and p.left_at > min(going):
+            if p.step != min(going):
+                raise RuntimeError(f"{r.out}: state.pt holds step {p.step}, its pack goes on from {min(going)}")
+            p.ended, p.ended_step, p.left_at = None, 0, 0
+            rundirs.write_config(r.out, r.config, p)
 
 
 def report(run):
     """One line on how a run ended; False when its loss stopped being finite."""
-    cfg = run.cfg
-    if run.stopped in ("training", "dev"):
-        kept = (f"the last good state, from step {run.log[-1]['step']}, is kept" if run.log else
+    cfg, p = run.cfg, run.progress
+    if p.ended is Ended.NOT_FINITE:
+        kept = (f"the last good state, from step {p.log[-1]['step']}, is kept" if p.log else
                 "nothing is kept: it stopped before its first evaluation")
-        print(f"train.py: {run.out}: stopped: the {run.stopped} loss was not finite at step {run.bad_step} "
+        print(f"train.py: {run.out}: stopped: the loss was not finite at step {p.ended_step} "
               f"(--lr-prompt {cfg.lr_prompt:g}, --lr-spt {cfg.lr_spt:g}, --lr {cfg.lr:g}); {kept}: "
               f"lower the learning rates", file=sys.stderr)
         return False
-    why = f"early stop at step {run.step}" if run.stopped == "early" else f"{run.step} steps"
-    seconds = run.log[-1]["seconds"] if run.log else 0.0
-    print(f"{run.out}: done ({why}): best dev accuracy {run.best['dev_accuracy']:.4f} at step {run.best['step']}, "
-          f"{seconds:.0f} s of training")
+    why = f"early stop at step {p.step}" if p.ended is Ended.EARLY else f"{p.step} steps"
+    print(f"{run.out}: done ({why}): best dev accuracy {p.best_accuracy:.4f} at step {p.best_step}, "
+          f"{p.seconds:.0f} s of training")
     return True
 
 
+def packs_of(cfgs, pack_seeds):
+    """The packs of a call, as lists of indices into cfgs: one a seed, or with pack_seeds one in all."""
+    seeds = list(dict.fromkeys(cfg.seed for cfg in cfgs))
+    return [list(range(len(cfgs)))] if pack_seeds else [[i for i, c in enumerate(cfgs) if c.seed == s] for s in seeds]
+
+
 def train(cfgs, outs, sources, labels, train_rows, dev_rows, backbone, tokenizer, device, resume=False,
-          overwrite=False, pack_seeds=False):
-    """Train the call's runs: one pack a seed, one after another, or with pack_seeds a single pack; 0 if all ended well."""
+          pack_seeds=False):
+    """Train the call's runs into their claimed folders, pack after pack; 0 if all ended well."""
     train_ids = data.encode(train_rows, tokenizer, cfgs[0].max_length)
     dev_ids = data.encode(dev_rows, tokenizer, cfgs[0].max_length)
     train_labels = torch.tensor([r.label for r in train_rows])
     dev_labels = torch.tensor([r.label for r in dev_rows])
-    seeds = list(dict.fromkeys(cfg.seed for cfg in cfgs))
-    packs = [range(len(cfgs))] if pack_seeds else [[i for i, c in enumerate(cfgs) if c.seed == s] for s in seeds]
     runs = []
-    for pack in packs:  # built just before training: a pack of one trains as that run alone would
-        members = [start_run(cfgs[i], outs[i], backbone, labels, sources, device, resume, overwrite) for i in pack]
+    for pack in packs_of(cfgs, pack_seeds):  # built just before training: a pack of one trains as that run alone
+        names = [run_name(cfgs[i]) for i in pack]
+        if resume:
+            rundirs.settle([outs[i] for i in pack])
+        members = [start_run(cfgs[i], outs[i], backbone, labels, sources, device, resume, pack=names) for i in pack]
+        rejoin(members)
         fit(members, train_ids, train_labels, dev_ids, dev_labels, tokenizer.pad_token_id, device)
         runs += members
     return 0 if all([report(r) for r in runs]) else 1
@@ -580,7 +599,10 @@ def main(argv=None):
         cfgs = resolve_configs(args)
         cfg = cfgs[0]
         outs = run_dirs(cfgs, args.out)
-        check_out_dirs(outs, cfgs, args.resume, args.overwrite)
+        names = {i: [run_name(cfgs[j]) for j in pack] for pack in packs_of(cfgs, args.pack_seeds) for i in pack}
+        packs = [names[i] for i in range(len(cfgs))]
+        settings = [asdict(c) for c in cfgs]
+        rundirs.check_folders(outs, settings, packs, args.resume, args.overwrite, NOT_IDENTITY)
         data_dir = cfg.data_dir or None
         groups, codes = data.groups_and_codes(cfg.groups_file or None, data_dir)
         sources = data.resolve_languages(cfg.target or cfg.source, groups, codes)
@@ -589,19 +611,55 @@ def main(argv=None):
         # a target run keeps its source run's head, so its labels
         labels = (json.loads((Path(cfg.init) / "config.json").read_text())["labels"] if cfg.init
                   else data.find_labels(sources, data_dir))
-        train_rows = data.load_split(sources, "train", data_dir, labels)
-        dev_rows = data.load_split(sources, "dev", data_dir, labels)
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        train_rows = data.check_rows(data.load_split(sources, "train", data_dir, labels), sources, "train", data_dir)
+        dev_rows = data.check_rows(data.load_split(sources, "dev", data_dir, labels), sources, "dev", data_dir)
+        device = pick_device(args.device)
         backbone, tokenizer = xpe.load_backbone(cfg.model, device)
-        limit = xpe.max_text_length(backbone, cfg.prompt_len)
-        if limit is not None and cfg.max_length > limit:
-            raise UsageError(f"--max-length {cfg.max_length} and {cfg.prompt_len} prompt vectors need more positions "
-                             f"than {cfg.model} has: use --max-length {limit} or less")
-    except (UsageError, ValueError) as e:  # data.DataError is a ValueError
+        check_positions(cfg, xpe.max_text_length(backbone, cfg.prompt_len))
+        fds = rundirs.claim(outs)  # from here on the folders are this call's, and only now is anything written
+    except (UsageError, rundirs.FolderError, ValueError) as e:  # data.DataError is a ValueError
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
-    return train(cfgs, outs, sources, labels, train_rows, dev_rows, backbone, tokenizer, device, args.resume,
-                 args.overwrite, args.pack_seeds)
+    try:
+        # again, as they are now that they are locked
+        rundirs.check_folders(outs, settings, packs, args.resume, args.overwrite, NOT_IDENTITY, probe_locks=False)
+        if args.overwrite:
+            for out in outs:
+                rundirs.clear(out)
+        return train(cfgs, outs, sources, labels, train_rows, dev_rows, backbone, tokenizer, device, args.resume,
+                     args.pack_seeds)
+    except (UsageError, rundirs.FolderError) as e:  # another call changed a folder between the checks
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        rundirs.release(fds)
+
+
+def pick_device(name):
+    try:
+        device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise UsageError(f"--device {name}: not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
+        raise UsageError(f"--device {name}: no such CUDA device on this machine "
+                         f"({torch.cuda.device_count()} found); use cpu or another --device")
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {name}: train.py runs on cpu or cuda")
+    return device
+
+
+def check_positions(cfg, limit):
+    """The prompt and the text must fit into the backbone's position table (None: it has none)."""
+    if limit is None or cfg.max_length <= limit:
+        return
+    positions = limit + cfg.prompt_len
+    if limit < 1:
+        prompt_len = max(1, positions - cfg.max_length)
+        raise UsageError(f"--prompt-len {cfg.prompt_len} leaves no position for text in {cfg.model}, which has "
+                         f"{positions}: use --prompt-len {prompt_len} or less with --max-length "
+                         f"{min(cfg.max_length, positions - prompt_len)}")
+    raise UsageError(f"--max-length {cfg.max_length} and {cfg.prompt_len} prompt vectors need more positions "
+                     f"than {cfg.model} has: use --max-length {limit} or less")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def test_each_method_trains_and_writes_a_run(tmp_path, tiny_model_dir, method, f
     code, out = run(tmp_path, tiny_model_dir, *extra)
     assert code == 0
     assert {p.name for p in out.iterdir()} == {"config.json", "log.csv", "prompt.safetensors", "best.safetensors",
-                                              "state.pt"}
+                                              "state.pt", "xpe-train.lock"}
     config = json.loads((out / "config.json").read_text())
     assert config["method"] == method and config["source_languages"] == ["eng_Latn", "fra_Latn"]
     assert config["n_spt"] + config["n_xpe"] == 20 and config["trainable_parameters"] > 0
@@ -84,8 +84,9 @@ def test_early_stopping_follows_the_authors_callback(tmp_path, tiny_model_dir):
     steps = [int(r["step"]) for r in log_of(out)]
     assert train.early_stopping_start(train.TrainConfig(steps=60)) == 30
     assert steps[-1] == 30 + 3 * 2  # 30 sets the best dev loss; 32, 34 and 36 are the three bad evaluations
-    state = torch.load(out / "state.pt", weights_only=True)
-    assert state["early"]["bad_evals"] == 3 and state["stopped"] == "early"
+    progress = torch.load(out / "state.pt", weights_only=True)["progress"]
+    assert progress["bad_evals"] == 3 and progress["ended"] == "early"
+    assert json.loads((out / "config.json").read_text())["ended"] == {"why": "early", "step": 36}
 
 
 def test_patience_0_turns_early_stopping_off(tmp_path, tiny_model_dir):
@@ -135,8 +136,8 @@ def same_files(a, b, names=("prompt.safetensors", "best.safetensors")):
             assert torch.equal(x[k], y[k]), (a, name, k)
     state_a = torch.load(a / "state.pt", weights_only=True)
     state_b = torch.load(b / "state.pt", weights_only=True)
-    for k in state_a["trainable"]:
-        assert torch.equal(state_a["trainable"][k], state_b["trainable"][k]), (a, k)
+    for k in state_a["model"]:
+        assert torch.equal(state_a["model"][k], state_b["model"][k]), (a, k)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(log_of(a)) == strip(log_of(b))
 
@@ -164,9 +165,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_state(tmp_path, tiny_mode
     err = capsys.readouterr().err
     assert "loss was not finite at step" in err and "--lr-prompt 1e+38" in err
     state = torch.load(out / "state.pt", weights_only=True)
-    assert all(torch.isfinite(v).all() for v in state["trainable"].values())
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
     bad_step = int(err.split("not finite at step ")[1].split()[0])
-    assert state["step"] == bad_step - 1 and bad_step > 1
+    assert state["progress"]["step"] == bad_step - 1 and bad_step > 1
     assert all(math.isfinite(float(r["dev_loss"])) for r in log_of(out))
 
 
@@ -192,30 +193,105 @@ def test_target_defaults_without_flags():
     assert [str(p) for p in train.run_dirs([cfg], None)] == ["runs/dual0.7-joshi5-s42"]
 
 
-@pytest.mark.parametrize("args, words", [
+BAD_INPUT = [  # every flag, each with the values outside the range where it means something
     (["--method", "prefix"], "unknown method 'prefix'"),
-    (["--method", "dual", "--xpe-frac", "1.5"], "xpe_frac must lie in [0, 1]"),
-    (["--method", "dual", "--xpe-frac", "0"], "dual needs 0 < xpe_frac < 1"),
-    (["--target", "fra_Latn"], "--target needs --init"),
-    (["--source", "eng_Latn,xyz_Latn"], "xyz_Latn"),
-    (["--source", "joshi6"], "joshi6"),
-    (["--prompt-len", "0"], "prompt length"),
-    (["--resume", "--overwrite"], "give one of them"),
-    (["--patience", "-1"], "--patience must be 0 or more"),
-    (["--max-length", "235"], "use --max-length 234 or less"),  # the tiny model has 256 positions, from 2
     (["--method", "spt,prefix"], "unknown method 'prefix'"),
     (["--method", "spt,dual:1.5"], "dual needs 0 < fraction < 1"),
     (["--method", "spt,dual"], "needs its fraction"),
     (["--method", "spt,spt"], "names a run twice"),
+    (["--method", "dual", "--xpe-frac", "1.5"], "xpe_frac must lie in [0, 1]"),
+    (["--method", "dual", "--xpe-frac", "nan"], "xpe_frac must lie in [0, 1]"),
+    (["--method", "dual", "--xpe-frac", "0"], "dual needs 0 < xpe_frac < 1"),
+    (["--method", "spt,xpe", "--xpe-frac", "0.5"], "--xpe-frac goes with a single --method"),
     (["--seed", "5-1"], "runs backwards"),
     (["--seed", "1,x"], "a list 1,2,5 or a range 1-10"),
-    (["--method", "spt,xpe", "--xpe-frac", "0.5"], "--xpe-frac goes with a single --method"),
-])
+    (["--seed", "-3"], "seeds are 0 or more"),
+    (["--source", "eng_Latn,xyz_Latn"], "xyz_Latn"),
+    (["--source", "joshi6"], "joshi6"),
+    (["--target", "fra_Latn"], "--target needs --init"),
+    (["--init", "/nonexistent"], "--init needs --target"),
+    (["--target", "fra_Latn", "--init", "/nonexistent"], "is not a finished source run"),
+    (["--model", "/nonexistent"], "cannot load the backbone '/nonexistent'"),
+    (["--data-dir", "/nonexistent"], "data directory /nonexistent does not exist"),
+    (["--groups-file", "/nonexistent.json"], "group file /nonexistent.json not found"),
+    (["--steps", "0"], "--steps must be at least 1, got 0"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--lr-prompt", "nan"], "--lr-prompt must be a finite number, 0 or more, got nan"),
+    (["--lr-prompt", "inf"], "--lr-prompt must be a finite number, 0 or more, got inf"),
+    (["--lr-prompt", "-0.001"], "--lr-prompt must be a finite number, 0 or more"),
+    (["--lr-spt", "nan"], "--lr-spt must be a finite number (below 0: --lr-prompt)"),
+    (["--lr", "-0.001"], "--lr must be a finite number, 0 or more"),
+    (["--lr", "inf"], "--lr must be a finite number, 0 or more"),
+    (["--weight-decay", "-0.1"], "--weight-decay must be a finite number, 0 or more"),
+    (["--warmup", "1"], "--warmup must be a share of the steps in [0, 1)"),
+    (["--warmup", "nan"], "--warmup must be a share of the steps in [0, 1)"),
+    (["--cycles", "0"], "--cycles must be at least 1"),
+    (["--patience", "-1"], "--patience must be 0 or more"),
+    (["--stop-after", "1.5"], "--stop-after must be a share of the steps in [0, 1]"),
+    (["--max-length", "0"], "--max-length must be at least 1"),
+    (["--max-length", "235"], "use --max-length 234 or less"),  # the tiny model has 256 positions, from 2
+    (["--prompt-len", "0"], "prompt length"),
+    (["--prompt-len", "600"], "use --prompt-len 90 or less with --max-length 164"),
+    (["--encoder-hidden", "0"], "--encoder-hidden must be at least 1, got 0"),
+    (["--encoder-hidden", "-4"], "--encoder-hidden must be at least 1"),
+    (["--encoder-dropout", "1.5"], "--encoder-dropout must be a probability in [0, 1)"),
+    (["--encoder-dropout", "1"], "--encoder-dropout must be a probability in [0, 1)"),
+    (["--head-dropout", "-0.1"], "--head-dropout must be a probability in [0, 1)"),
+    (["--grad-clip", "-1"], "--grad-clip must be a finite norm, or 0 for no clipping"),
+    (["--grad-clip", "nan"], "--grad-clip must be a finite norm, or 0 for no clipping"),
+    (["--eval-every", "-1"], "--eval-every must be 0 or more"),
+    (["--eval-batch-size", "0"], "--eval-batch-size must be at least 1"),
+    (["--device", "tpu"], "--device tpu: not a device"),
+    (["--device", "cuda:7"], "--device cuda:7: no such CUDA device"),
+    (["--resume"], "does not exist, so there is nothing to resume"),
+    (["--resume", "--overwrite"], "give one of them"),
+    (["--pack-seeds", "--method", "spt,spt"], "names a run twice"),  # a switch: only the runs it packs can be wrong
+]
+
+
+@pytest.mark.parametrize("args, words", BAD_INPUT)
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, tiny_model_dir, capsys, args, words):
     code, out = run(tmp_path, tiny_model_dir, *args)
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert words in err and len(err.splitlines()) == 1, err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_bad_input_walks_every_flag():
+    walked = {arg for args, _ in BAD_INPUT for arg in args if arg.startswith("--")}
+    flags = {opt for action in train.build_parser()._actions for opt in action.option_strings if opt.startswith("--")}
+    assert flags - walked == {"--help", "--out"}  # --out: tests/test_runs.py (folders of others, a file, in use)
+
+
+def test_out_that_is_a_file_is_refused(tmp_path, tiny_model_dir, capsys):
+    (tmp_path / "run").write_text("mine")
+    code, out = run(tmp_path, tiny_model_dir)
+    assert code == 2 and "is a file, not a folder" in capsys.readouterr().err
+    assert out.read_text() == "mine"
+
+
+def test_grad_clip_0_is_off(tmp_path, tiny_model_dir):
+    code, off = run(tmp_path, tiny_model_dir, "--steps", "4", "--eval-every", "2", "--grad-clip", "0", name="off")
+    code_huge, huge = run(tmp_path, tiny_model_dir, "--steps", "4", "--eval-every", "2", "--grad-clip", "1e30",
+                          name="huge")
+    assert code == code_huge == 0
+    a, b = (torch.load(d / "state.pt", weights_only=True)["model"] for d in (off, huge))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "0: off" in next(action.help for action in train.build_parser()._actions if action.dest == "grad_clip")
+
+
+@pytest.mark.parametrize("split", ["train", "dev"])
+def test_an_empty_split_is_refused_before_anything_is_written(tmp_path, tiny_model_dir, capsys, split):
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURE_SIB200, data)
+    (data / "fra_Latn" / f"{split}.tsv").write_text("index_id\tcategory\ttext\n")
+    out = tmp_path / "out"
+    code = train.main(["--model", str(tiny_model_dir), "--data-dir", str(data), "--source", SOURCE, "--out", str(out),
+                       "--steps", "2", "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and f"the {split} split of fra_Latn has no rows" in err and len(err.splitlines()) == 1, err
     assert not out.exists()
 
 
@@ -285,8 +361,8 @@ def close_runs(a, b, tol=1e-5):
         assert x["dev_accuracy"] == y["dev_accuracy"]
     for tensors_a, tensors_b in [(load_file(str(a / n)), load_file(str(b / n)))
                                  for n in ("prompt.safetensors", "best.safetensors")] + \
-            [(torch.load(a / "state.pt", weights_only=True)["trainable"],
-              torch.load(b / "state.pt", weights_only=True)["trainable"])]:
+            [(torch.load(a / "state.pt", weights_only=True)["model"],
+              torch.load(b / "state.pt", weights_only=True)["model"])]:
         assert tensors_a.keys() == tensors_b.keys()
         for k in tensors_a:
             torch.testing.assert_close(tensors_a[k], tensors_b[k], atol=tol, rtol=0)
@@ -317,11 +393,11 @@ def test_a_run_whose_loss_overflows_leaves_the_pack_and_the_others_go_on(tmp_pat
     code, pack = run(tmp_path, quiet_model_dir, "--method", "spt,xpe", *flags, name="pack")
     assert code == 1
     err = capsys.readouterr().err
-    assert "spt-eng_Latn+fra_Latn-s42: stopped: the dev loss was not finite at step 2" in err, err
+    assert "spt-eng_Latn+fra_Latn-s42: stopped: the loss was not finite at step 2" in err, err
     assert "the last good state, from step 1, is kept" in err
     assert "xpe-eng_Latn+fra_Latn-s42: stopped" not in err
     spt = pack / "spt-eng_Latn+fra_Latn-s42"
-    assert all(torch.isfinite(v).all() for v in torch.load(spt / "state.pt", weights_only=True)["trainable"].values())
+    assert all(torch.isfinite(v).all() for v in torch.load(spt / "state.pt", weights_only=True)["model"].values())
     assert int(log_of(spt)[-1]["step"]) < 30
     code, alone = run(tmp_path, quiet_model_dir, "--method", "xpe", *flags, name="alone")
     assert code == 0
