@@ -29,11 +29,11 @@ import torch
 from safetensors.torch import load_file
 
 import data
+import rundirs
 import xpe
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTER_BIN = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
 RUN_FILES = (xpe.ARTIFACT_CONFIG, xpe.ARTIFACT_WEIGHTS, "log.csv")
-LOG_FIELDS = ["step", "train_loss", "lr_prompt", "lr", "dev_loss", "dev_accuracy", "seconds"]  # train.py's log.csv
 AUTHORS = "the authors' cross prompt encoder (bmikaberidze/XPE)"
 # where each backbone's *ForSequenceClassification keeps the parts of our head, by model_type
 HEADS = {"xlm-roberta": {"dense": "classifier.dense", "out_proj": "classifier.out_proj"},
@@ -338,7 +338,7 @@ def write_run(out, prompt, head_tensors, config):
     head.load_state_dict(head_tensors)
     out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS)
+    writer = csv.DictWriter(buf, fieldnames=rundirs.LOG_FIELDS)
     writer.writeheader()
     writer.writerow({"step": 0})
     xpe.atomic_write(out / "log.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))

@@ -33,7 +33,7 @@ STAGED = "state.next.pt"
 # so that a kill halfway leaves no state to resume from, and config.json (which says "a run is here") last
 OUTPUTS = (STAGED, "state.pt", "best.safetensors", "prompt.safetensors", "log.csv", "config.json")
 TMP = re.compile(r"\.(" + "|".join(re.escape(n) for n in OUTPUTS) + r")\.[^/]*\.tmp")  # xpe.atomic_write's
-LOG_FIELDS = ["step", "train_loss", "lr_prompt", "lr", "dev_loss", "dev_accuracy", "seconds"]  # log.csv's columns
+LOG_FIELDS = ["step", "train_loss", "lr_prompt", "lr_spt", "lr", "dev_loss", "dev_accuracy", "seconds"]  # log.csv's columns
 
 
 class FolderError(Exception):

@@ -135,31 +135,18 @@ def parse_args(argv=None):
 
 
 def parse_methods(text, xpe_frac):
-    """[(method, xpe_frac)] from --method: one method (with --xpe-frac) or a list like spt,dual:0.7,xpe."""
+    """[(method, xpe_frac)] from --method: one method (with --xpe-frac) or a list in xpe.method_name's grammar."""
     items = [item.strip() for item in text.split(",")]
-    if len(items) == 1 and ":" not in items[0]:
-        method = items[0]
-        if method not in xpe.METHODS:
-            raise UsageError(f"unknown method {method!r}: use one of {', '.join(xpe.METHODS)}")
-        return [(method, METHOD_FRAC[method] if xpe_frac is None else xpe_frac)]
+    if len(items) == 1 and items[0] in xpe.METHODS:  # one method: its fraction from --xpe-frac or its default
+        return [(items[0], METHOD_FRAC[items[0]] if xpe_frac is None else xpe_frac)]
     if xpe_frac is not None:
         raise UsageError("--xpe-frac goes with a single --method; in a list, write each fraction: dual:0.3,dual:0.7")
     runs = []
     for item in items:
-        method, _, frac = item.partition(":")
-        if method not in xpe.METHODS:
-            raise UsageError(f"unknown method {item!r} in --method {text}: use spt, xpe or dual:R (0 < R < 1)")
-        if method == "dual" and not frac:
-            raise UsageError(f"dual in a list needs its fraction, as in dual:0.7 (--method {text})")
-        if method != "dual" and frac:
-            raise UsageError(f"{item!r}: only dual takes a fraction (spt is 0, xpe is 1)")
         try:
-            value = float(frac) if frac else METHOD_FRAC[method]
-        except ValueError:
-            raise UsageError(f"{item!r}: the fraction after dual: must be a number between 0 and 1") from None
-        if not 0 < value < 1 and method == "dual":
-            raise UsageError(f"{item!r}: dual needs 0 < fraction < 1 (use spt for 0 or xpe for 1)")
-        runs.append((method, value))
+            runs.append(xpe.parse_method(item))
+        except ValueError as e:
+            raise UsageError(f"--method {text}: {e}") from None
     if len(set(runs)) != len(runs):
         raise UsageError(f"--method {text} names a run twice")
     return runs
@@ -420,7 +407,7 @@ def evaluate_run(run, logits, labels, seconds, pack_step):
     since = p.step - (p.log[-1]["step"] if p.log else 0)
     p.seconds += seconds
     p.log.append(dict(step=p.step, train_loss=round(run.loss_sum.item() / max(since, 1), 6),
-                      lr_prompt=cfg.lr_prompt * scale, lr=cfg.lr * scale, dev_loss=round(dev_loss, 6),
+                      lr_prompt=cfg.lr_prompt * scale, lr_spt=cfg.lr_spt * scale, lr=cfg.lr * scale, dev_loss=round(dev_loss, 6),
                       dev_accuracy=round(dev_acc, 6), seconds=round(p.seconds, 2)))
     run.loss_sum.zero_()
     if dev_acc > p.best_accuracy:

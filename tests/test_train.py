@@ -32,7 +32,7 @@ def log_of(out):
 
 @pytest.mark.parametrize("method, frac", [("spt", None), ("xpe", None), ("dual", "0.7"), ("dual", "0.3")])
 def test_each_method_trains_and_writes_a_run(tmp_path, tiny_model_dir, method, frac):
-    extra = ["--method", method] + (["--xpe-frac", frac] if frac else [])
+    extra = ["--method", method] + (["--xpe-frac", frac] if frac else []) + ["--lr-spt", "2e-3"]
     code, out = run(tmp_path, tiny_model_dir, *extra)
     assert code == 0
     assert {p.name for p in out.iterdir()} == {"config.json", "log.csv", "prompt.safetensors", "best.safetensors",
@@ -44,6 +44,9 @@ def test_each_method_trains_and_writes_a_run(tmp_path, tiny_model_dir, method, f
     rows = log_of(out)
     assert [int(r["step"]) for r in rows] == [10, 20, 30]
     assert all(math.isfinite(float(r["train_loss"])) for r in rows)
+    # the log's rates are the schedule's scale times each group's own rate: --lr-spt is the SPT part's
+    for r in rows:
+        assert math.isclose(float(r["lr_spt"]) / 2e-3, float(r["lr_prompt"]) / 5e-3, rel_tol=1e-9)
     best = max(rows, key=lambda r: float(r["dev_accuracy"]))
     model, _ = xpe.load_artifact(out, xpe.load_backbone(str(tiny_model_dir))[0])
     assert model.prompt.prompt.shape == (20, 32)
@@ -196,8 +199,9 @@ def test_target_defaults_without_flags():
 BAD_INPUT = [  # every flag, each with the values outside the range where it means something
     (["--method", "prefix"], "unknown method 'prefix'"),
     (["--method", "spt,prefix"], "unknown method 'prefix'"),
-    (["--method", "spt,dual:1.5"], "dual needs 0 < fraction < 1"),
-    (["--method", "spt,dual"], "needs its fraction"),
+    (["--method", "spt,dual:1.5"], "write spt, xpe or dual:R with 0 < R < 1"),
+    (["--method", "spt,dual"], "unknown method 'dual': write spt, xpe or dual:R"),
+    (["--method", "spt,xpe:0.5"], "unknown method 'xpe:0.5'"),
     (["--method", "spt,spt"], "names a run twice"),
     (["--method", "dual", "--xpe-frac", "1.5"], "xpe_frac must lie in [0, 1]"),
     (["--method", "dual", "--xpe-frac", "nan"], "xpe_frac must lie in [0, 1]"),
