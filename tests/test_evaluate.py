@@ -301,7 +301,10 @@ def test_an_unfinished_run_is_refused_naming_it_and_its_step(tmp_path, runs, cap
     training = copy_run(runs, "a", tmp_path)
     config = json.loads((training / "config.json").read_text())
     (training / "config.json").write_text(json.dumps({**config, "ended": None}))
-    cut = copy_run(runs, "b", tmp_path)  # no ended key: log.csv's last step against settings.steps
+    cut = copy_run(runs, "b", tmp_path)  # no ended key (an older train.py): log.csv's last step against settings.steps
+    old = json.loads((cut / "config.json").read_text())
+    old.pop("ended", None)
+    (cut / "config.json").write_text(json.dumps(old))
     lines = (cut / "log.csv").read_text().splitlines()
     (cut / "log.csv").write_text("\n".join(lines[:2]) + "\n")
     for run, words in ((training, "still training, at step 12 of 12"), (cut, "log.csv ends at step 4 of 12")):
