@@ -21,7 +21,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
 
@@ -32,8 +32,10 @@ from tqdm import tqdm
 from transformers.optimization import Adafactor, get_cosine_with_hard_restarts_schedule_with_warmup
 
 import data
+import packs
 import rundirs
 import xpe
+from packs import run_dirs, run_name  # noqa: F401 (bench.py and the tests call them through train)
 
 
 @dataclass
@@ -77,8 +79,9 @@ HELP = {  # one line a flag: what it sets, its unit or choices; the default is a
                 "(dual: 0.7)",
     "seed": "a seed, a list 1,2,5 or a range 1-10: each seed is a run of every --method (a --target run: its --init's)",
     "source": "training languages: a group, codes, or a mix such as joshi5,swh_Latn or seen-joshi5",
-    "target": "the full-supervision phase: one language, trained from --init on its own train split",
-    "init": "folder of the finished source run that --target starts from",
+    "target": "the full-supervision phase: languages as --source takes them, each trained from each --init on its "
+              "own train split",
+    "init": "folders of the finished source runs that --target starts from: a run for each with each language",
     "model": "backbone: a hub name or a local folder of a Hugging Face encoder",
     "data_dir": "local data laid out as DIR/<code>/{train,dev,test}.tsv (empty: SIB-200 from the hub)",
     "groups_file": "language groups, in the form of groups.json (empty: groups.json)",
@@ -119,7 +122,7 @@ def build_parser():
         shown = {"data_dir": "empty", "groups_file": "empty", "lr_spt": "-1", "eval_every": "0"}.get(f.name, default)
         kind = str if f.name in ("method", "seed") else type(default)  # lists and ranges: parsed below
         # None marks "not given", so that method- and target-dependent defaults can fill it.
-        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None, nargs="+" if f.name == "init" else None,
                        help=f"{HELP[f.name]} (default {shown})")
     p.add_argument("--out", default=None, help="the run's folder, or with several runs the folder that holds them "
                                                "(default runs/, each run named like dual0.7-joshi5-s42)")
@@ -128,6 +131,9 @@ def build_parser():
     p.add_argument("--pack-seeds", action="store_true",
                    help="pack the seeds of a call into the same steps too, each seed its own batch, instead of one "
                         "seed's pack after another (methods are always packed; bench.py measures both)")
+    p.add_argument("--pack-size", type=int, default=None,
+                   help="most runs a pack trains in one backbone pass; the call goes pack after pack (default "
+                        + ", ".join(f"{n} on {d}" for d, n in packs.DEFAULT_PACK_SIZE.items()) + ")")
     p.add_argument("--resume", action="store_true", help="continue the call's runs from their last evaluation")
     p.add_argument("--overwrite", action="store_true", help="replace the runs already in the run folders")
     return p
@@ -185,7 +191,8 @@ def parse_seeds(text):
 
 
 def resolve_configs(args):
-    """One TrainConfig per run of the call (methods × seeds), every setting checked; nothing is written."""
+    """One TrainConfig per run of the call (methods × seeds, or source runs × target languages), every setting
+    checked; nothing is written."""
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
     if args.resume and args.overwrite:
         raise UsageError("--resume continues the runs in --out and --overwrite replaces them: give one of them")
@@ -193,34 +200,51 @@ def resolve_configs(args):
         raise UsageError("--target needs --init RUN_DIR: the source run to start from")
     if given.get("init") and not given.get("target"):
         raise UsageError("--init needs --target LANG: the language of the full-supervision phase")
-    init_config = None
+    if args.pack_size is not None and args.pack_size < 1:
+        raise UsageError(f"--pack-size must be at least 1 (1: every run alone), got {args.pack_size}")
     if given.get("init"):
-        init_config = read_init(Path(given["init"]), given)
-        # The prompt's shape, the source and the seed come from the source run; the rest are the target defaults.
-        if given.setdefault("method", init_config["method"]) == init_config["method"]:
-            given.setdefault("xpe_frac", init_config["xpe_frac"])
-        for key in ("encoder_hidden", "source"):
-            given.setdefault(key, init_config[key])
-        given.setdefault("seed", str(init_config["seed"]))
-        for key, value in TARGET_DEFAULTS.items():
-            given.setdefault(key, value)
-    runs = parse_methods(given.pop("method", TrainConfig.method), given.pop("xpe_frac", None))
-    seeds = parse_seeds(given.pop("seed", str(TrainConfig.seed)))
-    if init_config is not None and (len(runs) > 1 or len(seeds) > 1):
-        raise UsageError("--target trains one run from its --init: give one --method and one --seed")
-    cfgs = [TrainConfig(**given, method=method, xpe_frac=frac, seed=seed) for seed in seeds for method, frac in runs]
-    cfg = cfgs[0]
+        cfgs = target_configs(given)
+    else:
+        runs = parse_methods(given.pop("method", TrainConfig.method), given.pop("xpe_frac", None))
+        seeds = parse_seeds(given.pop("seed", str(TrainConfig.seed)))
+        cfgs = [TrainConfig(**given, method=method, xpe_frac=frac, seed=seed) for seed in seeds for method, frac in runs]
     for c in cfgs:
         try:
             xpe.split_prompt(c.method, c.xpe_frac, c.prompt_len)
         except ValueError as e:
             raise UsageError(str(e)) from None
-    if init_config is not None:
+    check_ranges(cfgs[0])
+    return cfgs
+
+
+def target_configs(given):
+    """A target run for each --init and each --target language: the prompt's shape, the source and the seed
+    from its source run, the rest from the flags and the target defaults."""
+    inits, spec = given.pop("init"), given.pop("target")
+    groups, codes = data.groups_and_codes(given.get("groups_file") or None, given.get("data_dir") or None)
+    languages = data.resolve_languages(spec, groups, codes)
+    for key, value in TARGET_DEFAULTS.items():
+        given.setdefault(key, value)
+    cfgs, labels = [], None
+    for init in inits:
+        init_config, mine = read_init(Path(init), given), dict(given, init=init)
+        if labels is not None and init_config["labels"] != labels:
+            raise UsageError(f"--init {init} has other labels than {inits[0]}: train their targets in separate calls")
+        labels = init_config["labels"]
+        if mine.setdefault("method", init_config["method"]) == init_config["method"]:
+            mine.setdefault("xpe_frac", init_config["xpe_frac"])
+        for key in ("encoder_hidden", "source"):
+            mine.setdefault(key, init_config[key])
+        runs = parse_methods(mine.pop("method"), mine.pop("xpe_frac", None))
+        seeds = parse_seeds(mine.pop("seed", str(init_config["seed"])))
+        if len(runs) > 1 or len(seeds) > 1:
+            raise UsageError("--target trains one run from each --init and language: give one --method and one --seed")
+        cfg = TrainConfig(**mine, method=runs[0][0], xpe_frac=runs[0][1], seed=seeds[0], target=languages[0])
         for key in ("method", "xpe_frac", "encoder_hidden"):
             if getattr(cfg, key) != init_config[key]:
-                raise UsageError(f"--init {cfg.init} was trained with {key} {init_config[key]!r}, not "
+                raise UsageError(f"--init {init} was trained with {key} {init_config[key]!r}, not "
                                  f"{getattr(cfg, key)!r}: leave --{key.replace('_', '-')} out to take it from there")
-    check_ranges(cfg)
+        cfgs += [replace(cfg, target=lang) for lang in languages]
     return cfgs
 
 
@@ -268,26 +292,12 @@ def read_init(init_dir, given):
     return init_config
 
 
-def run_name(cfg):
-    if cfg.target:
-        return f"{Path(cfg.init).name}-to-{cfg.target}"
-    frac = f"{cfg.xpe_frac:g}" if cfg.method == "dual" else ""
-    return f"{cfg.method}{frac}-{cfg.source.replace(',', '+')}-s{cfg.seed}"
-
-
-def run_dirs(cfgs, out):
-    """One run: --out is its folder. Several: --out (default runs/) holds them, each under its default name."""
-    if len(cfgs) == 1:
-        return [Path(out) if out else Path("runs") / run_name(cfgs[0])]
-    return [Path(out or "runs") / run_name(cfg) for cfg in cfgs]
-
-
-def check_out_dirs(outs, cfgs, packs, resume, overwrite, probe_locks=True):
+def check_out_dirs(outs, cfgs, packs, resume, overwrite, probe_locks=True, call_outs=None):
     """Refuse to mix runs: a folder holding a run needs --resume (the same run, in the same pack) or --overwrite.
 
     Only an empty folder or one of train.py's own (rundirs.py) is ever trained into; one in use is refused.
+    call_outs: every folder of the call, where outs are one process's share (torchrun, srun), for --resume.
     """
-    resumable = 0
     for out, cfg, pack in zip(outs, cfgs, packs):
         rundirs.check_own(out, "continue a run" if resume else "replace anything" if overwrite else "train")
         if probe_locks and out.is_dir() and rundirs.is_locked(out):
@@ -306,13 +316,14 @@ def check_out_dirs(outs, cfgs, packs, resume, overwrite, probe_locks=True):
                              f"resume with the same settings or choose another --out")
         if config.get("pack", pack) != pack:  # the runs of a pack share the random stream: another pack diverges
             raise UsageError(f"--resume: {out} was trained in a pack of {', '.join(config['pack'])}, this call packs "
-                             f"it with {', '.join(pack)}: resume with the first call's --method, --seed and "
-                             f"--pack-seeds")
+                             f"it with {', '.join(pack)}: resume with the first call's --method, --seed, "
+                             f"--pack-seeds and --pack-size")
         states = [p for p in (out / rundirs.STAGED, out / "state.pt") if p.is_file()]
         if states and "progress" not in rundirs.load(states[0]):
             raise UsageError(f"--resume: {states[0]} was written by an older train.py; resume it with that "
                              f"version, or start again with --overwrite")
-        resumable += bool(states)
+    outs = outs if call_outs is None else call_outs  # what --resume finds, over the whole call
+    resumable = any((out / name).is_file() for out in outs for name in (rundirs.STAGED, "state.pt"))
     if resume and not any(out.is_dir() for out in outs):
         raise UsageError(f"--resume: {outs[0] if len(outs) == 1 else outs[0].parent} does not exist, so there is "
                          f"nothing to resume: leave --resume out to start the {'run' if len(outs) == 1 else 'runs'}")
@@ -567,14 +578,20 @@ def write_log(path, rows):
 
 # ---- the loop --------------------------------------------------------------------------------------
 
-def fit(runs, train_ids, train_labels, dev_ids, dev_labels, pad_id, device, on_step=None):
-    """Train the runs as one pack until each has done its steps or stopped. on_step(step): bench.py's timer."""
-    cfg = runs[0].cfg  # steps, batches and evaluation are the same for every run of a call
+def fit(runs, train_ids, train_labels, dev_ids, dev_labels, pad_id, device, on_step=None, splits=None):
+    """Train the runs as one pack until each has done its steps or stopped. on_step(step): bench.py's timer.
+
+    splits: {data_key(cfg): (train_ids, train_labels, dev_ids, dev_labels)} where the runs train on rows of
+    their own (a target call's languages; splits of one length, packs.packs_of); None: all on the ones given.
+    """
+    cfg = runs[0].cfg  # steps, batch size and evaluation are the same for every run of a call
     live = [r for r in runs if not r.progress.ended]
     if not live:
         return
-    lengths = [len(x) for x in train_ids]
-    per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
+    key_of = (lambda r: data_key(r.cfg)) if splits else (lambda r: None)  # noqa: E731
+    splits = splits or {None: (train_ids, train_labels, dev_ids, dev_labels)}
+    lengths = {key: [len(x) for x in split[0]] for key, split in splits.items()}
+    per_epoch = math.ceil(len(splits[key_of(live[0])][0]) / cfg.batch_size)
     eval_every = cfg.eval_every or per_epoch
     step = min(r.progress.step for r in live)  # the same for every run of a pack (rundirs.py, rejoin)
     resumed = [r.progress for r in live if r.progress.rng_cpu is not None]
@@ -591,20 +608,19 @@ def fit(runs, train_ids, train_labels, dev_ids, dev_labels, pad_id, device, on_s
     while live and step < cfg.steps:
         epoch, offset = divmod(step, per_epoch)
         batches = {}
-        for seed in sorted({r.cfg.seed for r in live}):  # the data order depends on the seed alone
-            if (seed, epoch) not in plans:
-                plans = {k: v for k, v in plans.items() if k[1] == epoch}
-                plans[seed, epoch] = data.train_batches(lengths, cfg.batch_size, seed, epoch)
-            indices = plans[seed, epoch][offset]
-            batches[seed] = xpe.to_device([*xpe.pad([train_ids[i] for i in indices], pad_id), train_labels[indices]],
-                                          device)
-        active = live
+        for key, seed in dict.fromkeys((key_of(r), r.cfg.seed) for r in live):  # a run's rows and seed: its batches
+            if (key, seed, epoch) not in plans:
+                plans = {k: v for k, v in plans.items() if k[2] == epoch}
+                plans[key, seed, epoch] = data.train_batches(lengths[key], cfg.batch_size, seed, epoch)
+            indices, (ids, labels) = plans[key, seed, epoch][offset], splits[key][:2]
+            batches[key, seed] = xpe.to_device([*xpe.pad([ids[i] for i in indices], pad_id), labels[indices]], device)
+        active, batch_of = live, lambda r: batches[key_of(r), r.cfg.seed]  # noqa: E731
         # On a CPU a pass a run is faster than one pass of the whole pack (bench.py): its tensors stay in
         # the caches. The pack still shares the batches, the backward call and the bookkeeping.
         with autocast:
-            logits = xpe.packed_logits([r.model for r in active], [batches[r.cfg.seed][:2] for r in active],
+            logits = xpe.packed_logits([r.model for r in active], [batch_of(r)[:2] for r in active],
                                        rows_per_pass=cfg.batch_size if device.type == "cpu" else None)
-        losses = [F.cross_entropy(x.float(), batches[r.cfg.seed][2]) for r, x in zip(active, logits)]
+        losses = [F.cross_entropy(x.float(), batch_of(r)[2]) for r, x in zip(active, logits)]
         torch.stack(losses).sum().backward()  # each run's gradients come from its own loss alone
         for r, loss in zip(active, losses):
             update(r, loss)
@@ -618,10 +634,13 @@ def fit(runs, train_ids, train_labels, dev_ids, dev_labels, pad_id, device, on_s
             bar.set_postfix(runs=len(live), loss=f"{torch.stack(losses).mean().item():.3f}", dev_acc=max(
                 (f"{r.progress.log[-1]['dev_accuracy']:.3f}" for r in live if r.progress.log), default="-"))
         if due and live:
-            dev = xpe.predict([r.model for r in live], dev_ids, pad_id, cfg.eval_batch_size)
+            groups = {key: [r for r in live if key_of(r) == key] for key in dict.fromkeys(map(key_of, live))}
+            dev = {key: xpe.predict([r.model for r in group], splits[key][2], pad_id, cfg.eval_batch_size)
+                   for key, group in groups.items()}  # each run on its own dev split, those sharing one in one pass
             seconds, clock = time.time() - clock, time.time()
-            for r, logits in zip(live, dev):
-                evaluate_run(r, logits, dev_labels, seconds, step)
+            for key, group in groups.items():
+                for r, logits in zip(group, dev[key]):
+                    evaluate_run(r, logits, splits[key][3], seconds, step)
             save_pack([r for r in live if r.progress.ended is not Ended.NOT_FINITE], device)
             live = [r for r in live if not r.progress.ended]
             for r in live:
@@ -667,27 +686,41 @@ def report(run):
     return True
 
 
-def packs_of(cfgs, pack_seeds):
-    """The packs of a call, as lists of indices into cfgs: one a seed, or with pack_seeds one in all."""
-    seeds = list(dict.fromkeys(cfg.seed for cfg in cfgs))
-    return [list(range(len(cfgs)))] if pack_seeds else [[i for i, c in enumerate(cfgs) if c.seed == s] for s in seeds]
+def data_key(cfg):
+    """Runs of the same key train on the same rows: a target run on its own language, a source run on its source."""
+    return cfg.target or cfg.source
 
 
-def train(cfgs, outs, sources, labels, train_rows, dev_rows, backbone, tokenizer, device, resume=False,
-          pack_seeds=False):
-    """Train the call's runs into their claimed folders, pack after pack; 0 if all ended well."""
-    train_ids = data.encode(train_rows, tokenizer, cfgs[0].max_length)
-    dev_ids = data.encode(dev_rows, tokenizer, cfgs[0].max_length)
-    train_labels = torch.tensor([r.label for r in train_rows])
-    dev_labels = torch.tensor([r.label for r in dev_rows])
+def load_rows(cfgs):
+    """The languages {key: codes}, the labels, and the rows {key: (train rows, dev rows)} of the call's runs."""
+    cfg = cfgs[0]
+    data_dir = cfg.data_dir or None
+    groups, codes = data.groups_and_codes(cfg.groups_file or None, data_dir)
+    languages = {key: data.resolve_languages(key, groups, codes) for key in dict.fromkeys(map(data_key, cfgs))}
+    # a target run keeps its source run's head, so its labels
+    labels = (json.loads((Path(cfg.init) / "config.json").read_text())["labels"] if cfg.init
+              else data.find_labels(languages[data_key(cfg)], data_dir))
+    rows = {key: tuple(data.check_rows(data.load_split(langs, split, data_dir, labels), langs, split, data_dir)
+                       for split in ("train", "dev")) for key, langs in languages.items()}
+    return languages, labels, rows
+
+
+def train(cfgs, outs, plan, languages, labels, rows, backbone, tokenizer, device, resume=False):
+    """Train the runs of the packs in plan into their claimed folders, pack after pack; 0 if all ended well."""
+    splits = {}
+    for key in dict.fromkeys(data_key(cfgs[i]) for pack in plan for i in pack):
+        train_rows, dev_rows = rows[key]
+        splits[key] = (data.encode(train_rows, tokenizer, cfgs[0].max_length), torch.tensor([r.label for r in train_rows]),
+                       data.encode(dev_rows, tokenizer, cfgs[0].max_length), torch.tensor([r.label for r in dev_rows]))
     runs = []
-    for pack in packs_of(cfgs, pack_seeds):  # built just before training: a pack of one trains as that run alone
+    for pack in plan:  # built just before training: a pack of one trains as that run alone
         names = [run_name(cfgs[i]) for i in pack]
         if resume:
             rundirs.settle([outs[i] for i in pack])
-        members = [start_run(cfgs[i], outs[i], backbone, labels, sources, device, resume, pack=names) for i in pack]
+        members = [start_run(cfgs[i], outs[i], backbone, labels, languages[data_key(cfgs[i])], device, resume,
+                             pack=names) for i in pack]
         rejoin(members)
-        fit(members, train_ids, train_labels, dev_ids, dev_labels, tokenizer.pad_token_id, device)
+        fit(members, None, None, None, None, tokenizer.pad_token_id, device, splits=splits)
         runs += members
     return 0 if all([report(r) for r in runs]) else 1
 
@@ -697,34 +730,33 @@ def main(argv=None):
     try:
         cfgs = resolve_configs(args)
         cfg = cfgs[0]
+        rank, world, local_rank = packs.rank_world()
+        device = pick_device(args.device, local_rank if world > 1 else None)
+        languages, labels, rows = load_rows(cfgs)
+        plan = packs.packs_of(cfgs, args.pack_seeds, args.pack_size or packs.DEFAULT_PACK_SIZE[device.type],
+                              [len(rows[data_key(c)][0]) for c in cfgs])
         outs = run_dirs(cfgs, args.out)
-        names = {i: [run_name(cfgs[j]) for j in pack] for pack in packs_of(cfgs, args.pack_seeds) for i in pack}
-        packs = [names[i] for i in range(len(cfgs))]
-        check_out_dirs(outs, cfgs, packs, args.resume, args.overwrite)
-        data_dir = cfg.data_dir or None
-        groups, codes = data.groups_and_codes(cfg.groups_file or None, data_dir)
-        sources = data.resolve_languages(cfg.target or cfg.source, groups, codes)
-        if cfg.target and len(sources) != 1:
-            raise UsageError(f"--target is one language, got {cfg.target!r} ({len(sources)} languages)")
-        # a target run keeps its source run's head, so its labels
-        labels = (json.loads((Path(cfg.init) / "config.json").read_text())["labels"] if cfg.init
-                  else data.find_labels(sources, data_dir))
-        train_rows = data.check_rows(data.load_split(sources, "train", data_dir, labels), sources, "train", data_dir)
-        dev_rows = data.check_rows(data.load_split(sources, "dev", data_dir, labels), sources, "dev", data_dir)
-        device = pick_device(args.device)
+        names = {i: [run_name(cfgs[j]) for j in pack] for pack in plan for i in pack}
+        plan = packs.share(plan, rank, world)  # torchrun, srun: this process's packs
+        mine = [i for pack in plan for i in pack]
+        check = lambda **kw: check_out_dirs([outs[i] for i in mine], [cfgs[i] for i in mine],  # noqa: E731
+                                            [names[i] for i in mine], args.resume, args.overwrite, call_outs=outs, **kw)
+        check()
+        if not mine:
+            print(f"train.py: process {rank} of {world}: the call's {len(names)} runs are in other processes' packs")
+            return 0
         backbone, tokenizer = xpe.load_backbone(cfg.model, device)
         check_positions(cfg, xpe.max_text_length(backbone, cfg.prompt_len))
-        fds = rundirs.claim(outs)  # from here on the folders are this call's, and only now is anything written
+        fds = rundirs.claim([outs[i] for i in mine])  # from here on the folders are this call's: now it writes
     except (UsageError, rundirs.FolderError, ValueError) as e:  # data.DataError is a ValueError
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
     try:
-        check_out_dirs(outs, cfgs, packs, args.resume, args.overwrite, probe_locks=False)  # as they are now, locked
+        check(probe_locks=False)  # as they are now, locked
         if args.overwrite:
-            for out in outs:
-                rundirs.clear(out)
-        return train(cfgs, outs, sources, labels, train_rows, dev_rows, backbone, tokenizer, device, args.resume,
-                     args.pack_seeds)
+            for i in mine:
+                rundirs.clear(outs[i])
+        return train(cfgs, outs, plan, languages, labels, rows, backbone, tokenizer, device, args.resume)
     except (UsageError, rundirs.FolderError) as e:  # another call changed a folder between the checks
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
@@ -732,13 +764,16 @@ def main(argv=None):
         rundirs.release(fds)
 
 
-def pick_device(name):
+def pick_device(name, local_rank=None):
+    """--device, or cuda when there is one; a process of several (torchrun, srun) takes its local rank's GPU."""
     try:
         device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if local_rank is not None and device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", local_rank)
     except RuntimeError:
         raise UsageError(f"--device {name}: not a device; use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
-        raise UsageError(f"--device {name}: no such CUDA device on this machine "
+        raise UsageError(f"--device {name or device}: no such CUDA device on this machine "
                          f"({torch.cuda.device_count()} found); use cpu or another --device")
     if device.type not in ("cpu", "cuda"):
         raise UsageError(f"--device {name}: train.py runs on cpu or cuda")
