@@ -302,7 +302,8 @@ def test_each_packed_run_trains_as_it_would_alone(tmp_path, quiet_model_dir):
     assert names == sorted(f"{m}-eng_Latn+fra_Latn-s{s}" for m in ALONE for s in (1, 2))
     ends = {name: int(log_of(pack / name)[-1]["step"]) for name in names}
     assert min(ends.values()) < 30 and len(set(ends.values())) > 1, ends
-    code, packed = run(tmp_path, quiet_model_dir, *PACK, *flags, "--pack-seeds", name="packed-seeds")
+    code, packed = run(tmp_path, quiet_model_dir, *PACK, *flags, "--pack-seeds", "--pack-size", "6",
+                       name="packed-seeds")
     assert code == 0
     for name in names:
         method, seed = name.split("-")[0], name.rsplit("-s", 1)[1]
@@ -334,7 +335,7 @@ def test_a_run_whose_loss_overflows_leaves_the_pack_and_the_others_go_on(tmp_pat
 
 @pytest.mark.parametrize("mode, kill_at", [
     ([], 3 * 30 + 3 * 24 + 1),  # seed 1's pack done; in step 25 of seed 2's, after one of its three runs took it
-    (["--pack-seeds"], 6 * 24 + 3),  # in step 25, after three of the six runs took it
+    (["--pack-seeds", "--pack-size", "6"], 6 * 24 + 3),  # in step 25, after three of the six runs took it
 ], ids=["seeds-in-turn", "seeds-packed"])
 def test_killed_pack_resumes_to_the_same_prompts(tmp_path, tiny_model_dir, mode, kill_at):
     """Dropout on (the backbone's and ours): the resumed pack continues the same random stream."""
