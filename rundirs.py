@@ -1,4 +1,4 @@
-"""train.py's run folders, in a file of their own because train.py would pass 600 lines: which folders are its own, the lock, the pack's save as one unit.
+"""train.py's run folders (its own file: train.py would pass 600 lines): whose they are, the lock, what they hold.
 
 A folder that train.py makes gets MARK first. train.py only ever trains into an empty folder or one
 of its own, and --overwrite removes only the files it writes (OUTPUTS), never the folder or anything
@@ -11,13 +11,21 @@ the previous evaluation's state.pt in every run (settle deletes the staged ones)
 leaves every run's state of the new one, staged or renamed (settle finishes the renames). Either way
 the runs of a pack resume from one and the same step.
 """
+import csv
 import fcntl
+import io
 import json
+import math
 import os
 import re
+from dataclasses import dataclass, field, fields
+from enum import Enum
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
+
+import xpe
 
 MARK = "xpe-train.lock"  # "made by train.py"; locked while a call trains into the folder
 STAGED = "state.next.pt"
@@ -27,8 +35,42 @@ OUTPUTS = (STAGED, "state.pt", "best.safetensors", "prompt.safetensors", "log.cs
 TMP = re.compile(r"\.(" + "|".join(re.escape(n) for n in OUTPUTS) + r")\.[^/]*\.tmp")  # xpe.atomic_write's
 
 
+LOG_FIELDS = ["step", "train_loss", "lr_prompt", "lr", "dev_loss", "dev_accuracy", "seconds"]
+
+
 class FolderError(Exception):
     """A run folder that train.py may not use: one line naming it and what is there."""
+
+
+class Ended(str, Enum):
+    """How a run ended; the value is what config.json's "ended" says."""
+    STEPS = "steps"
+    EARLY = "early"
+    NOT_FINITE = "not finite"
+
+
+@dataclass
+class Progress:
+    """How far a run has come: with the weights, exactly what its state.pt holds, saved and restored by name."""
+    step: int = 0                    # optimiser steps taken
+    seconds: float = 0.0             # training time, over every call that trained the run
+    log: list = field(default_factory=list)  # log.csv's rows
+    best_step: int = 0               # the evaluation with the best dev accuracy: the artifact's
+    best_accuracy: float = -1.0
+    lowest_loss: float = math.inf    # early stopping (from stop_after on): the lowest dev loss
+    bad_evals: int = 0               # evaluations since without a lower one
+    ended: Ended = None              # None while the run goes on
+    ended_step: int = 0              # config.json's "ended" step: the last step, or the first non-finite one
+    left_at: int = 0                 # the pack's step when the run left it
+    rng_cpu: torch.Tensor = None     # the random stream at the save, which the pack continues
+    rng_cuda: torch.Tensor = None
+
+    def saved(self):
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"ended": self.ended and self.ended.value}
+
+    @classmethod
+    def restored(cls, saved):
+        return cls(**{f.name: saved[f.name] for f in fields(cls)} | {"ended": saved["ended"] and Ended(saved["ended"])})
 
 
 def foreign_files(out):
@@ -154,3 +196,92 @@ def last_logged_step(out):
     except OSError:
         return 0
     return int(lines[-1].split(",")[0]) if len(lines) > 1 else 0
+
+
+def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), probe_locks=True, call_outs=None):
+    """Refuse to mix runs: a folder holding a run needs --resume (the same run, in the same pack) or --overwrite.
+
+    Only an empty folder or one of train.py's own is ever trained into; one in use is refused. settings: each
+    run's TrainConfig as a dict; packs: the names of the runs of each run's pack. call_outs: every folder of
+    the call, where outs are one process's share (torchrun, srun), for what --resume finds.
+    """
+    for out, mine, pack in zip(outs, settings, packs):
+        check_own(out, "continue a run" if resume else "replace anything" if overwrite else "train")
+        if probe_locks and out.is_dir() and is_locked(out):
+            raise FolderError(f"{out} is in use: another train.py call is training into it; wait for it or "
+                             f"choose another --out")
+        config_path = out / "config.json"
+        if not config_path.is_file() or overwrite:  # empty, or what a call left before it wrote config.json
+            continue
+        if not resume:
+            raise FolderError(f"{out} already holds a run: pass --resume to continue it or --overwrite to replace it")
+        config = json.loads(config_path.read_text())
+        old = config.get("settings", {})
+        diff = [k for k, v in mine.items() if k not in not_identity and old.get(k) != v]
+        if diff:
+            theirs = ", ".join(f"{k} {old.get(k)!r}" for k in diff)
+            raise FolderError(f"--resume: {out} holds a different run ({theirs}); "
+                             f"resume with the same settings or choose another --out")
+        if config.get("pack", pack) != pack:  # the runs of a pack share the random stream: another pack diverges
+            raise FolderError(f"--resume: {out} was trained in a pack of {', '.join(config['pack'])}, this call packs "
+                             f"it with {', '.join(pack)}: resume with the first call's --method, --seed, "
+                             f"--pack-seeds and --pack-size")
+        states = [p for p in (out / STAGED, out / "state.pt") if p.is_file()]
+        if states and "progress" not in load(states[0]):
+            raise FolderError(f"--resume: {states[0]} was written by an older train.py; resume it with that "
+                             f"version, or start again with --overwrite")
+    outs = outs if call_outs is None else call_outs
+    resumable = any((out / name).is_file() for out in outs for name in (STAGED, "state.pt"))
+    if resume and not any(out.is_dir() for out in outs):
+        raise FolderError(f"--resume: {outs[0] if len(outs) == 1 else outs[0].parent} does not exist, so there is "
+                         f"nothing to resume: leave --resume out to start the {'run' if len(outs) == 1 else 'runs'}")
+    if resume and not resumable:
+        raise FolderError(f"--resume: {'no run of this call has' if len(outs) > 1 else f'{outs[0]} has'} reached its "
+                         f"first evaluation (state.pt), so there is nothing to resume: use --overwrite")
+
+
+def write_log(path, rows):
+    """log.csv: one row an evaluation."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    xpe.atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+
+
+def stage(out, state):
+    """The first phase of a pack's save: the run's next state.pt, under another name."""
+    xpe.atomic_write(out / STAGED, lambda tmp: torch.save(state, tmp))
+
+
+def commit(out, progress, best, config):
+    """The second phase: the staged state becomes state.pt, then the files that follow from it."""
+    os.replace(out / STAGED, out / "state.pt")
+    write_outputs(out, progress, best, config)
+
+
+def write_outputs(out, progress, best, config, everything=False):
+    """What follows from a run's state: log.csv, and the best model's files and config.json where they changed."""
+    p = progress
+    write_log(out / "log.csv", p.log)
+    if everything or p.best_step == p.step:
+        xpe.atomic_write(out / "best.safetensors", lambda tmp: save_file(best["model"], tmp))
+        xpe.atomic_write(out / xpe.ARTIFACT_WEIGHTS, lambda tmp: save_file(best["artifact"], tmp))
+    if everything or p.best_step == p.step or p.ended:
+        write_config(out, config, p)
+
+
+def write_config(out, config, progress):
+    """config.json, whose "ended" says how the run ended, null while it goes on."""
+    p = progress
+    config["ended"] = dict(why=p.ended.value, step=p.ended_step) if p.ended else None
+    xpe.atomic_write_json(out / xpe.ARTIFACT_CONFIG, config)
+
+
+def mark_ended(out, progress):
+    """A run that ends between evaluations keeps its last state.pt, saying that it ended (and so stays out)."""
+    path = out / "state.pt"
+    if path.is_file():
+        state = load(path)
+        state["progress"].update(ended=progress.ended.value, ended_step=progress.ended_step, left_at=progress.left_at)
+        xpe.atomic_write(path, lambda tmp: torch.save(state, tmp))

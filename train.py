@@ -14,20 +14,16 @@ best model (prompt.safetensors + config.json), its trainable weights (best.safet
 state.pt (for --resume) and xpe-train.lock (rundirs.py: the folder is train.py's, and in use while locked).
 """
 import argparse
-import csv
-import io
 import json
 import math
-import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
-from enum import Enum
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm import tqdm
 from transformers.optimization import Adafactor, get_cosine_with_hard_restarts_schedule_with_warmup
 
@@ -36,6 +32,7 @@ import packs
 import rundirs
 import xpe
 from packs import run_dirs, run_name  # noqa: F401 (bench.py and the tests call them through train)
+from rundirs import Ended, Progress
 
 
 @dataclass
@@ -107,7 +104,6 @@ HELP = {  # one line a flag: what it sets, its unit or choices; the default is a
 TARGET_DEFAULTS = dict(steps=6000, warmup=0.05, patience=30, encoder_dropout=0.0)
 METHOD_FRAC = dict(spt=0.0, xpe=1.0, dual=0.7)
 NOT_IDENTITY = {"eval_batch_size"}  # settings a resumed run may change without becoming another run
-LOG_FIELDS = ["step", "train_loss", "lr_prompt", "lr", "dev_loss", "dev_accuracy", "seconds"]
 
 
 class UsageError(Exception):
@@ -292,44 +288,6 @@ def read_init(init_dir, given):
     return init_config
 
 
-def check_out_dirs(outs, cfgs, packs, resume, overwrite, probe_locks=True, call_outs=None):
-    """Refuse to mix runs: a folder holding a run needs --resume (the same run, in the same pack) or --overwrite.
-
-    Only an empty folder or one of train.py's own (rundirs.py) is ever trained into; one in use is refused.
-    call_outs: every folder of the call, where outs are one process's share (torchrun, srun), for --resume.
-    """
-    for out, cfg, pack in zip(outs, cfgs, packs):
-        rundirs.check_own(out, "continue a run" if resume else "replace anything" if overwrite else "train")
-        if probe_locks and out.is_dir() and rundirs.is_locked(out):
-            raise UsageError(f"{out} is in use: another train.py call is training into it; wait for it or "
-                             f"choose another --out")
-        config_path = out / "config.json"
-        if not config_path.is_file() or overwrite:  # empty, or what a call left before it wrote config.json
-            continue
-        if not resume:
-            raise UsageError(f"{out} already holds a run: pass --resume to continue it or --overwrite to replace it")
-        config = json.loads(config_path.read_text())
-        old = config.get("settings", {})
-        diff = [k for k, v in asdict(cfg).items() if k not in NOT_IDENTITY and old.get(k) != v]
-        if diff:
-            raise UsageError(f"--resume: {out} holds a different run ({', '.join(f'{k} {old.get(k)!r}' for k in diff)}); "
-                             f"resume with the same settings or choose another --out")
-        if config.get("pack", pack) != pack:  # the runs of a pack share the random stream: another pack diverges
-            raise UsageError(f"--resume: {out} was trained in a pack of {', '.join(config['pack'])}, this call packs "
-                             f"it with {', '.join(pack)}: resume with the first call's --method, --seed, "
-                             f"--pack-seeds and --pack-size")
-        states = [p for p in (out / rundirs.STAGED, out / "state.pt") if p.is_file()]
-        if states and "progress" not in rundirs.load(states[0]):
-            raise UsageError(f"--resume: {states[0]} was written by an older train.py; resume it with that "
-                             f"version, or start again with --overwrite")
-    outs = outs if call_outs is None else call_outs  # what --resume finds, over the whole call
-    resumable = any((out / name).is_file() for out in outs for name in (rundirs.STAGED, "state.pt"))
-    if resume and not any(out.is_dir() for out in outs):
-        raise UsageError(f"--resume: {outs[0] if len(outs) == 1 else outs[0].parent} does not exist, so there is "
-                         f"nothing to resume: leave --resume out to start the {'run' if len(outs) == 1 else 'runs'}")
-    if resume and not resumable:
-        raise UsageError(f"--resume: {'no run of this call has' if len(outs) > 1 else f'{outs[0]} has'} reached its "
-                         f"first evaluation (state.pt), so there is nothing to resume: use --overwrite")
 
 
 def param_groups(model, cfg):
@@ -376,37 +334,6 @@ def early_stopping_start(cfg):
 
 # ---- one run and its progress ----------------------------------------------------------------------
 
-class Ended(str, Enum):
-    """How a run ended; the value is what config.json's "ended" says."""
-    STEPS = "steps"
-    EARLY = "early"
-    NOT_FINITE = "not finite"
-
-
-@dataclass
-class Progress:
-    """How far a run has come: with the weights, exactly what its state.pt holds, saved and restored by name."""
-    step: int = 0                    # optimiser steps taken
-    seconds: float = 0.0             # training time, over every call that trained the run
-    log: list = field(default_factory=list)  # log.csv's rows
-    best_step: int = 0               # the evaluation with the best dev accuracy: the artifact's
-    best_accuracy: float = -1.0
-    lowest_loss: float = math.inf    # early stopping (from stop_after on): the lowest dev loss
-    bad_evals: int = 0               # evaluations since without a lower one
-    ended: Ended = None              # None while the run goes on
-    ended_step: int = 0              # config.json's "ended" step: the last step, or the first non-finite one
-    left_at: int = 0                 # the pack's step when the run left it
-    rng_cpu: torch.Tensor = None     # the random stream at the save, which the pack continues
-    rng_cuda: torch.Tensor = None
-
-    def saved(self):
-        return {f.name: getattr(self, f.name) for f in fields(self)} | {"ended": self.ended and self.ended.value}
-
-    @classmethod
-    def restored(cls, saved):
-        return cls(**{f.name: saved[f.name] for f in fields(cls)} | {"ended": saved["ended"] and Ended(saved["ended"])})
-
-
 @dataclass
 class Run:
     """A run of the call: its settings, folder, trainable model, optimiser, schedule and progress."""
@@ -436,7 +363,11 @@ def verdict(cfg, p):
 
 
 def start_run(cfg, out, backbone, labels, sources, device, resume=False, overwrite=False, pack=None):
-    """Build a run as it would be built alone (seeded), then load its state when resuming; write config.json."""
+    """Build a run as it would be built alone (seeded), then load its state when resuming; write config.json.
+
+    A call that does not resume starts from an emptied folder, so overwrite (bench.py passes it) changes nothing.
+    pack: the names of the runs of its pack, which config.json records for --resume.
+    """
     torch.manual_seed(cfg.seed)
     model = xpe.build_classifier(backbone, prompt_config(cfg, len(labels))).to(device)
     if cfg.init:
@@ -455,7 +386,7 @@ def start_run(cfg, out, backbone, labels, sources, device, resume=False, overwri
     zero = torch.zeros((), device=device)
     run = Run(cfg, out, model, optimizer, scheduler, config, Progress(), loss_sum=zero.clone(),
               first_bad=zero.long() - 1)
-    if not resume:  # the folder is empty or train.py's own (check_out_dirs): what a killed call left goes
+    if not resume:  # the folder is empty or train.py's own (rundirs.check_folders): what a killed call left goes
         out.mkdir(parents=True, exist_ok=True)
         rundirs.clear(out)
     if resume and (out / "state.pt").is_file():
@@ -464,13 +395,14 @@ def start_run(cfg, out, backbone, labels, sources, device, resume=False, overwri
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         run.progress, run.best = Progress.restored(state["progress"]), state["best"]
-        write_outputs(run, everything=True)  # a kill may have come between state.pt and the files after it
+        # a kill may have come between state.pt and the files that follow from it
+        rundirs.write_outputs(out, run.progress, run.best, config, everything=True)
     else:
         if resume and (out / "config.json").is_file():  # ended before its first evaluation (not finite)
-            ended = json.loads((out / "config.json").read_text())["ended"]
+            ended = json.loads((out / "config.json").read_text()).get("ended")
             if ended:
                 run.progress = Progress(ended=Ended(ended["why"]), ended_step=ended["step"], left_at=ended["step"])
-        write_config(run)
+        rundirs.write_config(out, config, run.progress)
     return run
 
 
@@ -519,12 +451,8 @@ def end_not_finite(run, bad_step, pack_step):
     """The run leaves the pack; its last good state.pt stays, marked as ended, so that --resume skips it."""
     p = run.progress
     p.ended, p.ended_step, p.left_at = Ended.NOT_FINITE, bad_step, pack_step
-    path = run.out / "state.pt"
-    if path.is_file():
-        state = rundirs.load(path)
-        state["progress"].update(ended=p.ended.value, ended_step=bad_step, left_at=pack_step)
-        xpe.atomic_write(path, lambda tmp: torch.save(state, tmp))
-    write_config(run)
+    rundirs.mark_ended(run.out, p)
+    rundirs.write_config(run.out, run.config, p)
 
 
 def save_pack(runs, device):
@@ -533,29 +461,10 @@ def save_pack(runs, device):
         p = run.progress
         p.rng_cpu = torch.get_rng_state()
         p.rng_cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-        state = dict(progress=p.saved(), model=trainable_state(run.model), optimizer=run.optimizer.state_dict(),
-                     scheduler=run.scheduler.state_dict(), best=run.best)
-        xpe.atomic_write(run.out / rundirs.STAGED, lambda tmp: torch.save(state, tmp))
+        rundirs.stage(run.out, dict(progress=p.saved(), model=trainable_state(run.model), best=run.best,
+                                    optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict()))
     for run in runs:
-        os.replace(run.out / rundirs.STAGED, run.out / "state.pt")
-        write_outputs(run)
-
-
-def write_outputs(run, everything=False):
-    """The files that follow from a run's state: log.csv, and the best model's files where it changed or ended."""
-    p = run.progress
-    write_log(run.out / "log.csv", p.log)
-    if everything or p.best_step == p.step:
-        xpe.atomic_write(run.out / "best.safetensors", lambda tmp: save_file(run.best["model"], tmp))
-        xpe.atomic_write(run.out / xpe.ARTIFACT_WEIGHTS, lambda tmp: save_file(run.best["artifact"], tmp))
-    if everything or p.best_step == p.step or p.ended:
-        write_config(run)
-
-
-def write_config(run):
-    p = run.progress
-    run.config["ended"] = dict(why=p.ended.value, step=p.ended_step) if p.ended else None
-    xpe.atomic_write_json(run.out / xpe.ARTIFACT_CONFIG, run.config)
+        rundirs.commit(run.out, run.progress, run.best, run.config)
 
 
 def trainable_state(model):
@@ -566,14 +475,6 @@ def artifact_tensors(model):
     """The inference artifact's tensors (xpe.save_artifact's): the prompt, computed once, and the head."""
     tensors = {"prompt": model.static_prompt().detach().float().cpu().contiguous()}
     return tensors | {f"head.{k}": v.detach().float().cpu().clone() for k, v in model.head.state_dict().items()}
-
-
-def write_log(path, rows):
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    xpe.atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
 
 
 # ---- the loop --------------------------------------------------------------------------------------
@@ -667,7 +568,7 @@ def rejoin(pack):
             if p.step != min(going):
                 raise RuntimeError(f"{r.out}: state.pt holds step {p.step}, its pack goes on from {min(going)}")
             p.ended, p.ended_step, p.left_at = None, 0, 0
-            write_config(r)
+            rundirs.write_config(r.out, r.config, p)
 
 
 def report(run):
@@ -739,8 +640,9 @@ def main(argv=None):
         names = {i: [run_name(cfgs[j]) for j in pack] for pack in plan for i in pack}
         plan = packs.share(plan, rank, world)  # torchrun, srun: this process's packs
         mine = [i for pack in plan for i in pack]
-        check = lambda **kw: check_out_dirs([outs[i] for i in mine], [cfgs[i] for i in mine],  # noqa: E731
-                                            [names[i] for i in mine], args.resume, args.overwrite, call_outs=outs, **kw)
+        check = lambda **kw: rundirs.check_folders(  # noqa: E731
+            [outs[i] for i in mine], [asdict(cfgs[i]) for i in mine], [names[i] for i in mine], args.resume,
+            args.overwrite, NOT_IDENTITY, call_outs=outs, **kw)
         check()
         if not mine:
             print(f"train.py: process {rank} of {world}: the call's {len(names)} runs are in other processes' packs")
@@ -752,7 +654,7 @@ def main(argv=None):
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
     try:
-        check(probe_locks=False)  # as they are now, locked
+        check(probe_locks=False)  # again, as they are now that they are locked
         if args.overwrite:
             for i in mine:
                 rundirs.clear(outs[i])

@@ -129,6 +129,18 @@ def test_resolve_errors():
 # -----------------------------------------------------------------------------
 # load_split on the fixture
 
+def test_check_rows_names_the_languages_whose_split_is_empty(tmp_path):
+    for lang in ("aaa_Test", "bbb_Test"):
+        write_tsv(tmp_path / lang / "train.tsv", ["index_id\tcategory\ttext"] +
+                  (["1\ttravel\tGo.", "2\tsports\tRun."] if lang == "aaa_Test" else []))
+    rows = data.load_split(["aaa_Test", "bbb_Test"], "train", tmp_path, ["travel", "sports"])
+    message = one_line_error(data.check_rows, rows, ["aaa_Test", "bbb_Test"], "train", tmp_path)
+    assert f"the train split of bbb_Test has no rows ({tmp_path / 'bbb_Test' / 'train.tsv'})" in message
+    assert "aaa_Test" not in message
+    assert data.check_rows(rows, ["aaa_Test"], "train", tmp_path) is rows
+    assert "on the hub" in one_line_error(data.check_rows, [], ["eng_Latn"], "dev")
+
+
 def test_fixture_loads_in_order():
     train = data.load_split(FIXTURE_LANGS, "train", FIXTURE)
     assert len(train) == 3 * 14

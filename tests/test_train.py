@@ -193,30 +193,105 @@ def test_target_defaults_without_flags():
     assert [str(p) for p in train.run_dirs([cfg], None)] == ["runs/dual0.7-joshi5-s42"]
 
 
-@pytest.mark.parametrize("args, words", [
+BAD_INPUT = [  # every flag, each with the values outside the range where it means something
     (["--method", "prefix"], "unknown method 'prefix'"),
-    (["--method", "dual", "--xpe-frac", "1.5"], "xpe_frac must lie in [0, 1]"),
-    (["--method", "dual", "--xpe-frac", "0"], "dual needs 0 < xpe_frac < 1"),
-    (["--target", "fra_Latn"], "--target needs --init"),
-    (["--source", "eng_Latn,xyz_Latn"], "xyz_Latn"),
-    (["--source", "joshi6"], "joshi6"),
-    (["--prompt-len", "0"], "prompt length"),
-    (["--resume", "--overwrite"], "give one of them"),
-    (["--patience", "-1"], "--patience must be 0 or more"),
-    (["--max-length", "235"], "use --max-length 234 or less"),  # the tiny model has 256 positions, from 2
     (["--method", "spt,prefix"], "unknown method 'prefix'"),
     (["--method", "spt,dual:1.5"], "dual needs 0 < fraction < 1"),
     (["--method", "spt,dual"], "needs its fraction"),
     (["--method", "spt,spt"], "names a run twice"),
+    (["--method", "dual", "--xpe-frac", "1.5"], "xpe_frac must lie in [0, 1]"),
+    (["--method", "dual", "--xpe-frac", "nan"], "xpe_frac must lie in [0, 1]"),
+    (["--method", "dual", "--xpe-frac", "0"], "dual needs 0 < xpe_frac < 1"),
+    (["--method", "spt,xpe", "--xpe-frac", "0.5"], "--xpe-frac goes with a single --method"),
     (["--seed", "5-1"], "runs backwards"),
     (["--seed", "1,x"], "a list 1,2,5 or a range 1-10"),
-    (["--method", "spt,xpe", "--xpe-frac", "0.5"], "--xpe-frac goes with a single --method"),
-])
+    (["--seed", "-3"], "seeds are 0 or more"),
+    (["--source", "eng_Latn,xyz_Latn"], "xyz_Latn"),
+    (["--source", "joshi6"], "joshi6"),
+    (["--target", "fra_Latn"], "--target needs --init"),
+    (["--init", "/nonexistent"], "--init needs --target"),
+    (["--target", "fra_Latn", "--init", "/nonexistent"], "is not a finished source run"),
+    (["--model", "/nonexistent"], "cannot load the backbone '/nonexistent'"),
+    (["--data-dir", "/nonexistent"], "data directory /nonexistent does not exist"),
+    (["--groups-file", "/nonexistent.json"], "group file /nonexistent.json not found"),
+    (["--steps", "0"], "--steps must be at least 1, got 0"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--lr-prompt", "nan"], "--lr-prompt must be a finite number, 0 or more, got nan"),
+    (["--lr-prompt", "inf"], "--lr-prompt must be a finite number, 0 or more, got inf"),
+    (["--lr-prompt", "-0.001"], "--lr-prompt must be a finite number, 0 or more"),
+    (["--lr-spt", "nan"], "--lr-spt must be a finite number (below 0: --lr-prompt)"),
+    (["--lr", "-0.001"], "--lr must be a finite number, 0 or more"),
+    (["--lr", "inf"], "--lr must be a finite number, 0 or more"),
+    (["--weight-decay", "-0.1"], "--weight-decay must be a finite number, 0 or more"),
+    (["--warmup", "1"], "--warmup must be a share of the steps in [0, 1)"),
+    (["--warmup", "nan"], "--warmup must be a share of the steps in [0, 1)"),
+    (["--cycles", "0"], "--cycles must be at least 1"),
+    (["--patience", "-1"], "--patience must be 0 or more"),
+    (["--stop-after", "1.5"], "--stop-after must be a share of the steps in [0, 1]"),
+    (["--max-length", "0"], "--max-length must be at least 1"),
+    (["--max-length", "235"], "use --max-length 234 or less"),  # the tiny model has 256 positions, from 2
+    (["--prompt-len", "0"], "prompt length"),
+    (["--prompt-len", "600"], "use --prompt-len 90 or less with --max-length 164"),
+    (["--encoder-hidden", "0"], "--encoder-hidden must be at least 1, got 0"),
+    (["--encoder-hidden", "-4"], "--encoder-hidden must be at least 1"),
+    (["--encoder-dropout", "1.5"], "--encoder-dropout must be a probability in [0, 1)"),
+    (["--encoder-dropout", "1"], "--encoder-dropout must be a probability in [0, 1)"),
+    (["--head-dropout", "-0.1"], "--head-dropout must be a probability in [0, 1)"),
+    (["--grad-clip", "-1"], "--grad-clip must be a finite norm, or 0 for no clipping"),
+    (["--grad-clip", "nan"], "--grad-clip must be a finite norm, or 0 for no clipping"),
+    (["--eval-every", "-1"], "--eval-every must be 0 or more"),
+    (["--eval-batch-size", "0"], "--eval-batch-size must be at least 1"),
+    (["--device", "tpu"], "--device tpu: not a device"),
+    (["--device", "cuda:7"], "--device cuda:7: no such CUDA device"),
+    (["--resume"], "does not exist, so there is nothing to resume"),
+    (["--resume", "--overwrite"], "give one of them"),
+    (["--pack-seeds", "--method", "spt,spt"], "names a run twice"),  # a switch: only the runs it packs can be wrong
+]
+
+
+@pytest.mark.parametrize("args, words", BAD_INPUT)
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, tiny_model_dir, capsys, args, words):
     code, out = run(tmp_path, tiny_model_dir, *args)
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert words in err and len(err.splitlines()) == 1, err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_bad_input_walks_every_flag():
+    walked = {arg for args, _ in BAD_INPUT for arg in args if arg.startswith("--")}
+    flags = {opt for action in train.build_parser()._actions for opt in action.option_strings if opt.startswith("--")}
+    assert flags - walked == {"--help", "--out"}  # --out: tests/test_runs.py (folders of others, a file, in use)
+
+
+def test_out_that_is_a_file_is_refused(tmp_path, tiny_model_dir, capsys):
+    (tmp_path / "run").write_text("mine")
+    code, out = run(tmp_path, tiny_model_dir)
+    assert code == 2 and "is a file, not a folder" in capsys.readouterr().err
+    assert out.read_text() == "mine"
+
+
+def test_grad_clip_0_is_off(tmp_path, tiny_model_dir):
+    code, off = run(tmp_path, tiny_model_dir, "--steps", "4", "--eval-every", "2", "--grad-clip", "0", name="off")
+    code_huge, huge = run(tmp_path, tiny_model_dir, "--steps", "4", "--eval-every", "2", "--grad-clip", "1e30",
+                          name="huge")
+    assert code == code_huge == 0
+    a, b = (torch.load(d / "state.pt", weights_only=True)["model"] for d in (off, huge))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "0: off" in next(action.help for action in train.build_parser()._actions if action.dest == "grad_clip")
+
+
+@pytest.mark.parametrize("split", ["train", "dev"])
+def test_an_empty_split_is_refused_before_anything_is_written(tmp_path, tiny_model_dir, capsys, split):
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURE_SIB200, data)
+    (data / "fra_Latn" / f"{split}.tsv").write_text("index_id\tcategory\ttext\n")
+    out = tmp_path / "out"
+    code = train.main(["--model", str(tiny_model_dir), "--data-dir", str(data), "--source", SOURCE, "--out", str(out),
+                       "--steps", "2", "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and f"the {split} split of fra_Latn has no rows" in err and len(err.splitlines()) == 1, err
     assert not out.exists()
 
 
