@@ -13,6 +13,7 @@ import evaluate
 import packs
 import train
 from conftest import FIXTURE_SIB200, ROOT
+from test_runs import killed_states, one_backbone, same_run  # noqa: F401 (one_backbone: a fixture)
 from test_train import QUIET, close_runs, killed, log_of, same_files
 
 BASE = ["--data-dir", str(FIXTURE_SIB200), "--batch-size", "4", "--lr", "1e-3", "--device", "cpu"]
@@ -78,6 +79,23 @@ def test_killed_packed_target_call_resumes_to_the_same_prompts(tmp_path, tiny_mo
     assert train.main(argv + ["--resume"]) == 0
     for name in NAMES:
         same_files(whole / name, tmp_path / "killed" / name)
+
+
+def test_a_kill_after_any_write_of_a_packed_target_call_resumes_to_the_same_runs(tmp_path, tiny_model_dir, noisy,
+                                                                                    one_backbone, monkeypatch, capsys):
+    """issue 17's kill after every single write (tests/test_runs.py), for a target call in two packs of two."""
+    inits, _ = noisy
+    whole, short = tmp_path / "whole", ["--pack-size", "2", "--steps", "2", "--eval-every", "1"]
+    shots = killed_states(monkeypatch, target_argv(tiny_model_dir, inits, whole, *short), tmp_path)
+    assert len(shots) > 10 * len(NAMES), len(shots)
+    for shot, what in shots:
+        resumed = target_argv(tiny_model_dir, inits, shot, *short)
+        got = train.main(resumed + ["--resume"])
+        if got == 2 and "nothing to resume" in capsys.readouterr().err:  # killed before any run's first save
+            got = train.main(resumed + ["--overwrite"])
+        assert got == 0, what
+        for name in NAMES:
+            same_run(whole / name, shot / name)
 
 
 def test_table3_from_one_target_call(tmp_path, noisy, capsys):
