@@ -33,9 +33,7 @@ STAGED = "state.next.pt"
 # so that a kill halfway leaves no state to resume from, and config.json (which says "a run is here") last
 OUTPUTS = (STAGED, "state.pt", "best.safetensors", "prompt.safetensors", "log.csv", "config.json")
 TMP = re.compile(r"\.(" + "|".join(re.escape(n) for n in OUTPUTS) + r")\.[^/]*\.tmp")  # xpe.atomic_write's
-
-
-LOG_FIELDS = ["step", "train_loss", "lr_prompt", "lr", "dev_loss", "dev_accuracy", "seconds"]
+LOG_FIELDS = ["step", "train_loss", "lr_prompt", "lr", "dev_loss", "dev_accuracy", "seconds"]  # log.csv's columns
 
 
 class FolderError(Exception):
@@ -140,6 +138,9 @@ def claim(outs):
                                   f"or choose another --out") from None
             if os.fstat(fd).st_size == 0:
                 os.write(fd, b"made by xpe's train.py, which locks this file while a call trains into the folder\n")
+            for path in out.iterdir():  # half-written files of a killed call: never anything to read
+                if TMP.fullmatch(path.name):
+                    path.unlink()
         return fds
     except BaseException:
         release(fds)

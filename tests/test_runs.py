@@ -13,7 +13,7 @@ import rundirs
 import train
 import xpe
 from conftest import FIXTURE_SIB200
-from test_train import log_of, same_files
+from test_train import log_of
 
 PACK = ["--method", "spt,xpe", "--seed", "1-2"]
 
@@ -151,17 +151,30 @@ def killed_states(monkeypatch, argv, root, code=0):
 
 
 def same_run(a, b):
-    same_files(a, b)
+    """The same files with the same tensors, log.csv rows, progress and config.json (the seconds aside)."""
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir()), (a, b)
+    for name in ("prompt.safetensors", "best.safetensors"):
+        if (a / name).is_file():
+            x, y = load_file(str(a / name)), load_file(str(b / name))
+            assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), (a, name)
+    if (a / "state.pt").is_file():
+        x, y = rundirs.load(a / "state.pt"), rundirs.load(b / "state.pt")
+        assert all(torch.equal(x["model"][k], y["model"][k]) for k in x["model"]), a
+        timeless = [{k: v for k, v in s["progress"].items() if k not in ("seconds", "log", "rng_cpu")} for s in (x, y)]
+        assert timeless[0] == timeless[1], a
+        strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+        assert strip(log_of(a)) == strip(log_of(b))
     assert json.loads((a / "config.json").read_text()) == json.loads((b / "config.json").read_text())
-    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
 
 
 @pytest.mark.parametrize("pack, code", [
     (PACK, 0),
     (["--method", "xpe", "--seed", "1-2", "--pack-seeds"], 0),
-    # the SPT part overflows at step 2 (the warm-up's first rate is 0): a run that leaves the pack between saves
-    (["--method", "spt,xpe", "--lr-spt", "1e38", "--steps", "3"], 1),
-], ids=["seeds-in-turn", "seeds-packed", "one-run-overflows"])
+    # the SPT part overflows in step 2 (the warm-up's first rate is 0): found by the dev loss at step 2, or with
+    # evaluations every 3 steps by the training loss of step 3; that run leaves the pack while the other saves
+    (["--method", "spt,xpe", "--lr-spt", "1e38", "--steps", "3", "--warmup", "0.34"], 1),
+    (["--method", "spt,xpe", "--lr-spt", "1e38", "--steps", "4", "--warmup", "0.25", "--eval-every", "3"], 1),
+], ids=["seeds-in-turn", "seeds-packed", "dev-loss-overflows", "training-loss-overflows"])
 def test_a_kill_after_any_write_resumes_to_the_same_runs(tmp_path, tiny_model_dir, one_backbone, monkeypatch,
                                                          capsys, pack, code):
     """Dropout on: the resumed pack must continue the same random stream, with the same runs in it. Two
@@ -171,7 +184,7 @@ def test_a_kill_after_any_write_resumes_to_the_same_runs(tmp_path, tiny_model_di
     argv = argv_of(tiny_model_dir, whole, *short)
     shots = killed_states(monkeypatch, argv, tmp_path, code)
     runs = sorted(p.name for p in whole.iterdir())
-    assert len(shots) > 10 * len(runs), len(shots)
+    assert len(shots) > 5 * len(runs), len(shots)
     for shot, what in shots:
         resumed = argv_of(tiny_model_dir, shot, *short)
         got = train.main(resumed + ["--resume"])
@@ -252,3 +265,20 @@ def test_progress_is_saved_and_restored_by_name(tmp_path):
     assert train.verdict(train.TrainConfig(steps=9, patience=2), train.Progress(step=7, bad_evals=2)) is \
         train.Ended.EARLY
     assert train.verdict(train.TrainConfig(steps=9, patience=0), train.Progress(step=7, bad_evals=2)) is None
+
+
+def test_a_state_pt_of_an_older_train_py_is_refused_on_resume(tmp_path, tiny_model_dir, one_backbone, capsys):
+    out = tmp_path / "run"
+    assert train.main(argv_of(tiny_model_dir, out, "--steps", "2")) == 0
+    torch.save({"step": 2, "stopped": "", "log": []}, out / "state.pt")  # the layout before Progress
+    assert train.main(argv_of(tiny_model_dir, out, "--steps", "2", "--resume")) == 2
+    assert "was written by an older train.py" in capsys.readouterr().err
+
+
+def test_half_written_files_of_a_killed_call_go_when_a_call_claims_the_folder(tmp_path, tiny_model_dir, one_backbone):
+    out = tmp_path / "run"
+    assert train.main(argv_of(tiny_model_dir, out, "--steps", "2")) == 0
+    (out / ".state.pt.k3j2.tmp").write_bytes(b"torn")  # what xpe.atomic_write leaves when killed mid-write
+    assert rundirs.foreign_files(out) == []
+    assert train.main(argv_of(tiny_model_dir, out, "--steps", "2", "--resume")) == 0
+    assert not (out / ".state.pt.k3j2.tmp").exists()
