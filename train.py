@@ -64,6 +64,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     eval_every: int = 0
     eval_batch_size: int = 128
+    precision: str = "auto"
 
     def __post_init__(self):
         if self.lr_spt < 0:
@@ -99,6 +100,8 @@ HELP = {  # one line a flag: what it sets, its unit or choices; the default is a
     "grad_clip": "gradient-norm clipping, per run",
     "eval_every": "steps between dev evaluations (0: one epoch of the pooled training rows)",
     "eval_batch_size": "rows per backbone pass in dev evaluation, shared by the runs of a pack",
+    "precision": "auto, fp32 or bf16 (auto: bf16 on CUDA and on a CPU with AMX or AVX512-BF16, else fp32); "
+                 "the run records the one used",
 }
 TARGET_DEFAULTS = dict(steps=6000, warmup=0.05, patience=30, encoder_dropout=0.0)
 METHOD_FRAC = dict(spt=0.0, xpe=1.0, dual=0.7)
@@ -273,7 +276,7 @@ def check_out_dirs(outs, cfgs, resume, overwrite):
             continue
         if not resume:
             raise UsageError(f"{out} already holds a run: pass --resume to continue it or --overwrite to replace it")
-        old = json.loads(config_path.read_text()).get("settings", {})
+        old = {"precision": "fp32", **json.loads(config_path.read_text()).get("settings", {})}  # before --precision
         diff = [k for k, v in asdict(cfg).items() if k not in NOT_IDENTITY and old.get(k) != v]
         if diff:
             raise UsageError(f"--resume: {out} holds a different run ({', '.join(f'{k} {old.get(k)!r}' for k in diff)}); "
@@ -483,7 +486,7 @@ def fit(runs, train_ids, train_labels, dev_ids, dev_labels, pad_id, device, on_s
         torch.set_rng_state(resumed[0][0])
         if device.type == "cuda" and resumed[0][1] is not None:
             torch.cuda.set_rng_state(resumed[0][1], device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    precision = xpe.resolve_precision(cfg.precision, device)
     plans, start = {}, time.time()
     bar = tqdm(total=cfg.steps, initial=step, dynamic_ncols=True,
                desc=live[0].out.name if len(runs) == 1 else f"{len(live)} runs")
@@ -500,13 +503,11 @@ def fit(runs, train_ids, train_labels, dev_ids, dev_labels, pad_id, device, on_s
             batches[seed] = xpe.to_device([*xpe.pad([train_ids[i] for i in indices], pad_id), train_labels[indices]],
                                           device)
         active = [r for r in live if r.step == step]  # after a kill mid-save, a run ahead waits for the pack
-        # On a CPU a pass a run is faster than one pass of the whole pack (bench.py): its tensors stay in
-        # the caches. The pack still shares the batches, the backward call and the bookkeeping.
-        with autocast:
-            logits = xpe.packed_logits([r.model for r in active], [batches[r.cfg.seed][:2] for r in active],
-                                       rows_per_pass=cfg.batch_size if device.type == "cpu" else None)
-        losses = [F.cross_entropy(x.float(), batches[r.cfg.seed][2]) for r, x in zip(active, logits)]
-        torch.stack(losses).sum().backward()  # each run's gradients come from its own loss alone
+        # On a CPU a pass a run, each backward as it ends: its tensors stay in the caches and the pack peaks
+        # at one run's activations (bench.py). On a GPU one pass carries the pack. Each run's gradients
+        # come from its own loss alone.
+        losses = xpe.backward_pack([r.model for r in active], [batches[r.cfg.seed][:2] for r in active],
+                                   [batches[r.cfg.seed][2] for r in active], device.type == "cpu", precision)
         for r, loss in zip(active, losses):
             update(r, loss)
         step += 1
@@ -519,7 +520,7 @@ def fit(runs, train_ids, train_labels, dev_ids, dev_labels, pad_id, device, on_s
             bar.set_postfix(runs=len(live), loss=f"{torch.stack(losses).mean().item():.3f}",
                             dev_acc=max((f"{r.log[-1]['dev_accuracy']:.3f}" for r in live if r.log), default="-"))
         if due and live:
-            dev = xpe.predict([r.model for r in live], dev_ids, pad_id, cfg.eval_batch_size)
+            dev = xpe.predict([r.model for r in live], dev_ids, pad_id, cfg.eval_batch_size, precision=precision)
             for r, logits in zip(live, dev):
                 after_eval(r, logits, dev_labels, time.time() - start, device)
                 if r.stopped in ("training", "dev"):
@@ -578,6 +579,9 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         cfgs = resolve_configs(args)
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        precision = xpe.resolve_precision(cfgs[0].precision, device)  # the runs record what they train in
+        cfgs = [dataclasses.replace(c, precision=precision) for c in cfgs]
         cfg = cfgs[0]
         outs = run_dirs(cfgs, args.out)
         check_out_dirs(outs, cfgs, args.resume, args.overwrite)
@@ -591,8 +595,8 @@ def main(argv=None):
                   else data.find_labels(sources, data_dir))
         train_rows = data.load_split(sources, "train", data_dir, labels)
         dev_rows = data.load_split(sources, "dev", data_dir, labels)
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         backbone, tokenizer = xpe.load_backbone(cfg.model, device)
+        xpe.prepare_backbone(backbone, precision)
         limit = xpe.max_text_length(backbone, cfg.prompt_len)
         if limit is not None and cfg.max_length > limit:
             raise UsageError(f"--max-length {cfg.max_length} and {cfg.prompt_len} prompt vectors need more positions "
