@@ -493,13 +493,11 @@ def fit(runs, train_ids, train_labels, dev_ids, dev_labels, pad_id, device, on_s
     for r in live:
         r.model.train()
     while live and step < cfg.steps:
-        epoch, offset = divmod(step, per_epoch)
         batches = {}
         for seed in sorted({r.cfg.seed for r in live}):  # the data order depends on the seed alone
-            if (seed, epoch) not in plans:
-                plans = {k: v for k, v in plans.items() if k[1] == epoch}
-                plans[seed, epoch] = data.train_batches(lengths, cfg.batch_size, seed, epoch)
-            indices = plans[seed, epoch][offset]
+            if seed not in plans:
+                plans[seed] = data.batch_plan(lengths, cfg.batch_size, seed, step)
+            indices = next(plans[seed])
             batches[seed] = xpe.to_device([*xpe.pad([train_ids[i] for i in indices], pad_id), train_labels[indices]],
                                           device)
         active = [r for r in live if r.step == step]  # after a kill mid-save, a run ahead waits for the pack
