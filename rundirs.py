@@ -217,7 +217,7 @@ def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), pro
         if not resume:
             raise FolderError(f"{out} already holds a run: pass --resume to continue it or --overwrite to replace it")
         config = json.loads(config_path.read_text())
-        old = config.get("settings", {})
+        old = {"precision": "fp32", **config.get("settings", {})}  # a run from before --precision
         diff = [k for k, v in mine.items() if k not in not_identity and old.get(k) != v]
         if diff:
             theirs = ", ".join(f"{k} {old.get(k)!r}" for k in diff)

@@ -64,6 +64,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     eval_every: int = 0
     eval_batch_size: int = 128
+    precision: str = "auto"
 
     def __post_init__(self):
         if self.lr_spt < 0:
@@ -100,6 +101,8 @@ HELP = {  # one line a flag: what it sets, its unit or choices; the default is a
     "grad_clip": "gradient-norm clipping, per run (0: off)",
     "eval_every": "steps between dev evaluations (0: one epoch of the pooled training rows)",
     "eval_batch_size": "rows per backbone pass in dev evaluation, shared by the runs of a pack",
+    "precision": "auto, fp32 or bf16 (auto: bf16 on CUDA and on a CPU with AMX or AVX512-BF16, else fp32); "
+                 "the run records the one used",
 }
 TARGET_DEFAULTS = dict(steps=6000, warmup=0.05, patience=30, encoder_dropout=0.0)
 METHOD_FRAC = dict(spt=0.0, xpe=1.0, dual=0.7)
@@ -500,29 +503,25 @@ def fit(runs, train_ids, train_labels, dev_ids, dev_labels, pad_id, device, on_s
         torch.set_rng_state(resumed[0].rng_cpu)
         if device.type == "cuda" and resumed[0].rng_cuda is not None:
             torch.cuda.set_rng_state(resumed[0].rng_cuda, device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    precision = xpe.resolve_precision(cfg.precision, device)
     plans, clock = {}, time.time()
     bar = tqdm(total=cfg.steps, initial=step, dynamic_ncols=True,
                desc=live[0].out.name if len(runs) == 1 else f"{len(live)} runs")
     for r in live:
         r.model.train()
     while live and step < cfg.steps:
-        epoch, offset = divmod(step, per_epoch)
         batches = {}
         for key, seed in dict.fromkeys((key_of(r), r.cfg.seed) for r in live):  # a run's rows and seed: its batches
-            if (key, seed, epoch) not in plans:
-                plans = {k: v for k, v in plans.items() if k[2] == epoch}
-                plans[key, seed, epoch] = data.train_batches(lengths[key], cfg.batch_size, seed, epoch)
-            indices, (ids, labels) = plans[key, seed, epoch][offset], splits[key][:2]
+            if (key, seed) not in plans:
+                plans[key, seed] = data.batch_plan(lengths[key], cfg.batch_size, seed, step)
+            indices, (ids, labels) = next(plans[key, seed]), splits[key][:2]
             batches[key, seed] = xpe.to_device([*xpe.pad([ids[i] for i in indices], pad_id), labels[indices]], device)
         active, batch_of = live, lambda r: batches[key_of(r), r.cfg.seed]  # noqa: E731
-        # On a CPU a pass a run is faster than one pass of the whole pack (bench.py): its tensors stay in
-        # the caches. The pack still shares the batches, the backward call and the bookkeeping.
-        with autocast:
-            logits = xpe.packed_logits([r.model for r in active], [batch_of(r)[:2] for r in active],
-                                       rows_per_pass=cfg.batch_size if device.type == "cpu" else None)
-        losses = [F.cross_entropy(x.float(), batch_of(r)[2]) for r, x in zip(active, logits)]
-        torch.stack(losses).sum().backward()  # each run's gradients come from its own loss alone
+        # On a CPU a pass a run, each backward as it ends: its tensors stay in the caches and the pack peaks
+        # at one run's activations (bench.py). On a GPU one pass carries the pack. Each run's gradients
+        # come from its own loss alone.
+        losses = xpe.backward_pack([r.model for r in active], [batch_of(r)[:2] for r in active],
+                                   [batch_of(r)[2] for r in active], device.type == "cpu", precision)
         for r, loss in zip(active, losses):
             update(r, loss)
         step += 1
@@ -536,7 +535,8 @@ def fit(runs, train_ids, train_labels, dev_ids, dev_labels, pad_id, device, on_s
                 (f"{r.progress.log[-1]['dev_accuracy']:.3f}" for r in live if r.progress.log), default="-"))
         if due and live:
             groups = {key: [r for r in live if key_of(r) == key] for key in dict.fromkeys(map(key_of, live))}
-            dev = {key: xpe.predict([r.model for r in group], splits[key][2], pad_id, cfg.eval_batch_size)
+            dev = {key: xpe.predict([r.model for r in group], splits[key][2], pad_id, cfg.eval_batch_size,
+                                    precision=precision)
                    for key, group in groups.items()}  # each run on its own dev split, those sharing one in one pass
             seconds, clock = time.time() - clock, time.time()
             for key, group in groups.items():
@@ -630,9 +630,11 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         cfgs = resolve_configs(args)
-        cfg = cfgs[0]
         rank, world, local_rank = packs.rank_world()
         device = pick_device(args.device, local_rank if world > 1 else None)
+        precision = xpe.resolve_precision(cfgs[0].precision, device)  # the runs record what they train in
+        cfgs = [replace(c, precision=precision) for c in cfgs]
+        cfg = cfgs[0]
         languages, labels, rows = load_rows(cfgs)
         plan = packs.packs_of(cfgs, args.pack_seeds, args.pack_size or packs.DEFAULT_PACK_SIZE[device.type],
                               [len(rows[data_key(c)][0]) for c in cfgs])
@@ -648,6 +650,7 @@ def main(argv=None):
             print(f"train.py: process {rank} of {world}: the call's {len(names)} runs are in other processes' packs")
             return 0
         backbone, tokenizer = xpe.load_backbone(cfg.model, device)
+        xpe.prepare_backbone(backbone, precision)
         check_positions(cfg, xpe.max_text_length(backbone, cfg.prompt_len))
         fds = rundirs.claim([outs[i] for i in mine])  # from here on the folders are this call's: now it writes
     except (UsageError, rundirs.FolderError, ValueError) as e:  # data.DataError is a ValueError
