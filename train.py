@@ -3,7 +3,9 @@
     python train.py --method dual --xpe-frac 0.7 --source joshi5                   # one run
     python train.py --method spt,dual:0.3,dual:0.7,xpe --seed 1-3 --source joshi5  # 12 runs, one backbone
     python train.py --target kab_Latn --init runs/dual0.7-joshi5-s42               # sequential full supervision
+    python train.py --target supervised-unseen --init runs/dual0.7-joshi5-s{1,2}   # 24 targets x 2 source runs
     python train.py ... --resume                                                   # continue a killed call
+    torchrun --nproc-per-node 8 train.py ...                                       # the packs over 8 GPUs (packs.py)
 
 A plain PyTorch loop: Adafactor, linear warm-up then cosine with hard restarts, dev evaluation every
 epoch, early stopping on dev loss after half the steps, the best dev accuracy kept. Several runs of

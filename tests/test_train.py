@@ -195,6 +195,8 @@ def test_target_defaults_without_flags():
 
 BAD_INPUT = [  # every flag, each with the values outside the range where it means something
     (["--method", "prefix"], "unknown method 'prefix'"),
+    (["--pack-size", "0"], "--pack-size must be at least 1"),
+    (["--precision", "fp16"], "unknown precision 'fp16'"),
     (["--method", "spt,prefix"], "unknown method 'prefix'"),
     (["--method", "spt,dual:1.5"], "dual needs 0 < fraction < 1"),
     (["--method", "spt,dual"], "needs its fraction"),
