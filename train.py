@@ -136,7 +136,8 @@ def build_parser():
                    help="most runs a pack trains in one backbone pass; the call goes pack after pack (default "
                         + ", ".join(f"{n} on {d}" for d, n in packs.DEFAULT_PACK_SIZE.items()) + ")")
     p.add_argument("--resume", action="store_true", help="continue the call's runs from their last evaluation")
-    p.add_argument("--overwrite", action="store_true", help="replace the runs already in the run folders")
+    p.add_argument("--overwrite", action="store_true", help="replace the runs in the run folders (only train.py's "
+                                                            "own files there are removed)")
     return p
 
 
