@@ -1,51 +1,44 @@
-"""Training and evaluation speed of xpe: packed runs against the same runs one after another, and one run
-against PEFT under the Hugging Face Trainer.
+"""Training and scoring speed of xpe: packed runs against the same runs one after another, one run against
+PEFT under the Hugging Face Trainer, bf16 against float32, and a pack's peak memory against one run's.
 
     python bench.py                   # XLM-R-large shape (random weights, no download), cuda if there is one
     python bench.py --quick           # a tiny backbone on the CPU, seconds (CI runs this)
     python bench.py --config base --device cpu --steps 3 --warmup-steps 1 --eval-limit 16
 
-Every figure comes from one process and the very same batches (train.py's data.train_batches plans over
-real SIB-200 text, tokenised with XLM-R's vocabulary) on one randomly initialised backbone of an XLM-R
-shape. Ours is always train.fit, the loop train.py runs, bookkeeping included (the loss checked once in
-50 steps, the progress bar; the dev evaluation falls after the timed steps), and evaluate.py's
-xpe.predict. Sections:
+Every figure comes from one process (the memory section: two child processes) and the very same batches
+(data.batch_plan, which train.fit takes its batches from, over real SIB-200 text tokenised with XLM-R's
+vocabulary) on one randomly initialised backbone of an XLM-R shape. Ours is always train.fit, the loop
+train.py runs, bookkeeping included (the dev evaluation falls after the timed steps), and xpe.predict.
+Compared sides run in turn, --rounds times, and each keeps its best time, so that a busy spell of a shared
+machine falls on both. Each section is a function returning its ratios:
 
-1. pack: the four methods (spt, dual:0.3, dual:0.7, xpe) of one seed as one pack, one backbone pass a
-   step, against the same four runs one after another: run-steps per second and model FLOP utilisation.
-2. seeds: two seeds of the four methods packed into the same steps (train.py --pack-seeds) against one
-   seed's pack after the other (train.py's default): run-steps per second.
-3. eval: zero-shot evaluation of the four runs' static prompts in one pass over the test rows (default
-   all 205 languages, 41,820 sentences) against one pass per run: sentences x runs per second.
-4. peer: one run (--method, xpe by default) against PEFT P-tuning (PromptEncoderConfig, SEQ_CLS, 20 virtual
-   tokens, MLP encoder of hidden size 256; PromptTuningConfig for spt) on XLMRobertaForSequenceClassification
-   under transformers.Trainer with the authors' settings (Adafactor, bf16 on CUDA, group_by_length,
-   DataCollatorWithPadding), fed our batch plan (its get_train_dataloader returns a DataLoader whose
-   batch_sampler is the plan). The stock Trainer reads the loss on the host every step for its NaN/inf
-   filter, as the authors ran it; it runs again with logging_nan_inf_filter=False, so that the ratio shows
-   how much of the difference is that bookkeeping. Then evaluation: Trainer.predict of the peer against
-   ours on the same pooled rows. Skipped with --no-peer (which needs no peft).
+1. pack_section: the four methods (spt, dual:0.3, dual:0.7, xpe) of one seed as one pack against the same
+   four runs one after another: run-steps per second and model FLOP utilisation.
+2. seeds_section: two seeds of the four packed into the same steps (--pack-seeds) against one after the other.
+3. eval_section: zero-shot scoring of the four runs' static prompts in one pass against one pass per run.
+4. peer_section: one run (--method) against PEFT P-tuning (PromptEncoderConfig, SEQ_CLS, 20 virtual tokens,
+   MLP of hidden size 256; PromptTuningConfig for spt) on XLMRobertaForSequenceClassification over our
+   backbone under transformers.Trainer with the authors' settings (Adafactor, group_by_length,
+   DataCollatorWithPadding, bf16 as the Trainer does it: autocast), fed our batch plan, a fresh peer for
+   each Trainer run: stock (its NaN filter reads the loss on the host every step) and with
+   logging_nan_inf_filter=False. Then Trainer.predict against ours on the same rows.
+5. precision_section: one run trained and scored in float32, in bf16 autocast and with the backbone stored
+   in bf16, on the same batches; "bf16 / fp32" uses the way xpe.BF16_MODE picks for the device.
+6. memory_section (CPU): peak resident memory (ru_maxrss) of a process training the four methods as one
+   pack of e5-small's shape against one training one run.
 
-Before any timing, the pack trains once over the whole plan, untimed: the first code in a process also
-warms it (allocator, kernels) for what follows, which on the CPU once moved a ratio by a third. Both
-sides run on one device: on CUDA only the chosen GPU is made visible, so that the Trainer cannot wrap the
-peer in DataParallel over several while ours uses one.
+The first pack trains once untimed, to warm the process (allocator, kernels). On CUDA only the chosen GPU is
+visible, so that the Trainer cannot spread the peer over several.
 
-Model FLOPs of one run's training step (a batch of B rows padded to width W):
-    FLOPs = B * L * (16*T*d^2 + 8*T*d*f + 12*T^2*d)  +  6 * B * (P_x*M + H),     T = W + P
-d hidden size, f feed-forward size, L layers, P prompt length, P_x prompt rows that go through the prompt
-MLP (M its weights; 0 for spt), H the head's weights. The frozen backbone's forward is 2 FLOPs per weight
-per position (8Td^2 + 4Tdf) plus attention scores and values (4T^2d); its backward computes input
-gradients only (the weights are frozen): the weight matmuls once more, the attention matmuls twice (both
-operands are activations). The trainable parts take the usual 6 FLOPs per weight per row. Embeddings,
-LayerNorm, softmax and masks are left out; padding counts as work. A pack's FLOPs are the sum over its
-runs. This equals torch's FlopCounterMode on a training step of ours (tests/test_bench.py). MFU = FLOPs /
-seconds / peak, the dense bf16 peak of the GPU read from its name (H100 SXM 989, H100 NVL 835, H100 PCIe
-756, H200 989, H200 NVL 835, A100 312 TFLOP/s); another GPU needs --peak-tflops; "n/a" on the CPU unless
-given.
+Model FLOPs of a run's step (B rows padded to W): B*L*(16*T*d^2 + 8*T*d*f + 12*T^2*d) + 6*B*(P_x*M + H), T = W + P
+(d hidden, f feed-forward, L layers, P prompt length, P_x prompt rows through the MLP of M weights, H the head's
+weights): the frozen backbone's forward and input-gradient backward, the trainable parts 6 per weight per row;
+it equals torch's FlopCounterMode (tests/test_bench.py). MFU uses the GPU's dense bf16 peak read from its name
+(PEAKS; --peak-tflops for others; "n/a" on the CPU unless given).
 
 Goals on one H100 (issue 10): four methods packed >= 2.5x the run-steps per second of the same four runs one
 after another, >= 40 % MFU; zero-shot evaluation of four runs over all 41,820 test sentences in <= 40 s.
+The last line names every ratio as "A / B N.NNx".
 """
 import argparse
 import contextlib
@@ -67,6 +60,7 @@ CONFIGS = {  # XLM-R shapes; quick is a toy for CI
     "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
     "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=12, intermediate_size=1536),  # e5-small
+    "wide": dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024),  # memory test
     "quick": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256),
 }
 # what --quick means, for every flag not given
@@ -464,7 +458,7 @@ def memory_section(s):
         return {}
     shape = "quick" if s.args.config == "quick" else "small"
     peaks = {n: memory_probe_peak(s, n, shape) for n in (1, len(PACK))}
-    print(f"peak memory (e5-small shape{' (quick: the toy shape)' if shape == 'quick' else ''}, a process "
+    print(f"peak memory ({'the toy' if shape == 'quick' else 'e5-small'} shape, a process "
           f"training {s.args.steps + s.args.warmup_steps} steps, {s.common.precision}): one run "
           f"{peaks[1] / 2**20:.3g} GiB, {len(PACK)} runs packed {peaks[len(PACK)] / 2**20:.3g} GiB")
     return {"peak memory pack / one run": peaks[len(PACK)] / peaks[1]}

@@ -128,7 +128,7 @@ def build_parser():
     p.add_argument("--out", default=None, help="the run's folder, or with several runs the folder that holds them "
                                                "(default runs/, each run named like dual0.7-joshi5-s42)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cuda when there is one; "
-                                                  "bf16 autocast on CUDA)")
+                                                  "bf16 there with --precision auto)")
     p.add_argument("--pack-seeds", action="store_true",
                    help="pack the seeds of a call into the same steps too, each seed its own batch, instead of one "
                         "seed's pack after another (methods are always packed; bench.py measures both)")

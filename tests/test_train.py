@@ -460,3 +460,20 @@ def test_every_flag_says_what_it_sets_and_its_default():
         assert not text.startswith("default") and len(text.split()) >= 5, (action.dest, text)
         if not isinstance(action, argparse._StoreTrueAction):
             assert "(default" in text, (action.dest, text)
+
+
+@pytest.mark.parametrize("native, given, recorded", [(False, "auto", "fp32"), (True, "auto", "bf16"),
+                                                     (False, "bf16", "bf16"), (True, "fp32", "fp32")])
+def test_the_run_records_the_precision_it_trained_in(tmp_path, tiny_model_dir, monkeypatch, native, given, recorded):
+    """--precision auto is bf16 only on a CPU with native bf16 matmuls; config.json records the resolved one."""
+    monkeypatch.setattr(xpe, "native_bf16", lambda device: native)
+    code, out = run(tmp_path, tiny_model_dir, "--precision", given, "--steps", "4", "--eval-every", "4")
+    assert code == 0
+    assert json.loads((out / "config.json").read_text())["settings"]["precision"] == recorded
+
+
+def test_an_unknown_precision_is_one_line(tmp_path, tiny_model_dir, capsys):
+    code, out = run(tmp_path, tiny_model_dir, "--precision", "fp16")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "auto, fp32, bf16" in err[0], err
+    assert not out.exists()
