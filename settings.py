@@ -178,9 +178,9 @@ def resolve_configs(args):
     if args.resume and args.overwrite:
         raise UsageError("--resume continues the runs in --out and --overwrite replaces them: give one of them")
     if given.get("target") and not given.get("init"):
-        raise UsageError("--target needs --init RUN_DIR: the source run to start from")
+        raise UsageError("--target needs --init RUN_DIR [RUN_DIR ...]: the source runs to start from")
     if given.get("init") and not given.get("target"):
-        raise UsageError("--init needs --target LANG: the language of the full-supervision phase")
+        raise UsageError("--init needs --target LANGS: the languages of the full-supervision phase")
     if args.pack_size is not None and args.pack_size < 1:
         raise UsageError(f"--pack-size must be at least 1 (1: every run alone), got {args.pack_size}")
     if given.get("init"):

@@ -5,16 +5,16 @@
 set -euo pipefail
 out=${1:-/tmp/xpe-target-cpu}
 rm -rf "$out"
-common=(--model .e5 --data-dir ../shared/sib200 --device cpu --batch-size 16 --lr 1e-3)
+common=(--model .e5 --data-dir ../shared/sib200 --device cpu --batch-size 8 --lr 1e-3)
 {
   echo "# $(date -u '+%Y-%m-%d %H:%M UTC') · $(lscpu | sed -n 's/^Model name: *//p') · $(nproc) cores ·" \
        "torch $(python -c 'import torch; print(torch.__version__)') · load $(cut -d' ' -f1-3 /proc/loadavg)"
   set -x
-  python train.py "${common[@]}" --source eng_Latn --method dual:0.7 --seed 1-2 --steps 40 --eval-every 40 \
+  python train.py "${common[@]}" --source eng_Latn --method dual:0.7 --seed 1-2 --steps 8 --eval-every 8 \
     --out "$out/sources"
   /usr/bin/time -f "target call: %e s wall, %M KB peak resident" \
     python train.py "${common[@]}" --target swh_Latn,kab_Latn --init "$out"/sources/dual0.7-eng_Latn-s{1,2} \
-    --steps 40 --eval-every 20 --out "$out/targets"
+    --steps 16 --eval-every 8 --out "$out/targets"
   python evaluate.py --runs "$out/targets" --data-dir ../shared/sib200 --device cpu --out "$out/results"
   set +x
   cat "$out/results/table3.md"
