@@ -1,59 +1,54 @@
-"""Training and evaluation speed of xpe: packed runs against the same runs one after another, and one run
-against PEFT under the Hugging Face Trainer.
+"""Training and scoring speed of xpe: packed runs against the same runs one after another, one run against
+PEFT under the Hugging Face Trainer, bf16 against float32, and a pack's peak memory against one run's.
 
     python bench.py                   # XLM-R-large shape (random weights, no download), cuda if there is one
     python bench.py --quick           # a tiny backbone on the CPU, seconds (CI runs this)
     python bench.py --config base --device cpu --steps 3 --warmup-steps 1 --eval-limit 16
 
-Every figure comes from one process and the very same batches (train.py's data.train_batches plans over
-real SIB-200 text, tokenised with XLM-R's vocabulary) on one randomly initialised backbone of an XLM-R
-shape. Ours is always train.fit, the loop train.py runs, bookkeeping included (the loss checked once in
-50 steps, the progress bar; the dev evaluation falls after the timed steps), and evaluate.py's
-xpe.predict. Sections:
+Every figure comes from one process (the memory section: two child processes) and the very same batches
+(data.batch_plan, which train.fit takes its batches from, over real SIB-200 text tokenised with XLM-R's
+vocabulary) on one randomly initialised backbone of an XLM-R shape. Ours is always train.fit, the loop
+train.py runs, bookkeeping included (the dev evaluation falls after the timed steps), and xpe.predict.
+Compared sides run in turn, --rounds times, and each keeps its best time, so that a busy spell of a shared
+machine falls on both. Each section is a function returning its ratios:
 
-1. pack: the four methods (spt, dual:0.3, dual:0.7, xpe) of one seed as one pack, one backbone pass a
-   step, against the same four runs one after another: run-steps per second and model FLOP utilisation.
-2. seeds: two seeds of the four methods packed into the same steps (train.py --pack-seeds) against one
-   seed's pack after the other (train.py's default): run-steps per second.
-3. eval: zero-shot evaluation of the four runs' static prompts in one pass over the test rows (default
-   all 205 languages, 41,820 sentences) against one pass per run: sentences x runs per second.
-4. peer: one run (--method, xpe by default) against PEFT P-tuning (PromptEncoderConfig, SEQ_CLS, 20 virtual
-   tokens, MLP encoder of hidden size 256; PromptTuningConfig for spt) on XLMRobertaForSequenceClassification
-   under transformers.Trainer with the authors' settings (Adafactor, bf16 on CUDA, group_by_length,
-   DataCollatorWithPadding), fed our batch plan (its get_train_dataloader returns a DataLoader whose
-   batch_sampler is the plan). The stock Trainer reads the loss on the host every step for its NaN/inf
-   filter, as the authors ran it; it runs again with logging_nan_inf_filter=False, so that the ratio shows
-   how much of the difference is that bookkeeping. Then evaluation: Trainer.predict of the peer against
-   ours on the same pooled rows. Skipped with --no-peer (which needs no peft).
+1. pack_section: the four methods (spt, dual:0.3, dual:0.7, xpe) of one seed as one pack against the same
+   four runs one after another: run-steps per second and model FLOP utilisation.
+2. seeds_section: two seeds of the four packed into the same steps (--pack-seeds) against one after the other.
+3. eval_section: zero-shot scoring of the four runs' static prompts in one pass against one pass per run.
+4. peer_section: one run (--method) against PEFT P-tuning (PromptEncoderConfig, SEQ_CLS, 20 virtual tokens,
+   MLP of hidden size 256; PromptTuningConfig for spt) on XLMRobertaForSequenceClassification over our
+   backbone under transformers.Trainer with the authors' settings (Adafactor, group_by_length,
+   DataCollatorWithPadding, bf16 as the Trainer does it: autocast), fed our batch plan, a fresh peer for
+   each Trainer run: stock (its NaN filter reads the loss on the host every step) and with
+   logging_nan_inf_filter=False. Then Trainer.predict against ours on the same rows.
+5. precision_section: one run trained and scored in float32, in bf16 autocast and with the backbone stored
+   in bf16, on the same batches; "bf16 / fp32" uses the way xpe.BF16_MODE picks for the device.
+6. memory_section (CPU): peak resident memory (ru_maxrss) of a process training the four methods as one
+   pack of e5-small's shape against one training one run.
 
-Before any timing, the pack trains once over the whole plan, untimed: the first code in a process also
-warms it (allocator, kernels) for what follows, which on the CPU once moved a ratio by a third. Both
-sides run on one device: on CUDA only the chosen GPU is made visible, so that the Trainer cannot wrap the
-peer in DataParallel over several while ours uses one.
+The first pack trains once untimed, to warm the process (allocator, kernels). On CUDA only the chosen GPU is
+visible, so that the Trainer cannot spread the peer over several.
 
-Model FLOPs of one run's training step (a batch of B rows padded to width W):
-    FLOPs = B * L * (16*T*d^2 + 8*T*d*f + 12*T^2*d)  +  6 * B * (P_x*M + H),     T = W + P
-d hidden size, f feed-forward size, L layers, P prompt length, P_x prompt rows that go through the prompt
-MLP (M its weights; 0 for spt), H the head's weights. The frozen backbone's forward is 2 FLOPs per weight
-per position (8Td^2 + 4Tdf) plus attention scores and values (4T^2d); its backward computes input
-gradients only (the weights are frozen): the weight matmuls once more, the attention matmuls twice (both
-operands are activations). The trainable parts take the usual 6 FLOPs per weight per row. Embeddings,
-LayerNorm, softmax and masks are left out; padding counts as work. A pack's FLOPs are the sum over its
-runs. This equals torch's FlopCounterMode on a training step of ours (tests/test_bench.py). MFU = FLOPs /
-seconds / peak, the dense bf16 peak of the GPU read from its name (H100 SXM 989, H100 NVL 835, H100 PCIe
-756, H200 989, H200 NVL 835, A100 312 TFLOP/s); another GPU needs --peak-tflops; "n/a" on the CPU unless
-given.
+Model FLOPs of a run's step (B rows padded to W): B*L*(16*T*d^2 + 8*T*d*f + 12*T^2*d) + 6*B*(P_x*M + H), T = W + P
+(d hidden, f feed-forward, L layers, P prompt length, P_x prompt rows through the MLP of M weights, H the head's
+weights): the frozen backbone's forward and input-gradient backward, the trainable parts 6 per weight per row;
+it equals torch's FlopCounterMode (tests/test_bench.py). MFU uses the GPU's dense bf16 peak read from its name
+(PEAKS; --peak-tflops for others; "n/a" on the CPU unless given).
 
 Goals on one H100 (issue 10): four methods packed >= 2.5x the run-steps per second of the same four runs one
 after another, >= 40 % MFU; zero-shot evaluation of four runs over all 41,820 test sentences in <= 40 s.
+The last line names every ratio as "A / B N.NNx".
 """
 import argparse
 import contextlib
 import dataclasses
 import io
+import itertools
 import math
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,11 +59,13 @@ ROOT = Path(__file__).resolve().parent
 CONFIGS = {  # XLM-R shapes; quick is a toy for CI
     "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+    "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=12, intermediate_size=1536),  # e5-small
+    "wide": dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024),  # memory test
     "quick": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256),
 }
 # what --quick means, for every flag not given
 QUICK = dict(config="quick", device="cpu", steps=3, warmup_steps=1, source="eng_Latn",
-             eval_languages="eng_Latn,fra_Latn,zho_Hans", eval_limit=32, eval_batch_size=16, threads=1)
+             eval_languages="eng_Latn,fra_Latn,zho_Hans", eval_limit=32, eval_batch_size=16, threads=1, rounds=1)
 DEFAULTS = dict(config="large", device=None, steps=50, warmup_steps=10, source="joshi5",
                 eval_languages="all", eval_limit=0, eval_batch_size=128, threads=0)
 PACK = ("spt", "dual:0.3", "dual:0.7", "xpe")
@@ -106,12 +103,19 @@ def parse_args(argv=None):
                    help="CPU threads for torch (default 0: torch's choice; 1 with --quick); 1 is steadier on a "
                         "busy machine")
     p.add_argument("--seed", type=int, default=1, help="the first seed; the seeds section adds the next (default 1)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="of ours and the peer in every section but the precision one, which times both (default auto: "
+                        "bf16 on CUDA, fp32 on a CPU)")
+    p.add_argument("--rounds", type=int, help="rounds of the compared sides, in turn, the best of each kept "
+                                              "(default 2 on a CPU, 1 on CUDA; 1 with --quick)")
     args = p.parse_args(argv)
     preset = QUICK if args.quick else DEFAULTS
     for key, value in preset.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    for key in ("steps", "warmup_steps", "batch_size", "max_length", "eval_batch_size"):
+    if args.rounds is None:
+        args.rounds = 1 if (args.device or "cuda").startswith("cuda") else 2
+    for key in ("steps", "warmup_steps", "batch_size", "max_length", "eval_batch_size", "rounds"):
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}"
                     + (" (the first steps allocate memory and pick kernels)" if key == "warmup_steps" else ""))
@@ -193,202 +197,370 @@ def main(argv=None):
     return run(args, device, peak, train_langs, train_rows, test_rows)
 
 
-def run(args, device, peak, train_langs, train_rows, test_rows):
+@dataclasses.dataclass
+class Setup:
+    """What every section shares: one random backbone, the data, the batch plan and the clock."""
+    args: argparse.Namespace
+    device: object
+    peak: object
+    train_langs: list
+    tokenizer: object
+    enc_cfg: object
+    backbone: object
+    common: object                  # train.TrainConfig of every run: steps, batch size, evaluation after the timed steps
+    train_ids: list
+    train_labels: object
+    test_ids: list
+    test_labels: list
+    statics: list = None            # the pack section's four runs as static prompts, for the eval section
+    pack_mfu: float = None
+    eval_packed: float = None
+
+    @property
+    def pad_id(self):
+        return self.tokenizer.pad_token_id
+
+    @property
+    def steps(self):
+        return self.args.warmup_steps + self.args.steps
+
+    def now(self):
+        """The one clock of every timing: seconds, once the device has finished what it was given."""
+        import torch
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def plan(self, seed, first=None):
+        """The batches of a seed's timed steps (or of steps first..), as train.fit takes them (data.batch_plan)."""
+        import data
+        first = self.args.warmup_steps if first is None else first
+        return list(itertools.islice(data.batch_plan([len(x) for x in self.train_ids], self.args.batch_size, seed,
+                                                     first), self.steps - first))
+
+    def configs(self, methods, seeds, **changes):
+        import train
+        return [dataclasses.replace(self.common, method=m, xpe_frac=r, seed=s, **changes)
+                for s in seeds for m, r in train.parse_methods(",".join(methods), None)]
+
+
+def setup(args, device, peak, train_langs, train_rows, test_rows):
+    """The shared Setup, or an error line when the tokenizer is not XLM-R's."""
     import torch
-    from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaForSequenceClassification
+    from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaModel
 
     import data
     import train
     import xpe
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    pad_id = tokenizer.pad_token_id
     enc_cfg = XLMRobertaConfig(vocab_size=250002, max_position_embeddings=514, type_vocab_size=1,
                                num_labels=len(data.LABELS), **CONFIGS[args.config])
-    if len(tokenizer) > enc_cfg.vocab_size or pad_id != enc_cfg.pad_token_id:
-        print(f"bench.py: error: {args.tokenizer} is not XLM-R's tokenizer ({len(tokenizer)} tokens, pad id {pad_id})",
-              file=sys.stderr)
-        return 2
-
-    # one random backbone for every measurement: the peer's base model, whose .roberta (no pooler) is ours
-    torch.manual_seed(0)
-    base = XLMRobertaForSequenceClassification(enc_cfg).to(device)
-    backbone = base.roberta.requires_grad_(False)
+    if len(tokenizer) > enc_cfg.vocab_size or tokenizer.pad_token_id != enc_cfg.pad_token_id:
+        return (f"{args.tokenizer} is not XLM-R's tokenizer ({len(tokenizer)} tokens, pad id "
+                f"{tokenizer.pad_token_id})")
+    torch.manual_seed(0)  # one random backbone for every measurement, ours and the peer's (make_peer)
+    backbone = XLMRobertaModel(enc_cfg, add_pooling_layer=False).requires_grad_(False).to(device)
+    xpe.prepare_backbone(backbone, xpe.resolve_precision(args.precision, device))
     steps = args.warmup_steps + args.steps
     # eval_every = steps: the one dev evaluation comes after the timed steps; patience 0: nothing stops early
     common = train.TrainConfig(steps=steps, batch_size=args.batch_size, max_length=args.max_length,
-                               eval_batch_size=args.eval_batch_size, eval_every=steps, patience=0, model="bench")
+                               eval_batch_size=args.eval_batch_size, eval_every=steps, patience=0, model="bench",
+                               precision=xpe.resolve_precision(args.precision, device))
+    test_ids = data.encode(test_rows, tokenizer, args.max_length) if test_rows else []
+    return Setup(args, device, peak, train_langs, tokenizer, enc_cfg, backbone, common,
+                 data.encode(train_rows, tokenizer, args.max_length), torch.tensor([r.label for r in train_rows]),
+                 test_ids, [r.label for r in test_rows])
 
-    def configs(methods, seeds):
-        return [dataclasses.replace(common, method=m, xpe_frac=r, seed=s)
-                for s in seeds for m, r in train.parse_methods(",".join(methods), None)]
 
-    train_ids = data.encode(train_rows, tokenizer, args.max_length)
-    train_labels = torch.tensor([r.label for r in train_rows])
-    dev_ids, dev_labels = train_ids[:64], train_labels[:64]
-    lengths = [len(x) for x in train_ids]
-    per_epoch = math.ceil(len(train_ids) / args.batch_size)
+def fit_seconds(s, cfgs):
+    """(seconds of the timed steps, runs) of train.fit over fresh runs built from cfgs, as train.py builds them."""
+    import data
+    import train
 
-    def batches(seed, first=args.warmup_steps):
-        """The batches of steps first.. of a seed's plan, epoch after epoch, as train.fit takes them."""
-        epochs = {}
-        for step in range(first, steps):
-            epoch = step // per_epoch
-            if epoch not in epochs:
-                epochs[epoch] = data.train_batches(lengths, args.batch_size, seed, epoch)
-            yield epochs[epoch][step % per_epoch]
+    folder, marks = Path(tempfile.mkdtemp(prefix="xpe-bench-")), {}
 
-    def timed_plan(seed):
-        return list(batches(seed))
+    def on_step(step):
+        if step in (s.args.warmup_steps, s.steps):
+            marks[step] = s.now()
 
-    def fit_seconds(cfgs):
-        """Seconds of the timed steps of train.fit over fresh runs built from cfgs, as train.py builds them."""
-        folder = Path(tempfile.mkdtemp(prefix="xpe-bench-"))
-        marks = {}
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # each run's parameter count and end
+            runs = [train.start_run(cfg, folder / train.run_name(cfg), s.backbone, data.LABELS, s.train_langs,
+                                    s.device, False, False) for cfg in cfgs]
+            dev = s.train_ids[:64], s.train_labels[:64]
+            train.fit(runs, s.train_ids, s.train_labels, *dev, s.pad_id, s.device, on_step)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if any(r.stopped in ("training", "dev") for r in runs):
+        raise RuntimeError("ours: a training loss is not finite")
+    return marks[s.steps] - marks[s.args.warmup_steps], runs
 
-        def on_step(step):
-            if step in (args.warmup_steps, steps):
-                sync()
-                marks[step] = time.perf_counter()
 
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):  # each run's parameter count and end
-                runs = [train.start_run(cfg, folder / train.run_name(cfg), backbone, data.LABELS, train_langs, device,
-                                        False, False) for cfg in cfgs]
-                train.fit(runs, train_ids, train_labels, dev_ids, dev_labels, pad_id, device, on_step)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-        if any(r.stopped in ("training", "dev") for r in runs):
-            raise RuntimeError("ours: a training loss is not finite")
-        return marks[steps] - marks[args.warmup_steps], runs
+def best_of(s, sides):
+    """{name: the shortest seconds over --rounds rounds}; sides: {name: () -> seconds}, run in turn each round,
+    so that a busy spell of the machine falls on every side alike."""
+    best = {}
+    for _ in range(s.args.rounds):
+        for name, side in sides.items():
+            best[name] = min(best.get(name, math.inf), side())
+    return best
 
-    d, hidden = enc_cfg.hidden_size, common.encoder_hidden
-    mlp_weights = d * hidden + hidden ** 2 + hidden * d
-    head_weights = d * d + d * len(data.LABELS)
 
-    def flops(cfgs):
-        """Model FLOPs of the timed steps of these runs (module doc), each on its own seed's batches."""
-        total = 0
-        for cfg in cfgs:
-            plan = timed_plan(cfg.seed)
-            n_xpe = xpe.split_prompt(cfg.method, cfg.xpe_frac, cfg.prompt_len)[1]
-            total += step_flops([max(lengths[i] for i in b) for b in plan], [len(b) for b in plan], enc_cfg,
-                                cfg.prompt_len, n_xpe, mlp_weights, head_weights)
-        return total
+def flops(s, cfgs):
+    """Model FLOPs of the timed steps of these runs (module doc), each on its own seed's batches."""
+    import data
+    import xpe
 
-    def utilisation(total, seconds):
-        rate = total / seconds / 1e12
-        mfu = f"{100 * rate / peak:.1f} % of {peak:g} TFLOP/s" if peak else "n/a (no --peak-tflops on the CPU)"
-        return f"{rate:.4g} TFLOP/s, MFU {mfu}"
+    d, hidden = s.enc_cfg.hidden_size, s.common.encoder_hidden
+    mlp_weights, head_weights = d * hidden + hidden ** 2 + hidden * d, d * d + d * len(data.LABELS)
+    lengths, total = [len(x) for x in s.train_ids], 0
+    for cfg in cfgs:
+        plan = s.plan(cfg.seed)
+        n_xpe = xpe.split_prompt(cfg.method, cfg.xpe_frac, cfg.prompt_len)[1]
+        total += step_flops([max(lengths[i] for i in b) for b in plan], [len(b) for b in plan], s.enc_cfg,
+                            cfg.prompt_len, n_xpe, mlp_weights, head_weights)
+    return total
 
+
+def utilisation(s, total, seconds):
+    rate = total / seconds / 1e12
+    mfu = f"{100 * rate / s.peak:.1f} % of {s.peak:g} TFLOP/s" if s.peak else "n/a (no --peak-tflops on the CPU)"
+    return f"{rate:.4g} TFLOP/s, MFU {mfu}"
+
+
+def pack_section(s):
+    """The four methods of one seed as one pack against the same four runs one after another."""
+    pack = s.configs(PACK, [s.args.seed])
+    fit_seconds(s, pack)  # the process warm-up (allocator, kernels), untimed
+    def packed():
+        seconds, runs = fit_seconds(s, pack)
+        s.statics = [r.model.to_static() for r in runs]
+        return seconds
+
+    times = best_of(s, {"packed": packed, "alone": lambda: sum(fit_seconds(s, [cfg])[0] for cfg in pack)})
+    run_steps, work = len(pack) * s.args.steps, flops(s, pack)
+    print(f"train packed ({len(pack)} runs, one step for all): {run_steps / times['packed']:.4g} run-steps/s, "
+          f"{utilisation(s, work, times['packed'])}")
+    print(f"train one after another ({len(pack)} runs): {run_steps / times['alone']:.4g} run-steps/s, "
+          f"{utilisation(s, work, times['alone'])}")
+    s.pack_mfu = 100 * work / times["packed"] / (s.peak * 1e12) if s.peak else None
+    return {"packed / one after another": times["alone"] / times["packed"]}
+
+
+def seeds_section(s):
+    """Two seeds of the four methods packed into the same steps against one seed's pack after the other."""
+    seeds = s.configs(PACK, [s.args.seed, s.args.seed + 1])
+    together = fit_seconds(s, seeds)[0]
+    in_turn = sum(fit_seconds(s, [c for c in seeds if c.seed == seed])[0] for seed in (s.args.seed, s.args.seed + 1))
+    n = len(seeds) * s.args.steps
+    print(f"seeds packed (2 seeds x {len(PACK)} runs, --pack-seeds): {n / together:.4g} run-steps/s")
+    print(f"seeds in turn (2 seeds x {len(PACK)} runs, the default): {n / in_turn:.4g} run-steps/s")
+    return {"seeds packed / in turn": in_turn / together}
+
+
+def predict_seconds(s, models, ids, precision=None):
+    import xpe
+    xpe.predict(models, ids[:s.args.eval_batch_size], s.pad_id, s.args.eval_batch_size, precision=precision)  # warm
+    start = s.now()
+    xpe.predict(models, ids, s.pad_id, s.args.eval_batch_size, precision=precision)
+    return s.now() - start
+
+
+def eval_section(s, statics):
+    """Zero-shot scoring of the four runs' static prompts in one pass over the test rows against a pass per run."""
+    precision = s.common.precision
+    packed = predict_seconds(s, statics, s.test_ids, precision)
+    each = sum(predict_seconds(s, [m], s.test_ids, precision) for m in statics)
+    n = len(s.test_ids)
+    print(f"eval one pass ({len(statics)} runs, {n} sentences, batch {s.args.eval_batch_size}): {packed:.3f} s, "
+          f"{n * len(statics) / packed:.4g} sentence-runs/s")
+    print(f"eval a pass per run ({len(statics)} runs): {each:.3f} s, {n * len(statics) / each:.4g} sentence-runs/s")
+    s.eval_packed = packed
+    return {"eval one pass / a pass per run": each / packed}
+
+
+def peer_section(s):
+    """One run of ours against PEFT under the Trainer, stock and without its NaN filter, each a fresh peer."""
+    import xpe
+    mine = s.configs([s.args.method], [s.args.seed])
+    full_plan = s.plan(s.args.seed, first=0)
+    kept = {}
+
+    def ours():
+        xpe.prepare_backbone(s.backbone, s.common.precision)  # the peer's turn leaves it float32
+        seconds, kept["runs"] = fit_seconds(s, mine)
+        return seconds
+
+    def peer(nan_filter):
+        kept["trainer"], seconds = train_peer(make_peer(s, mine[0]), mine[0], full_plan, s, nan_filter)
+        return seconds
+
+    times = best_of(s, {"ours": ours, "stock": lambda: peer(True), "unfiltered": lambda: peer(False)})
+    print(f"ours ({s.args.method}): {xpe.describe_parameters(kept['runs'][0].model)}; peer: "
+          f"{describe_peer(kept['trainer'].model)}")
+    plan = s.plan(s.args.seed)
+    sentences, tokens = sum(len(b) for b in plan), sum(len(s.train_ids[i]) for b in plan for i in b)
+    for side, key in (("ours train (train.fit)", "ours"), ("peer train (Trainer, NaN filter on, as the authors "
+                                                           "ran it)", "stock"),
+                      ("peer train (Trainer, logging_nan_inf_filter=False)", "unfiltered")):
+        seconds = times[key]
+        print(f"{side}: {s.args.steps / seconds:.4g} steps/s, {sentences / seconds:.4g} sentences/s, "
+              f"{tokens / seconds:.4g} tokens/s (text, padding not counted), {utilisation(s, flops(s, mine), seconds)}")
+    ratios = {"ours / stock Trainer": times["stock"] / times["ours"],
+              "ours / Trainer without NaN filter": times["unfiltered"] / times["ours"]}
+    if s.test_ids:
+        xpe.prepare_backbone(s.backbone, s.common.precision)
+        ours_eval = predict_seconds(s, [kept["runs"][0].model.to_static()], s.test_ids, s.common.precision)
+        xpe.prepare_backbone(s.backbone, "fp32")
+        peer_eval = eval_peer(kept["trainer"], s)
+        print(f"ours eval (1 run): {len(s.test_ids) / ours_eval:.4g} sentences/s; peer eval (Trainer.predict): "
+              f"{len(s.test_ids) / peer_eval:.4g} sentences/s")
+        ratios["ours eval / Trainer.predict"] = peer_eval / ours_eval
+    return ratios
+
+
+def precision_section(s):
+    """One run's training and scoring in float32 and in bf16 (stored, and autocast), on the same batches."""
+    import xpe
+    one = {p: s.configs([s.args.method], [s.args.seed], precision=p) for p in ("fp32", "bf16")}
+    rows = (s.test_ids or s.train_ids)[:s.args.eval_batch_size * (32 if s.device.type == "cuda" else 4)]
+    static = {}
+
+    def side(precision, mode):
+        xpe.prepare_backbone(s.backbone, precision, mode)  # bf16 and back loses nothing a timing needs
+        seconds, runs = fit_seconds(s, one[precision])
+        static[precision, mode] = runs[0].model.to_static()
+        return seconds, predict_seconds(s, [static[precision, mode]], rows, precision)
+
+    sides = {"fp32": ("fp32", None), "store": ("bf16", "store"), "autocast": ("bf16", "autocast")}
+    best = {}
+    for _ in range(s.args.rounds):
+        for name, (precision, mode) in sides.items():
+            train_s, score_s = side(precision, mode)
+            best[name] = tuple(min(a, b) for a, b in zip(best.get(name, (math.inf,) * 2), (train_s, score_s)))
+    xpe.prepare_backbone(s.backbone, s.common.precision)
+    for name, (train_s, score_s) in best.items():
+        print(f"precision {name}{' (bf16, the backbone stored in bf16)' if name == 'store' else ''}: train "
+              f"{s.args.steps / train_s:.4g} steps/s, scoring {len(rows) / score_s:.4g} sentences/s")
+    chosen = xpe.BF16_MODE.get(s.device.type, "autocast")
+    print(f"precision: bf16 on {s.device.type} is {xpe.BF16_MODE.get(s.device.type)!r} (xpe.BF16_MODE); --precision "
+          f"auto here is {xpe.resolve_precision('auto', s.device)}; native bf16 matmuls: {xpe.native_bf16(s.device)}")
+    return {"bf16 / fp32 train": best["fp32"][0] / best[chosen][0],
+            "bf16 / fp32 scoring": best["fp32"][1] / best[chosen][1],
+            "bf16 storage / autocast train": best["autocast"][0] / best["store"][0],
+            "bf16 storage / autocast scoring": best["autocast"][1] / best["store"][1]}
+
+
+def memory_section(s):
+    """Peak resident memory of a process training the four methods as one pack against one training one run."""
+    if s.device.type != "cpu":
+        return {}
+    shape = "quick" if s.args.config == "quick" else "small"
+    peaks = {n: memory_probe_peak(s, n, shape) for n in (1, len(PACK))}
+    print(f"peak memory ({'the toy' if shape == 'quick' else 'e5-small'} shape, a process "
+          f"training {s.args.steps + s.args.warmup_steps} steps, {s.common.precision}): one run "
+          f"{peaks[1] / 2**20:.3g} GiB, {len(PACK)} runs packed {peaks[len(PACK)] / 2**20:.3g} GiB")
+    return {"peak memory pack / one run": peaks[len(PACK)] / peaks[1]}
+
+
+def memory_probe_peak(s, runs, shape):
+    """ru_maxrss (KiB) of a fresh process that trains `runs` of PACK on the `shape` backbone (memory_probe)."""
+    a = s.args
+    argv = [str(runs), shape, a.data_dir, a.tokenizer, a.source, str(a.steps + a.warmup_steps), s.common.precision,
+            str(a.threads)]
+    out = subprocess.run([sys.executable, "-c", "import sys, bench; bench.memory_probe(sys.argv[1:])", *argv],
+                         cwd=ROOT, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    if out.returncode != 0:
+        raise RuntimeError(f"memory probe ({runs} runs) failed: {out.stderr.strip()[-2000:]}")
+    return int(out.stdout.split()[-1])
+
+
+def memory_probe(argv):
+    """In its own process: train `runs` of PACK for `steps` on a random backbone of `shape`; print ru_maxrss."""
+    import resource
+
+    import torch
+    from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaModel
+
+    import data
+    import train
+    import xpe
+
+    runs, shape, data_dir, tokenizer_dir, source, steps, precision, threads = argv
+    if int(threads):
+        torch.set_num_threads(int(threads))
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    langs = data.resolve_languages(source)
+    rows = data.load_split(langs, "train", data_dir)
+    ids, labels = data.encode(rows, tokenizer, 164), torch.tensor([r.label for r in rows])
+    torch.manual_seed(0)
+    backbone = XLMRobertaModel(XLMRobertaConfig(vocab_size=250037, max_position_embeddings=514, type_vocab_size=1,
+                                                **CONFIGS[shape]), add_pooling_layer=False).requires_grad_(False)
+    xpe.prepare_backbone(backbone, precision)
+    cfg = train.TrainConfig(steps=int(steps), eval_every=int(steps), patience=0, model="bench", precision=precision)
+    folder = Path(tempfile.mkdtemp(prefix="xpe-bench-"))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            cfgs = [dataclasses.replace(cfg, method=m, xpe_frac=r, seed=1)
+                    for m, r in train.parse_methods(",".join(PACK[:int(runs)]), None)]
+            members = [train.start_run(c, folder / train.run_name(c), backbone, data.LABELS, langs,
+                                       torch.device("cpu"), False, False) for c in cfgs]
+            train.fit(members, ids, labels, ids[:64], labels[:64], tokenizer.pad_token_id, torch.device("cpu"))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def run(args, device, peak, train_langs, train_rows, test_rows):
+    import torch
+
+    s = setup(args, device, peak, train_langs, train_rows, test_rows)
+    if isinstance(s, str):
+        print(f"bench.py: error: {s}", file=sys.stderr)
+        return 2
     shape = ", ".join(f"{k} {v}" for k, v in CONFIGS[args.config].items())
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
     print(f"bench.py: device {device} ({where}), torch {torch.__version__}, config {args.config} ({shape}), "
-          f"{'bf16 autocast' if device.type == 'cuda' else 'float32'}")
-    plan = timed_plan(args.seed)
+          f"precision {s.common.precision} (--precision {args.precision}), best of {args.rounds} round(s)")
+    plan, lengths = s.plan(args.seed), [len(x) for x in s.train_ids]
     print(f"data: train {args.source} ({len(train_langs)} languages, {len(train_rows)} rows), batch {args.batch_size} "
           f"per run, max length {args.max_length}; {args.steps} timed steps after {args.warmup_steps} untimed, mean "
-          f"padded width {sum(max(lengths[i] for i in b) for b in plan) / len(plan):.1f} + {common.prompt_len} prompt")
+          f"padded width {sum(max(lengths[i] for i in b) for b in plan) / len(plan):.1f} + {s.common.prompt_len} "
+          f"prompt")
     print("FLOPs per run-step = B*L*(16*T*d^2 + 8*T*d*f + 12*T^2*d) + 6*B*(P_x*M + H), T = padded width + P "
           "(frozen backbone: forward + input-gradient backward; trainable prompt MLP and head: 6 per weight)")
-
-    # ---- the process warm-up, then packed against one after another
-    pack = configs(PACK, [args.seed])
-    fit_seconds(pack)
-    packed, runs = fit_seconds(pack)
-    alone = sum(fit_seconds([cfg])[0] for cfg in pack)
-    run_steps = len(pack) * args.steps
-    ratios = {"pack train (packed / one after another)": alone / packed}
-    print(f"train packed ({len(pack)} runs, one backbone pass a step): {run_steps / packed:.4g} run-steps/s, "
-          f"{utilisation(flops(pack), packed)}")
-    print(f"train one after another ({len(pack)} runs): {run_steps / alone:.4g} run-steps/s, "
-          f"{utilisation(flops(pack), alone)}")
-
-    # ---- two seeds: packed into the same steps, or one seed's pack after the other
-    seeds = configs(PACK, [args.seed, args.seed + 1])
-    together = fit_seconds(seeds)[0]
-    in_turn = sum(fit_seconds([c for c in seeds if c.seed == s])[0] for s in (args.seed, args.seed + 1))
-    ratios["seeds train (packed / in turn)"] = in_turn / together
-    print(f"seeds packed (2 seeds x {len(pack)} runs, --pack-seeds): {len(seeds) * args.steps / together:.4g} "
-          f"run-steps/s")
-    print(f"seeds in turn (2 seeds x {len(pack)} runs, the default): {len(seeds) * args.steps / in_turn:.4g} "
-          f"run-steps/s")
-
-    # ---- zero-shot evaluation: the four static prompts in one pass, or a pass per run
-    test_ids = data.encode(test_rows, tokenizer, args.max_length) if test_rows else []
-    statics = [r.model.to_static() for r in runs]
-    if test_ids:
-        xpe.predict(statics, test_ids[:args.eval_batch_size], pad_id, args.eval_batch_size)  # warm-up, untimed
-        sync()
-        start = time.perf_counter()
-        xpe.predict(statics, test_ids, pad_id, args.eval_batch_size)
-        sync()
-        eval_packed = time.perf_counter() - start
-        each = []
-        for static in statics:
-            start = time.perf_counter()
-            xpe.predict([static], test_ids, pad_id, args.eval_batch_size)
-            sync()
-            each.append(time.perf_counter() - start)
-        ratios["eval (one pass / a pass per run)"] = sum(each) / eval_packed
-        n = len(test_ids)
-        print(f"eval one pass ({len(statics)} runs, {n} sentences, batch {args.eval_batch_size}): {eval_packed:.3f} s, "
-              f"{n * len(statics) / eval_packed:.4g} sentence-runs/s")
-        print(f"eval a pass per run ({len(statics)} runs): {sum(each):.3f} s, "
-              f"{n * len(statics) / sum(each):.4g} sentence-runs/s")
-
-    # ---- one run against PEFT + the Trainer
+    ratios = pack_section(s)
+    ratios.update(seeds_section(s))
+    if s.test_ids:
+        ratios.update(eval_section(s, s.statics))
     if not args.no_peer:
-        mine = configs([args.method], [args.seed])
-        ours, mine_runs = fit_seconds(mine)
-        peer = make_peer(base, mine[0])
-        print(f"ours ({args.method}): {xpe.describe_parameters(mine_runs[0].model)}; peer: {describe_peer(peer)}")
-        full_plan = list(batches(args.seed, first=0))
-        trainer, stock = train_peer(peer, mine[0], full_plan, train_ids, train_labels, tokenizer, device, args, sync,
-                                    nan_filter=True)
-        _, unfiltered = train_peer(peer, mine[0], full_plan, train_ids, train_labels, tokenizer, device, args, sync,
-                                   nan_filter=False)
-        sentences = sum(len(b) for b in timed_plan(args.seed))
-        tokens = sum(lengths[i] for b in timed_plan(args.seed) for i in b)
-        for side, seconds in (("ours train (train.fit)", ours), ("peer train (Trainer, NaN filter on, as the authors "
-                                                                  "ran it)", stock),
-                              ("peer train (Trainer, logging_nan_inf_filter=False)", unfiltered)):
-            print(f"{side}: {args.steps / seconds:.4g} steps/s, {sentences / seconds:.4g} sentences/s, "
-                  f"{tokens / seconds:.4g} tokens/s (text, padding not counted), {utilisation(flops(mine), seconds)}")
-        ratios["peer train (ours / stock Trainer)"] = stock / ours
-        ratios["peer train (ours / Trainer without NaN filter)"] = unfiltered / ours
-        if test_ids:
-            static = mine_runs[0].model.to_static()
-            xpe.predict([static], test_ids[:args.eval_batch_size], pad_id, args.eval_batch_size)
-            sync()
-            start = time.perf_counter()
-            xpe.predict([static], test_ids, pad_id, args.eval_batch_size)
-            sync()
-            ours_eval = time.perf_counter() - start
-            peer_eval = eval_peer(trainer, test_ids, [r.label for r in test_rows], args.eval_batch_size, sync)
-            ratios["peer eval (ours / Trainer.predict)"] = peer_eval / ours_eval
-            print(f"ours eval (1 run): {len(test_ids) / ours_eval:.4g} sentences/s; peer eval (Trainer.predict): "
-                  f"{len(test_ids) / peer_eval:.4g} sentences/s")
-
+        ratios.update(peer_section(s))
+    ratios.update(precision_section(s))
+    ratios.update(memory_section(s))
     if device.type == "cuda":  # issue 10's goals, set for one H100
-        mfu = 100 * flops(pack) / packed / (peak * 1e12)
-        goals = [f"four methods packed {alone / packed:.2f}x the run-steps/s of one after another (>= 2.5x)",
-                 f"packed MFU {mfu:.1f} % (>= 40 %)"]
-        if test_ids and not args.eval_limit and args.eval_languages == "all":
-            goals.append(f"four runs over all {len(test_ids)} test sentences in {eval_packed:.1f} s (<= 40 s)")
+        goals = [f"four methods packed {ratios['packed / one after another']:.2f}x the run-steps/s of one after "
+                 f"another (>= 2.5x)", f"packed MFU {s.pack_mfu:.1f} % (>= 40 %)"]
+        if s.test_ids and not args.eval_limit and args.eval_languages == "all":
+            goals.append(f"four runs over all {len(s.test_ids)} test sentences in {s.eval_packed:.1f} s (<= 40 s)")
         print("goals (one H100): " + "; ".join(goals))
-    print("ratios: " + ", ".join(f"{name} {value:.3f}x" for name, value in ratios.items()))
+    print("ratios: " + ", ".join(f"{name} {value:.2f}x" for name, value in ratios.items()))
     return 0
 
 
-def make_peer(base, cfg):
-    """PEFT prompt learning for SEQ_CLS on the shared base model: P-tuning (MLP) for xpe, prompt tuning for spt."""
+def make_peer(s, cfg):
+    """A fresh peer on our backbone: XLMRobertaForSequenceClassification (its roberta is ours, shared and frozen, its
+    head seeded anew) under PEFT prompt learning for SEQ_CLS: P-tuning (MLP) for xpe, prompt tuning for spt."""
+    import torch
     from peft import PromptEncoderConfig, PromptTuningConfig, TaskType, get_peft_model
+    from transformers import XLMRobertaForSequenceClassification
+    from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaClassificationHead
 
+    with torch.device("meta"):  # no second backbone: the meta one is replaced by ours
+        base = XLMRobertaForSequenceClassification(s.enc_cfg)
+    base.roberta = s.backbone
+    torch.manual_seed(cfg.seed)
+    base.classifier = XLMRobertaClassificationHead(s.enc_cfg).to(s.device)
     if cfg.method == "xpe":
         peft_cfg = PromptEncoderConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=cfg.prompt_len,
                                        encoder_reparameterization_type="MLP", encoder_hidden_size=cfg.encoder_hidden)
@@ -405,11 +577,15 @@ def describe_peer(peer):
             f"{trainable / 1e6:.2f}M of {total / 1e6:.1f}M ({100 * trainable / total:.3f} %)")
 
 
-def train_peer(peer, cfg, plan, train_ids, train_labels, tokenizer, device, args, sync, nan_filter=True):
+def train_peer(peer, cfg, plan, s, nan_filter=True):
     """The Trainer over the same plan; (trainer, seconds taken by the steps after the warm-up).
 
-    nan_filter: the stock logging_nan_inf_filter, which reads the loss on the host every step.
+    nan_filter: the stock logging_nan_inf_filter, which reads the loss on the host every step. In bf16 the peer
+    runs as the Trainer runs bf16: autocast over the float32 model (ours stores the frozen backbone in bf16).
     """
+    import xpe
+    args, device = s.args, s.device
+    xpe.prepare_backbone(s.backbone, "fp32")
     from torch.utils.data import DataLoader
     from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
@@ -425,13 +601,11 @@ def train_peer(peer, cfg, plan, train_ids, train_labels, tokenizer, device, args
     class StepTimer(TrainerCallback):
         def on_step_end(self, _args, state, control, **kwargs):
             if state.global_step == args.warmup_steps:
-                sync()
-                self.start = time.perf_counter()
+                self.start = s.now()
             elif state.global_step == args.warmup_steps + args.steps:
-                sync()
-                self.seconds = time.perf_counter() - self.start
+                self.seconds = s.now() - self.start
 
-    cuda = device.type == "cuda"
+    cuda, bf16 = device.type == "cuda", s.common.precision == "bf16"
     fields = {f.name for f in dataclasses.fields(TrainingArguments)}
     # transformers 5 renamed group_by_length=True to train_sampling_strategy="group_by_length"
     grouping = dict(train_sampling_strategy="group_by_length") if "train_sampling_strategy" in fields \
@@ -441,14 +615,14 @@ def train_peer(peer, cfg, plan, train_ids, train_labels, tokenizer, device, args
         output_dir=out, per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=args.eval_batch_size,
         max_steps=cfg.steps, optim="adafactor", learning_rate=cfg.lr_prompt, weight_decay=0.01,
         lr_scheduler_type="cosine_with_restarts", lr_scheduler_kwargs={"num_cycles": cfg.cycles},
-        warmup_steps=int(cfg.warmup * cfg.steps), max_grad_norm=cfg.grad_clip, bf16=cuda, use_cpu=not cuda,
+        warmup_steps=int(cfg.warmup * cfg.steps), max_grad_norm=cfg.grad_clip, bf16=bf16, use_cpu=not cuda,
         dataloader_pin_memory=cuda, seed=args.seed, report_to="none", save_strategy="no", eval_strategy="no",
         logging_strategy="no", disable_tqdm=True, logging_nan_inf_filter=nan_filter, **grouping)
     dataset = [dict(input_ids=ids, attention_mask=[1] * len(ids), labels=int(label))
-               for ids, label in zip(train_ids, train_labels.tolist())]
+               for ids, label in zip(s.train_ids, s.train_labels.tolist())]
     timer = StepTimer()
     trainer = PlanTrainer(model=peer, args=targs, train_dataset=dataset,
-                          data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+                          data_collator=DataCollatorWithPadding(s.tokenizer), processing_class=s.tokenizer,
                           callbacks=[timer])
     trainer.remove_callback(PrinterCallback)  # its end-of-training summary would clutter the output
     try:
@@ -460,15 +634,14 @@ def train_peer(peer, cfg, plan, train_ids, train_labels, tokenizer, device, args
     return trainer, timer.seconds
 
 
-def eval_peer(trainer, test_ids, test_labels, batch_size, sync):
+def eval_peer(trainer, s):
     """Trainer.predict over the same pooled rows (its own batching: group_by_length applies to training only)."""
-    rows = [dict(input_ids=ids, attention_mask=[1] * len(ids), labels=label) for ids, label in zip(test_ids, test_labels)]
-    trainer.predict(rows[:batch_size])  # warm-up, untimed
-    sync()
-    start = time.perf_counter()
+    rows = [dict(input_ids=ids, attention_mask=[1] * len(ids), labels=label) for ids, label in zip(s.test_ids,
+                                                                                                   s.test_labels)]
+    trainer.predict(rows[:s.args.eval_batch_size])  # warm-up, untimed
+    start = s.now()
     trainer.predict(rows)
-    sync()
-    return time.perf_counter() - start
+    return s.now() - start
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ and what to do about it.
 import csv
 import difflib
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -438,3 +439,13 @@ def train_batches(lengths, batch_size, seed, epoch):
         batches += [chunk[k:k + batch_size] for k in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)  # otherwise every mega-batch would start with its longest batch
     return batches
+
+
+def batch_plan(lengths, batch_size, seed, first_step=0):
+    """The batches of row indices of a seed's steps first_step, first_step + 1, ...: epoch after epoch of
+    train_batches. train.fit takes its batches from it and bench.py times the same ones."""
+    per_epoch = math.ceil(len(lengths) / batch_size)
+    epoch, offset = divmod(first_step, per_epoch)
+    while True:
+        yield from train_batches(lengths, batch_size, seed, epoch)[offset:]
+        epoch, offset = epoch + 1, 0

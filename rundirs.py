@@ -199,13 +199,13 @@ def last_logged_step(out):
     return int(lines[-1].split(",")[0]) if len(lines) > 1 else 0
 
 
-def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), probe_locks=True):
+def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), probe_locks=True, call_outs=None):
     """Refuse to mix runs: a folder holding a run needs --resume (the same run, in the same pack) or --overwrite.
 
     Only an empty folder or one of train.py's own is ever trained into; one in use is refused. settings: each
-    run's TrainConfig as a dict; packs: the names of the runs of each run's pack.
+    run's TrainConfig as a dict; packs: the names of the runs of each run's pack. call_outs: every folder of
+    the call, where outs are one process's share (torchrun, srun), for what --resume finds.
     """
-    resumable = 0
     for out, mine, pack in zip(outs, settings, packs):
         check_own(out, "continue a run" if resume else "replace anything" if overwrite else "train")
         if probe_locks and out.is_dir() and is_locked(out):
@@ -217,7 +217,7 @@ def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), pro
         if not resume:
             raise FolderError(f"{out} already holds a run: pass --resume to continue it or --overwrite to replace it")
         config = json.loads(config_path.read_text())
-        old = config.get("settings", {})
+        old = {"precision": "fp32", **config.get("settings", {})}  # a run from before --precision
         diff = [k for k, v in mine.items() if k not in not_identity and old.get(k) != v]
         if diff:
             theirs = ", ".join(f"{k} {old.get(k)!r}" for k in diff)
@@ -225,13 +225,14 @@ def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), pro
                              f"resume with the same settings or choose another --out")
         if config.get("pack", pack) != pack:  # the runs of a pack share the random stream: another pack diverges
             raise FolderError(f"--resume: {out} was trained in a pack of {', '.join(config['pack'])}, this call packs "
-                             f"it with {', '.join(pack)}: resume with the first call's --method, --seed and "
-                             f"--pack-seeds")
+                             f"it with {', '.join(pack)}: resume with the first call's --method, --seed, "
+                             f"--pack-seeds and --pack-size")
         states = [p for p in (out / STAGED, out / "state.pt") if p.is_file()]
         if states and "progress" not in load(states[0]):
             raise FolderError(f"--resume: {states[0]} was written by an older train.py; resume it with that "
                              f"version, or start again with --overwrite")
-        resumable += bool(states)
+    outs = outs if call_outs is None else call_outs
+    resumable = any((out / name).is_file() for out in outs for name in (STAGED, "state.pt"))
     if resume and not any(out.is_dir() for out in outs):
         raise FolderError(f"--resume: {outs[0] if len(outs) == 1 else outs[0].parent} does not exist, so there is "
                          f"nothing to resume: leave --resume out to start the {'run' if len(outs) == 1 else 'runs'}")

@@ -3,7 +3,9 @@
     python train.py --method dual --xpe-frac 0.7 --source joshi5                   # one run
     python train.py --method spt,dual:0.3,dual:0.7,xpe --seed 1-3 --source joshi5  # 12 runs, one backbone
     python train.py --target kab_Latn --init runs/dual0.7-joshi5-s42               # sequential full supervision
+    python train.py --target supervised-unseen --init runs/dual0.7-joshi5-s{1,2}   # 24 targets x 2 source runs
     python train.py ... --resume                                                   # continue a killed call
+    torchrun --nproc-per-node 8 train.py ...                                       # the packs over 8 GPUs (packs.py)
 
 A plain PyTorch loop: Adafactor, linear warm-up then cosine with hard restarts, dev evaluation every
 epoch, early stopping on dev loss after half the steps, the best dev accuracy kept. Several runs of
@@ -13,12 +15,11 @@ files stay each run's own. A run folder holds config.json, log.csv, the inferenc
 best model (prompt.safetensors + config.json), its trainable weights (best.safetensors, for --init),
 state.pt (for --resume) and xpe-train.lock (rundirs.py: the folder is train.py's, and in use while locked).
 """
-import argparse
 import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace  # noqa: F401 (fields: the tests take it from train)
 from pathlib import Path
 
 import torch
@@ -28,242 +29,14 @@ from tqdm import tqdm
 from transformers.optimization import Adafactor, get_cosine_with_hard_restarts_schedule_with_warmup
 
 import data
+import packs
 import rundirs
 import xpe
+from packs import run_dirs, run_name  # noqa: F401 (bench.py and the tests call them through train)
 from rundirs import Ended, Progress
-
-
-@dataclass
-class TrainConfig:
-    method: str = "xpe"
-    xpe_frac: float = 1.0
-    seed: int = 42
-    source: str = "joshi5"
-    target: str = ""
-    init: str = ""
-    model: str = "xlm-roberta-large"
-    data_dir: str = ""
-    groups_file: str = ""
-    steps: int = 24000
-    batch_size: int = 32
-    lr_prompt: float = 5e-3
-    lr_spt: float = -1.0          # below 0: --lr-prompt, as the paper says
-    lr: float = 5e-5
-    weight_decay: float = 0.1
-    warmup: float = 0.1
-    cycles: int = 2
-    patience: int = 20
-    stop_after: float = 0.5
-    max_length: int = 164
-    prompt_len: int = 20
-    encoder_hidden: int = 256
-    encoder_dropout: float = 0.1
-    head_dropout: float = 0.1
-    grad_clip: float = 1.0
-    eval_every: int = 0
-    eval_batch_size: int = 128
-
-    def __post_init__(self):
-        if self.lr_spt < 0:
-            self.lr_spt = self.lr_prompt
-
-
-HELP = {  # one line a flag: what it sets, its unit or choices; the default is appended
-    "method": "spt, xpe or dual (with --xpe-frac), or a list of runs such as spt,dual:0.3,dual:0.7,xpe",
-    "xpe_frac": "share of the prompt built by the prompt encoder, with one --method: spt 0, xpe 1, dual between "
-                "(dual: 0.7)",
-    "seed": "a seed, a list 1,2,5 or a range 1-10: each seed is a run of every --method (a --target run: its --init's)",
-    "source": "training languages: a group, codes, or a mix such as joshi5,swh_Latn or seen-joshi5",
-    "target": "the full-supervision phase: one language, trained from --init on its own train split",
-    "init": "folder of the finished source run that --target starts from",
-    "model": "backbone: a hub name or a local folder of a Hugging Face encoder",
-    "data_dir": "local data laid out as DIR/<code>/{train,dev,test}.tsv (empty: SIB-200 from the hub)",
-    "groups_file": "language groups, in the form of groups.json (empty: groups.json)",
-    "steps": "training steps (with --target: 6000)",
-    "batch_size": "rows of training text per step and run",
-    "lr_prompt": "learning rate of the pseudo-prompts, and of the SPT part unless --lr-spt",
-    "lr_spt": "learning rate of the SPT part (below 0: --lr-prompt, as the paper; the authors' code: 5e-5 in dual)",
-    "lr": "learning rate of the prompt encoder's MLP and the head",
-    "weight_decay": "weight decay of the MLP and head weights, never biases or prompt vectors (authors' code: 0.01)",
-    "warmup": "linear warm-up as a share of the steps, then cosine with hard restarts (with --target: 0.05)",
-    "cycles": "cosine cycles, each ending in a hard restart",
-    "patience": "dev evaluations without a lower dev loss before a run stops; 0: never stop early (--target: 30)",
-    "stop_after": "share of the steps before which early stopping counts nothing (the authors' callback)",
-    "max_length": "tokens of text a row keeps; the prompt vectors come on top",
-    "prompt_len": "prompt vectors P",
-    "encoder_hidden": "hidden size h of the prompt encoder's MLP d -> h -> h -> d",
-    "encoder_dropout": "dropout inside the prompt encoder's MLP (with --target: 0)",
-    "head_dropout": "dropout before each of the classification head's two layers",
-    "grad_clip": "gradient-norm clipping, per run (0: off)",
-    "eval_every": "steps between dev evaluations (0: one epoch of the pooled training rows)",
-    "eval_batch_size": "rows per backbone pass in dev evaluation, shared by the runs of a pack",
-}
-TARGET_DEFAULTS = dict(steps=6000, warmup=0.05, patience=30, encoder_dropout=0.0)
-METHOD_FRAC = dict(spt=0.0, xpe=1.0, dual=0.7)
-NOT_IDENTITY = {"eval_batch_size"}  # settings a resumed run may change without becoming another run
-
-
-class UsageError(Exception):
-    """Bad input from the user: one line, exit status 2, nothing written."""
-
-
-def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    defaults = TrainConfig()
-    for f in fields(TrainConfig):
-        default = getattr(defaults, f.name)
-        shown = {"data_dir": "empty", "groups_file": "empty", "lr_spt": "-1", "eval_every": "0"}.get(f.name, default)
-        kind = str if f.name in ("method", "seed") else type(default)  # lists and ranges: parsed below
-        # None marks "not given", so that method- and target-dependent defaults can fill it.
-        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
-                       help=f"{HELP[f.name]} (default {shown})")
-    p.add_argument("--out", default=None, help="the run's folder, or with several runs the folder that holds them "
-                                               "(default runs/, each run named like dual0.7-joshi5-s42)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cuda when there is one; "
-                                                  "bf16 autocast on CUDA)")
-    p.add_argument("--pack-seeds", action="store_true",
-                   help="pack the seeds of a call into the same steps too, each seed its own batch, instead of one "
-                        "seed's pack after another (methods are always packed; bench.py measures both)")
-    p.add_argument("--resume", action="store_true", help="continue the call's runs from their last evaluation")
-    p.add_argument("--overwrite", action="store_true", help="replace the runs in the run folders (only train.py's "
-                                                            "own files there are removed)")
-    return p
-
-
-def parse_args(argv=None):
-    return build_parser().parse_args(argv)
-
-
-def parse_methods(text, xpe_frac):
-    """[(method, xpe_frac)] from --method: one method (with --xpe-frac) or a list in xpe.method_name's grammar."""
-    items = [item.strip() for item in text.split(",")]
-    if len(items) == 1 and items[0] in xpe.METHODS:  # one method: its fraction from --xpe-frac or its default
-        return [(items[0], METHOD_FRAC[items[0]] if xpe_frac is None else xpe_frac)]
-    if xpe_frac is not None:
-        raise UsageError("--xpe-frac goes with a single --method; in a list, write each fraction: dual:0.3,dual:0.7")
-    runs = []
-    for item in items:
-        try:
-            runs.append(xpe.parse_method(item))
-        except ValueError as e:
-            raise UsageError(f"--method {text}: {e}") from None
-    if len(set(runs)) != len(runs):
-        raise UsageError(f"--method {text} names a run twice")
-    return runs
-
-
-def parse_seeds(text):
-    """[seeds] from --seed: a number, a list 1,2,5, a range 1-10, or a mix."""
-    seeds = []
-    for item in text.split(","):
-        first, dash, last = item.strip().partition("-")
-        if not first.isdigit() or (dash and not last.isdigit()):
-            raise UsageError(f"--seed {text}: use a number, a list 1,2,5 or a range 1-10 (seeds are 0 or more)")
-        low, high = int(first), int(last) if dash else int(first)
-        if high < low:
-            raise UsageError(f"--seed {text}: the range {item.strip()} runs backwards; write {high}-{low}")
-        seeds += range(low, high + 1)
-    if len(set(seeds)) != len(seeds):
-        raise UsageError(f"--seed {text} names a seed twice")
-    return seeds
-
-
-def resolve_configs(args):
-    """One TrainConfig per run of the call (methods × seeds), every setting checked; nothing is written."""
-    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
-    if args.resume and args.overwrite:
-        raise UsageError("--resume continues the runs in --out and --overwrite replaces them: give one of them")
-    if given.get("target") and not given.get("init"):
-        raise UsageError("--target needs --init RUN_DIR: the source run to start from")
-    if given.get("init") and not given.get("target"):
-        raise UsageError("--init needs --target LANG: the language of the full-supervision phase")
-    init_config = None
-    if given.get("init"):
-        init_config = read_init(Path(given["init"]), given)
-        # The prompt's shape, the source and the seed come from the source run; the rest are the target defaults.
-        if given.setdefault("method", init_config["method"]) == init_config["method"]:
-            given.setdefault("xpe_frac", init_config["xpe_frac"])
-        for key in ("encoder_hidden", "source"):
-            given.setdefault(key, init_config[key])
-        given.setdefault("seed", str(init_config["seed"]))
-        for key, value in TARGET_DEFAULTS.items():
-            given.setdefault(key, value)
-    runs = parse_methods(given.pop("method", TrainConfig.method), given.pop("xpe_frac", None))
-    seeds = parse_seeds(given.pop("seed", str(TrainConfig.seed)))
-    if init_config is not None and (len(runs) > 1 or len(seeds) > 1):
-        raise UsageError("--target trains one run from its --init: give one --method and one --seed")
-    cfgs = [TrainConfig(**given, method=method, xpe_frac=frac, seed=seed) for seed in seeds for method, frac in runs]
-    cfg = cfgs[0]
-    for c in cfgs:
-        try:
-            xpe.split_prompt(c.method, c.xpe_frac, c.prompt_len)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-    if init_config is not None:
-        for key in ("method", "xpe_frac", "encoder_hidden"):
-            if getattr(cfg, key) != init_config[key]:
-                raise UsageError(f"--init {cfg.init} was trained with {key} {init_config[key]!r}, not "
-                                 f"{getattr(cfg, key)!r}: leave --{key.replace('_', '-')} out to take it from there")
-    check_ranges(cfg)
-    return cfgs
-
-
-def check_ranges(cfg):
-    """Every number of the settings against the range where it means something (shared by a call's runs)."""
-    finite = math.isfinite
-    rules = [(key, getattr(cfg, key) >= 1, "at least 1") for key in
-             ("steps", "batch_size", "cycles", "max_length", "encoder_hidden", "eval_batch_size")]
-    rules += [(key, getattr(cfg, key) >= 0, f"0 or more ({meaning})") for key, meaning in
-              (("patience", "0 turns early stopping off"), ("eval_every", "0 means one epoch"))]
-    rules += [(key, finite(getattr(cfg, key)) and getattr(cfg, key) >= 0, "a finite number, 0 or more")
-              for key in ("lr_prompt", "lr", "weight_decay")]
-    rules += [("lr_spt", finite(cfg.lr_spt), "a finite number (below 0: --lr-prompt)"),
-              ("grad_clip", finite(cfg.grad_clip) and cfg.grad_clip >= 0, "a finite norm, or 0 for no clipping"),
-              ("encoder_dropout", 0 <= cfg.encoder_dropout < 1, "a probability in [0, 1)"),
-              ("head_dropout", 0 <= cfg.head_dropout < 1, "a probability in [0, 1)"),
-              ("warmup", 0 <= cfg.warmup < 1, "a share of the steps in [0, 1)"),
-              ("stop_after", 0 <= cfg.stop_after <= 1, "a share of the steps in [0, 1]")]
-    for key, valid, what in rules:
-        if not valid:
-            raise UsageError(f"--{key.replace('_', '-')} must be {what}, got {getattr(cfg, key)}")
-
-
-def read_init(init_dir, given):
-    config_path, weights = init_dir / "config.json", init_dir / "best.safetensors"
-    if not config_path.is_file() or not weights.is_file():
-        raise UsageError(f"--init {init_dir} is not a finished source run (config.json and best.safetensors needed)")
-    init_config = json.loads(config_path.read_text())
-    steps = init_config.get("settings", {}).get("steps")
-    reached = rundirs.last_logged_step(init_dir)
-    # the run end marker; a config.json from before it: finished when its log reached the steps
-    ended = init_config["ended"] if "ended" in init_config else (
-        {"why": "steps", "step": reached} if steps is not None and reached >= steps else None)
-    if ended is None:
-        raise UsageError(f"--init {init_dir} is not a finished source run: it reached step {reached} of {steps}; "
-                         f"finish it first (train.py ... --resume)")
-    if ended.get("why") == Ended.NOT_FINITE.value:
-        raise UsageError(f"--init {init_dir} stopped at step {ended.get('step')} on a loss that was not finite: "
-                         f"train the source run again with lower learning rates")
-    for key, default in (("model", TrainConfig.model), ("prompt_len", TrainConfig.prompt_len)):
-        mine = given.get(key, default)
-        if init_config.get(key) != mine:
-            raise UsageError(f"--init {init_dir} was trained with {key} {init_config.get(key)!r}, this run has "
-                             f"{mine!r}: pass --{key.replace('_', '-')} {init_config.get(key)} or another --init")
-    return init_config
-
-
-def run_name(cfg):
-    if cfg.target:
-        return f"{Path(cfg.init).name}-to-{cfg.target}"
-    frac = f"{cfg.xpe_frac:g}" if cfg.method == "dual" else ""
-    return f"{cfg.method}{frac}-{cfg.source.replace(',', '+')}-s{cfg.seed}"
-
-
-def run_dirs(cfgs, out):
-    """One run: --out is its folder. Several: --out (default runs/) holds them, each under its default name."""
-    if len(cfgs) == 1:
-        return [Path(out) if out else Path("runs") / run_name(cfgs[0])]
-    return [Path(out or "runs") / run_name(cfg) for cfg in cfgs]
+from settings import (  # noqa: F401 (bench.py and the tests take them from train)
+    build_parser, check_ranges, HELP, METHOD_FRAC, NOT_IDENTITY, parse_args, parse_methods, parse_seeds,
+    read_init, resolve_configs, target_configs, TARGET_DEFAULTS, TrainConfig, UsageError)
 
 
 def param_groups(model, cfg):
@@ -407,7 +180,8 @@ def evaluate_run(run, logits, labels, seconds, pack_step):
     since = p.step - (p.log[-1]["step"] if p.log else 0)
     p.seconds += seconds
     p.log.append(dict(step=p.step, train_loss=round(run.loss_sum.item() / max(since, 1), 6),
-                      lr_prompt=cfg.lr_prompt * scale, lr_spt=cfg.lr_spt * scale, lr=cfg.lr * scale, dev_loss=round(dev_loss, 6),
+                      lr_prompt=cfg.lr_prompt * scale, lr_spt=cfg.lr_spt * scale, lr=cfg.lr * scale,
+                      dev_loss=round(dev_loss, 6),
                       dev_accuracy=round(dev_acc, 6), seconds=round(p.seconds, 2)))
     run.loss_sum.zero_()
     if dev_acc > p.best_accuracy:
@@ -455,14 +229,20 @@ def artifact_tensors(model):
 
 # ---- the loop --------------------------------------------------------------------------------------
 
-def fit(runs, train_ids, train_labels, dev_ids, dev_labels, pad_id, device, on_step=None):
-    """Train the runs as one pack until each has done its steps or stopped. on_step(step): bench.py's timer."""
-    cfg = runs[0].cfg  # steps, batches and evaluation are the same for every run of a call
+def fit(runs, train_ids, train_labels, dev_ids, dev_labels, pad_id, device, on_step=None, splits=None):
+    """Train the runs as one pack until each has done its steps or stopped. on_step(step): bench.py's timer.
+
+    splits: {data_key(cfg): (train_ids, train_labels, dev_ids, dev_labels)} where the runs train on rows of
+    their own (a target call's languages; splits of one length, packs.packs_of); None: all on the ones given.
+    """
+    cfg = runs[0].cfg  # steps, batch size and evaluation are the same for every run of a call
     live = [r for r in runs if not r.progress.ended]
     if not live:
         return
-    lengths = [len(x) for x in train_ids]
-    per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
+    key_of = (lambda r: data_key(r.cfg)) if splits else (lambda r: None)  # noqa: E731
+    splits = splits or {None: (train_ids, train_labels, dev_ids, dev_labels)}
+    lengths = {key: [len(x) for x in split[0]] for key, split in splits.items()}
+    per_epoch = math.ceil(len(splits[key_of(live[0])][0]) / cfg.batch_size)
     eval_every = cfg.eval_every or per_epoch
     step = min(r.progress.step for r in live)  # the same for every run of a pack (rundirs.py, rejoin)
     resumed = [r.progress for r in live if r.progress.rng_cpu is not None]
@@ -470,30 +250,25 @@ def fit(runs, train_ids, train_labels, dev_ids, dev_labels, pad_id, device, on_s
         torch.set_rng_state(resumed[0].rng_cpu)
         if device.type == "cuda" and resumed[0].rng_cuda is not None:
             torch.cuda.set_rng_state(resumed[0].rng_cuda, device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    precision = xpe.resolve_precision(cfg.precision, device)
     plans, clock = {}, time.time()
     bar = tqdm(total=cfg.steps, initial=step, dynamic_ncols=True,
                desc=live[0].out.name if len(runs) == 1 else f"{len(live)} runs")
     for r in live:
         r.model.train()
     while live and step < cfg.steps:
-        epoch, offset = divmod(step, per_epoch)
         batches = {}
-        for seed in sorted({r.cfg.seed for r in live}):  # the data order depends on the seed alone
-            if (seed, epoch) not in plans:
-                plans = {k: v for k, v in plans.items() if k[1] == epoch}
-                plans[seed, epoch] = data.train_batches(lengths, cfg.batch_size, seed, epoch)
-            indices = plans[seed, epoch][offset]
-            batches[seed] = xpe.to_device([*xpe.pad([train_ids[i] for i in indices], pad_id), train_labels[indices]],
-                                          device)
-        active = live
-        # On a CPU a pass a run is faster than one pass of the whole pack (bench.py): its tensors stay in
-        # the caches. The pack still shares the batches, the backward call and the bookkeeping.
-        with autocast:
-            logits = xpe.packed_logits([r.model for r in active], [batches[r.cfg.seed][:2] for r in active],
-                                       rows_per_pass=cfg.batch_size if device.type == "cpu" else None)
-        losses = [F.cross_entropy(x.float(), batches[r.cfg.seed][2]) for r, x in zip(active, logits)]
-        torch.stack(losses).sum().backward()  # each run's gradients come from its own loss alone
+        for key, seed in dict.fromkeys((key_of(r), r.cfg.seed) for r in live):  # a run's rows and seed: its batches
+            if (key, seed) not in plans:
+                plans[key, seed] = data.batch_plan(lengths[key], cfg.batch_size, seed, step)
+            indices, (ids, labels) = next(plans[key, seed]), splits[key][:2]
+            batches[key, seed] = xpe.to_device([*xpe.pad([ids[i] for i in indices], pad_id), labels[indices]], device)
+        active, batch_of = live, lambda r: batches[key_of(r), r.cfg.seed]  # noqa: E731
+        # On a CPU a pass a run, each backward as it ends: its tensors stay in the caches and the pack peaks
+        # at one run's activations (bench.py). On a GPU one pass carries the pack. Each run's gradients
+        # come from its own loss alone.
+        losses = xpe.backward_pack([r.model for r in active], [batch_of(r)[:2] for r in active],
+                                   [batch_of(r)[2] for r in active], device.type == "cpu", precision)
         for r, loss in zip(active, losses):
             update(r, loss)
         step += 1
@@ -506,10 +281,14 @@ def fit(runs, train_ids, train_labels, dev_ids, dev_labels, pad_id, device, on_s
             bar.set_postfix(runs=len(live), loss=f"{torch.stack(losses).mean().item():.3f}", dev_acc=max(
                 (f"{r.progress.log[-1]['dev_accuracy']:.3f}" for r in live if r.progress.log), default="-"))
         if due and live:
-            dev = xpe.predict([r.model for r in live], dev_ids, pad_id, cfg.eval_batch_size)
+            groups = {key: [r for r in live if key_of(r) == key] for key in dict.fromkeys(map(key_of, live))}
+            dev = {key: xpe.predict([r.model for r in group], splits[key][2], pad_id, cfg.eval_batch_size,
+                                    precision=precision)
+                   for key, group in groups.items()}  # each run on its own dev split, those sharing one in one pass
             seconds, clock = time.time() - clock, time.time()
-            for r, logits in zip(live, dev):
-                evaluate_run(r, logits, dev_labels, seconds, step)
+            for key, group in groups.items():
+                for r, logits in zip(group, dev[key]):
+                    evaluate_run(r, logits, splits[key][3], seconds, step)
             save_pack([r for r in live if r.progress.ended is not Ended.NOT_FINITE], device)
             live = [r for r in live if not r.progress.ended]
             for r in live:
@@ -555,66 +334,81 @@ def report(run):
     return True
 
 
-def packs_of(cfgs, pack_seeds):
-    """The packs of a call, as lists of indices into cfgs: one a seed, or with pack_seeds one in all."""
-    seeds = list(dict.fromkeys(cfg.seed for cfg in cfgs))
-    return [list(range(len(cfgs)))] if pack_seeds else [[i for i, c in enumerate(cfgs) if c.seed == s] for s in seeds]
+def data_key(cfg):
+    """Runs of the same key train on the same rows: a target run on its own language, a source run on its source."""
+    return cfg.target or cfg.source
 
 
-def train(cfgs, outs, sources, labels, train_rows, dev_rows, backbone, tokenizer, device, resume=False,
-          pack_seeds=False):
-    """Train the call's runs into their claimed folders, pack after pack; 0 if all ended well."""
-    train_ids = data.encode(train_rows, tokenizer, cfgs[0].max_length)
-    dev_ids = data.encode(dev_rows, tokenizer, cfgs[0].max_length)
-    train_labels = torch.tensor([r.label for r in train_rows])
-    dev_labels = torch.tensor([r.label for r in dev_rows])
+def load_rows(cfgs):
+    """The languages {key: codes}, the labels, and the rows {key: (train rows, dev rows)} of the call's runs."""
+    cfg = cfgs[0]
+    data_dir = cfg.data_dir or None
+    groups, codes = data.groups_and_codes(cfg.groups_file or None, data_dir)
+    languages = {key: data.resolve_languages(key, groups, codes) for key in dict.fromkeys(map(data_key, cfgs))}
+    # a target run keeps its source run's head, so its labels
+    labels = (json.loads((Path(cfg.init) / "config.json").read_text())["labels"] if cfg.init
+              else data.find_labels(languages[data_key(cfg)], data_dir))
+    rows = {key: tuple(data.check_rows(data.load_split(langs, split, data_dir, labels), langs, split, data_dir)
+                       for split in ("train", "dev")) for key, langs in languages.items()}
+    return languages, labels, rows
+
+
+def train(cfgs, outs, plan, languages, labels, rows, backbone, tokenizer, device, resume=False):
+    """Train the runs of the packs in plan into their claimed folders, pack after pack; 0 if all ended well."""
+    splits = {}
+    for key in dict.fromkeys(data_key(cfgs[i]) for pack in plan for i in pack):
+        train_rows, dev_rows = rows[key]
+        splits[key] = (data.encode(train_rows, tokenizer, cfgs[0].max_length), torch.tensor([r.label for r in train_rows]),
+                       data.encode(dev_rows, tokenizer, cfgs[0].max_length), torch.tensor([r.label for r in dev_rows]))
     runs = []
-    for pack in packs_of(cfgs, pack_seeds):  # built just before training: a pack of one trains as that run alone
+    for pack in plan:  # built just before training: a pack of one trains as that run alone
         names = [run_name(cfgs[i]) for i in pack]
         if resume:
             rundirs.settle([outs[i] for i in pack])
-        members = [start_run(cfgs[i], outs[i], backbone, labels, sources, device, resume, pack=names) for i in pack]
+        members = [start_run(cfgs[i], outs[i], backbone, labels, languages[data_key(cfgs[i])], device, resume,
+                             pack=names) for i in pack]
         rejoin(members)
-        fit(members, train_ids, train_labels, dev_ids, dev_labels, tokenizer.pad_token_id, device)
+        fit(members, None, None, None, None, tokenizer.pad_token_id, device, splits=splits)
         runs += members
     return 0 if all([report(r) for r in runs]) else 1
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = parse_args(argv, __doc__.split("\n")[0])
     try:
         cfgs = resolve_configs(args)
+        rank, world, local_rank = packs.rank_world()
+        device = pick_device(args.device, local_rank if world > 1 else None)
+        precision = xpe.resolve_precision(cfgs[0].precision, device)  # the runs record what they train in
+        cfgs = [replace(c, precision=precision) for c in cfgs]
         cfg = cfgs[0]
+        languages, labels, rows = load_rows(cfgs)
+        plan = packs.packs_of(cfgs, args.pack_seeds, args.pack_size or packs.DEFAULT_PACK_SIZE[device.type],
+                              [len(rows[data_key(c)][0]) for c in cfgs])
         outs = run_dirs(cfgs, args.out)
-        names = {i: [run_name(cfgs[j]) for j in pack] for pack in packs_of(cfgs, args.pack_seeds) for i in pack}
-        packs = [names[i] for i in range(len(cfgs))]
-        settings = [asdict(c) for c in cfgs]
-        rundirs.check_folders(outs, settings, packs, args.resume, args.overwrite, NOT_IDENTITY)
-        data_dir = cfg.data_dir or None
-        groups, codes = data.groups_and_codes(cfg.groups_file or None, data_dir)
-        sources = data.resolve_languages(cfg.target or cfg.source, groups, codes)
-        if cfg.target and len(sources) != 1:
-            raise UsageError(f"--target is one language, got {cfg.target!r} ({len(sources)} languages)")
-        # a target run keeps its source run's head, so its labels
-        labels = (json.loads((Path(cfg.init) / "config.json").read_text())["labels"] if cfg.init
-                  else data.find_labels(sources, data_dir))
-        train_rows = data.check_rows(data.load_split(sources, "train", data_dir, labels), sources, "train", data_dir)
-        dev_rows = data.check_rows(data.load_split(sources, "dev", data_dir, labels), sources, "dev", data_dir)
-        device = pick_device(args.device)
+        names = {i: [run_name(cfgs[j]) for j in pack] for pack in plan for i in pack}
+        plan = packs.share(plan, rank, world)  # torchrun, srun: this process's packs
+        mine = [i for pack in plan for i in pack]
+        check = lambda **kw: rundirs.check_folders(  # noqa: E731
+            [outs[i] for i in mine], [asdict(cfgs[i]) for i in mine], [names[i] for i in mine], args.resume,
+            args.overwrite, NOT_IDENTITY, call_outs=outs, **kw)
+        check()
+        if not mine:
+            print(f"train.py: process {rank} of {world}: the call's {len(names)} runs are in other processes' packs")
+            return 0
         backbone, tokenizer = xpe.load_backbone(cfg.model, device)
+        xpe.prepare_backbone(backbone, precision)
         check_positions(cfg, xpe.max_text_length(backbone, cfg.prompt_len))
-        fds = rundirs.claim(outs)  # from here on the folders are this call's, and only now is anything written
+        fds = rundirs.claim([outs[i] for i in mine])  # from here on the folders are this call's: now it writes
     except (UsageError, rundirs.FolderError, ValueError) as e:  # data.DataError is a ValueError
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
     try:
-        # again, as they are now that they are locked
-        rundirs.check_folders(outs, settings, packs, args.resume, args.overwrite, NOT_IDENTITY, probe_locks=False)
+        check(probe_locks=False)  # again, as they are now that they are locked
         if args.overwrite:
-            for out in outs:
-                rundirs.clear(out)
-        return train(cfgs, outs, sources, labels, train_rows, dev_rows, backbone, tokenizer, device, args.resume,
-                     args.pack_seeds)
+            for i in mine:
+                rundirs.clear(outs[i])
+        return train(cfgs, outs, plan, languages, labels, rows, backbone, tokenizer, device, args.resume)
     except (UsageError, rundirs.FolderError) as e:  # another call changed a folder between the checks
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
@@ -622,13 +416,16 @@ def main(argv=None):
         rundirs.release(fds)
 
 
-def pick_device(name):
+def pick_device(name, local_rank=None):
+    """--device, or cuda when there is one; a process of several (torchrun, srun) takes its local rank's GPU."""
     try:
         device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if local_rank is not None and device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", local_rank)
     except RuntimeError:
         raise UsageError(f"--device {name}: not a device; use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
-        raise UsageError(f"--device {name}: no such CUDA device on this machine "
+        raise UsageError(f"--device {name or device}: no such CUDA device on this machine "
                          f"({torch.cuda.device_count()} found); use cpu or another --device")
     if device.type not in ("cpu", "cuda"):
         raise UsageError(f"--device {name}: train.py runs on cpu or cuda")

@@ -14,6 +14,7 @@ static P x d prompt and the head, so it costs the same as plain SPT.
 This file imports only torch, transformers and safetensors (which transformers needs) so that it can
 be copied into another project on its own.
 """
+import contextlib
 import copy
 import json
 import math
@@ -177,7 +178,7 @@ class PromptClassifier(nn.Module):
         return PromptClassifier(self.backbone, prompt, copy.deepcopy(self.head)).train(self.training)
 
 
-def packed_logits(models, batches, rows_per_pass=None):
+def packed_logits(models, batches, rows_per_pass=None, token_embeds=None):
     """Logits of several PromptClassifiers that share one backbone, from a single backbone pass.
 
     batches[i] = (input_ids, attention_mask) is the batch of models[i]; models may share one batch. Each
@@ -185,14 +186,15 @@ def packed_logits(models, batches, rows_per_pass=None):
     batch axis, right-padded to the widest (masked positions change no other position's output).
     rows_per_pass splits that pass into passes of so many rows: on a CPU, tensors beyond the caches
     make the elementwise work several times slower per element, which one large pass cannot win back.
+    token_embeds: the batches' token embeddings when the caller already has them (one batch for all models).
     """
     backbone = models[0].backbone
     embed = backbone.get_input_embeddings()
-    token_embeds, rows, masks = {}, [], []
+    found, rows, masks = {}, [], []
     for model, (input_ids, attention_mask) in zip(models, batches):
-        if id(input_ids) not in token_embeds:
-            token_embeds[id(input_ids)] = embed(input_ids)
-        embeds = token_embeds[id(input_ids)]
+        if id(input_ids) not in found:
+            found[id(input_ids)] = embed(input_ids) if token_embeds is None else token_embeds
+        embeds = found[id(input_ids)]
         prompt = model.prompt(input_ids.shape[0]).to(embeds.dtype)
         rows.append(torch.cat([prompt, embeds], dim=1))
         masks.append(torch.cat([attention_mask.new_ones(attention_mask.shape[0], prompt.shape[1]), attention_mask], 1))
@@ -208,7 +210,97 @@ def packed_logits(models, batches, rows_per_pass=None):
         hidden = torch.cat([backbone(inputs_embeds=embeds[i:i + rows_per_pass, :w],
                                      attention_mask=mask[i:i + rows_per_pass, :w]).last_hidden_state[:, 0]
                             for i, w in spans])
-    return [model.head(h) for model, h in zip(models, hidden.split([r.shape[0] for r in rows]))]
+    head_dtype = models[0].head.dense.weight.dtype  # the head stays float32 under a bf16-stored backbone
+    return [model.head(h.to(head_dtype)) for model, h in zip(models, hidden.split([r.shape[0] for r in rows]))]
+
+
+def backward_pack(models, batches, labels, per_run, precision="fp32"):
+    """One training step's forward and backward of a pack; the losses (detached), one a model.
+
+    batches[i] = (input_ids, attention_mask) and labels[i] belong to models[i]. per_run (on a CPU): each
+    run's pass goes forward and backward on its own, so only one pass's graph is alive at a time and a
+    pack peaks at one run's activations; otherwise (a GPU) one backbone pass carries the whole pack and
+    one backward follows. The gradients are the same either way: each run's come from its own loss alone.
+    precision: "fp32" or "bf16", for the forward (precision_context); the backward runs outside it.
+    """
+    loss_fn = nn.functional.cross_entropy
+    context = lambda: precision_context(models[0].backbone, precision)  # noqa: E731
+    if not per_run:
+        with context():
+            logits = packed_logits(models, batches)
+        losses = [loss_fn(x.float(), y) for x, y in zip(logits, labels)]
+        torch.stack(losses).sum().backward()
+        return [loss.detach() for loss in losses]
+    losses, embeds = [], {}
+    embed = models[0].backbone.get_input_embeddings()
+    for model, (input_ids, attention_mask), y in zip(models, batches, labels):
+        with context():
+            if id(input_ids) not in embeds:  # a batch shared by several runs is looked up once (frozen: no graph)
+                embeds[id(input_ids)] = embed(input_ids)
+            (logits,) = packed_logits([model], [(input_ids, attention_mask)], token_embeds=embeds[id(input_ids)])
+        loss = loss_fn(logits.float(), y)
+        loss.backward()
+        losses.append(loss.detach())
+    return losses
+
+
+# ---- precision: float32, or bf16 where the device has it ---------------------------------------------
+
+PRECISIONS = ("auto", "fp32", "bf16")
+# How bf16 runs, by device type, as bench.py measures it ("bf16 storage / autocast"). "autocast": the backbone
+# stays float32 and torch.autocast casts op by op; "store": the frozen backbone is kept in bf16 (the prompt,
+# prompt encoder and head stay float32). On a 2-core Xeon with AMX, e5-small's shape, storage trained 0.74x
+# autocast's speed (its LayerNorm, GELU and dropout run on bf16 tensors, autocast keeps them float32) and
+# scored at 1.03x: autocast on the CPU. CUDA: autocast, as before, until bench.py on a GPU says otherwise.
+BF16_MODE = {"cpu": "autocast", "cuda": "autocast"}
+
+
+def native_bf16(device):
+    """Whether the device multiplies bf16 natively: CUDA, or a CPU with AMX or AVX512-BF16 (torch.cpu reports it).
+
+    On a CPU without them (AVX2 only) torch emulates bf16 matmuls, several times slower than float32.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch 2.x; absent: no native bf16
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def resolve_precision(precision, device):
+    """"fp32" or "bf16" for --precision auto|fp32|bf16 on a device.
+
+    auto is bf16 on CUDA, as the paper trained. On a CPU it stays float32 even where native_bf16 says the CPU
+    multiplies bf16 natively: there bf16 training has not yet measured faster than float32 on a quiet machine
+    nor been checked for accuracy (bench.py prints both ratios); --precision bf16 asks for it.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    return "bf16" if torch.device(device).type == "cuda" else "fp32"
+
+
+def prepare_backbone(backbone, precision, mode=None):
+    """The frozen backbone as a resolved precision runs it (in place; returned): stored in bf16 where
+    BF16_MODE (or mode) says "store", float32 otherwise."""
+    device = backbone.get_input_embeddings().weight.device
+    mode = mode or BF16_MODE.get(device.type, "autocast")
+    if mode not in ("store", "autocast"):
+        raise ValueError(f"unknown bf16 mode {mode!r}: store or autocast")
+    return backbone.to(torch.bfloat16 if precision == "bf16" and mode == "store" else torch.float32)
+
+
+def precision_context(backbone, precision):
+    """What a forward over this backbone runs under: bf16 autocast when the precision is bf16 and the backbone
+    is float32; nothing when it is fp32 or the backbone is stored in bf16 already (prepare_backbone)."""
+    device = backbone.get_input_embeddings().weight.device
+    stored = backbone.get_input_embeddings().weight.dtype
+    if precision == "bf16" and stored == torch.float32:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def pad(rows, pad_id):
@@ -227,12 +319,13 @@ def to_device(tensors, device):
 
 
 @torch.inference_mode()
-def predict(models, ids, pad_id, batch_size=256, progress=None):
+def predict(models, ids, pad_id, batch_size=256, progress=None, precision=None):
     """Each model's logits (float32, on the CPU) for token-id rows, in the rows' original order.
 
     All models share each backbone pass; rows run longest first so that padding stays small, and a
     pass holds about batch_size rows (batch_size // len(models) rows of text, one copy per model).
-    progress: optional wrapper of the batch list, such as tqdm.
+    progress: optional wrapper of the batch list, such as tqdm. precision: "fp32" or "bf16" (see
+    precision_context); None: bf16 autocast on CUDA, else as the backbone is stored.
     """
     device = models[0].backbone.get_input_embeddings().weight.device
     for model in models:
@@ -241,10 +334,11 @@ def predict(models, ids, pad_id, batch_size=256, progress=None):
     step = max(1, batch_size // len(models))
     batches = [order[k:k + step] for k in range(0, len(order), step)]
     chunks = [[] for _ in models]
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    if precision is None:
+        precision = "bf16" if device.type == "cuda" else "fp32"
     for indices in progress(batches) if progress else batches:
         batch = to_device(pad([ids[i] for i in indices], pad_id), device)
-        with autocast:
+        with precision_context(models[0].backbone, precision):
             for chunk, logits in zip(chunks, packed_logits(models, [batch] * len(models))):
                 chunk.append(logits.float())
     restore = torch.argsort(torch.tensor(order))

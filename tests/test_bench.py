@@ -86,9 +86,24 @@ def test_quick_prints_both_sides_and_ratios(sib200_dir, e5_dir):
     figures("peer train (Trainer, NaN filter on", steps)
     figures("peer train (Trainer, logging_nan_inf_filter=False)", steps)
     figures("ours eval (1 run)", rf": {NUMBER} sentences/s; peer eval \(Trainer.predict\): {NUMBER} sentences/s")
-    assert lines[-1].startswith("ratios: ")
-    ratios = re.findall(rf"\) {NUMBER}x", lines[-1])
-    assert len(ratios) == 6 and all(_positive(r) for r in ratios), lines[-1]
+    for side in ("fp32", "store", "autocast"):
+        figures(f"precision {side}", rf"[^:]*: train {NUMBER} steps/s, scoring {NUMBER} sentences/s")
+    figures("peak memory", rf"[^:]*: one run {NUMBER} GiB, 4 runs packed {NUMBER} GiB")
+    ratios = closing_ratios(lines)
+    assert set(ratios) == {"packed / one after another", "seeds packed / in turn", "eval one pass / a pass per run",
+                           "ours / stock Trainer", "ours / Trainer without NaN filter", "ours eval / Trainer.predict",
+                           "bf16 / fp32 train", "bf16 / fp32 scoring", "bf16 storage / autocast train",
+                           "bf16 storage / autocast scoring", "peak memory pack / one run"}, lines[-1]
+    assert all(_positive(v) for v in ratios.values()), lines[-1]
+
+
+def closing_ratios(lines):
+    """{name: value} of the last line, "ratios: A / B N.NNx, ...", as a script reads it."""
+    assert lines[-1].startswith("ratios: "), lines[-1]
+    items = lines[-1][len("ratios: "):].split(", ")
+    found = [re.fullmatch(rf"([^,]+ / [^,]+) {NUMBER}x", item) for item in items]
+    assert all(found), lines[-1]
+    return {m.group(1): m.group(2) for m in found}
 
 
 def test_only_the_chosen_gpu_is_made_visible():
@@ -128,7 +143,20 @@ def test_ours_is_timed_through_the_loop_train_py_runs(sib200_dir, e5_dir, monkey
                            "--tokenizer", str(e5_dir)]) == 0
     finally:  # --quick runs on one thread; later tests compare runs across processes, bit for bit
         torch.set_num_threads(threads)
-    # the process warm-up and the packed four, the four alone, the eight seeds packed, two packs of four in turn
-    assert calls == [4, 4, 1, 1, 1, 1, 8, 4, 4]
+    # the process warm-up and the packed four, the four alone, the eight seeds packed, two packs of four in turn,
+    # one run in fp32, bf16 stored and bf16 autocast (the memory section's runs train in child processes)
+    assert calls == [4, 4, 1, 1, 1, 1, 8, 4, 4, 1, 1, 1]
     printed = capsys.readouterr().out
     assert "train packed (4 runs" in printed and "seeds in turn" in printed
+
+
+def test_a_pack_peaks_at_one_runs_memory(sib200_dir, e5_dir):
+    """The memory probe (a child process training N runs) on a toy shape, widened so that activations count:
+    four runs packed peak within 1.3x of one run, because each run's pass goes backward as it ends."""
+    import bench
+
+    args = bench.parse_args(["--quick", "--data-dir", str(sib200_dir), "--tokenizer", str(e5_dir), "--batch-size",
+                             "64", "--steps", "1"])
+    s = type("S", (), {"args": args, "common": type("C", (), {"precision": "fp32"})})()
+    one, four = (bench.memory_probe_peak(s, n, "wide") for n in (1, 4))
+    assert four <= 1.3 * one, (one, four)

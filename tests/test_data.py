@@ -578,3 +578,14 @@ def test_encode_with_xlmr_vocabulary(e5_dir):
     full = data.encode(examples, tokenizer)
     assert full[0] == tokenizer(examples[0].text)["input_ids"] and max(map(len, full)) <= 164
     assert data.encode([], tokenizer) == []
+
+
+def test_batch_plan_walks_the_epochs_from_any_step():
+    """train.fit and bench.py take their batches from data.batch_plan: epoch after epoch of train_batches."""
+    import itertools
+
+    lengths = [3 + (i * 7) % 40 for i in range(101)]  # 101 rows, batch 8: 13 batches an epoch, the last of 5
+    epochs = [b for e in range(3) for b in data.train_batches(lengths, 8, seed=4, epoch=e)]
+    assert len(epochs) == 39
+    for first in (0, 5, 12, 13, 20):
+        assert list(itertools.islice(data.batch_plan(lengths, 8, 4, first), 39 - first)) == epochs[first:]

@@ -20,5 +20,5 @@ def test_xpe_imports_only_torch_and_transformers():
             imported |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module.split(".")[0])
-    stdlib = {"copy", "json", "math", "os", "tempfile", "warnings", "dataclasses", "pathlib"}
+    stdlib = {"contextlib", "copy", "json", "math", "os", "tempfile", "warnings", "dataclasses", "pathlib"}
     assert imported - stdlib == {"torch", "transformers", "safetensors"}  # safetensors comes with transformers

@@ -198,6 +198,8 @@ def test_target_defaults_without_flags():
 
 BAD_INPUT = [  # every flag, each with the values outside the range where it means something
     (["--method", "prefix"], "unknown method 'prefix'"),
+    (["--pack-size", "0"], "--pack-size must be at least 1"),
+    (["--precision", "fp16"], "unknown precision 'fp16'"),
     (["--method", "spt,prefix"], "unknown method 'prefix'"),
     (["--method", "spt,dual:1.5"], "write spt, xpe or dual:R with 0 < R < 1"),
     (["--method", "spt,dual"], "unknown method 'dual': write spt, xpe or dual:R"),
@@ -338,8 +340,8 @@ def test_e5_small_learns_english_topics(e5_run):
 
 
 def test_short_run_keeps_the_result_it_had_before_the_speed_work(tmp_path, tiny_model_dir):
-    """Recorded on CPU (torch 2.13, transformers 5.24 and 4.46 alike) before bench.py's speed changes."""
-    code, out = run(tmp_path, tiny_model_dir, "--method", "dual")
+    """Recorded on CPU (torch 2.13, transformers 5.24 and 4.46 alike) before bench.py's speed changes, in float32."""
+    code, out = run(tmp_path, tiny_model_dir, "--method", "dual", "--precision", "fp32")
     assert code == 0
     rows = log_of(out)
     assert [float(r["train_loss"]) for r in rows] == pytest.approx([2.120618, 2.019579, 2.089276], abs=2e-5)
@@ -381,7 +383,8 @@ def test_each_packed_run_trains_as_it_would_alone(tmp_path, quiet_model_dir):
     assert names == sorted(f"{m}-eng_Latn+fra_Latn-s{s}" for m in ALONE for s in (1, 2))
     ends = {name: int(log_of(pack / name)[-1]["step"]) for name in names}
     assert min(ends.values()) < 30 and len(set(ends.values())) > 1, ends
-    code, packed = run(tmp_path, quiet_model_dir, *PACK, *flags, "--pack-seeds", name="packed-seeds")
+    code, packed = run(tmp_path, quiet_model_dir, *PACK, *flags, "--pack-seeds", "--pack-size", "6",
+                       name="packed-seeds")
     assert code == 0
     for name in names:
         method, seed = name.split("-")[0], name.rsplit("-s", 1)[1]
@@ -413,7 +416,7 @@ def test_a_run_whose_loss_overflows_leaves_the_pack_and_the_others_go_on(tmp_pat
 
 @pytest.mark.parametrize("mode, kill_at", [
     ([], 3 * 30 + 3 * 24 + 1),  # seed 1's pack done; in step 25 of seed 2's, after one of its three runs took it
-    (["--pack-seeds"], 6 * 24 + 3),  # in step 25, after three of the six runs took it
+    (["--pack-seeds", "--pack-size", "6"], 6 * 24 + 3),  # in step 25, after three of the six runs took it
 ], ids=["seeds-in-turn", "seeds-packed"])
 def test_killed_pack_resumes_to_the_same_prompts(tmp_path, tiny_model_dir, mode, kill_at):
     """Dropout on (the backbone's and ours): the resumed pack continues the same random stream."""
@@ -461,3 +464,20 @@ def test_every_flag_says_what_it_sets_and_its_default():
         assert not text.startswith("default") and len(text.split()) >= 5, (action.dest, text)
         if not isinstance(action, argparse._StoreTrueAction):
             assert "(default" in text, (action.dest, text)
+
+
+@pytest.mark.parametrize("native, given, recorded", [(False, "auto", "fp32"), (True, "auto", "fp32"),
+                                                     (False, "bf16", "bf16"), (True, "fp32", "fp32")])
+def test_the_run_records_the_precision_it_trained_in(tmp_path, tiny_model_dir, monkeypatch, native, given, recorded):
+    """--precision auto is float32 on any CPU, bf16 when asked; config.json records the resolved one."""
+    monkeypatch.setattr(xpe, "native_bf16", lambda device: native)
+    code, out = run(tmp_path, tiny_model_dir, "--precision", given, "--steps", "4", "--eval-every", "4")
+    assert code == 0
+    assert json.loads((out / "config.json").read_text())["settings"]["precision"] == recorded
+
+
+def test_an_unknown_precision_is_one_line(tmp_path, tiny_model_dir, capsys):
+    code, out = run(tmp_path, tiny_model_dir, "--precision", "fp16")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "auto, fp32, bf16" in err[0], err
+    assert not out.exists()

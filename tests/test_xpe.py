@@ -319,3 +319,95 @@ def test_max_text_length_leaves_room_for_the_prompt(e5_dir):
         assert xpe.max_text_length(AutoModel.from_config(AutoConfig.from_pretrained(e5_dir)), 20) == 492  # 0..511
     assert xpe.max_text_length(tiny_backbone(), 20) == 80 - 2 - 20
     assert xpe.max_text_length(tiny_backbone("bert"), 20) == 80 - 20
+
+
+# ---- a pack's step: per-run backward, precision ------------------------------------------------------
+
+def pack_of_four(backbone):
+    models = []
+    for i, (method, r) in enumerate((("spt", 0.0), ("dual", 0.3), ("dual", 0.7), ("xpe", 1.0))):
+        torch.manual_seed(10 + i)
+        models.append(build_classifier(backbone, PromptConfig(method=method, xpe_frac=r, encoder_dropout=0.0,
+                                                              head_dropout=0.0)).train())
+    backbone.eval()  # the backbone's own dropout off: both sides draw the same (no) masks
+    return models
+
+
+def grads(models):
+    return [[p.grad.clone() for p in m.parameters() if p.requires_grad] for m in models]
+
+
+def test_backward_per_run_gives_the_one_backward_gradients():
+    """Each pass backward as it ends (a pack in one run's memory) gives the gradients of one backward of the
+    summed losses over the packed forward, run by run; two seeds' batches, one of them a short last batch."""
+    backbone = tiny_backbone()
+    models = pack_of_four(backbone)
+    shared, other = batch(1, n=4, length=9), batch(2, n=3, length=7)
+    batches = [shared, other, shared, other]
+    labels = [torch.tensor([0, 3, 6, 1]), torch.tensor([2, 2, 5]), torch.tensor([0, 3, 6, 1]), torch.tensor([2, 2, 5])]
+    logits = xpe.packed_logits(models, batches, rows_per_pass=4)  # what train.fit ran on a CPU before
+    expected = [torch.nn.functional.cross_entropy(x.float(), y) for x, y in zip(logits, labels)]
+    torch.stack(expected).sum().backward()
+    before = grads(models)
+    for m in models:
+        m.zero_grad(set_to_none=True)
+    losses = xpe.backward_pack(models, batches, labels, per_run=True)
+    for got, want in zip(losses, expected):
+        torch.testing.assert_close(got, want.detach())
+    assert not any(loss.requires_grad for loss in losses)
+    for got, want in zip(grads(models), before):
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-7)
+    for m in models:
+        m.zero_grad(set_to_none=True)
+    xpe.backward_pack(models, batches, labels, per_run=False)  # the GPU path: one pass, one backward
+    for got, want in zip(grads(models), before):
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-7)
+
+
+def capability(monkeypatch, amx, avx512_bf16):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, native", [(True, True, True), (True, False, True),
+                                                      (False, True, True), (False, False, False)])
+def test_auto_precision_is_bf16_on_cuda_and_fp32_on_any_cpu(monkeypatch, amx, avx512_bf16, native):
+    capability(monkeypatch, amx, avx512_bf16)
+    assert xpe.native_bf16("cpu") is native
+    assert xpe.resolve_precision("auto", "cpu") == "fp32"  # until bf16 training measures faster on a CPU
+    assert xpe.resolve_precision("fp32", "cpu") == "fp32" and xpe.resolve_precision("bf16", "cpu") == "bf16"
+    assert xpe.resolve_precision("auto", torch.device("cuda")) == "bf16"
+    with pytest.raises(ValueError, match="auto, fp32, bf16"):
+        xpe.resolve_precision("fp16", "cpu")
+
+
+def test_a_torch_without_the_probes_is_float32(monkeypatch):
+    for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        monkeypatch.delattr(torch.cpu, name, raising=False)
+    assert xpe.resolve_precision("auto", "cpu") == "fp32"
+
+
+@pytest.mark.parametrize("mode", ["store", "autocast"])
+def test_bf16_keeps_the_trainable_parts_float32_and_trains(mode):
+    """Under bf16 the backbone is stored in bf16 (store) or cast op by op (autocast); the prompt, prompt encoder
+    and head stay float32, get float32 gradients, and the logits stay close to float32's."""
+    backbone = tiny_backbone()
+    models = pack_of_four(backbone)
+    ids, mask = batch(1, n=4)
+    want = [m(ids, mask).detach() for m in models]
+    xpe.prepare_backbone(backbone, "bf16", mode)
+    assert backbone.get_input_embeddings().weight.dtype == (torch.bfloat16 if mode == "store" else torch.float32)
+    losses = xpe.backward_pack(models, [(ids, mask)] * 4, [torch.tensor([0, 1, 2, 3])] * 4, True, "bf16")
+    assert all(torch.isfinite(loss) for loss in losses)
+    for m, w in zip(models, want):
+        trainable = [p for p in m.parameters() if p.requires_grad]
+        assert trainable and all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in trainable)
+        with xpe.precision_context(backbone, "bf16"):
+            got = m(ids, mask)
+        assert got.dtype == torch.float32 or mode == "autocast"
+        torch.testing.assert_close(got.float(), w, rtol=0.05, atol=0.05)
+    xpe.prepare_backbone(backbone, "fp32")
+    assert backbone.get_input_embeddings().weight.dtype == torch.float32
