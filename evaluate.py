@@ -50,10 +50,11 @@ OUTPUT_FILES = ["per_language.csv", "per_group.csv", "table1.md", "table1.csv", 
                 "table3.md", "table3.csv", "compare.csv"]
 MANIFEST = "outputs.json"  # written last: which files make the set, with their sha256
 # The flags of each mode besides --runs; a flag of another mode is refused.
-MODE_FLAGS = {"predict": {"predict", "batch_size", "device"}, "export": {"export_peft"},
+MODE_FLAGS = {"predict": {"predict", "batch_size", "device", "precision"}, "export": {"export_peft"},
               "import": {"import_peft", "out", "labels", "model", "source", "seed", "groups_file", "data_dir"},
               "score": {"scores", "group", "groups", "groups_file", "data_dir", "out", "batch_size", "device",
-                        "baseline", "compare", "plot", "plot_sort", "plot_size", "plot_baselines", "unfinished"}}
+                        "baseline", "compare", "plot", "plot_sort", "plot_size", "plot_baselines", "unfinished",
+                        "precision"}}
 
 
 def note(text):
@@ -63,7 +64,7 @@ def note(text):
 
 # ---- scoring: runs -> per-language rows ----------------------------------------------------------------
 
-def score(runs, rows, backbone, tokenizer, batch_size, languages):
+def score(runs, rows, backbone, tokenizer, batch_size, languages, precision="fp32"):
     """per_language rows: each run's accuracy on each of its target languages.
 
     Runs that share a max length and their target languages share every backbone pass.
@@ -81,7 +82,8 @@ def score(runs, rows, backbone, tokenizer, batch_size, languages):
         models = [xpe.load_artifact(run["dir"], backbone)[0] for run in pack]
         title = pack[0]["dir"].name if len(pack) == 1 else f"{len(pack)} runs"
         logits = xpe.predict(models, [encoded[max_length][i] for i in index], tokenizer.pad_token_id, batch_size,
-                             progress=lambda batches: tqdm(batches, desc=title, leave=False, dynamic_ncols=True))
+                             progress=lambda batches: tqdm(batches, desc=title, leave=False, dynamic_ncols=True),
+                             precision=precision)
         for run, run_logits in zip(pack, logits):
             correct = run_logits.argmax(-1) == labels[index]
             totals = defaultdict(lambda: [0, 0])
@@ -120,7 +122,10 @@ def score_runs(args, group_langs, device):
     languages = sorted(set(languages) | {run["only"] for run in found if run["only"]})
     rows = load_test_rows(found, languages, args.data_dir)
     backbone, tokenizer = xpe.load_backbone(found[0]["config"]["model"], device)
-    return score(found, rows, backbone, tokenizer, args.batch_size, languages), found
+    precision = xpe.resolve_precision(args.precision, device)
+    xpe.prepare_backbone(backbone, precision)
+    note(f"scoring in {precision} (--precision {args.precision}) on {device}")
+    return score(found, rows, backbone, tokenizer, args.batch_size, languages, precision), found
 
 
 def read_scores(args):
@@ -308,7 +313,9 @@ def predict_texts(args, device):
     backbone, tokenizer = xpe.load_backbone(runlib.read_run(found[0])["config"]["model"], device)
     model, config = xpe.load_artifact(found[0], backbone)
     labels = config["labels"]
-    probabilities = xpe.classify(model, tokenizer, texts, config["max_length"], args.batch_size)
+    precision = xpe.resolve_precision(args.precision, device)
+    xpe.prepare_backbone(backbone, precision)
+    probabilities = xpe.classify(model, tokenizer, texts, config["max_length"], args.batch_size, precision)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["text", "label"] + labels)
@@ -369,6 +376,8 @@ def parser():
     p.add_argument("--batch-size", type=int, default=256, help="rows per backbone pass, shared by the runs scored "
                                                                "together (default 256)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cuda when there is one)")
+    p.add_argument("--precision", choices=xpe.PRECISIONS, default="auto",
+                   help="of the backbone's passes: auto (bf16 on CUDA, fp32 on a CPU), fp32 or bf16 (default auto)")
     p.add_argument("--baseline", action="store_true",
                    help="Table 2: SIB-200's published figures over the same languages beside ours")
     p.add_argument("--compare", metavar="A,B", action="append",

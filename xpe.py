@@ -345,10 +345,10 @@ def predict(models, ids, pad_id, batch_size=256, progress=None, precision=None):
     return [torch.cat(chunk).cpu()[restore] if chunk else torch.zeros(0, 0) for chunk in chunks]
 
 
-def classify(model, tokenizer, texts, max_length=164, batch_size=256):
+def classify(model, tokenizer, texts, max_length=164, batch_size=256, precision=None):
     """Label probabilities (N x labels, float32) of an artifact's classifier for a list of texts."""
     ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    (logits,) = predict([model], ids, tokenizer.pad_token_id, batch_size)
+    (logits,) = predict([model], ids, tokenizer.pad_token_id, batch_size, precision=precision)
     return logits.softmax(-1)
 
 

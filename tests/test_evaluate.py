@@ -366,3 +366,18 @@ def test_an_empty_test_split_is_a_clear_error(tmp_path, runs, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and "fra_Latn" in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "results").exists()
+
+
+def test_precision_of_scoring_is_the_one_asked_for(tmp_path, runs, monkeypatch, capsys):
+    seen = []
+    real = xpe.precision_context
+    monkeypatch.setattr(xpe, "precision_context", lambda backbone, precision: seen.append(precision) or
+                        real(backbone, precision))
+    for asked, used in (("auto", "fp32"), ("bf16", "bf16"), ("fp32", "fp32")):
+        seen.clear()
+        code, out = evaluate_main(tmp_path, "--runs", str(runs / "a"), "--group", "fra_Latn", "--precision", asked)
+        assert code == 0 and f"scoring in {used} (--precision {asked})" in capsys.readouterr().err
+        assert seen and set(seen) == {used}
+    with pytest.raises(SystemExit) as e:  # argparse's choices
+        evaluate_main(tmp_path, "--runs", str(runs / "a"), "--precision", "fp16")
+    assert e.value.code == 2
