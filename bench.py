@@ -87,6 +87,9 @@ def parse_args(argv=None):
     p.add_argument("--method", choices=("xpe", "spt"), default="xpe",
                    help="the run set against the peer: xpe against P-tuning (MLP), spt against PEFT prompt tuning")
     p.add_argument("--source", help="training languages, a group or codes (default joshi5)")
+    p.add_argument("--targets", default="swh_Latn,kab_Latn",
+                   help="the target section's languages: a target run per language and seed, each on its own "
+                        "language's rows, as train.py --target trains them (default swh_Latn,kab_Latn)")
     p.add_argument("--eval-languages", help="languages evaluated, a group or codes (default all: 205)")
     p.add_argument("--eval-limit", type=int, help="at most this many test sentences per language (default 0: all)")
     p.add_argument("--eval-batch-size", type=int, help="rows per backbone pass in evaluation, both sides "
@@ -179,6 +182,8 @@ def main(argv=None):
         train_langs = data.resolve_languages(args.source)
         eval_langs = [] if args.no_eval else data.resolve_languages(args.eval_languages)
         train_rows = data.load_split(train_langs, "train", args.data_dir)
+        target_rows = {lang: data.load_split([lang], "train", args.data_dir) for lang in
+                       data.resolve_languages(args.targets)}
         test_rows = [r for lang in eval_langs for r in data.load_split([lang], "test", args.data_dir)
                      [:args.eval_limit or None]]
     except data.DataError as e:
@@ -194,7 +199,7 @@ def main(argv=None):
         print(f"bench.py: error: no known peak for {torch.cuda.get_device_name(device)}: pass --peak-tflops with its "
               f"dense bf16 TFLOP/s", file=sys.stderr)
         return 2
-    return run(args, device, peak, train_langs, train_rows, test_rows)
+    return run(args, device, peak, train_langs, train_rows, test_rows, target_rows)
 
 
 @dataclasses.dataclass
@@ -213,6 +218,7 @@ class Setup:
     test_ids: list
     test_labels: list
     statics: list = None            # the pack section's four runs as static prompts, for the eval section
+    target_splits: dict = None      # {language: (train ids, labels, dev ids, labels)} of the target section
     pack_mfu: float = None
     eval_packed: float = None
 
@@ -273,8 +279,9 @@ def setup(args, device, peak, train_langs, train_rows, test_rows):
                  test_ids, [r.label for r in test_rows])
 
 
-def fit_seconds(s, cfgs):
-    """(seconds of the timed steps, runs) of train.fit over fresh runs built from cfgs, as train.py builds them."""
+def fit_seconds(s, cfgs, splits=None):
+    """(seconds of the timed steps, runs) of train.fit over fresh runs built from cfgs, as train.py builds them;
+    splits: train.fit's rows of their own for target runs."""
     import data
     import train
 
@@ -286,10 +293,11 @@ def fit_seconds(s, cfgs):
 
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # each run's parameter count and end
-            runs = [train.start_run(cfg, folder / train.run_name(cfg), s.backbone, data.LABELS, s.train_langs,
-                                    s.device, False, False) for cfg in cfgs]
+            # numbered: target runs without an --init folder share their run name
+            runs = [train.start_run(cfg, folder / f"{i}-{train.run_name(cfg)}", s.backbone, data.LABELS,
+                                    s.train_langs, s.device, False, False) for i, cfg in enumerate(cfgs)]
             dev = s.train_ids[:64], s.train_labels[:64]
-            train.fit(runs, s.train_ids, s.train_labels, *dev, s.pad_id, s.device, on_step)
+            train.fit(runs, s.train_ids, s.train_labels, *dev, s.pad_id, s.device, on_step, splits)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     if any(r.stopped in ("training", "dev") for r in runs):
@@ -357,6 +365,35 @@ def seeds_section(s):
     print(f"seeds packed (2 seeds x {len(PACK)} runs, --pack-seeds): {n / together:.4g} run-steps/s")
     print(f"seeds in turn (2 seeds x {len(PACK)} runs, the default): {n / in_turn:.4g} run-steps/s")
     return {"seeds packed / in turn": in_turn / together}
+
+
+def target_splits(s, target_rows):
+    """Each target language's rows as train.fit takes them, cut to the shortest language's count (a pack's runs
+    share their steps and evaluations, so their splits are one length, as SIB-200's are)."""
+    import torch
+
+    import data
+
+    n = min(len(rows) for rows in target_rows.values())
+    splits = {}
+    for lang, rows in target_rows.items():
+        ids, labels = data.encode(rows[:n], s.tokenizer, s.args.max_length), [r.label for r in rows[:n]]
+        splits[lang] = (ids, torch.tensor(labels), ids[:64], torch.tensor(labels[:64]))
+    return splits
+
+
+def target_section(s):
+    """Target runs (dual:0.7, a run per language and seed, each on its own language's rows) as one pack against
+    the same runs one after another: the packs of train.py --target LANGS --init RUN RUN."""
+    cfgs = [dataclasses.replace(c, target=lang) for lang in s.target_splits
+            for c in s.configs(["dual:0.7"], [s.args.seed, s.args.seed + 1])]
+    times = best_of(s, {"packed": lambda: fit_seconds(s, cfgs, s.target_splits)[0],
+                        "alone": lambda: sum(fit_seconds(s, [c], s.target_splits)[0] for c in cfgs)})
+    n, langs = len(cfgs) * s.args.steps, len(s.target_splits)
+    print(f"target runs packed ({langs} languages x 2 seeds, each on its own rows, one step for all): "
+          f"{n / times['packed']:.4g} run-steps/s")
+    print(f"target runs one after another ({len(cfgs)} runs): {n / times['alone']:.4g} run-steps/s")
+    return {"target pack / one after another": times["alone"] / times["packed"]}
 
 
 def predict_seconds(s, models, ids, precision=None):
@@ -512,13 +549,14 @@ def memory_probe(argv):
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def run(args, device, peak, train_langs, train_rows, test_rows):
+def run(args, device, peak, train_langs, train_rows, test_rows, target_rows):
     import torch
 
     s = setup(args, device, peak, train_langs, train_rows, test_rows)
     if isinstance(s, str):
         print(f"bench.py: error: {s}", file=sys.stderr)
         return 2
+    s.target_splits = target_splits(s, target_rows)
     shape = ", ".join(f"{k} {v}" for k, v in CONFIGS[args.config].items())
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
     print(f"bench.py: device {device} ({where}), torch {torch.__version__}, config {args.config} ({shape}), "
@@ -532,6 +570,7 @@ def run(args, device, peak, train_langs, train_rows, test_rows):
           "(frozen backbone: forward + input-gradient backward; trainable prompt MLP and head: 6 per weight)")
     ratios = pack_section(s)
     ratios.update(seeds_section(s))
+    ratios.update(target_section(s))
     if s.test_ids:
         ratios.update(eval_section(s, s.statics))
     if not args.no_peer:

@@ -79,6 +79,8 @@ def test_quick_prints_both_sides_and_ratios(sib200_dir, e5_dir):
     figures("train one after another (4 runs", run_steps + ", .*MFU n/a")
     figures("seeds packed (2 seeds", run_steps)
     figures("seeds in turn (2 seeds", run_steps)
+    figures("target runs packed (2 languages x 2 seeds", run_steps)
+    figures("target runs one after another (4 runs", run_steps)
     figures("eval one pass (4 runs, 96 sentences", rf"[^:]*: {NUMBER} s, {NUMBER} sentence-runs/s")
     figures("eval a pass per run (4 runs", rf"[^:]*: {NUMBER} s, {NUMBER} sentence-runs/s")
     steps = rf"[^:]*: {NUMBER} steps/s, {NUMBER} sentences/s, {NUMBER} tokens/s .*MFU n/a"
@@ -90,7 +92,8 @@ def test_quick_prints_both_sides_and_ratios(sib200_dir, e5_dir):
         figures(f"precision {side}", rf"[^:]*: train {NUMBER} steps/s, scoring {NUMBER} sentences/s")
     figures("peak memory", rf"[^:]*: one run {NUMBER} GiB, 4 runs packed {NUMBER} GiB")
     ratios = closing_ratios(lines)
-    assert set(ratios) == {"packed / one after another", "seeds packed / in turn", "eval one pass / a pass per run",
+    assert set(ratios) == {"packed / one after another", "seeds packed / in turn", "target pack / one after another",
+                           "eval one pass / a pass per run",
                            "ours / stock Trainer", "ours / Trainer without NaN filter", "ours eval / Trainer.predict",
                            "bf16 / fp32 train", "bf16 / fp32 scoring", "bf16 storage / autocast train",
                            "bf16 storage / autocast scoring", "peak memory pack / one run"}, lines[-1]
