@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file
 
 import data
-import rundirs
+import run_folders
 import xpe
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTER_BIN = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
@@ -338,7 +338,7 @@ def write_run(out, prompt, head_tensors, config):
     head.load_state_dict(head_tensors)
     out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=rundirs.LOG_FIELDS)
+    writer = csv.DictWriter(buf, fieldnames=run_folders.LOG_FIELDS)
     writer.writeheader()
     writer.writerow({"step": 0})
     xpe.atomic_write(out / "log.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import data
 import packs
-import rundirs
+import run_folders
 import xpe
-from rundirs import Ended
+from run_folders import Ended
 
 
 @dataclass
@@ -242,7 +242,7 @@ def read_init(init_dir, given):
         raise UsageError(f"--init {init_dir} is not a finished source run (config.json and best.safetensors needed)")
     init_config = json.loads(config_path.read_text())
     steps = init_config.get("settings", {}).get("steps")
-    reached = rundirs.last_logged_step(init_dir)
+    reached = run_folders.last_logged_step(init_dir) or 0
     # the run end marker; a config.json from before it: finished when its log reached the steps
     ended = init_config["ended"] if "ended" in init_config else (
         {"why": "steps", "step": reached} if steps is not None and reached >= steps else None)

@@ -13,7 +13,7 @@ one call (methods × seeds) train as a pack: one backbone pass a step carries ev
 front of its own copy of the batch, while parameters, optimiser, schedule, log, early stopping and
 files stay each run's own. A run folder holds config.json, log.csv, the inference artifact of the
 best model (prompt.safetensors + config.json), its trainable weights (best.safetensors, for --init),
-state.pt (for --resume) and xpe-train.lock (rundirs.py: the folder is train.py's, and in use while locked).
+state.pt (for --resume) and xpe-train.lock (run_folders.py: the folder is train.py's, and in use while locked).
 """
 import json
 import math
@@ -30,10 +30,10 @@ from transformers.optimization import Adafactor, get_cosine_with_hard_restarts_s
 
 import data
 import packs
-import rundirs
+import run_folders
 import xpe
 from packs import run_dirs, run_name  # noqa: F401 (bench.py and the tests call them through train)
-from rundirs import Ended, Progress
+from run_folders import Ended, Progress
 from settings import (  # noqa: F401 (bench.py and the tests take them from train)
     build_parser, check_ranges, HELP, METHOD_FRAC, NOT_IDENTITY, parse_args, parse_methods, parse_seeds,
     read_init, resolve_configs, target_configs, TARGET_DEFAULTS, TrainConfig, UsageError)
@@ -135,23 +135,23 @@ def start_run(cfg, out, backbone, labels, sources, device, resume=False, overwri
     zero = torch.zeros((), device=device)
     run = Run(cfg, out, model, optimizer, scheduler, config, Progress(), loss_sum=zero.clone(),
               first_bad=zero.long() - 1)
-    if not resume:  # the folder is empty or train.py's own (rundirs.check_folders): what a killed call left goes
+    if not resume:  # the folder is empty or train.py's own (run_folders.check_folders): what a killed call left goes
         out.mkdir(parents=True, exist_ok=True)
-        rundirs.clear(out)
+        run_folders.clear(out)
     if resume and (out / "state.pt").is_file():
-        state = rundirs.load(out / "state.pt")
+        state = run_folders.load(out / "state.pt")
         model.load_state_dict(state["model"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         run.progress, run.best = Progress.restored(state["progress"]), state["best"]
         # a kill may have come between state.pt and the files that follow from it
-        rundirs.write_outputs(out, run.progress, run.best, config, everything=True)
+        run_folders.write_outputs(out, run.progress, run.best, config, everything=True)
     else:
         if resume and (out / "config.json").is_file():  # ended before its first evaluation (not finite)
             ended = json.loads((out / "config.json").read_text()).get("ended")
             if ended:
                 run.progress = Progress(ended=Ended(ended["why"]), ended_step=ended["step"], left_at=ended["step"])
-        rundirs.write_config(out, config, run.progress)
+        run_folders.write_config(out, config, run.progress)
     return run
 
 
@@ -201,20 +201,20 @@ def end_not_finite(run, bad_step, pack_step):
     """The run leaves the pack; its last good state.pt stays, marked as ended, so that --resume skips it."""
     p = run.progress
     p.ended, p.ended_step, p.left_at = Ended.NOT_FINITE, bad_step, pack_step
-    rundirs.mark_ended(run.out, p)
-    rundirs.write_config(run.out, run.config, p)
+    run_folders.mark_ended(run.out, p)
+    run_folders.write_config(run.out, run.config, p)
 
 
 def save_pack(runs, device):
-    """The runs' saves at one evaluation, as one unit (rundirs.py): every run stages its state, then each commits."""
+    """The runs' saves at one evaluation, as one unit (run_folders.py): every run stages its state, then each commits."""
     for run in runs:
         p = run.progress
         p.rng_cpu = torch.get_rng_state()
         p.rng_cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-        rundirs.stage(run.out, dict(progress=p.saved(), model=trainable_state(run.model), best=run.best,
+        run_folders.stage(run.out, dict(progress=p.saved(), model=trainable_state(run.model), best=run.best,
                                     optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict()))
     for run in runs:
-        rundirs.commit(run.out, run.progress, run.best, run.config)
+        run_folders.commit(run.out, run.progress, run.best, run.config)
 
 
 def trainable_state(model):
@@ -244,7 +244,7 @@ def fit(runs, train_ids, train_labels, dev_ids, dev_labels, pad_id, device, on_s
     lengths = {key: [len(x) for x in split[0]] for key, split in splits.items()}
     per_epoch = math.ceil(len(splits[key_of(live[0])][0]) / cfg.batch_size)
     eval_every = cfg.eval_every or per_epoch
-    step = min(r.progress.step for r in live)  # the same for every run of a pack (rundirs.py, rejoin)
+    step = min(r.progress.step for r in live)  # the same for every run of a pack (run_folders.py, rejoin)
     resumed = [r.progress for r in live if r.progress.rng_cpu is not None]
     if resumed:  # the dropout stream continues where the killed call left it
         torch.set_rng_state(resumed[0].rng_cpu)
@@ -315,7 +315,7 @@ def rejoin(pack):
             if p.step != min(going):
                 raise RuntimeError(f"{r.out}: state.pt holds step {p.step}, its pack goes on from {min(going)}")
             p.ended, p.ended_step, p.left_at = None, 0, 0
-            rundirs.write_config(r.out, r.config, p)
+            run_folders.write_config(r.out, r.config, p)
 
 
 def report(run):
@@ -364,7 +364,7 @@ def train(cfgs, outs, plan, languages, labels, rows, backbone, tokenizer, device
     for pack in plan:  # built just before training: a pack of one trains as that run alone
         names = [run_name(cfgs[i]) for i in pack]
         if resume:
-            rundirs.settle([outs[i] for i in pack])
+            run_folders.settle([outs[i] for i in pack])
         members = [start_run(cfgs[i], outs[i], backbone, labels, languages[data_key(cfgs[i])], device, resume,
                              pack=names) for i in pack]
         rejoin(members)
@@ -389,7 +389,7 @@ def main(argv=None):
         names = {i: [run_name(cfgs[j]) for j in pack] for pack in plan for i in pack}
         plan = packs.share(plan, rank, world)  # torchrun, srun: this process's packs
         mine = [i for pack in plan for i in pack]
-        check = lambda **kw: rundirs.check_folders(  # noqa: E731
+        check = lambda **kw: run_folders.check_folders(  # noqa: E731
             [outs[i] for i in mine], [asdict(cfgs[i]) for i in mine], [names[i] for i in mine], args.resume,
             args.overwrite, NOT_IDENTITY, call_outs=outs, **kw)
         check()
@@ -399,21 +399,21 @@ def main(argv=None):
         backbone, tokenizer = xpe.load_backbone(cfg.model, device)
         xpe.prepare_backbone(backbone, precision)
         check_positions(cfg, xpe.max_text_length(backbone, cfg.prompt_len))
-        fds = rundirs.claim([outs[i] for i in mine])  # from here on the folders are this call's: now it writes
-    except (UsageError, rundirs.FolderError, ValueError) as e:  # data.DataError is a ValueError
+        fds = run_folders.claim([outs[i] for i in mine])  # from here on the folders are this call's: now it writes
+    except (UsageError, run_folders.FolderError, ValueError) as e:  # data.DataError is a ValueError
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
     try:
         check(probe_locks=False)  # again, as they are now that they are locked
         if args.overwrite:
             for i in mine:
-                rundirs.clear(outs[i])
+                run_folders.clear(outs[i])
         return train(cfgs, outs, plan, languages, labels, rows, backbone, tokenizer, device, args.resume)
-    except (UsageError, rundirs.FolderError) as e:  # another call changed a folder between the checks
+    except (UsageError, run_folders.FolderError) as e:  # another call changed a folder between the checks
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
     finally:
-        rundirs.release(fds)
+        run_folders.release(fds)
 
 
 def pick_device(name, local_rank=None):
