@@ -6,7 +6,7 @@ s=$1; shift
 D=docs/replication; R=$D/runs
 mkdir -p $D/seed$s
 /usr/bin/time -v -o $D/seed$s/train-time.log python train.py --model .e5 --data-dir ../shared/sib200 --source joshi5 \
-  --method spt,dual:0.7,xpe --seed $s --steps 616 --lr 1e-3 --out runs/replication --device cpu "$@" \
+  --method spt,dual:0.7,xpe --seed $s --steps 616 --lr 1e-3 --out runs/replication --device cpu --precision fp32 "$@" \
   > $D/seed$s/train.raw 2>&1
 tr '\r' '\n' < $D/seed$s/train.raw | grep -v 'it/s\]$\|s/it\]$' > $D/seed$s/train.log || true
 for m in spt dual0.7 xpe; do
@@ -14,7 +14,7 @@ for m in spt dual0.7 xpe; do
   cp runs/replication/$m-joshi5-s$s/{config.json,log.csv,prompt.safetensors} $R/$m-joshi5-s$s/
 done
 /usr/bin/time -v -o $D/seed$s/evaluate-time.log python evaluate.py --runs $R/spt-joshi5-s$s $R/dual0.7-joshi5-s$s \
-  $R/xpe-joshi5-s$s --data-dir ../shared/sib200 --group all-wo-j5 --out $D/seed$s/scores --device cpu > $D/seed$s/evaluate.raw 2>&1
+  $R/xpe-joshi5-s$s --data-dir ../shared/sib200 --group all-wo-j5 --out $D/seed$s/scores --device cpu --precision fp32 > $D/seed$s/evaluate.raw 2>&1
 tr '\r' '\n' < $D/seed$s/evaluate.raw | grep -v 'it/s\]$\|s/it\]$' > $D/seed$s/evaluate.log || true
 rm $D/seed$s/train.raw $D/seed$s/evaluate.raw
 echo "seed $s done"
