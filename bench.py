@@ -16,9 +16,9 @@ machine falls on both. Each section is a function returning its ratios:
    four runs one after another: run-steps per second and model FLOP utilisation.
 2. seeds_section: two seeds of the four packed into the same steps (--pack-seeds) against one after the other.
 3. eval_section: zero-shot scoring of the four runs' static prompts in one pass against one pass per run.
-4. peer_section: one run (--method) against PEFT P-tuning (PromptEncoderConfig, SEQ_CLS, 20 virtual tokens,
-   MLP of hidden size 256; PromptTuningConfig for spt) on XLMRobertaForSequenceClassification over our
-   backbone under transformers.Trainer with the authors' settings (Adafactor, group_by_length,
+4. peer_section: one run (--method) against the peer (bench_peer.py): PEFT P-tuning (PromptEncoderConfig,
+   SEQ_CLS, 20 virtual tokens, MLP of hidden size 256; PromptTuningConfig for spt) on
+   XLMRobertaForSequenceClassification over our backbone under transformers.Trainer with the authors' settings (Adafactor, group_by_length,
    DataCollatorWithPadding, bf16 as the Trainer does it: autocast), fed our batch plan, a fresh peer for
    each Trainer run: stock (its NaN filter reads the loss on the host every step) and with
    logging_nan_inf_filter=False. Then Trainer.predict against ours on the same rows.
@@ -108,7 +108,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=1, help="the first seed; the seeds section adds the next (default 1)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="of ours and the peer in every section but the precision one, which times both (default auto: "
-                        "bf16 on CUDA, fp32 on a CPU)")
+                        "bf16 on CUDA and on a CPU with native bf16 (AMX or AVX512-BF16), fp32 elsewhere)")
     p.add_argument("--rounds", type=int, help="rounds of the compared sides, in turn, the best of each kept "
                                               "(default 2 on a CPU, 1 on CUDA; 1 with --quick)")
     args = p.parse_args(argv)
@@ -265,7 +265,7 @@ def setup(args, device, peak, train_langs, train_rows, test_rows):
     if len(tokenizer) > enc_cfg.vocab_size or tokenizer.pad_token_id != enc_cfg.pad_token_id:
         return (f"{args.tokenizer} is not XLM-R's tokenizer ({len(tokenizer)} tokens, pad id "
                 f"{tokenizer.pad_token_id})")
-    torch.manual_seed(0)  # one random backbone for every measurement, ours and the peer's (make_peer)
+    torch.manual_seed(0)  # one random backbone for every measurement, ours and the peer's (bench_peer.make_peer)
     backbone = XLMRobertaModel(enc_cfg, add_pooling_layer=False).requires_grad_(False).to(device)
     xpe.prepare_backbone(backbone, xpe.resolve_precision(args.precision, device))
     steps = args.warmup_steps + args.steps
@@ -419,6 +419,7 @@ def eval_section(s, statics):
 
 def peer_section(s):
     """One run of ours against PEFT under the Trainer, stock and without its NaN filter, each a fresh peer."""
+    import bench_peer
     import xpe
     mine = s.configs([s.args.method], [s.args.seed])
     full_plan = s.plan(s.args.seed, first=0)
@@ -430,12 +431,13 @@ def peer_section(s):
         return seconds
 
     def peer(nan_filter):
-        kept["trainer"], seconds = train_peer(make_peer(s, mine[0]), mine[0], full_plan, s, nan_filter)
+        kept["trainer"], seconds = bench_peer.train_peer(bench_peer.make_peer(s, mine[0]), mine[0], full_plan, s,
+                                                         nan_filter)
         return seconds
 
     times = best_of(s, {"ours": ours, "stock": lambda: peer(True), "unfiltered": lambda: peer(False)})
     print(f"ours ({s.args.method}): {xpe.describe_parameters(kept['runs'][0].model)}; peer: "
-          f"{describe_peer(kept['trainer'].model)}")
+          f"{bench_peer.describe_peer(kept['trainer'].model)}")
     plan = s.plan(s.args.seed)
     sentences, tokens = sum(len(b) for b in plan), sum(len(s.train_ids[i]) for b in plan for i in b)
     for side, key in (("ours train (train.fit)", "ours"), ("peer train (Trainer, NaN filter on, as the authors "
@@ -450,7 +452,7 @@ def peer_section(s):
         xpe.prepare_backbone(s.backbone, s.common.precision)
         ours_eval = predict_seconds(s, [kept["runs"][0].model.to_static()], s.test_ids, s.common.precision)
         xpe.prepare_backbone(s.backbone, "fp32")
-        peer_eval = eval_peer(kept["trainer"], s)
+        peer_eval = bench_peer.eval_peer(kept["trainer"], s)
         print(f"ours eval (1 run): {len(s.test_ids) / ours_eval:.4g} sentences/s; peer eval (Trainer.predict): "
               f"{len(s.test_ids) / peer_eval:.4g} sentences/s")
         ratios["ours eval / Trainer.predict"] = peer_eval / ours_eval
@@ -585,102 +587,6 @@ def run(args, device, peak, train_langs, train_rows, test_rows, target_rows):
         print("goals (one H100): " + "; ".join(goals))
     print("ratios: " + ", ".join(f"{name} {value:.2f}x" for name, value in ratios.items()))
     return 0
-
-
-def make_peer(s, cfg):
-    """A fresh peer on our backbone: XLMRobertaForSequenceClassification (its roberta is ours, shared and frozen, its
-    head seeded anew) under PEFT prompt learning for SEQ_CLS: P-tuning (MLP) for xpe, prompt tuning for spt."""
-    import torch
-    from peft import PromptEncoderConfig, PromptTuningConfig, TaskType, get_peft_model
-    from transformers import XLMRobertaForSequenceClassification
-    from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaClassificationHead
-
-    with torch.device("meta"):  # no second backbone: the meta one is replaced by ours
-        base = XLMRobertaForSequenceClassification(s.enc_cfg)
-    base.roberta = s.backbone
-    torch.manual_seed(cfg.seed)
-    base.classifier = XLMRobertaClassificationHead(s.enc_cfg).to(s.device)
-    if cfg.method == "xpe":
-        peft_cfg = PromptEncoderConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=cfg.prompt_len,
-                                       encoder_reparameterization_type="MLP", encoder_hidden_size=cfg.encoder_hidden)
-    else:
-        peft_cfg = PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=cfg.prompt_len)
-    return get_peft_model(base, peft_cfg)
-
-
-def describe_peer(peer):
-    trainable = sum(p.numel() for p in peer.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in peer.parameters())
-    kind = type(peer.active_peft_config).__name__
-    return (f"PEFT {kind} on XLMRobertaForSequenceClassification under transformers.Trainer, trainable parameters: "
-            f"{trainable / 1e6:.2f}M of {total / 1e6:.1f}M ({100 * trainable / total:.3f} %)")
-
-
-def train_peer(peer, cfg, plan, s, nan_filter=True):
-    """The Trainer over the same plan; (trainer, seconds taken by the steps after the warm-up).
-
-    nan_filter: the stock logging_nan_inf_filter, which reads the loss on the host every step. In bf16 the peer
-    runs as the Trainer runs bf16: autocast over the float32 model (ours stores the frozen backbone in bf16).
-    """
-    import xpe
-    args, device = s.args, s.device
-    xpe.prepare_backbone(s.backbone, "fp32")
-    from torch.utils.data import DataLoader
-    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
-
-    class PlanTrainer(Trainer):
-        """The stock Trainer, but its training batches are our plan (the group_by_length sampler is bypassed)."""
-
-        def get_train_dataloader(self):
-            loader = DataLoader(self.train_dataset, batch_sampler=plan, collate_fn=self.data_collator,
-                                num_workers=self.args.dataloader_num_workers,
-                                pin_memory=self.args.dataloader_pin_memory)
-            return self.accelerator.prepare(loader)
-
-    class StepTimer(TrainerCallback):
-        def on_step_end(self, _args, state, control, **kwargs):
-            if state.global_step == args.warmup_steps:
-                self.start = s.now()
-            elif state.global_step == args.warmup_steps + args.steps:
-                self.seconds = s.now() - self.start
-
-    cuda, bf16 = device.type == "cuda", s.common.precision == "bf16"
-    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
-    # transformers 5 renamed group_by_length=True to train_sampling_strategy="group_by_length"
-    grouping = dict(train_sampling_strategy="group_by_length") if "train_sampling_strategy" in fields \
-        else dict(group_by_length=True)
-    out = tempfile.mkdtemp(prefix="xpe-bench-")
-    targs = TrainingArguments(
-        output_dir=out, per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=args.eval_batch_size,
-        max_steps=cfg.steps, optim="adafactor", learning_rate=cfg.lr_prompt, weight_decay=0.01,
-        lr_scheduler_type="cosine_with_restarts", lr_scheduler_kwargs={"num_cycles": cfg.cycles},
-        warmup_steps=int(cfg.warmup * cfg.steps), max_grad_norm=cfg.grad_clip, bf16=bf16, use_cpu=not cuda,
-        dataloader_pin_memory=cuda, seed=args.seed, report_to="none", save_strategy="no", eval_strategy="no",
-        logging_strategy="no", disable_tqdm=True, logging_nan_inf_filter=nan_filter, **grouping)
-    dataset = [dict(input_ids=ids, attention_mask=[1] * len(ids), labels=int(label))
-               for ids, label in zip(s.train_ids, s.train_labels.tolist())]
-    timer = StepTimer()
-    trainer = PlanTrainer(model=peer, args=targs, train_dataset=dataset,
-                          data_collator=DataCollatorWithPadding(s.tokenizer), processing_class=s.tokenizer,
-                          callbacks=[timer])
-    trainer.remove_callback(PrinterCallback)  # its end-of-training summary would clutter the output
-    try:
-        trainer.train()
-    finally:
-        shutil.rmtree(out, ignore_errors=True)  # nothing is saved there (save_strategy "no")
-    if trainer.state.global_step != cfg.steps or not hasattr(timer, "seconds"):
-        raise RuntimeError(f"peer: the Trainer ran {trainer.state.global_step} steps, expected {cfg.steps}")
-    return trainer, timer.seconds
-
-
-def eval_peer(trainer, s):
-    """Trainer.predict over the same pooled rows (its own batching: group_by_length applies to training only)."""
-    rows = [dict(input_ids=ids, attention_mask=[1] * len(ids), labels=label) for ids, label in zip(s.test_ids,
-                                                                                                   s.test_labels)]
-    trainer.predict(rows[:s.args.eval_batch_size])  # warm-up, untimed
-    start = s.now()
-    trainer.predict(rows)
-    return s.now() - start
 
 
 if __name__ == "__main__":

@@ -377,7 +377,8 @@ def parser():
                                                                "together (default 256)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cuda when there is one)")
     p.add_argument("--precision", choices=xpe.PRECISIONS, default="auto",
-                   help="of the backbone's passes: auto (bf16 on CUDA, fp32 on a CPU), fp32 or bf16 (default auto)")
+                   help="of the backbone's passes: auto (bf16 on CUDA and on a CPU with native bf16 (AMX or "
+                        "AVX512-BF16), fp32 elsewhere), fp32 or bf16 (default auto)")
     p.add_argument("--baseline", action="store_true",
                    help="Table 2: SIB-200's published figures over the same languages beside ours")
     p.add_argument("--compare", metavar="A,B", action="append",

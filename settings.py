@@ -82,7 +82,7 @@ HELP = {  # one line a flag: what it sets, its unit or choices; the default is a
     "grad_clip": "gradient-norm clipping, per run (0: off)",
     "eval_every": "steps between dev evaluations (0: one epoch of the pooled training rows)",
     "eval_batch_size": "rows per backbone pass in dev evaluation, shared by the runs of a pack",
-    "precision": "auto, fp32 or bf16 (auto: bf16 on CUDA, fp32 on a CPU, where bf16 is opt-in: see README); "
+    "precision": "auto, fp32 or bf16 (auto: bf16 on CUDA and on a CPU with native bf16 (AMX or AVX512-BF16), fp32 elsewhere); "
                  "the run records the one used",
 }
 TARGET_DEFAULTS = dict(steps=6000, warmup=0.05, patience=30, encoder_dropout=0.0)
@@ -107,7 +107,7 @@ def build_parser(description=None):
     p.add_argument("--out", default=None, help="the run's folder, or with several runs the folder that holds them "
                                                "(default runs/, each run named like dual0.7-joshi5-s42)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cuda when there is one; "
-                                                  "bf16 there with --precision auto)")
+                                                  "see --precision for what auto picks there)")
     p.add_argument("--pack-seeds", action="store_true",
                    help="pack the seeds of a call into the same steps too, each seed its own batch, instead of one "
                         "seed's pack after another (methods are always packed; bench.py measures both)")

@@ -249,9 +249,9 @@ def backward_pack(models, batches, labels, per_run, precision="fp32"):
 PRECISIONS = ("auto", "fp32", "bf16")
 # How bf16 runs, by device type, as bench.py measures it ("bf16 storage / autocast"). "autocast": the backbone
 # stays float32 and torch.autocast casts op by op; "store": the frozen backbone is kept in bf16 (the prompt,
-# prompt encoder and head stay float32). On a 2-core Xeon with AMX, e5-small's shape, storage trained 0.74x
-# autocast's speed (its LayerNorm, GELU and dropout run on bf16 tensors, autocast keeps them float32) and
-# scored at 1.03x: autocast on the CPU. CUDA: autocast, as before, until bench.py on a GPU says otherwise.
+# prompt encoder and head stay float32). On the 2-core Xeon with AMX, storage trained slower than autocast (its
+# LayerNorm, GELU and dropout run on bf16 tensors, autocast keeps them float32) and scored about as fast
+# (docs/bench-cpu-quiet.log): autocast on the CPU. CUDA: autocast, as before, until bench.py on a GPU says otherwise.
 BF16_MODE = {"cpu": "autocast", "cuda": "autocast"}
 
 
@@ -272,15 +272,14 @@ def native_bf16(device):
 def resolve_precision(precision, device):
     """"fp32" or "bf16" for --precision auto|fp32|bf16 on a device.
 
-    auto is bf16 on CUDA, as the paper trained. On a CPU it stays float32 even where native_bf16 says the CPU
-    multiplies bf16 natively: there bf16 training has not yet measured faster than float32 on a quiet machine
-    nor been checked for accuracy (bench.py prints both ratios); --precision bf16 asks for it.
+    auto is bf16 where the device multiplies bf16 natively (native_bf16: CUDA, as the paper trained, or a CPU with
+    AMX or AVX512-BF16) and float32 elsewhere, where bf16 would be emulated and several times slower.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision
-    return "bf16" if torch.device(device).type == "cuda" else "fp32"
+    return "bf16" if native_bf16(device) else "fp32"
 
 
 def prepare_backbone(backbone, precision, mode=None):
@@ -325,7 +324,7 @@ def predict(models, ids, pad_id, batch_size=256, progress=None, precision=None):
     All models share each backbone pass; rows run longest first so that padding stays small, and a
     pass holds about batch_size rows (batch_size // len(models) rows of text, one copy per model).
     progress: optional wrapper of the batch list, such as tqdm. precision: "fp32" or "bf16" (see
-    precision_context); None: bf16 autocast on CUDA, else as the backbone is stored.
+    precision_context); None: as --precision auto resolves on the device (resolve_precision).
     """
     device = models[0].backbone.get_input_embeddings().weight.device
     for model in models:
@@ -335,7 +334,7 @@ def predict(models, ids, pad_id, batch_size=256, progress=None, precision=None):
     batches = [order[k:k + step] for k in range(0, len(order), step)]
     chunks = [[] for _ in models]
     if precision is None:
-        precision = "bf16" if device.type == "cuda" else "fp32"
+        precision = resolve_precision("auto", device)
     for indices in progress(batches) if progress else batches:
         batch = to_device(pad([ids[i] for i in indices], pad_id), device)
         with precision_context(models[0].backbone, precision):

@@ -203,7 +203,7 @@ def test_library_call_classifies_as_the_command_line(runs, tiny_model_dir):
     backbone, tokenizer = xpe.load_backbone(str(tiny_model_dir))
     model, config = xpe.load_artifact(runs / "a", backbone)
     texts = [r.text for r in data.load_split(["fra_Latn"], "test", FIXTURE_SIB200)]
-    probabilities = xpe.classify(model, tokenizer, texts, config["max_length"], batch_size=3)
+    probabilities = xpe.classify(model, tokenizer, texts, config["max_length"], batch_size=3, precision="fp32")
     assert probabilities.shape == (len(texts), len(config["labels"]))
     ids = tokenizer(texts, truncation=True, max_length=config["max_length"])["input_ids"]
     with torch.no_grad():  # one padded batch, no sorting: the same numbers
@@ -368,12 +368,15 @@ def test_an_empty_test_split_is_a_clear_error(tmp_path, runs, capsys):
     assert not (tmp_path / "results").exists()
 
 
-def test_precision_of_scoring_is_the_one_asked_for(tmp_path, runs, monkeypatch, capsys):
+@pytest.mark.parametrize("native", [False, True])
+def test_precision_of_scoring_is_the_one_asked_for(tmp_path, runs, monkeypatch, capsys, native):
+    """auto follows xpe.native_bf16 (a CPU with AMX or AVX512-BF16: bf16); fp32 and bf16 are taken as asked."""
     seen = []
     real = xpe.precision_context
+    monkeypatch.setattr(xpe, "native_bf16", lambda device: native)
     monkeypatch.setattr(xpe, "precision_context", lambda backbone, precision: seen.append(precision) or
                         real(backbone, precision))
-    for asked, used in (("auto", "fp32"), ("bf16", "bf16"), ("fp32", "fp32")):
+    for asked, used in (("auto", "bf16" if native else "fp32"), ("bf16", "bf16"), ("fp32", "fp32")):
         seen.clear()
         code, out = evaluate_main(tmp_path, "--runs", str(runs / "a"), "--group", "fra_Latn", "--precision", asked)
         assert code == 0 and f"scoring in {used} (--precision {asked})" in capsys.readouterr().err

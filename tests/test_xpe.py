@@ -299,7 +299,7 @@ def test_predict_restores_the_order_and_shares_each_pass():
     real = xpe.packed_logits
     try:
         xpe.packed_logits = lambda ms, bs: calls.append(len(ms)) or real(ms, bs)
-        together = xpe.predict(models, ids, pad_id=1, batch_size=4)
+        together = xpe.predict(models, ids, pad_id=1, batch_size=4, precision="fp32")
     finally:
         xpe.packed_logits = real
     assert calls and set(calls) == {2} and len(calls) == 6  # 2 text rows a pass (4 // 2 models), both models each pass
@@ -374,10 +374,10 @@ def capability(monkeypatch, amx, avx512_bf16):
 
 @pytest.mark.parametrize("amx, avx512_bf16, native", [(True, True, True), (True, False, True),
                                                       (False, True, True), (False, False, False)])
-def test_auto_precision_is_bf16_on_cuda_and_fp32_on_any_cpu(monkeypatch, amx, avx512_bf16, native):
+def test_auto_precision_is_bf16_where_the_device_multiplies_bf16_natively(monkeypatch, amx, avx512_bf16, native):
     capability(monkeypatch, amx, avx512_bf16)
     assert xpe.native_bf16("cpu") is native
-    assert xpe.resolve_precision("auto", "cpu") == "fp32"  # until bf16 training measures faster on a CPU
+    assert xpe.resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
     assert xpe.resolve_precision("fp32", "cpu") == "fp32" and xpe.resolve_precision("bf16", "cpu") == "bf16"
     assert xpe.resolve_precision("auto", torch.device("cuda")) == "bf16"
     with pytest.raises(ValueError, match="auto, fp32, bf16"):
