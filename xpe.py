@@ -195,7 +195,8 @@ def packed_logits(models, batches, rows_per_pass=None, token_embeds=None):
         if id(input_ids) not in found:
             found[id(input_ids)] = embed(input_ids) if token_embeds is None else token_embeds
         embeds = found[id(input_ids)]
-        prompt = model.prompt(input_ids.shape[0]).to(embeds.dtype)
+        with trainable_in_fp32(embeds.device):
+            prompt = model.prompt(input_ids.shape[0]).to(embeds.dtype)
         rows.append(torch.cat([prompt, embeds], dim=1))
         masks.append(torch.cat([attention_mask.new_ones(attention_mask.shape[0], prompt.shape[1]), attention_mask], 1))
     width = max(r.shape[1] for r in rows)
@@ -211,7 +212,14 @@ def packed_logits(models, batches, rows_per_pass=None, token_embeds=None):
                                      attention_mask=mask[i:i + rows_per_pass, :w]).last_hidden_state[:, 0]
                             for i, w in spans])
     head_dtype = models[0].head.dense.weight.dtype  # the head stays float32 under a bf16-stored backbone
-    return [model.head(h.to(head_dtype)) for model, h in zip(models, hidden.split([r.shape[0] for r in rows]))]
+    with trainable_in_fp32(hidden.device):
+        return [model.head(h.to(head_dtype)) for model, h in zip(models, hidden.split([r.shape[0] for r in rows]))]
+
+
+def trainable_in_fp32(device):
+    """Autocast off: the prompt encoder and the head compute in float32 even inside a bf16 forward, so that only
+    the frozen backbone's matmuls run in bf16 (the trainable parts are tiny; their precision is the training's)."""
+    return torch.autocast(device.type, enabled=False)
 
 
 def backward_pack(models, batches, labels, per_run, precision="fp32"):

@@ -407,7 +407,25 @@ def test_bf16_keeps_the_trainable_parts_float32_and_trains(mode):
         assert trainable and all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in trainable)
         with xpe.precision_context(backbone, "bf16"):
             got = m(ids, mask)
-        assert got.dtype == torch.float32 or mode == "autocast"
+        assert got.dtype == torch.float32
         torch.testing.assert_close(got.float(), w, rtol=0.05, atol=0.05)
-    xpe.prepare_backbone(backbone, "fp32")
-    assert backbone.get_input_embeddings().weight.dtype == torch.float32
+
+
+def test_under_bf16_autocast_the_prompt_encoder_and_the_head_compute_in_float32():
+    """Only the frozen backbone's matmuls run in bf16: the prompt comes out of the MLP in float32, and the head is
+    applied in float32 to the backbone's output."""
+    backbone = tiny_backbone()
+    model = pack_of_four(backbone)[3].eval()  # xpe: the whole prompt from the MLP
+    ids, mask = batch(1, n=4)
+    seen = {}
+    hooks = [model.prompt.register_forward_hook(lambda _m, _a, out: seen.update(prompt=out)),
+             model.head.register_forward_hook(lambda _m, args, out: seen.update(hidden=args[0], logits=out))]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model.prompt(1).dtype == torch.bfloat16  # what the MLP gives under autocast, outside packed_logits
+        model(ids, mask)
+    for hook in hooks:
+        hook.remove()
+    assert seen["prompt"].dtype == torch.float32 and seen["logits"].dtype == torch.float32
+    with torch.no_grad():
+        torch.testing.assert_close(seen["prompt"], model.prompt(1).expand_as(seen["prompt"]), rtol=0, atol=0)
+        torch.testing.assert_close(seen["logits"], model.head(seen["hidden"].float()), rtol=0, atol=0)
