@@ -257,9 +257,9 @@ def backward_pack(models, batches, labels, per_run, precision="fp32"):
 PRECISIONS = ("auto", "fp32", "bf16")
 # How bf16 runs, by device type, as bench.py measures it ("bf16 storage / autocast"). "autocast": the backbone
 # stays float32 and torch.autocast casts op by op; "store": the frozen backbone is kept in bf16 (the prompt,
-# prompt encoder and head stay float32). On the 2-core Xeon with AMX, storage trained slower than autocast (its
-# LayerNorm, GELU and dropout run on bf16 tensors, autocast keeps them float32) and scored about as fast
-# (docs/bench-cpu-quiet.log): autocast on the CPU. CUDA: autocast, as before, until bench.py on a GPU says otherwise.
+# prompt encoder and head stay float32). On the 2-core Xeon with AMX, storage against autocast measured 0.98x
+# training and 1.01x scoring (docs/bench-cpu-quiet.log): no gain for a second way, so autocast on the CPU.
+# CUDA: autocast, as before, until bench.py on a GPU says otherwise.
 BF16_MODE = {"cpu": "autocast", "cuda": "autocast"}
 
 
