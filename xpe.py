@@ -219,6 +219,8 @@ def packed_logits(models, batches, rows_per_pass=None, token_embeds=None):
 def trainable_in_fp32(device):
     """Autocast off: the prompt encoder and the head compute in float32 even inside a bf16 forward, so that only
     the frozen backbone's matmuls run in bf16 (the trainable parts are tiny; their precision is the training's)."""
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):  # no autocast there (a meta tensor has none to turn off)
+        return contextlib.nullcontext()
     return torch.autocast(device.type, enabled=False)
 
 

@@ -429,3 +429,9 @@ def test_under_bf16_autocast_the_prompt_encoder_and_the_head_compute_in_float32(
     with torch.no_grad():
         torch.testing.assert_close(seen["prompt"], model.prompt(1).expand_as(seen["prompt"]), rtol=0, atol=0)
         torch.testing.assert_close(seen["logits"], model.head(seen["hidden"].float()), rtol=0, atol=0)
+
+
+def test_the_float32_guard_is_a_no_op_where_there_is_no_autocast():
+    """A meta device (a model built without weights) has no autocast to turn off: the guard must not raise."""
+    with xpe.trainable_in_fp32(torch.device("meta")):
+        assert torch.ones(2, device="meta").dtype == torch.float32
