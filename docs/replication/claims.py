@@ -1,9 +1,18 @@
-# The paper's three claims as a markdown table from compare.csv alone, so the READMEs' verdicts are compare.csv's (issue 20).
-"""usage: python docs/replication/claims.py [docs/replication/compare.csv] > docs/replication/claims.md"""
+# The claims table from compare.csv, and the READMEs' result blocks filled from the outputs: the READMEs say what the outputs say (issue 20).
+"""usage: python docs/replication/claims.py [docs/replication/compare.csv] > docs/replication/claims.md
+       python docs/replication/claims.py --fill README.md docs/replication/README.md
+
+--fill replaces each block between <!-- begin NAME --> and <!-- end NAME --> with docs/replication/NAME
+(claims.md, table1.md, table2.md), with evaluate.log's paired differences for NAME = paired, or with
+each seedN folder's wall times and peak memory (its /usr/bin/time -v logs) and CPU for NAME = seeds.
+"""
 import csv
+import re
 import sys
 from pathlib import Path
 
+HERE = Path(__file__).parent
+BLOCK = re.compile(r"(<!-- begin (\S+) -->).*?(<!-- end \2 -->)", re.S)
 # (A, B, group, the paper's A vs B on XLM-R large (SPEC §6; † secondhand), the first author's 10-seed re-run (xpe-exp))
 CLAIMS = [
     ("xpe", "spt", "lowperf", "39.1† vs 36.0 (+3.1)", "37.9 vs 35.8: +2.03 ± 1.34 (95 %)"),
@@ -17,22 +26,63 @@ def points(fraction):
     return f"{100 * float(fraction):+.2f}"
 
 
-def main(path):
+def claims_table(path):
     rows = {(r["a"], r["b"], r["group"]): r for r in csv.DictReader(open(path, newline="", encoding="utf-8"))}
-    print("| claim | the paper (XLM-R large) | first author's re-run (XLM-R large, 10 seeds) | here: mean A − B (pp) "
-          "| 95 % t-interval over seeds (pp) | per-seed differences (pp) | languages won / tied / lost | seeds "
-          "| verdict |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    lines = ["| claim | the paper (XLM-R large) | first author's re-run (XLM-R large, 10 seeds) | here: mean A − B (pp) "
+             "| 95 % t-interval over seeds (pp) | per-seed differences (pp) | languages won / tied / lost | seeds "
+             "| verdict |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for a, b, group, paper, rerun in CLAIMS:
         r = rows.get((a, b, group))
         if r is None:
             sys.exit(f"{path} has no {a} - {b} on {group}: run evaluate.py with --compare {a},{b}")
         interval = f"[{points(r['ci_low'])}, {points(r['ci_high'])}]" if r["ci_low"] else "-"
         diffs = ", ".join(points(d) for d in r["seed_diffs"].split())
-        print(f"| {NAMES[a]} > {NAMES[b]} on {group} | {paper} | {rerun} | {points(r['mean_diff'])} | {interval} "
-              f"| {diffs} | {r['wins']} / {r['ties']} / {r['losses']} of {r['languages']} | {r['n_seeds']} "
-              f"({r['seeds']}) | **{r['verdict']}** |")
+        lines.append(f"| {NAMES[a]} > {NAMES[b]} on {group} | {paper} | {rerun} | {points(r['mean_diff'])} "
+                     f"| {interval} | {diffs} | {r['wins']} / {r['ties']} / {r['losses']} of {r['languages']} "
+                     f"| {r['n_seeds']} ({r['seeds']}) | **{r['verdict']}** |")
+    return "\n".join(lines)
+
+
+def log_field(path, field):
+    """A field of a /usr/bin/time -v log or of lscpu's output; "-" where the file or the field is not there (yet)."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    line = next((line for line in lines if field in line), None)
+    if line is None:
+        return "-"
+    return line.split(":", 1)[1].strip() if field == "Model name" else line.rsplit(": ", 1)[1].strip()
+
+
+def seeds_table():
+    lines = ["| seed | trained (wall) | peak memory | scored on all-wo-j5 (wall) | CPU (lscpu.txt) |",
+             "| --- | --- | --- | --- | --- |"]
+    for folder in sorted(HERE.glob("seed[0-9]*"), key=lambda p: int(p.name[4:])):
+        train, score = folder / "train-time.log", folder / "evaluate-time.log"
+        if log_field(train, "Elapsed") == "-":
+            continue  # still training
+        peak = f"{int(log_field(train, 'Maximum resident')) / 2 ** 20:.1f} GiB"
+        lines.append(f"| {folder.name[4:]} | {log_field(train, 'Elapsed')} | {peak} | {log_field(score, 'Elapsed')} "
+                     f"| {log_field(folder / 'lscpu.txt', 'Model name')} |")
+    return "\n".join(lines)
+
+
+def block(name):
+    if name == "seeds":
+        return seeds_table()
+    if name == "paired":
+        log = (HERE / "evaluate.log").read_text(encoding="utf-8").splitlines()
+        first = next(i for i, line in enumerate(log) if line.startswith("Paired difference"))
+        last = next(i for i, line in enumerate(log) if line.startswith("figure written"))
+        return "```\n" + "\n".join(log[first:last]).strip() + "\n```"
+    return (HERE / name).read_text(encoding="utf-8").strip()
+
+
+def filled(text):
+    return BLOCK.sub(lambda m: f"{m.group(1)}\n{block(m.group(2))}\n{m.group(3)}", text)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).with_name("compare.csv"))
+    if sys.argv[1:2] == ["--fill"]:
+        for path in sys.argv[2:]:
+            Path(path).write_text(filled(Path(path).read_text(encoding="utf-8")), encoding="utf-8")
+    else:
+        print(claims_table(sys.argv[1] if len(sys.argv) > 1 else HERE / "compare.csv"))

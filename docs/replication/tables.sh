@@ -8,4 +8,5 @@ python evaluate.py --scores $D/part1/per_language.csv $D/part2/per_language.csv 
   --baseline --compare xpe,spt --compare dual:0.7,spt --plot $D/figure2.png --plot-sort dual:0.7 --out $D \
   > $D/evaluate.log 2>&1 || { cat $D/evaluate.log; exit 1; }
 python $D/claims.py $D/compare.csv > $D/claims.md
+python $D/claims.py --fill README.md $D/README.md
 cat $D/claims.md
