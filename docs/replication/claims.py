@@ -26,15 +26,26 @@ def points(fraction):
     return f"{100 * float(fraction):+.2f}"
 
 
+def usage_error(text):
+    print(f"claims.py: {text}", file=sys.stderr)
+    sys.exit(2)
+
+
 def claims_table(path):
-    rows = {(r["a"], r["b"], r["group"]): r for r in csv.DictReader(open(path, newline="", encoding="utf-8"))}
+    if not Path(path).is_file():
+        usage_error(f"{path} is not a file: give the compare.csv that evaluate.py --compare wrote")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not {"a", "b", "group", "mean_diff", "seed_diffs", "verdict"} <= set(reader.fieldnames or ()):
+            usage_error(f"{path} is not a compare.csv (no a, b, group, verdict columns): give the one evaluate.py wrote")
+        rows = {(r["a"], r["b"], r["group"]): r for r in reader}
     lines = ["| claim | the paper (XLM-R large) | first author's re-run (XLM-R large, 10 seeds) | here: mean A − B (pp) "
              "| 95 % t-interval over seeds (pp) | per-seed differences (pp) | languages won / tied / lost | seeds "
              "| verdict |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for a, b, group, paper, rerun in CLAIMS:
         r = rows.get((a, b, group))
         if r is None:
-            sys.exit(f"{path} has no {a} - {b} on {group}: run evaluate.py with --compare {a},{b}")
+            usage_error(f"{path} has no {a} - {b} on {group}: run evaluate.py with --compare {a},{b}")
         interval = f"[{points(r['ci_low'])}, {points(r['ci_high'])}]" if r["ci_low"] else "-"
         diffs = ", ".join(points(d) for d in r["seed_diffs"].split())
         lines.append(f"| {NAMES[a]} > {NAMES[b]} on {group} | {paper} | {rerun} | {points(r['mean_diff'])} "
