@@ -64,15 +64,18 @@ def log_field(path, field):
 
 
 def seeds_table():
-    lines = ["| seed | trained (wall) | peak memory | scored on all-wo-j5 (wall) | CPU (lscpu.txt) |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = ["| seed | trained (wall) | peak memory | training CPU (lscpu.txt) | scored on all-wo-j5 (wall) "
+             "| scoring CPU (lscpu-score.txt) |", "| --- | --- | --- | --- | --- | --- |"]
     for folder in sorted(HERE.glob("seed[0-9]*"), key=lambda p: int(p.name[4:])):
         train, score = folder / "train-time.log", folder / "evaluate-time.log"
         if log_field(train, "Elapsed") == "-":
             continue  # still training
         peak = f"{int(log_field(train, 'Maximum resident')) / 2 ** 20:.1f} GiB"
-        lines.append(f"| {folder.name[4:]} | {log_field(train, 'Elapsed')} | {peak} | {log_field(score, 'Elapsed')} "
-                     f"| {log_field(folder / 'lscpu.txt', 'Model name')} |")
+        scored = log_field(score, "Elapsed")
+        scorer = folder / ("lscpu-score.txt" if (folder / "lscpu-score.txt").exists() else "lscpu.txt")
+        scorer = "-" if scored == "-" else log_field(scorer, "Model name")  # seed 3 predates lscpu-score.txt
+        lines.append(f"| {folder.name[4:]} | {log_field(train, 'Elapsed')} | {peak} "
+                     f"| {log_field(folder / 'lscpu.txt', 'Model name')} | {scored} | {scorer} |")
     return "\n".join(lines)
 
 
