@@ -63,6 +63,12 @@ def log_field(path, field):
     return line.split(":", 1)[1].strip() if field == "Model name" else line.rsplit(": ", 1)[1].strip()
 
 
+def cpu(path):
+    """lscpu's model name with its family and model: two "AMD EPYC" machines here differed 1.7x in speed."""
+    name, family, model = (log_field(path, field) for field in ("Model name", "CPU family", "Model:"))
+    return name if family == "-" else f"{name} (family {family}, model {model})"
+
+
 def seeds_table():
     lines = ["| seed | trained (wall) | peak memory | training CPU (lscpu.txt) | scored on all-wo-j5 (wall) "
              "| scoring CPU (lscpu-score.txt) |", "| --- | --- | --- | --- | --- | --- |"]
@@ -73,9 +79,9 @@ def seeds_table():
         peak = f"{int(log_field(train, 'Maximum resident')) / 2 ** 20:.1f} GiB"
         scored = log_field(score, "Elapsed")
         scorer = folder / ("lscpu-score.txt" if (folder / "lscpu-score.txt").exists() else "lscpu.txt")
-        scorer = "-" if scored == "-" else log_field(scorer, "Model name")  # seed 3 predates lscpu-score.txt
+        scorer = "-" if scored == "-" else cpu(scorer)  # seed 3 predates lscpu-score.txt
         lines.append(f"| {folder.name[4:]} | {log_field(train, 'Elapsed')} | {peak} "
-                     f"| {log_field(folder / 'lscpu.txt', 'Model name')} | {scored} | {scorer} |")
+                     f"| {cpu(folder / 'lscpu.txt')} | {scored} | {scorer} |")
     return "\n".join(lines)
 
 
