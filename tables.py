@@ -364,11 +364,18 @@ def baseline_cell(mean, languages, code):
 
 
 def mark_best(cells):
-    """The best of our full cells in a row (where there are two or more) gets the best mark."""
+    """The best of our full cells in a row (where there are two or more) gets the best mark.
+
+    Only cells with the row's most seeds compete: a mean over 2 seeds beside one over 10 is not a ranking.
+    """
     ours = [c for c in cells if c and c["kind"] == "ours" and c["mean"] is not None]
-    if len(ours) > 1:
-        top = max(c["mean"] for c in ours)
-        for c in ours:
+    most = max((c["seeds"] for c in ours), default=0)
+    for c in ours:
+        c["unranked"] = c["seeds"] < most
+    ranked = [c for c in ours if not c["unranked"]]
+    if len(ranked) > 1:
+        top = max(c["mean"] for c in ranked)
+        for c in ranked:
             c["best"] = c["mean"] == top
 
 
@@ -449,7 +456,8 @@ def finish_table(table, title, per_language):
     if any(c["paper"] for c in cells):
         notes.append(paper_note(per_language))
     if any(c["best"] for c in cells):
-        notes.append("*: the best of our methods in the row")
+        notes.append("*: the best of our methods in the row" + (
+            ", of those with the row's most seeds" if any(c.get("unranked") for c in cells) else ""))
     if any(c["unfinished"] for c in cells):
         notes.append("‡: includes unfinished runs (scored with --unfinished): " + ", ".join(
             f"{run} ({why})" for run, why in sorted(unfinished_runs(per_language).items())))

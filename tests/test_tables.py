@@ -297,6 +297,21 @@ def test_a_seed_scored_on_part_of_a_group_is_left_out_of_its_cell_and_named():
     assert line["cells"]["spt"]["best"] is False  # the only full cell in the row: nothing to be best of
 
 
+
+def test_the_best_mark_ranks_only_the_cells_with_the_rows_most_seeds():
+    langs = SEEN + UNSEEN
+    rows = (results("spt", {lang: 0.60 for lang in langs}, seeds=range(1, 11))
+            + results("xpe", {lang: 0.62 for lang in langs}, seeds=range(1, 11))
+            + results("dual", {lang: 0.70 for lang in langs}, seeds=(1, 2), xpe_frac=0.3))
+    table = tables.finish_table(tables.zero_shot_table(rows, {"all": langs}, False), "T", rows)
+    (line,) = table["rows"]
+    best = {column: cell["best"] for column, cell in line["cells"].items()}
+    assert best == {"spt": False, "xpe": True, "dual:0.3": False}  # 70 % over 2 seeds is not ranked beside 10
+    assert "*: the best of our methods in the row, of those with the row's most seeds" in table["notes"]
+    alike = results("spt", {lang: 0.60 for lang in langs}) + results("xpe", {lang: 0.62 for lang in langs})
+    table = tables.finish_table(tables.zero_shot_table(alike, {"all": langs}, False), "T", alike)
+    assert table["rows"][0]["cells"]["xpe"]["best"] and "*: the best of our methods in the row" in table["notes"]
+
 def test_table2_averages_ours_over_the_languages_the_baselines_have():
     langs = ["kab_Latn", "nqo_Nkoo", "tum_Latn"]  # Table 7 lacks nqo_Nkoo
     rows = results("spt", {"kab_Latn": 0.5, "nqo_Nkoo": 0.1, "tum_Latn": 0.7})
