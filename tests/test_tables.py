@@ -297,7 +297,6 @@ def test_a_seed_scored_on_part_of_a_group_is_left_out_of_its_cell_and_named():
     assert line["cells"]["spt"]["best"] is False  # the only full cell in the row: nothing to be best of
 
 
-
 def test_the_best_mark_ranks_only_the_cells_with_the_rows_most_seeds():
     langs = SEEN + UNSEEN
     rows = (results("spt", {lang: 0.60 for lang in langs}, seeds=range(1, 11))
@@ -311,6 +310,7 @@ def test_the_best_mark_ranks_only_the_cells_with_the_rows_most_seeds():
     alike = results("spt", {lang: 0.60 for lang in langs}) + results("xpe", {lang: 0.62 for lang in langs})
     table = tables.finish_table(tables.zero_shot_table(alike, {"all": langs}, False), "T", alike)
     assert table["rows"][0]["cells"]["xpe"]["best"] and "*: the best of our methods in the row" in table["notes"]
+
 
 def test_table2_averages_ours_over_the_languages_the_baselines_have():
     langs = ["kab_Latn", "nqo_Nkoo", "tum_Latn"]  # Table 7 lacks nqo_Nkoo
