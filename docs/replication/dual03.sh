@@ -3,6 +3,7 @@
 # usage: bash docs/replication/dual03.sh FIRST-LAST [--resume]   (from the repository root, with .e5 built; then commit docs/replication)
 #        STAGE=train or STAGE=score as in seed.sh
 set -euo pipefail
+[[ ${1:-} =~ ^[0-9]+-[0-9]+$ ]] || { echo "dual03.sh: give the seeds as FIRST-LAST, e.g. bash docs/replication/dual03.sh 8-10" >&2; exit 2; }
 seeds=$1; shift
 D=docs/replication; R=$D/runs; O=$D/dual0.3-s$seeds; STAGE=${STAGE:-all}
 list=$(python -c "a, b = map(int, '$seeds'.split('-')); print(*range(a, b + 1))")

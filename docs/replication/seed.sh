@@ -4,6 +4,7 @@
 #        STAGE=train or STAGE=score bash docs/replication/seed.sh SEED: only the training (and the artifacts' copy) or only
 #        the scoring of the committed artifacts, for a session with time for one of them (default: both)
 set -euo pipefail
+[[ ${1:-} =~ ^[0-9]+$ ]] || { echo "seed.sh: give one seed, e.g. bash docs/replication/seed.sh 11" >&2; exit 2; }
 s=$1; shift
 D=docs/replication; R=$D/runs; STAGE=${STAGE:-all}
 mkdir -p $D/seed$s
