@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# dual:0.3, the method the claims do not need, for more seeds than 1 and 2 (issue 20: "if the time allows"): one pack over the seeds, fp32, scored on all-wo-j5.
-# usage: bash docs/replication/dual03.sh FIRST-LAST [--resume]   (from the repository root, with .e5 built; then commit docs/replication)
+# dual:0.3, the method the claims do not need, for more seeds than 1 and 2 (issue 20: "if the time allows"): one run a seed, one after another, fp32, scored on all-wo-j5.
+# usage: bash docs/replication/dual03.sh FIRST-LAST [--resume or --overwrite]   (from the repository root, with .e5 built; then commit docs/replication)
 #        STAGE=train or STAGE=score as in seed.sh
 set -euo pipefail
-[[ ${1:-} =~ ^[0-9]+-[0-9]+$ ]] || { echo "dual03.sh: give the seeds as FIRST-LAST, e.g. bash docs/replication/dual03.sh 8-10" >&2; exit 2; }
+[[ ${1:-} =~ ^([0-9]+)-([0-9]+)$ ]] && (( BASH_REMATCH[1] <= BASH_REMATCH[2] )) ||
+  { echo "dual03.sh: give the seeds as FIRST-LAST, FIRST <= LAST, e.g. bash docs/replication/dual03.sh 8-10" >&2; exit 2; }
+list=$(seq ${BASH_REMATCH[1]} ${BASH_REMATCH[2]})
 seeds=$1; shift
 D=docs/replication; R=$D/runs; O=$D/dual0.3-s$seeds; STAGE=${STAGE:-all}
-list=$(python -c "a, b = map(int, '$seeds'.split('-')); print(*range(a, b + 1))")
 mkdir -p $O
 machine() { lscpu; echo "transparent_hugepage: $(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || echo unknown)"; }
 if [ "$STAGE" != score ]; then
