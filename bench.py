@@ -22,8 +22,7 @@ machine falls on both. Each section is a function returning its ratios:
    DataCollatorWithPadding, bf16 as the Trainer does it: autocast), fed our batch plan, a fresh peer for
    each Trainer run: stock (its NaN filter reads the loss on the host every step) and with
    logging_nan_inf_filter=False. Then Trainer.predict against ours on the same rows.
-5. precision_section: one run trained and scored in float32, in bf16 autocast and with the backbone stored
-   in bf16, on the same batches; "bf16 / fp32" uses the way xpe.BF16_MODE picks for the device.
+5. precision_section: one run trained and scored in float32 and in bf16 (autocast), on the same batches.
 6. memory_section (CPU): peak resident memory (ru_maxrss) of a process training the four methods as one
    pack of e5-small's shape against one training one run.
 
@@ -83,7 +82,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, help=f"timed training steps per measurement (default {DEFAULTS['steps']})")
     p.add_argument("--warmup-steps", type=int, help=f"untimed steps before them (default {DEFAULTS['warmup_steps']})")
     p.add_argument("--batch-size", type=int, default=32, help="rows per step and run (default 32)")
-    p.add_argument("--max-length", type=int, default=164, help="tokens of text per row (default 164)")
+    p.add_argument("--max-length", type=int, default=None, help="tokens of text per row (default 164, xpe.MAX_LENGTH)")
     p.add_argument("--method", choices=("xpe", "spt"), default="xpe",
                    help="the run set against the peer: xpe against P-tuning (MLP), spt against PEFT prompt tuning")
     p.add_argument("--source", help="training languages, a group or codes (default joshi5)")
@@ -119,7 +118,7 @@ def parse_args(argv=None):
     if args.rounds is None:
         args.rounds = 1 if (args.device or "cuda").startswith("cuda") else 2
     for key in ("steps", "warmup_steps", "batch_size", "max_length", "eval_batch_size", "rounds"):
-        if getattr(args, key) < 1:
+        if getattr(args, key) is not None and getattr(args, key) < 1:  # max_length None: xpe.MAX_LENGTH
             p.error(f"--{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}"
                     + (" (the first steps allocate memory and pick kernels)" if key == "warmup_steps" else ""))
     if args.eval_limit < 0:
@@ -174,6 +173,8 @@ def main(argv=None):
     import torch
 
     import data
+    import xpe
+    args.max_length = args.max_length or xpe.MAX_LENGTH
     if not any((Path(args.tokenizer) / name).exists() for name in ("tokenizer.json", "tokenizer_config.json")):
         print(f"bench.py: error: no tokenizer in {args.tokenizer}; pass --tokenizer with a folder holding XLM-R's "
               f"tokenizer (e5-small's: ../shared/tools/e5small.py) or set XPE_E5_DIR", file=sys.stderr)
@@ -186,7 +187,7 @@ def main(argv=None):
                        data.resolve_languages(args.targets)}
         test_rows = [r for lang in eval_langs for r in data.load_split([lang], "test", args.data_dir)
                      [:args.eval_limit or None]]
-    except data.DataError as e:
+    except xpe.UsageError as e:
         print(f"bench.py: error: {e}", file=sys.stderr)
         return 2
     if args.threads:
@@ -267,7 +268,6 @@ def setup(args, device, peak, train_langs, train_rows, test_rows):
                 f"{tokenizer.pad_token_id})")
     torch.manual_seed(0)  # one random backbone for every measurement, ours and the peer's (bench_peer.make_peer)
     backbone = XLMRobertaModel(enc_cfg, add_pooling_layer=False).requires_grad_(False).to(device)
-    xpe.prepare_backbone(backbone, xpe.resolve_precision(args.precision, device))
     steps = args.warmup_steps + args.steps
     # eval_every = steps: the one dev evaluation comes after the timed steps; patience 0: nothing stops early
     common = train.TrainConfig(steps=steps, batch_size=args.batch_size, max_length=args.max_length,
@@ -295,12 +295,13 @@ def fit_seconds(s, cfgs, splits=None):
         with contextlib.redirect_stdout(io.StringIO()):  # each run's parameter count and end
             # numbered: target runs without an --init folder share their run name
             runs = [train.start_run(cfg, folder / f"{i}-{train.run_name(cfg)}", s.backbone, data.LABELS,
-                                    s.train_langs, s.device, False, False) for i, cfg in enumerate(cfgs)]
-            dev = s.train_ids[:64], s.train_labels[:64]
-            train.fit(runs, s.train_ids, s.train_labels, *dev, s.pad_id, s.device, on_step, splits)
+                                    s.train_langs, s.device) for i, cfg in enumerate(cfgs)]
+            rows = (s.train_ids, s.train_labels, s.train_ids[:64], s.train_labels[:64])
+            splits = splits or {train.data_key(cfg): rows for cfg in cfgs}
+            train.fit(runs, splits, s.pad_id, s.device, on_step)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    if any(r.stopped in ("training", "dev") for r in runs):
+    if any(r.progress.ended is train.Ended.NOT_FINITE for r in runs):
         raise RuntimeError("ours: a training loss is not finite")
     return marks[s.steps] - marks[s.args.warmup_steps], runs
 
@@ -426,7 +427,6 @@ def peer_section(s):
     kept = {}
 
     def ours():
-        xpe.prepare_backbone(s.backbone, s.common.precision)  # the peer's turn leaves it float32
         seconds, kept["runs"] = fit_seconds(s, mine)
         return seconds
 
@@ -449,9 +449,7 @@ def peer_section(s):
     ratios = {"ours / stock Trainer": times["stock"] / times["ours"],
               "ours / Trainer without NaN filter": times["unfiltered"] / times["ours"]}
     if s.test_ids:
-        xpe.prepare_backbone(s.backbone, s.common.precision)
         ours_eval = predict_seconds(s, [kept["runs"][0].model.to_static()], s.test_ids, s.common.precision)
-        xpe.prepare_backbone(s.backbone, "fp32")
         peer_eval = bench_peer.eval_peer(kept["trainer"], s)
         print(f"ours eval (1 run): {len(s.test_ids) / ours_eval:.4g} sentences/s; peer eval (Trainer.predict): "
               f"{len(s.test_ids) / peer_eval:.4g} sentences/s")
@@ -460,35 +458,27 @@ def peer_section(s):
 
 
 def precision_section(s):
-    """One run's training and scoring in float32 and in bf16 (stored, and autocast), on the same batches."""
+    """One run's training and scoring in float32 and in bf16 (autocast), on the same batches."""
     import xpe
     one = {p: s.configs([s.args.method], [s.args.seed], precision=p) for p in ("fp32", "bf16")}
     rows = (s.test_ids or s.train_ids)[:s.args.eval_batch_size * (32 if s.device.type == "cuda" else 4)]
-    static = {}
 
-    def side(precision, mode):
-        xpe.prepare_backbone(s.backbone, precision, mode)  # bf16 and back loses nothing a timing needs
+    def side(precision):
         seconds, runs = fit_seconds(s, one[precision])
-        static[precision, mode] = runs[0].model.to_static()
-        return seconds, predict_seconds(s, [static[precision, mode]], rows, precision)
+        return seconds, predict_seconds(s, [runs[0].model.to_static()], rows, precision)
 
-    sides = {"fp32": ("fp32", None), "store": ("bf16", "store"), "autocast": ("bf16", "autocast")}
     best = {}
     for _ in range(s.args.rounds):
-        for name, (precision, mode) in sides.items():
-            train_s, score_s = side(precision, mode)
-            best[name] = tuple(min(a, b) for a, b in zip(best.get(name, (math.inf,) * 2), (train_s, score_s)))
-    xpe.prepare_backbone(s.backbone, s.common.precision)
+        for precision in ("fp32", "bf16"):
+            timed = side(precision)
+            best[precision] = tuple(min(a, b) for a, b in zip(best.get(precision, (math.inf,) * 2), timed))
     for name, (train_s, score_s) in best.items():
-        print(f"precision {name}{' (bf16, the backbone stored in bf16)' if name == 'store' else ''}: train "
-              f"{s.args.steps / train_s:.4g} steps/s, scoring {len(rows) / score_s:.4g} sentences/s")
-    chosen = xpe.BF16_MODE.get(s.device.type, "autocast")
-    print(f"precision: bf16 on {s.device.type} is {xpe.BF16_MODE.get(s.device.type)!r} (xpe.BF16_MODE); --precision "
-          f"auto here is {xpe.resolve_precision('auto', s.device)}; native bf16 matmuls: {xpe.native_bf16(s.device)}")
-    return {"bf16 / fp32 train": best["fp32"][0] / best[chosen][0],
-            "bf16 / fp32 scoring": best["fp32"][1] / best[chosen][1],
-            "bf16 storage / autocast train": best["autocast"][0] / best["store"][0],
-            "bf16 storage / autocast scoring": best["autocast"][1] / best["store"][1]}
+        print(f"precision {name}: train {s.args.steps / train_s:.4g} steps/s, scoring {len(rows) / score_s:.4g} "
+              f"sentences/s")
+    print(f"precision: --precision auto here is {xpe.resolve_precision('auto', s.device)}; native bf16 matmuls: "
+          f"{xpe.native_bf16(s.device)}")
+    return {"bf16 / fp32 train": best["fp32"][0] / best["bf16"][0],
+            "bf16 / fp32 scoring": best["fp32"][1] / best["bf16"][1]}
 
 
 def memory_section(s):
@@ -524,7 +514,6 @@ def memory_probe(argv):
 
     import data
     import train
-    import xpe
 
     runs, shape, data_dir, tokenizer_dir, source, steps, precision, threads = argv
     if int(threads):
@@ -532,11 +521,10 @@ def memory_probe(argv):
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     langs = data.resolve_languages(source)
     rows = data.load_split(langs, "train", data_dir)
-    ids, labels = data.encode(rows, tokenizer, 164), torch.tensor([r.label for r in rows])
+    ids, labels = data.encode(rows, tokenizer), torch.tensor([r.label for r in rows])
     torch.manual_seed(0)
     backbone = XLMRobertaModel(XLMRobertaConfig(vocab_size=250037, max_position_embeddings=514, type_vocab_size=1,
                                                 **CONFIGS[shape]), add_pooling_layer=False).requires_grad_(False)
-    xpe.prepare_backbone(backbone, precision)
     cfg = train.TrainConfig(steps=int(steps), eval_every=int(steps), patience=0, model="bench", precision=precision)
     folder = Path(tempfile.mkdtemp(prefix="xpe-bench-"))
     try:
@@ -544,8 +532,9 @@ def memory_probe(argv):
             cfgs = [dataclasses.replace(cfg, method=m, xpe_frac=r, seed=1)
                     for m, r in train.parse_methods(",".join(PACK[:int(runs)]), None)]
             members = [train.start_run(c, folder / train.run_name(c), backbone, data.LABELS, langs,
-                                       torch.device("cpu"), False, False) for c in cfgs]
-            train.fit(members, ids, labels, ids[:64], labels[:64], tokenizer.pad_token_id, torch.device("cpu"))
+                                       torch.device("cpu")) for c in cfgs]
+            splits = {train.data_key(cfg): (ids, labels, ids[:64], labels[:64])}
+            train.fit(members, splits, tokenizer.pad_token_id, torch.device("cpu"))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

@@ -38,11 +38,9 @@ def train_peer(peer, cfg, plan, s, nan_filter=True):
     """The Trainer over the same plan; (trainer, seconds taken by the steps after the warm-up).
 
     nan_filter: the stock logging_nan_inf_filter, which reads the loss on the host every step. In bf16 the peer
-    runs as the Trainer runs bf16: autocast over the float32 model (as ours does where xpe.BF16_MODE says autocast).
+    runs as the Trainer runs bf16: autocast over the float32 model (as ours does).
     """
-    import xpe
     args, device = s.args, s.device
-    xpe.prepare_backbone(s.backbone, "fp32")
     from torch.utils.data import DataLoader
     from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 

@@ -9,7 +9,7 @@ language folders or else from the categories of the training rows. The hub copy,
 keeps the very same files under data/<code>/ and lists a config a language in its card, so
 datasets.load_dataset reads it (and caches it as datasets caches); its rows pass the same checks.
 
-Everything a user can get wrong raises DataError, whose message is one line saying what is wrong
+Everything a user can get wrong raises xpe.UsageError, whose message is one line saying what is wrong
 and what to do about it.
 """
 import csv
@@ -17,9 +17,11 @@ import difflib
 import json
 import math
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from xpe import MAX_LENGTH, UsageError
 
 LABELS = ("science/technology", "travel", "politics", "sports", "health", "entertainment", "geography")
 HUB_DATASET = "Davlan/sib200"
@@ -30,10 +32,6 @@ HEADER = ["index_id", "category", "text"]
 LAYOUT = "DIR/<code>/{train,dev,test}.tsv, as in github.com/dadelani/sib-200 data/annotated"
 LABELS_FILE = "labels.txt"
 SPEC_SYNTAX = "-,"  # a language spec joins items with ',' and subtracts with '-', so no code may hold either
-
-
-class DataError(ValueError):
-    """A user-caused data problem; str(e) is one line that says what is wrong and what to do."""
 
 
 @dataclass(frozen=True)
@@ -51,11 +49,11 @@ def languages_in(data_dir):
     """Sorted language codes of a local folder: the names of its subfolders."""
     root = Path(data_dir)
     if not root.is_dir():
-        raise DataError(f"data directory {root} does not exist; point --data-dir at a folder laid out as {LAYOUT}")
+        raise UsageError(f"data directory {root} does not exist; point --data-dir at a folder laid out as {LAYOUT}")
     # files beside the folders (NOTICE.md, README) are no languages, nor hidden folders such as .git
     codes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not codes:
-        raise DataError(f"data directory {root} has no language folders; lay it out as {LAYOUT}")
+        raise UsageError(f"data directory {root} has no language folders; lay it out as {LAYOUT}")
     for code in codes:
         _check_code(code, f" (folder {root / code})", "rename the folder")
     return codes
@@ -65,7 +63,7 @@ def _check_code(code, where, fix):
     bad = next((ch for ch in SPEC_SYNTAX if ch in code), None)
     if bad:
         meaning = "a-b means a minus b" if bad == "-" else "a,b means a and b"
-        raise DataError(f"language code {code!r}{where} contains {bad!r}, which language specs read as syntax "
+        raise UsageError(f"language code {code!r}{where} contains {bad!r}, which language specs read as syntax "
                         f"({meaning}); {fix}, e.g. to {code.replace(bad, '_')!r}")
 
 
@@ -78,13 +76,13 @@ def load_groups(path=GROUPS_PATH):
         groups = {name: list(g["languages"]) for name, g in raw["groups"].items()}
     except FileNotFoundError:
         fix = "it ships beside data.py" if path == GROUPS_PATH else "check the path"
-        raise DataError(f"group file {path} not found; {fix}") from None
+        raise UsageError(f"group file {path} not found; {fix}") from None
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise DataError(f"group file {path} is not of the form {form} ({type(e).__name__}: {e})") from None
+        raise UsageError(f"group file {path} is not of the form {form} ({type(e).__name__}: {e})") from None
     for name, g in raw["groups"].items():
         # list("eng_Latn") would quietly make a group of the letters e, n, g...
         if isinstance(g["languages"], str) or not all(isinstance(c, str) for c in g["languages"]):
-            raise DataError(f"group file {path}: the languages of group {name!r} must be a list of codes "
+            raise UsageError(f"group file {path}: the languages of group {name!r} must be a list of codes "
                             f"like [\"eng_Latn\"], got {g['languages']!r}")
     return groups
 
@@ -98,12 +96,12 @@ def check_groups(groups, codes, path, data_dir=None):
     where = f"{data_dir} has" if data_dir is not None else "the data has"
     for name, members in groups.items():
         if name in codes:  # a spec would silently pick the group, never the language
-            raise DataError(f"group {name!r} of {path} has the name of a language of the data; rename the group")
+            raise UsageError(f"group {name!r} of {path} has the name of a language of the data; rename the group")
         for code in members:
             if code not in codes:
                 close = difflib.get_close_matches(code, codes, n=1, cutoff=0.6)
                 hint = f" (did you mean {close[0]}?)" if close else ""
-                raise DataError(f"group {name!r} of {path} names language {code!r}{hint}, for which {where} no "
+                raise UsageError(f"group {name!r} of {path} names language {code!r}{hint}, for which {where} no "
                                 f"folder; remove it from the group or add the folder")
 
 
@@ -140,23 +138,23 @@ def resolve_languages(spec, groups=None, codes=None):
     example = "eng_Latn" if "eng_Latn" in codes or not codes else codes[0]
     items = [item.strip() for item in str(spec).split(",")]
     if not any(items):
-        raise DataError(f"no languages given ({spec!r}); name a group ({', '.join(_group_names(groups))}) "
+        raise UsageError(f"no languages given ({spec!r}); name a group ({', '.join(_group_names(groups))}) "
                         f"or codes like {example}")
     chosen = set()
     for item in filter(None, items):
         parts = [p.strip() for p in item.split("-")]
         if "" in parts:
-            raise DataError(f"empty term in {item!r}; write a-b for the languages of a that are not in b")
+            raise UsageError(f"empty term in {item!r}; write a-b for the languages of a that are not in b")
         terms, i = [], 0
         while i < len(parts):
             j = next((j for j in range(len(parts), i, -1) if "-".join(parts[i:j]) in known), None)
             if j is None:
-                raise DataError(_unknown("-".join(parts[i:]), item, known, _group_names(groups), example))
+                raise UsageError(_unknown("-".join(parts[i:]), item, known, _group_names(groups), example))
             terms.append(known["-".join(parts[i:j])])
             i = j
         chosen |= set(terms[0]).difference(*terms[1:])
     if not chosen:
-        raise DataError(f"{spec!r} selects no languages; a-b removes b from a, so check the order of the terms")
+        raise UsageError(f"{spec!r} selects no languages; a-b removes b from a, so check the order of the terms")
     return sorted(chosen)
 
 
@@ -196,7 +194,7 @@ def find_labels(languages, data_dir):
         first_path, labels = listed[0]
         for path, other in listed[1:]:
             if other != labels:
-                raise DataError(f"{first_path} and {path} disagree ({_difference(labels, other)}); every language "
+                raise UsageError(f"{first_path} and {path} disagree ({_difference(labels, other)}); every language "
                                 f"of a run needs the same labels in the same order, so make the labels.txt files equal")
         where = str(first_path)
     else:
@@ -204,7 +202,7 @@ def find_labels(languages, data_dir):
         where = f"the training rows of {', '.join(languages)}"
     if len(labels) < 2:
         got = f"only {labels[0]!r}" if labels else "none"
-        raise DataError(f"{where}: a classifier needs at least two labels, found {got}; "
+        raise UsageError(f"{where}: a classifier needs at least two labels, found {got}; "
                         f"add rows of other categories or list every label in {LABELS_FILE}")
     return labels
 
@@ -214,14 +212,14 @@ def _read_labels(path):
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a BOM would stick to the first label
     except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+        raise UsageError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
     seen = {}
     for number, line in enumerate(lines, 1):
         label = line.strip()
         if not label:
             continue
         if label in seen:
-            raise DataError(f"{path}, line {number}: label {label!r} is listed again (first on line {seen[label]}); "
+            raise UsageError(f"{path}, line {number}: label {label!r} is listed again (first on line {seen[label]}); "
                             f"list each label once")
         seen[label] = number
     return tuple(seen)
@@ -247,12 +245,12 @@ def load_split(languages, split, data_dir=None, labels=LABELS):
     """
     split = {"validation": "dev"}.get(split, split)
     if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)} (or validation for dev)")
+        raise UsageError(f"unknown split {split!r}; use one of {', '.join(SPLITS)} (or validation for dev)")
     _check_languages(languages)
     labels = tuple(labels)
     label_ids = {name: i for i, name in enumerate(labels)}
     if not labels or len(label_ids) != len(labels):
-        raise DataError(f"the run's labels must be distinct and at least one, got {labels!r}")
+        raise UsageError(f"the run's labels must be distinct and at least one, got {labels!r}")
     if data_dir is None:
         return _hub_examples(languages, split, labels, label_ids)
     examples = []
@@ -262,32 +260,32 @@ def load_split(languages, split, data_dir=None, labels=LABELS):
 
 
 def check_rows(examples, languages, split, data_dir=None):
-    """examples, when every language has rows in this split; else a DataError naming those without any."""
+    """examples, when every language has rows in this split; else a UsageError naming those without any."""
     empty = [lang for lang in languages if not any(ex.lang == lang for ex in examples)]
     if empty:
         where = (", ".join(str(Path(data_dir) / lang / f"{split}.tsv") for lang in empty[:3]) if data_dir is not None
                  else f"{HUB_DATASET} on the hub")
-        raise DataError(f"the {split} split of {', '.join(empty)} has no rows ({where}); a run needs rows in the "
+        raise UsageError(f"the {split} split of {', '.join(empty)} has no rows ({where}); a run needs rows in the "
                         f"train and dev splits of every language it trains on: add rows or leave the language out")
     return examples
 
 
 def _check_languages(languages):
     if isinstance(languages, str) or not languages:
-        raise DataError(f"languages must be a non-empty list of codes, got {languages!r}")
+        raise UsageError(f"languages must be a non-empty list of codes, got {languages!r}")
 
 
 def _local_files(languages, split, root):
     if not root.is_dir():
-        raise DataError(f"data directory {root} does not exist; point --data-dir at a folder laid out as {LAYOUT}")
+        raise UsageError(f"data directory {root} does not exist; point --data-dir at a folder laid out as {LAYOUT}")
     paths = []
     for lang in languages:
         if not (root / lang).is_dir():
-            raise DataError(f"no folder {root / lang} for language {lang}; choose languages that {root} has, "
+            raise UsageError(f"no folder {root / lang} for language {lang}; choose languages that {root} has, "
                             f"or lay --data-dir out as {LAYOUT}")
         path = root / lang / f"{split}.tsv"
         if not path.is_file():
-            raise DataError(f"split file {path} is missing; "
+            raise UsageError(f"split file {path} is missing; "
                             f"every language folder needs train.tsv, dev.tsv and test.tsv")
         paths.append(path)
     return paths
@@ -304,11 +302,13 @@ def _hub_examples(languages, split, labels, label_ids):
         import datasets
         from huggingface_hub import constants
     except ImportError:
-        raise DataError(f"reading {repo} from the hub needs datasets (pip install datasets); "
+        raise UsageError(f"reading {repo} from the hub needs datasets (pip install datasets); "
                         f"or pass --data-dir DIR with a local copy ({LAYOUT})") from None
-    # every column a string, and no text taken for a missing value (pandas reads "NA" or "null" as NaN)
+    # every column a string, and no text taken for a missing value (pandas reads "NA" or "null" as NaN); a
+    # line a row, quotes left as they are for _hub_rows to unwrap as _tsv_rows does (pandas' own quoting
+    # takes a text that opens with a stray quote on to the next quote, merging the rows between)
     options = dict(features=datasets.Features({name: datasets.Value("string") for name in HEADER}),
-                   keep_default_na=False, na_filter=False)
+                   keep_default_na=False, na_filter=False, quoting=csv.QUOTE_NONE)
     # load_dataset retries a dead connection for about 25 s; one short probe says at once whether the hub
     # answers, and when it does not only datasets' cache is of any use, which its offline mode reads
     switches = [name for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if hasattr(datasets.config, name)]
@@ -324,14 +324,14 @@ def _hub_examples(languages, split, labels, label_ids):
             try:
                 rows = datasets.load_dataset(repo, lang, split={"dev": "validation"}.get(split, split), **options)
             except ConnectionError:  # offline, or no answer, and not cached
-                raise DataError(unreachable + (" (offline mode is set)" if any(saved.values()) else "")) from None
+                raise UsageError(unreachable + (" (offline mode is set)" if any(saved.values()) else "")) from None
             except ValueError as e:
                 if "BuilderConfig" not in str(e):
                     raise
-                raise DataError(f"{repo} has no language {lang}; check the language code, or pass --data-dir DIR "
+                raise UsageError(f"{repo} has no language {lang}; check the language code, or pass --data-dir DIR "
                                 f"with a local copy ({LAYOUT})") from None
             except Exception as e:  # a file that the csv builder cannot parse, a moved repository...
-                raise DataError(f"{repo}: cannot load {lang} {split} ({type(e).__name__}: "
+                raise UsageError(f"{repo}: cannot load {lang} {split} ({type(e).__name__}: "
                                 f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
             examples += _hub_rows(rows, f"{repo} {lang} {split}", lang, labels, label_ids)
     finally:
@@ -345,13 +345,14 @@ def _hub_examples(languages, split, labels, label_ids):
 def _hub_rows(rows, where, lang, labels, label_ids):
     """Examples of one loaded split, checked as _read_tsv checks a file's rows."""
     if list(rows.column_names) != HEADER:
-        raise DataError(f"{where}: columns {rows.column_names}, expected {', '.join(HEADER)}")
+        raise UsageError(f"{where}: columns {rows.column_names}, expected {', '.join(HEADER)}")
     examples = []
-    for n, (index_id, category, text) in enumerate(zip(rows["index_id"], rows["category"], rows["text"]), 1):
+    for n, row in enumerate(zip(rows["index_id"], rows["category"], rows["text"]), 1):
+        index_id, category, text = (_unquote(field or "") for field in row)
         if not index_id or not category or not text:
-            raise DataError(f"{where}, row {n}: empty index_id, category or text")
+            raise UsageError(f"{where}, row {n}: empty index_id, category or text")
         if category not in label_ids:
-            raise DataError(f"{where}, row {n}: unknown category {category!r}, not one of the run's labels "
+            raise UsageError(f"{where}, row {n}: unknown category {category!r}, not one of the run's labels "
                             f"({', '.join(labels)})")
         examples.append(Example(lang, index_id, label_ids[category], text))
     return examples
@@ -371,7 +372,7 @@ def _read_tsv(path, lang, labels, label_ids):
     examples = []
     for line, index_id, category, text in _tsv_rows(path):
         if category not in label_ids:
-            raise DataError(f"{path}, line {line}: unknown category {category!r}, not one of the run's labels "
+            raise UsageError(f"{path}, line {line}: unknown category {category!r}, not one of the run's labels "
                             f"({', '.join(labels)}); fix the row, or list every category of the data in the "
                             f"language folders' {LABELS_FILE} (one a line) before training")
         examples.append(Example(lang, index_id, label_ids[category], text))
@@ -379,39 +380,61 @@ def _read_tsv(path, lang, labels, label_ids):
 
 
 def _tsv_rows(path):
-    """(line number, index_id, category, text) per row of one file; a malformed row is an error naming the line."""
-    rows_out = []
+    """(line number, index_id, category, text) per row of one file; a malformed row is an error naming the line.
+
+    A row is one line, its fields split at the tabs, so no quote can join lines or fields (a CSV reader
+    takes a text that opens with a stray quote on to the next quote, merging the rows between). A field
+    written CSV-style, wrapped in quotes with inner quotes doubled, is unwrapped: SIB-200 writes its 7,688
+    texts with a '"' so, and the loaders of its files (pandas.read_csv) undo it. Any other quote is text.
+    """
     try:
         with open(path, encoding="utf-8", newline="") as f:
-            # Not QUOTE_NONE: the 7,688 texts with a '"' are all written CSV-style, wrapped in quotes
-            # with inner quotes doubled (pandas.read_csv, which loaders of these files use, undoes
-            # that); strict makes a stray quote an error instead of a silently merged field.
-            rows = csv.reader(f, delimiter="\t", strict=True)
-            header = next(rows, None)
-            if header != HEADER:
-                raise DataError(f"{path}, line 1: header is {header!r}, expected the columns "
-                                f"index_id, category, text separated by tabs")
-            for row in rows:
-                where = f"{path}, line {rows.line_num}"
-                if len(row) != 3:
-                    raise DataError(f"{where}: {len(row)} tab-separated fields, expected 3 (index_id, category, "
-                                    f"text); a text must not contain a tab or a line break")
-                index_id, category, text = row
-                if not index_id or not category or not text:
-                    raise DataError(f"{where}: empty index_id, category or text")
-                rows_out.append((rows.line_num, index_id, category, text))
+            lines = f.read().split("\n")
     except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); "
+        raise UsageError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); "
                         f"save it as UTF-8, or re-download it") from None
-    except csv.Error as e:
-        raise DataError(f"{path}, line {rows.line_num}: {e}") from None
+    if lines[-1] == "":
+        lines.pop()  # what follows the last line's newline
+    rows = [(number, _fields(path, number, line)) for number, line in enumerate(lines, 1)]
+    header = rows[0][1] if rows else None
+    if header != HEADER:
+        raise UsageError(f"{path}, line 1: header is {header!r}, expected the columns "
+                        f"index_id, category, text separated by tabs")
+    rows_out = []
+    for number, row in rows[1:]:
+        where = f"{path}, line {number}"
+        if len(row) != 3:
+            raise UsageError(f"{where}: {len(row)} tab-separated fields, expected 3 (index_id, category, text); "
+                            f"write each row on one line as index_id<TAB>category<TAB>text, with no tab in the text")
+        index_id, category, text = row
+        if not index_id or not category or not text:
+            raise UsageError(f"{where}: empty index_id, category or text")
+        rows_out.append((number, index_id, category, text))
     return rows_out
+
+
+def _fields(path, number, line):
+    """The fields of one line of a TSV file, each unwrapped if written CSV-style (_unquote)."""
+    line = line[:-1] if line.endswith("\r") else line  # a Windows line end
+    if "\r" in line:
+        raise UsageError(f"{path}, line {number}: a carriage return inside the line; a row is one line, "
+                        f"so take the line break out of the text")
+    return [_unquote(field) for field in line.split("\t")] if line else []
+
+
+_CSV_QUOTED = re.compile(r'"([^"]*(?:""[^"]*)*)"')  # the whole field in quotes, every inner quote doubled
+
+
+def _unquote(field):
+    """A field as written CSV-style, unwrapped; any other field as it is."""
+    quoted = _CSV_QUOTED.fullmatch(field) if field.startswith('"') else None
+    return quoted.group(1).replace('""', '"') if quoted else field
 
 
 # -----------------------------------------------------------------------------
 # tokens and batches
 
-def encode(examples, tokenizer, max_length=164):
+def encode(examples, tokenizer, max_length=MAX_LENGTH):
     """Token ids per example: <s> ... </s>, truncated at max_length, not padded (batches pad themselves)."""
     texts = [ex.text for ex in examples]
     if not texts:

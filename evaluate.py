@@ -6,7 +6,7 @@
     python evaluate.py --runs runs/xpe-joshi5-s1 --predict texts.txt > predictions.csv
     python evaluate.py --runs runs/xpe-joshi5-s1 --export-peft peft/xpe-joshi5-s1
 
-The data flows in layers: runs (run_folders.py) or --scores -> per-language rows (score here, or
+The data flows in layers: run folders or --scores -> per-language rows (score here, or
 tables.read_scores) -> group means and tables as data (tables.py) -> paired verdicts (verdicts.py)
 -> the figure (figure.py) -> one set of output files, written together (write_outputs).
 
@@ -36,30 +36,127 @@ from tqdm import tqdm
 import data
 import figure
 import peft_adapters
-import run_folders as runlib
 import tables
 import verdicts
 import xpe
-from tables import BASELINE_COLUMNS, UsageError
+from tables import BASELINE_COLUMNS
+from xpe import UsageError
 
 TABLE2_GROUPS = "lowperf,unseen,seen-wo-j5,all-wo-j5"
 SUPERVISED_GROUPS = {"supervised-seen": "supervised-seen", "supervised-unseen": "supervised-unseen",
                      "supervised": "supervised-seen,supervised-unseen"}  # Table 3's rows
 # The files evaluate.py writes into --out; with the figure they are one set (write_outputs).
 OUTPUT_FILES = ["per_language.csv", "per_group.csv", "table1.md", "table1.csv", "table2.md", "table2.csv",
-                "table3.md", "table3.csv", "compare.csv"]
+                "table3.md", "table3.csv", "compare.csv", "margins.csv"]
 MANIFEST = "outputs.json"  # written last: which files make the set, with their sha256
 # The flags of each mode besides --runs; a flag of another mode is refused.
 MODE_FLAGS = {"predict": {"predict", "batch_size", "device", "precision"}, "export": {"export_peft"},
               "import": {"import_peft", "out", "labels", "model", "source", "seed", "groups_file", "data_dir"},
               "score": {"scores", "group", "groups", "groups_file", "data_dir", "out", "batch_size", "device",
-                        "baseline", "compare", "plot", "plot_sort", "plot_size", "plot_baselines", "unfinished",
+                        "baseline", "compare", "margin", "plot", "plot_sort", "plot_size", "plot_baselines", "unfinished",
                         "precision"}}
 
 
 def note(text):
     """Progress and notes go to standard error: standard output carries tables, or --predict's CSV alone."""
     print(text, file=sys.stderr)
+
+
+# ---- run folders, as evaluation reads them (train.py writes them) ---------------------------------------
+
+FINISHED = ("steps", "early", "imported")  # config.json's ended "why" of a finished run (imported: a PEFT adapter)
+
+
+def find_runs(paths, note, runs_root=Path("runs")):
+    """Run directories (with an artifact) named, or found anywhere under a named folder."""
+    if not paths:
+        candidates = sorted(runs_root.glob(f"*/{xpe.ARTIFACT_WEIGHTS}"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise UsageError(f"no runs under {runs_root}/ to evaluate: train one (python train.py) or pass --runs DIR")
+        note(f"evaluating the newest run: {candidates[-1].parent}")
+        return [candidates[-1].parent]
+    runs = []
+    for path in map(Path, paths):
+        if (path / xpe.ARTIFACT_CONFIG).is_file() and (path / xpe.ARTIFACT_WEIGHTS).is_file():
+            runs.append(path)
+        elif path.is_dir() and not (path / xpe.ARTIFACT_CONFIG).is_file():
+            found = sorted(p.parent for p in path.rglob(xpe.ARTIFACT_WEIGHTS))  # a grid may nest: runs/<source>/<run>
+            if not found:
+                raise UsageError(f"{path} is neither a run directory nor a folder of runs (no {xpe.ARTIFACT_WEIGHTS} "
+                                 f"in it or below)")
+            runs += found
+        elif path.is_dir():
+            raise UsageError(f"{path} holds no inference artifact ({xpe.ARTIFACT_WEIGHTS} is missing): "
+                             f"the run has not reached its first evaluation")
+        else:
+            raise UsageError(f"{path} does not exist: pass run directories or a folder of runs to --runs")
+    return list(dict.fromkeys(runs))
+
+
+def read_run(run_dir):
+    try:
+        config = json.loads((run_dir / xpe.ARTIFACT_CONFIG).read_text())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{run_dir}/config.json cannot be read as JSON ({e}): not written by train.py") from None
+    missing = [k for k in ("model", "labels", "method", "xpe_frac", "max_length", "source", "seed") if k not in config]
+    if missing:
+        raise UsageError(f"{run_dir}/config.json lacks {', '.join(missing)}: not written by train.py")
+    target = config.get("target") or ""
+    run = dict(dir=run_dir, config=config, mode="supervised" if target else "zero-shot",
+               trained=set(config.get("source_languages", [])) if not target else set(), only=target,
+               settings=tables.settings_text(config.get("settings", {})))
+    run["ended"] = run_end(run)
+    return run
+
+
+def last_logged_step(run_dir):
+    try:
+        with open(Path(run_dir) / "log.csv", newline="") as f:
+            steps = [int(r["step"]) for r in csv.DictReader(f) if str(r.get("step", "")).isdigit()]
+    except (OSError, KeyError, ValueError):
+        return None
+    return max(steps, default=None)
+
+
+def run_end(run):
+    """How a run ended: "steps", "early" or "imported" (finished), or "unfinished ..." with its step: what
+    config.json's "ended" says ({"why": ..., "step": N}; null while the run trains)."""
+    config, total = run["config"], run["config"].get("settings", {}).get("steps")
+    ended = config.get("ended")
+    if isinstance(ended, dict) and ended.get("why") in FINISHED:
+        return ended["why"]
+    if isinstance(ended, dict):
+        return f"unfinished: {ended.get('why')} at step {ended.get('step')}"
+    step = last_logged_step(run["dir"])
+    return f"unfinished: still training, at step {'?' if step is None else step} of {total}"
+
+
+def targets_of(run, languages):
+    """The languages a run is scored on: its own for a target run, else those it was not trained on."""
+    if run["only"]:
+        return [run["only"]]
+    return [lang for lang in languages if lang not in run["trained"]]
+
+
+def check_runs(runs):
+    """One backbone and one label set a call (the rest is checked on the runs' rows: check_rows)."""
+    for key, what in (("model", "backbones"), ("labels", "label sets")):
+        found = list(dict.fromkeys(json.dumps(r["config"][key]) for r in runs))
+        if len(found) > 1:
+            raise UsageError(f"runs with different {what} ({', '.join(found[:3])}): evaluate them in separate calls")
+
+
+def preview_rows(runs, languages):
+    """One per_language row a run (a made-up accuracy): what check_rows needs to know before scoring."""
+    return [run_row(run, lang, 1, 0.0) for run in runs for lang in targets_of(run, languages)[:1]]
+
+
+def run_row(run, lang, n, accuracy):
+    cfg = run["config"]
+    return dict(run=str(run["dir"]), mode=run["mode"], method=cfg["method"], xpe_frac=float(cfg["xpe_frac"]),
+                source=cfg["source"], seed=cfg["seed"], backbone=cfg["model"],
+                steps=cfg.get("settings", {}).get("steps", ""), language=lang, n=n, accuracy=accuracy,
+                settings=run["settings"], ended=run["ended"])
 
 
 # ---- scoring: runs -> per-language rows ----------------------------------------------------------------
@@ -73,7 +170,7 @@ def score(runs, rows, backbone, tokenizer, batch_size, languages, precision="fp3
     row_langs = [r.lang for r in rows]
     packs, encoded, per_language = defaultdict(list), {}, []
     for run in runs:
-        packs[run["config"]["max_length"], tuple(runlib.targets_of(run, languages))].append(run)
+        packs[run["config"]["max_length"], tuple(targets_of(run, languages))].append(run)
     for (max_length, targets), pack in packs.items():
         if max_length not in encoded:  # tokenised once per max length
             encoded[max_length] = data.encode(rows, tokenizer, max_length)
@@ -92,14 +189,14 @@ def score(runs, rows, backbone, tokenizer, batch_size, languages, precision="fp3
                 totals[row_langs[i]][1] += 1
             for lang in targets:
                 right, n = totals[lang]
-                per_language.append(runlib.run_row(run, lang, n, round(right / n, 6)))
+                per_language.append(run_row(run, lang, n, round(right / n, 6)))
     return per_language
 
 
 def load_test_rows(runs, languages, data_dir):
     """The test rows of the languages; a target language without test rows is an error before scoring."""
     rows = data.load_split(languages, "test", data_dir, runs[0]["config"]["labels"])
-    needed = {lang for run in runs for lang in runlib.targets_of(run, languages)}
+    needed = {lang for run in runs for lang in targets_of(run, languages)}
     empty = sorted(needed - {r.lang for r in rows})
     if empty:
         raise UsageError(f"the test split of {', '.join(empty[:3])} has no rows: nothing to score there; fill it "
@@ -109,11 +206,10 @@ def load_test_rows(runs, languages, data_dir):
 
 def score_runs(args, group_langs, device):
     """--runs: read and check every run (finished, settings, flags against them), then score."""
-    found = [runlib.read_run(d) for d in runlib.find_runs(args.runs, note)]
-    runlib.check_finished(found, args.unfinished)
+    found = [read_run(d) for d in find_runs(args.runs, note)]
     languages = sorted(set().union(*group_langs.values()))
-    runlib.check_runs(found, languages)
-    check_names(args, runlib.preview_rows(found, languages))
+    check_runs(found)
+    check_rows(args, preview_rows(found, languages))
     for run in found:
         left_out = sorted(set(languages) & run["trained"])
         if left_out:
@@ -123,25 +219,26 @@ def score_runs(args, group_langs, device):
     rows = load_test_rows(found, languages, args.data_dir)
     backbone, tokenizer = xpe.load_backbone(found[0]["config"]["model"], device)
     precision = xpe.resolve_precision(args.precision, device)
-    xpe.prepare_backbone(backbone, precision)
     note(f"scoring in {precision} (--precision {args.precision}) on {device}")
     return score(found, rows, backbone, tokenizer, args.batch_size, languages, precision), found
 
 
 def read_scores(args):
-    rows = tables.read_scores(args.scores, note)
-    unfinished = tables.unfinished_runs(rows)
-    if unfinished and not args.unfinished:
-        run, why = next(iter(sorted(unfinished.items())))
-        raise UsageError(f"--scores: {run} is {why}: give --unfinished to tabulate it marked as such")
-    check_names(args, rows)
+    rows = tables.read_scores(args.scores)
+    check_rows(args, rows)
     return rows
 
 
 # ---- the report: every output file, in memory -----------------------------------------------------------
 
-def check_names(args, per_language):
-    """--compare and --plot-sort against the settings there are, before anything is scored or written."""
+def check_rows(args, per_language):
+    """The rows (or, before scoring, a row a run) against the flags, before anything is scored or written:
+    unfinished runs unless --unfinished, two runs of one setting and seed, --compare and --plot-sort."""
+    unfinished = sorted(tables.unfinished_runs(per_language).items())
+    if unfinished and not args.unfinished:
+        (run, why), more = unfinished[0], f" (and {len(unfinished) - 1} more)" if len(unfinished) > 1 else ""
+        raise UsageError(f"{run} is {why}{more}: leave it out, or give --unfinished to take it marked as such")
+    tables.by_setting(per_language)
     zero_shot = tables.by_setting(r for r in per_language if r["mode"] == "zero-shot")
     for pair in args.compare or []:
         verdicts.check_pair(zero_shot, *[m.strip() for m in pair.split(",")])
@@ -193,6 +290,14 @@ def report(args, per_language, group_langs, groups, codes):
         compared += rows
     if compared:
         files["compare.csv"] = tables.csv_text(verdicts.COMPARE_FIELDS, compared)
+    if compared and args.margin:
+        margins = verdicts.margin_rows(compared, [m / 100 for m in args.margin])
+        printed.append("\n".join([
+            "Margins (accuracy points): whether each 95 % t-interval above rules out a difference of +M or more and "
+            "of -M or less; 'no effect of M either way': it lies inside (-M, +M). Power: the chance that this many "
+            "seeds, at the observed per-seed sd, give an interval that excludes 0 when the difference is M.",
+            verdicts.margin_text(margins)]))
+        files["margins.csv"] = tables.csv_text(verdicts.MARGIN_FIELDS, margins)
     pictures = {}
     if args.plot:
         columns = (args.plot_baselines or ("xlt_eng,gpt4" if args.baseline else "")).split(",")
@@ -306,15 +411,14 @@ def read_texts(source):
 
 def predict_texts(args, device):
     """--predict: CSV of text, label and one probability column per label (the run's order) on standard output."""
-    found = runlib.find_runs(args.runs, note)
+    found = find_runs(args.runs, note)
     if len(found) != 1:
         raise UsageError(f"--predict classifies with one run, got {len(found)}: name one run folder in --runs")
     texts = read_texts(args.predict)
-    backbone, tokenizer = xpe.load_backbone(runlib.read_run(found[0])["config"]["model"], device)
+    backbone, tokenizer = xpe.load_backbone(read_run(found[0])["config"]["model"], device)
     model, config = xpe.load_artifact(found[0], backbone)
     labels = config["labels"]
     precision = xpe.resolve_precision(args.precision, device)
-    xpe.prepare_backbone(backbone, precision)
     probabilities = xpe.classify(model, tokenizer, texts, config["max_length"], args.batch_size, precision)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -330,7 +434,7 @@ def export_main(args):
     """--export-peft: one run's artifact as a PEFT adapter; nothing is scored."""
     if len(args.runs) != 1:
         raise UsageError(f"--export-peft takes exactly one run in --runs, got {len(args.runs)}")
-    found = runlib.find_runs(args.runs, note)
+    found = find_runs(args.runs, note)
     if len(found) != 1:
         raise UsageError(f"--export-peft takes one run; {args.runs[0]} holds {len(found)}: name one of them")
     check_folder(args.export_peft, "--export-peft")
@@ -345,7 +449,7 @@ def import_main(args):
     """--import-peft: a PEFT prompt adapter as a run folder (--out) that scoring, --predict and --export-peft take."""
     if args.runs:
         raise UsageError("--import-peft reads an adapter folder, not --runs: leave --runs out")
-    if args.out == parser().get_default("out"):
+    if args.out is None:
         raise UsageError("--import-peft needs --out RUN_DIR: the run folder to write")
     source_languages = ()
     if args.source:
@@ -371,8 +475,9 @@ def parser():
                                     f"the file's groups)")
     p.add_argument("--groups-file", help="language groups in the form of groups.json (default groups.json)")
     p.add_argument("--data-dir", help="local data laid out as DIR/<code>/test.tsv (default: SIB-200 from the hub)")
-    p.add_argument("--out", default="results", help="folder for per_language.csv, per_group.csv, the tables and "
-                                                    "compare.csv, written as one set (default results)")
+    p.add_argument("--out", default=None, help="folder for per_language.csv, per_group.csv, the tables and "
+                                               "compare.csv, written as one set (default results); with "
+                                               "--import-peft: the run folder to write")
     p.add_argument("--batch-size", type=int, default=256, help="rows per backbone pass, shared by the runs scored "
                                                                "together (default 256)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cuda when there is one)")
@@ -384,6 +489,11 @@ def parser():
     p.add_argument("--compare", metavar="A,B", action="append",
                    help="paired zero-shot difference A - B per source and target group with a t-interval over "
                         "seeds and a verdict, e.g. xpe,spt or dual:0.7,spt; may be given again; to compare.csv")
+    p.add_argument("--margin", metavar="M", action="append",
+                   help="with --compare: differences in accuracy points (e.g. 1 or 2,3.1; may be given again) that "
+                        "each interval is read against: whether it rules out +M or more and -M or less ('no effect "
+                        "of M either way' when it lies inside (-M, +M)), the power its seeds had at M and the seeds "
+                        "80 %% power would need at the observed per-seed sd; to margins.csv")
     p.add_argument("--unfinished", action="store_true", help="score runs that have not finished too, marked ‡")
     p.add_argument("--plot", metavar="FILE.png", help="the paper's Figure 2: accuracy per language, seen and unseen "
                                                       "panels; its numbers go to FILE.csv (needs matplotlib)")
@@ -424,6 +534,17 @@ def mode_of(args, defaults):
     return mode
 
 
+def margin_list(text):
+    """--margin's points: a number or a comma list of them, each above 0 and below 100."""
+    try:
+        points = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--margin {text}: give accuracy points, e.g. --margin 2 or --margin 2,3.1") from None
+    if not all(0 < p < 100 for p in points):  # also refuses nan and inf
+        raise UsageError(f"--margin {text}: each margin is a difference in accuracy points above 0 and below 100")
+    return points
+
+
 def check_flags(args):
     """Everything about the flags that can be refused before an hour of scoring."""
     if args.group is not None and args.groups is not None:
@@ -435,13 +556,16 @@ def check_flags(args):
         raise UsageError("--scores tabulates earlier results and --runs scores runs: give one of them")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    args.margin = sorted({p for text in args.margin or [] for p in margin_list(text)})
+    if args.margin and not args.compare:
+        raise UsageError("--margin reads the intervals of --compare: give --compare A,B too")
     for given in args.compare or []:
         pair = [m.strip() for m in given.split(",")]
         if len(pair) != 2:
             raise UsageError(f"--compare takes two methods, A,B (e.g. xpe,spt), got {given!r}")
-        names = [tables.method_name(*tables.parse_method(m)) for m in pair]
-        if names[0] == names[1]:
-            raise UsageError(f"--compare {given} compares {names[0]} with itself: name two methods, e.g. xpe,spt")
+        for m in pair:
+            xpe.parse_method(m)  # the grammar now; the pair against the runs' settings in check_rows
+    args.out = args.out or "results"
     check_folder(args.out, "--out")
     if args.plot:
         check_file(args.plot, "--plot")
@@ -458,7 +582,7 @@ def main(argv=None):
     start = time.time()
     try:
         mode = mode_of(args, defaults)
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = xpe.pick_device(args.device)
         if mode == "export":
             return export_main(args)
         if mode == "import":
@@ -477,7 +601,7 @@ def main(argv=None):
         files, pictures, printed = report(args, per_language, group_langs, groups, codes)
         out = Path(args.out)
         write_outputs(out, {out / name: text.encode("utf-8") for name, text in files.items()} | pictures, argv)
-    except (UsageError, ValueError) as e:  # data.DataError and xpe's errors are ValueErrors
+    except UsageError as e:
         print(f"evaluate.py: error: {e}", file=sys.stderr)
         return 2
     for text in printed:

@@ -10,7 +10,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import xpe
-from tables import UsageError, by_setting, csv_text, method_name, name_of, parse_method, provenance, setting_labels, \
+from xpe import UsageError
+from tables import by_setting, csv_text, name_of, provenance, setting_labels, \
     setting_of
 
 # ---- Figure 2 ----------------------------------------------------------------------------------
@@ -53,7 +54,7 @@ def plot_series(per_language, baselines=None):
     for name, values in (baselines or {}).items():
         outside = [lang for lang, v in values.items() if not 0 <= v <= 1]
         if outside:
-            raise ValueError(f"baseline {name!r} has accuracies outside [0, 1] ({outside[0]}: {values[outside[0]]}); "
+            raise UsageError(f"baseline {name!r} has accuracies outside [0, 1] ({outside[0]}: {values[outside[0]]}); "
                              f"divide percentages by 100")
         series.append(dict(label=name, setting=None, values=dict(values), seeds={}))
     return series
@@ -72,7 +73,7 @@ def sort_series(series, sort_by):
             return s
     name, _, source = str(sort_by).partition("@")
     try:
-        name = method_name(*parse_method(name))
+        name = xpe.method_name(*xpe.parse_method(name))
     except UsageError:
         pass  # no setting has that name: the error below lists those there are
     chosen = [s for s in settings if name_of(s["setting"]) == name and source in ("", s["setting"][2])]

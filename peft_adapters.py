@@ -3,7 +3,7 @@
 export_peft writes a run's artifact as a PROMPT_TUNING adapter that peft loads as it is (--export-peft).
 
 import_adapter turns a PEFT prompt adapter for sequence classification into a run folder that every
-other command takes (config.json, prompt.safetensors, log.csv, as a train.py run's inference artifact),
+other command takes (config.json and prompt.safetensors, a train.py run's inference artifact),
 reading the two files PEFT writes without importing peft:
 
 - PROMPT_TUNING: `prompt_embeddings` is the prompt.
@@ -17,10 +17,8 @@ reading the two files PEFT writes without importing peft:
 
 The head: XLM-R's RobertaClassificationHead (`classifier.dense`, `classifier.out_proj`) is our head as it
 is; BERT's is tanh(pooler.dense(h[:, 0])) then one Linear, so `bert.pooler.dense` becomes our dense and
-`classifier` our out_proj. Whatever cannot be mapped is refused with an AdapterError naming the key.
+`classifier` our out_proj. Whatever cannot be mapped is refused with an UsageError naming the key.
 """
-import csv
-import io
 import json
 import re
 from pathlib import Path
@@ -29,11 +27,11 @@ import torch
 from safetensors.torch import load_file
 
 import data
-import run_folders
 import xpe
+from xpe import UsageError
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTER_BIN = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
-RUN_FILES = (xpe.ARTIFACT_CONFIG, xpe.ARTIFACT_WEIGHTS, "log.csv")
+RUN_FILES = (xpe.ARTIFACT_CONFIG, xpe.ARTIFACT_WEIGHTS)
 AUTHORS = "the authors' cross prompt encoder (bmikaberidze/XPE)"
 # where each backbone's *ForSequenceClassification keeps the parts of our head, by model_type
 HEADS = {"xlm-roberta": {"dense": "classifier.dense", "out_proj": "classifier.out_proj"},
@@ -45,31 +43,27 @@ EXPORT_MODULES = {"bert": ["pooler"]}
 EXPORT_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
 
 
-class AdapterError(ValueError):
-    """An adapter that cannot be imported; str(e) is one line naming what and why (the CLI exits 2)."""
-
-
 def read_adapter(adapter_dir):
     """(adapter config, tensors) of a PEFT adapter folder, the tensors' keys as PEFT's saver leaves them."""
     folder = Path(adapter_dir)
     config_path = folder / ADAPTER_CONFIG
     if not config_path.is_file():
-        raise AdapterError(f"{folder} is not a PEFT adapter: {ADAPTER_CONFIG} is missing")
+        raise UsageError(f"{folder} is not a PEFT adapter: {ADAPTER_CONFIG} is missing")
     try:
         config = json.loads(config_path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
-        raise AdapterError(f"{config_path} is not JSON ({e})") from None
+        raise UsageError(f"{config_path} is not JSON ({e})") from None
     try:
         if (folder / ADAPTER_WEIGHTS).is_file():
             tensors = load_file(str(folder / ADAPTER_WEIGHTS))
         elif (folder / ADAPTER_BIN).is_file():
             tensors = torch.load(folder / ADAPTER_BIN, map_location="cpu", weights_only=True)
         else:
-            raise AdapterError(f"{folder} holds no {ADAPTER_WEIGHTS} (nor {ADAPTER_BIN})")
-    except AdapterError:
+            raise UsageError(f"{folder} holds no {ADAPTER_WEIGHTS} (nor {ADAPTER_BIN})")
+    except UsageError:
         raise
     except Exception as e:  # safetensors and torch raise several kinds; the user needs one line
-        raise AdapterError(f"{folder}: cannot read the adapter's weights ({type(e).__name__}: {e})") from None
+        raise UsageError(f"{folder}: cannot read the adapter's weights ({type(e).__name__}: {e})") from None
     # The authors' saver drops "modules_to_save." and ".default" from its keys; a raw state dict keeps them.
     tensors = {re.sub(r"\.(modules_to_save\.)?default(?=\.)", "", k): v.float() for k, v in tensors.items()}
     return config, tensors
@@ -79,12 +73,12 @@ def mlp_output(tensors, prefix, x, stride, where):
     """Run the Linear layers prefix.{0, stride, 2*stride, ...} with ReLU between them (dropout off)."""
     found = sorted({int(m.group(1)) for k in tensors for m in [re.match(re.escape(prefix) + r"(\d+)\.weight$", k)] if m})
     if not found or found != list(range(0, stride * len(found), stride)):
-        raise AdapterError(f"{where}: {prefix}* holds the layers {found or 'none'}, not Linear layers at "
+        raise UsageError(f"{where}: {prefix}* holds the layers {found or 'none'}, not Linear layers at "
                            f"0, {stride}, {2 * stride}, ... as its encoder builds them")
     for n, i in enumerate(found):
         weight, bias = tensors[f"{prefix}{i}.weight"], tensors.get(f"{prefix}{i}.bias")
         if weight.ndim != 2 or weight.shape[1] != x.shape[-1] or bias is None or bias.shape != weight.shape[:1]:
-            raise AdapterError(f"{where}: {prefix}{i}.weight {tuple(weight.shape)} (or its bias) does not take "
+            raise UsageError(f"{where}: {prefix}{i}.weight {tuple(weight.shape)} (or its bias) does not take "
                                f"the {x.shape[-1]} features that reach it")
         x = torch.nn.functional.linear(x, weight, bias)
         if n < len(found) - 1:
@@ -97,17 +91,17 @@ def authors_prompt(config, tensors, where):
     ratio = float(config["encoder_ratio"])
     kind = str(config.get("encoder_reparameterization_type", "MLP")).split(".")[-1].upper()
     if kind not in ("MLP", "NONE") and ratio > 0:
-        raise AdapterError(f"{where}: encoder_reparameterization_type {kind!r} of {AUTHORS} is not supported "
+        raise UsageError(f"{where}: encoder_reparameterization_type {kind!r} of {AUTHORS} is not supported "
                            f"(MLP and NONE are)")
     if int(config.get("num_transformer_submodules") or 1) != 1:
-        raise AdapterError(f"{where}: num_transformer_submodules {config['num_transformer_submodules']} is not 1: "
+        raise UsageError(f"{where}: num_transformer_submodules {config['num_transformer_submodules']} is not 1: "
                            f"an encoder-decoder prompt")
     total = int(config["num_virtual_tokens"])
     method = "spt" if ratio == 0 else "xpe" if ratio == 1 else "dual"
     try:  # their split: n_xpe = max(1, min(P - 1, int(P * ratio))), ours by the same rule
         n_spt, n_xpe = xpe.split_prompt(method, ratio, total)
     except ValueError as e:
-        raise AdapterError(f"{where}: encoder_ratio {ratio} and num_virtual_tokens {total}: {e}") from None
+        raise UsageError(f"{where}: encoder_ratio {ratio} and num_virtual_tokens {total}: {e}") from None
     parts, used = [], []
     if n_spt:
         used.append("prompt_encoder.embedding.weight")
@@ -132,11 +126,11 @@ def authors_prompt(config, tensors, where):
 def tensor_of(tensors, key, shape, where):
     """tensors[key], checked against shape (None: any size); refused naming the key."""
     if key not in tensors:
-        raise AdapterError(f"{where} lacks {key}")
+        raise UsageError(f"{where} lacks {key}")
     t = tensors[key]
     if t.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, t.shape)):
         want = " x ".join("any" if s is None else str(s) for s in shape)
-        raise AdapterError(f"{where}: {key} is {tuple(t.shape)}, expected {want}")
+        raise UsageError(f"{where}: {key} is {tuple(t.shape)}, expected {want}")
     return t
 
 
@@ -145,16 +139,16 @@ def adapter_prompt(config, tensors, where):
     peft_type = str(config.get("peft_type", "")).split(".")[-1]
     task = str(config.get("task_type", "")).split(".")[-1]
     if task != "SEQ_CLS":
-        raise AdapterError(f"{where}: task_type {task or None!r} is not SEQ_CLS: only sequence-classification "
+        raise UsageError(f"{where}: task_type {task or None!r} is not SEQ_CLS: only sequence-classification "
                            f"adapters have a head to score with")
     if peft_type == "P_TUNING" and "encoder_ratio" in config:
         prompt, method, frac, used = authors_prompt(config, tensors, where)
         return prompt, method, frac, AUTHORS, used
     if peft_type not in ("PROMPT_TUNING", "P_TUNING"):
-        raise AdapterError(f"{where}: peft_type {peft_type or None!r} is not a prompt (PROMPT_TUNING or P_TUNING); "
+        raise UsageError(f"{where}: peft_type {peft_type or None!r} is not a prompt (PROMPT_TUNING or P_TUNING); "
                            f"prefix tuning and LoRA change the backbone itself")
     if int(config.get("num_transformer_submodules") or 1) != 1:
-        raise AdapterError(f"{where}: num_transformer_submodules {config['num_transformer_submodules']} is not 1: "
+        raise UsageError(f"{where}: num_transformer_submodules {config['num_transformer_submodules']} is not 1: "
                            f"an encoder-decoder prompt")
     prompt = tensor_of(tensors, "prompt_embeddings", (int(config.get("num_virtual_tokens", 0)) or None, None), where)
     # P-tuning's prompt_embeddings are its prompt encoder's output, as peft's own model prepends them.
@@ -165,7 +159,7 @@ def adapter_prompt(config, tensors, where):
 def adapter_head(tensors, model_type, backbone_name, where):
     """(our head's tensors dense.*, out_proj.*, keys used) from the adapter's classifier (BERT: and pooler)."""
     if model_type not in HEADS:
-        raise AdapterError(f"{where}: the backbone {backbone_name} is {model_type!r}; the import maps the heads of "
+        raise UsageError(f"{where}: the backbone {backbone_name} is {model_type!r}; the import maps the heads of "
                            f"{', '.join(sorted(HEADS))} (model_type)")
     head, used = {}, []
     for part, path in HEADS[model_type].items():
@@ -179,14 +173,14 @@ def adapter_head(tensors, model_type, backbone_name, where):
     if model_type == "bert" and missing and all(".pooler." in k for k in missing):
         head.update(checkpoint_pooler(backbone_name, missing[0], where))
     elif missing:
-        raise AdapterError(f"{where} lacks {missing[0]}: the adapter does not carry the classification head "
+        raise UsageError(f"{where} lacks {missing[0]}: the adapter does not carry the classification head "
                            f"(peft saves it as a module of modules_to_save)")
     d = head["dense.weight"].shape[1] if head["dense.weight"].ndim == 2 else -1
     shapes_ok = (head["dense.weight"].shape == (d, d) and head["dense.bias"].shape == (d,)
                  and head["out_proj.weight"].ndim == 2 and head["out_proj.weight"].shape[1] == d
                  and head["out_proj.bias"].shape == head["out_proj.weight"].shape[:1])
     if not shapes_ok:
-        raise AdapterError(f"{where}: the head's weights ({', '.join(f'{k} {tuple(v.shape)}' for k, v in head.items())}) "
+        raise UsageError(f"{where}: the head's weights ({', '.join(f'{k} {tuple(v.shape)}' for k, v in head.items())}) "
                            f"are not a dense d x d and an out_proj labels x d")
     return head, used
 
@@ -202,12 +196,12 @@ def checkpoint_pooler(backbone_name, key, where):
         model, info = AutoModel.from_pretrained(backbone_name, output_loading_info=True)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise AdapterError(f"{where} lacks {key}, and the backbone {backbone_name} cannot be loaded for its "
+        raise UsageError(f"{where} lacks {key}, and the backbone {backbone_name} cannot be loaded for its "
                            f"pooler ({first})") from None
     finally:
         transformers.logging.set_verbosity(verbosity)
     if any("pooler" in k for k in info.get("missing_keys", ())) or getattr(model, "pooler", None) is None:
-        raise AdapterError(f"{where} lacks {key} and the backbone {backbone_name} has no pooler in its checkpoint: "
+        raise UsageError(f"{where} lacks {key} and the backbone {backbone_name} has no pooler in its checkpoint: "
                            f"peft's own model would draw it at random; save the adapter with 'pooler' in "
                            f"modules_to_save")
     dense = model.pooler.dense
@@ -221,7 +215,7 @@ def backbone_config(name, where):
         return AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise AdapterError(f"{where}: cannot read the backbone's config {name!r} ({first}); name a local folder "
+        raise UsageError(f"{where}: cannot read the backbone's config {name!r} ({first}); name a local folder "
                            f"or a reachable hub name (--model)") from None
 
 
@@ -237,17 +231,17 @@ def adapter_labels(labels, config, adapter_dir, num_labels, layout, where):
                 saved = None
         if saved and not all(re.fullmatch(r"LABEL_\d+", str(v)) for v in saved.values()):  # not transformers' default
             if sorted(map(str, saved)) != sorted(map(str, range(len(saved)))):
-                raise AdapterError(f"{where}: id2label is keyed {sorted(saved)[:3]}, not 0 to {len(saved) - 1}: "
+                raise UsageError(f"{where}: id2label is keyed {sorted(saved)[:3]}, not 0 to {len(saved) - 1}: "
                                    f"give the labels in the head's order (--labels)")
             labels = [saved[k] for k in sorted(saved, key=int)]
         elif layout == AUTHORS and num_labels == len(data.LABELS):
             labels = list(data.LABELS)  # their configs list SIB-200's names in this order (sib200_hybrid.xpe.yml)
         else:
-            raise AdapterError(f"{where}: the head has {num_labels} outputs and the adapter names no labels "
+            raise UsageError(f"{where}: the head has {num_labels} outputs and the adapter names no labels "
                                f"(id2label): give them in the head's order (--labels)")
     labels = [str(x) for x in labels]
     if len(labels) != num_labels or len(set(labels)) != len(labels):
-        raise AdapterError(f"{where}: {len(labels)} labels ({', '.join(labels[:3])}{', ...' if len(labels) > 3 else ''}) "
+        raise UsageError(f"{where}: {len(labels)} labels ({', '.join(labels[:3])}{', ...' if len(labels) > 3 else ''}) "
                            f"for a head of {num_labels} outputs; give one distinct label an output")
     return labels
 
@@ -256,7 +250,7 @@ def check_out(out_dir):
     """A new or empty folder, or an earlier import (only our files): nothing else is overwritten."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise AdapterError(f"{out} is a file: name a new folder, an empty one or an earlier import")
+        raise UsageError(f"{out} is a file: name a new folder, an empty one or an earlier import")
     if not out.is_dir():
         return out
     ours = tuple(f".{name}." for name in RUN_FILES)  # xpe.atomic_write's temporary names, left by a kill
@@ -269,14 +263,14 @@ def check_out(out_dir):
         except ValueError:
             foreign = [earlier.name]
     if foreign:
-        raise AdapterError(f"{out} holds files of another run or of yours ({', '.join(foreign[:3])}"
+        raise UsageError(f"{out} holds files of another run or of yours ({', '.join(foreign[:3])}"
                            f"{', ...' if len(foreign) > 3 else ''}): name a new folder, an empty one or an earlier import")
     return out
 
 
 def import_adapter(adapter_dir, out_dir, labels=None, model=None, source="imported", source_languages=(), seed=0,
-                   max_length=164):
-    """Write a PEFT prompt adapter as a run folder (config.json, prompt.safetensors, log.csv); return its path.
+                   max_length=xpe.MAX_LENGTH):
+    """Write a PEFT prompt adapter as a run folder (config.json, prompt.safetensors); return its path.
 
     labels: the head's labels in order (default: the adapter's id2label; SIB-200's for the authors' 7-way
     heads). model: the backbone (default: the adapter's base_model_name_or_path). source, source_languages,
@@ -288,22 +282,22 @@ def import_adapter(adapter_dir, out_dir, labels=None, model=None, source="import
     prompt, method, frac, layout, used = adapter_prompt(config, tensors, where)
     name = model or config.get("base_model_name_or_path")
     if not name:
-        raise AdapterError(f"{where}: the adapter names no base_model_name_or_path: give the backbone (--model)")
+        raise UsageError(f"{where}: the adapter names no base_model_name_or_path: give the backbone (--model)")
     backbone = backbone_config(name, where)
     head, head_keys = adapter_head(tensors, backbone.model_type, name, where)
     left = sorted(set(tensors) - set(used) - set(head_keys))
     if left:
-        raise AdapterError(f"{where}: cannot map the adapter's {left[0]}" + (f" (and {len(left) - 1} more)" if len(left) > 1
+        raise UsageError(f"{where}: cannot map the adapter's {left[0]}" + (f" (and {len(left) - 1} more)" if len(left) > 1
                            else "") + f"; the import knows {layout}'s prompt and the classification head")
     d = backbone.hidden_size
     if prompt.shape[1] != d or head["dense.weight"].shape[1] != d:
-        raise AdapterError(f"{where}: the prompt is {tuple(prompt.shape)} and the head takes "
+        raise UsageError(f"{where}: the prompt is {tuple(prompt.shape)} and the head takes "
                            f"{head['dense.weight'].shape[1]} features, but {name} has hidden size {d}: give the "
                            f"backbone the adapter was trained on (--model)")
     offset = backbone.pad_token_id + 1 if backbone.model_type in ("xlm-roberta", "roberta") else 0
     room = backbone.max_position_embeddings - offset - prompt.shape[0]
     if max_length > room:
-        raise AdapterError(f"{where}: {prompt.shape[0]} prompt vectors leave {room} of {name}'s positions for text, "
+        raise UsageError(f"{where}: {prompt.shape[0]} prompt vectors leave {room} of {name}'s positions for text, "
                            f"fewer than max_length {max_length}")
     num_labels = head["out_proj.weight"].shape[0]
     labels = adapter_labels(labels, config, adapter_dir, num_labels, layout, where)
@@ -332,25 +326,9 @@ def run_config(adapter, adapter_dir, layout, name, labels, method, frac, prompt,
 
 
 def write_run(out, prompt, head_tensors, config):
-    """log.csv (one row at step 0: settings.steps is 0), then the artifact, prompt.safetensors before config.json."""
-    d, num_labels = prompt.shape[1], head_tensors["out_proj.weight"].shape[0]
-    head = xpe.ClassificationHead(d, num_labels, dropout=0.0)
-    head.load_state_dict(head_tensors)
-    out.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=run_folders.LOG_FIELDS)
-    writer.writeheader()
-    writer.writerow({"step": 0})
-    xpe.atomic_write(out / "log.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
-    xpe.save_artifact(ImportedClassifier(xpe.StaticPrompt(prompt), head), out, config)
-
-
-class ImportedClassifier(torch.nn.Module):
-    """What xpe.save_artifact reads of a classifier: its static prompt and its head (no backbone needed)."""
-
-    def __init__(self, prompt, head):
-        super().__init__()
-        self.prompt, self.head = prompt, head
+    """The artifact, prompt.safetensors before config.json (whose "ended" says imported: nothing to train)."""
+    tensors = {"prompt": prompt.detach().float().contiguous()}
+    xpe.save_artifact(tensors | {f"head.{k}": v.float().contiguous() for k, v in head_tensors.items()}, out, config)
 
 
 # ---- out: a run's artifact as a PEFT prompt-tuning adapter (evaluate.py --export-peft) ------------------
@@ -360,7 +338,7 @@ def export_peft(run_dir, out_dir):
 
     Without importing peft: the two files are laid out as peft 0.14 and later save them, so that
     PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=N), out_dir)
-    gives our logits. A ValueError in one line, before anything is written, for what the user can fix.
+    gives our logits. A UsageError in one line, before anything is written, for what the user can fix.
     """
     from safetensors.torch import save_file
     from transformers import AutoConfig
@@ -368,29 +346,29 @@ def export_peft(run_dir, out_dir):
     tensors, config = xpe.read_artifact(run_dir)
     for key in ("model", "labels"):
         if key not in config:
-            raise ValueError(f"{run_dir}/{xpe.ARTIFACT_CONFIG} lacks {key!r}: not written by train.py")
+            raise UsageError(f"{run_dir}/{xpe.ARTIFACT_CONFIG} lacks {key!r}: not written by train.py")
     try:
         backbone = AutoConfig.from_pretrained(config["model"])
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot read the backbone's config {config['model']!r} ({first})") from None
+        raise UsageError(f"cannot read the backbone's config {config['model']!r} ({first})") from None
     if backbone.model_type not in HEADS:
-        raise ValueError(f"--export-peft supports the backbones {', '.join(sorted(HEADS))} (model_type), "
+        raise UsageError(f"--export-peft supports the backbones {', '.join(sorted(HEADS))} (model_type), "
                          f"not {backbone.model_type!r} of {config['model']}")
     prompt, num_labels = tensors["prompt"], len(config["labels"])
     head_labels = tensors["head.out_proj.weight"].shape[0]
     if prompt.ndim != 2 or prompt.shape[1] != backbone.hidden_size or head_labels != num_labels:
-        raise ValueError(f"{run_dir}: the prompt {tuple(prompt.shape)} and the head for {head_labels} labels do not "
+        raise UsageError(f"{run_dir}: the prompt {tuple(prompt.shape)} and the head for {head_labels} labels do not "
                          f"fit {config['model']} (hidden size {backbone.hidden_size}) and the {num_labels} labels "
                          f"of its config.json")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--export-peft {out} is a file: name a new folder, an empty one or a previous export")
+        raise UsageError(f"--export-peft {out} is a file: name a new folder, an empty one or a previous export")
     # Only our two files (and the temporary names of a killed export) may be overwritten.
     foreign = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES and not
                      (p.name.startswith(".adapter_") and p.name.endswith(".tmp"))) if out.is_dir() else []
     if foreign:
-        raise ValueError(f"--export-peft {out} holds other files ({', '.join(foreign[:3])}"
+        raise UsageError(f"--export-peft {out} holds other files ({', '.join(foreign[:3])}"
                          f"{', ...' if len(foreign) > 3 else ''}): name a new folder, an empty one or a previous "
                          f"export")
 

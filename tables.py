@@ -13,10 +13,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import xpe
+from xpe import UsageError
 
 LANGUAGE_FIELDS = ["run", "mode", "method", "xpe_frac", "source", "seed", "backbone", "steps", "language", "n",
                    "accuracy", "settings", "ended"]
-OLD_FIELDS = LANGUAGE_FIELDS[:11]  # per_language.csv before settings and ended were recorded
 GROUP_FIELDS = ["method", "xpe_frac", "source", "backbone", "mode", "setting", "group", "languages", "seeds", "mean",
                 "std", "left_out", "settings"]
 # Settings that are not the experiment: the seed is the replicate; the paths say where the data and the
@@ -25,7 +25,6 @@ GROUP_FIELDS = ["method", "xpe_frac", "source", "backbone", "mode", "setting", "
 # model are columns of their own.
 BOOKKEEPING = {"seed", "eval_batch_size", "data_dir", "groups_file", "init", "target", "method", "xpe_frac", "source",
                "model"}
-DEFAULT_SETTINGS = {"precision": "fp32"}  # a config from before a setting existed ran with its value then
 BASELINES_PATH = Path(__file__).with_name("baselines.csv")
 BASELINE_COLUMNS = {  # columns of baselines.csv shown beside ours (SIB-200's Table 7, XLM-R large but the GPTs)
     "xlmr_large": "XLM-R full FT", "xlt_eng": "XLT eng", "xlt_ara": "XLT ara", "xlt_zho": "XLT zho",
@@ -51,23 +50,8 @@ PAPER = {  # SPEC §6: the paper's accuracy (%) per (method, source, target grou
 }
 
 
-class UsageError(ValueError):
-    """Bad input from the user: one line, exit status 2."""
-
-
-def method_name(method, xpe_frac):
-    return xpe.method_name(method, xpe_frac)
-
-
-def parse_method(name):
-    try:
-        return xpe.parse_method(name)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-
-
 def method_order(name):
-    method, frac = parse_method(name)
+    method, frac = xpe.parse_method(name)
     return {"spt": 0, "dual": 1, "xpe": 2}[method], frac
 
 
@@ -75,7 +59,7 @@ def method_order(name):
 
 def settings_text(settings):
     """The identifying part of config.json's settings as one canonical JSON string (per_language.csv's settings)."""
-    kept = {**DEFAULT_SETTINGS, **{k: v for k, v in settings.items() if k not in BOOKKEEPING}}
+    kept = {k: v for k, v in settings.items() if k not in BOOKKEEPING}
     return json.dumps(kept, sort_keys=True, separators=(",", ":"))
 
 
@@ -90,7 +74,7 @@ def rest_of(setting):
 
 
 def name_of(setting):
-    return method_name(*setting[:2])
+    return xpe.method_name(*setting[:2])
 
 
 def _value(v):
@@ -116,8 +100,9 @@ def setting_labels(settings, across_methods=False):
     return labels
 
 
-def by_setting(per_language):
-    """{setting: {seed: {language: accuracy}}}; two runs of one seed in a setting are a UsageError."""
+def by_setting(per_language, value=lambda r: float(r["accuracy"])):
+    """{setting: {seed: {language: value(row)}}}, the accuracy by default; two runs of one seed in a setting are a
+    UsageError."""
     table, runs = defaultdict(lambda: defaultdict(dict)), {}
     for r in per_language:
         setting = setting_of(r)
@@ -126,7 +111,7 @@ def by_setting(per_language):
             raise UsageError(f"{runs[key]} and {r['run']} are both {name_of(setting)} from {setting[2]} with seed "
                              f"{r['seed']} and the same settings on {r['language']}: one would hide the other in the "
                              f"means over seeds; evaluate them apart")
-        table[setting][r["seed"]][r["language"]] = float(r["accuracy"])
+        table[setting][r["seed"]][r["language"]] = value(r)
     return table
 
 
@@ -158,18 +143,14 @@ def typed_row(r, path, line):
     if row["mode"] not in ("zero-shot", "supervised"):
         raise _row_error(path, line, f"mode {row['mode']!r} is neither zero-shot nor supervised")
     try:
-        method_name(row["method"], row["xpe_frac"])
+        xpe.method_name(row["method"], row["xpe_frac"])
     except ValueError as e:
         raise _row_error(path, line, str(e)) from None
     return row
 
 
-def read_scores(paths, note):
-    """per_language rows from per_language.csv files (evaluate.py --out), checked and typed.
-
-    Files from before settings and ended were recorded: read from the run folder named in run when it
-    is there (its config.json), else the run counts as one shared setting and as finished, with a note.
-    """
+def read_scores(paths):
+    """per_language rows from per_language.csv files (evaluate.py --out), checked and typed."""
     rows, where = [], {}
     for path in map(Path, paths):
         try:
@@ -177,7 +158,7 @@ def read_scores(paths, note):
                 found = list(csv.DictReader(f))
         except (OSError, UnicodeDecodeError, csv.Error) as e:
             raise UsageError(f"--scores {path}: cannot read it ({type(e).__name__}: {e})") from None
-        missing = [k for k in OLD_FIELDS if not found or k not in found[0]]
+        missing = [k for k in LANGUAGE_FIELDS if not found or k not in found[0]]
         if missing:
             raise UsageError(f"--scores {path} is not a per_language.csv written by evaluate.py (it lacks "
                              f"{', '.join(missing)})")
@@ -191,36 +172,7 @@ def read_scores(paths, note):
                                  f"{line}): give each part once")
             where[key] = f"{path}, line {line}"
             rows.append(row)
-    fill_old_rows(rows, note)
     return rows
-
-
-def fill_old_rows(rows, note):
-    """Settings and ended of rows from files that lack them, from the run folders where they exist."""
-    old = sorted({r["run"] for r in rows if "settings" not in r or "ended" not in r})
-    if not old:
-        return
-    from run_folders import read_run  # here, not at the top: run_folders imports this file
-    found, shared = {}, []
-    for run in old:
-        path = Path(run)
-        if (path / xpe.ARTIFACT_CONFIG).is_file():
-            info = read_run(path)
-            found[run] = info["settings"], info["ended"]
-        else:
-            shared.append(run)
-            found[run] = "", ""
-    for r in rows:
-        if r["run"] in found:
-            r.setdefault("settings", found[r["run"]][0])
-            r.setdefault("ended", found[r["run"]][1])
-    if len(old) > len(shared):
-        note(f"--scores: {len(old) - len(shared)} run(s) recorded no settings in per_language.csv: read from their "
-             f"run folders")
-    if shared:
-        note(f"--scores: {len(shared)} run(s) recorded no settings and have no run folder here "
-             f"({', '.join(shared[:3])}{', ...' if len(shared) > 3 else ''}): taken as one shared setting per method, "
-             f"source and backbone, and as finished")
 
 
 # ---- group means and baselines ---------------------------------------------------------------------

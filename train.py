@@ -5,7 +5,7 @@
     python train.py --target kab_Latn --init runs/dual0.7-joshi5-s42               # sequential full supervision
     python train.py --target supervised-unseen --init runs/dual0.7-joshi5-s{1,2}   # 24 targets x 2 source runs
     python train.py ... --resume                                                   # continue a killed call
-    torchrun --nproc-per-node 8 train.py ...                                       # the packs over 8 GPUs (packs.py)
+    torchrun --nproc-per-node 8 train.py ...                                       # the packs over 8 GPUs
 
 A plain PyTorch loop: Adafactor, linear warm-up then cosine with hard restarts, dev evaluation every
 epoch, early stopping on dev loss after half the steps, the best dev accuracy kept. Several runs of
@@ -13,31 +13,584 @@ one call (methods × seeds) train as a pack: one backbone pass a step carries ev
 front of its own copy of the batch, while parameters, optimiser, schedule, log, early stopping and
 files stay each run's own. A run folder holds config.json, log.csv, the inference artifact of the
 best model (prompt.safetensors + config.json), its trainable weights (best.safetensors, for --init),
-state.pt (for --resume) and xpe-train.lock (run_folders.py: the folder is train.py's, and in use while locked).
+state.pt (for --resume) and xpe-train.lock (the folder is train.py's, and in use while locked).
+
+The file reads top to bottom: the settings and their flags; the plan (run names, folders, packs); the run
+folder (what train.py writes and how a pack's save stays one unit); the optimiser and its schedule; one
+run's start, step and evaluation; the loop (fit); the call (main).
 """
+import argparse
+import csv
+import fcntl
+import io
 import json
 import math
+import os
+import re
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace  # noqa: F401 (fields: the tests take it from train)
+from dataclasses import asdict, dataclass, field, fields, replace
+from enum import Enum
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
-from transformers.optimization import Adafactor, get_cosine_with_hard_restarts_schedule_with_warmup
+from transformers.optimization import Adafactor
 
 import data
-import packs
-import run_folders
 import xpe
-from packs import run_dirs, run_name  # noqa: F401 (bench.py and the tests call them through train)
-from run_folders import Ended, Progress
-from settings import (  # noqa: F401 (bench.py and the tests take them from train)
-    build_parser, check_ranges, HELP, METHOD_FRAC, NOT_IDENTITY, parse_args, parse_methods, parse_seeds,
-    read_init, resolve_configs, target_configs, TARGET_DEFAULTS, TrainConfig, UsageError)
+from xpe import UsageError
 
+
+# ---- settings and flags ----------------------------------------------------------------------
+
+def flag(default, help):
+    """A setting with its --flag's help."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; each is a flag of train.py (--xpe-frac for xpe_frac), its help beside it."""
+    method: str = flag("xpe", "spt, xpe or dual (with --xpe-frac), or a list of runs such as "
+                              "spt,dual:0.3,dual:0.7,xpe")
+    xpe_frac: float = flag(1.0, "share of the prompt built by the prompt encoder, with one --method: spt 0, xpe 1, "
+                                "dual between (dual: 0.7)")
+    seed: int = flag(42, "a seed, a list 1,2,5 or a range 1-10: each seed is a run of every --method (a --target "
+                         "run: its --init's)")
+    source: str = flag("joshi5", "training languages: a group, codes, or a mix such as joshi5,swh_Latn or seen-joshi5")
+    target: str = flag("", "the full-supervision phase: languages as --source takes them, each trained from each "
+                           "--init on its own train split")
+    init: str = flag("", "folders of the finished source runs that --target starts from: a run for each with each "
+                         "language")
+    model: str = flag("xlm-roberta-large", "backbone: a hub name or a local folder of a Hugging Face encoder")
+    data_dir: str = flag("", "local data laid out as DIR/<code>/{train,dev,test}.tsv (empty: SIB-200 from the hub)")
+    groups_file: str = flag("", "language groups, in the form of groups.json (empty: groups.json)")
+    steps: int = flag(24000, "training steps (with --target: 6000)")
+    batch_size: int = flag(32, "rows of training text per step and run")
+    lr_prompt: float = flag(5e-3, "learning rate of the pseudo-prompts, and of the SPT part unless --lr-spt")
+    lr_spt: float = flag(-1.0, "learning rate of the SPT part (below 0: --lr-prompt, as the paper; the authors' "
+                               "code: 5e-5 in dual)")
+    lr: float = flag(5e-5, "learning rate of the prompt encoder's MLP and the head")
+    weight_decay: float = flag(0.1, "weight decay of the MLP and head weights, never biases or prompt vectors "
+                                    "(authors' code: 0.01)")
+    warmup: float = flag(0.1, "linear warm-up as a share of the steps, then cosine with hard restarts (with "
+                              "--target: 0.05)")
+    cycles: int = flag(2, "cosine cycles, each ending in a hard restart")
+    patience: int = flag(20, "dev evaluations without a lower dev loss before a run stops; 0: never stop early "
+                             "(--target: 30)")
+    stop_after: float = flag(0.5, "share of the steps before which early stopping counts nothing (the authors' "
+                                  "callback)")
+    max_length: int = flag(xpe.MAX_LENGTH, "tokens of text a row keeps; the prompt vectors come on top")
+    prompt_len: int = flag(20, "prompt vectors P")
+    encoder_hidden: int = flag(256, "hidden size h of the prompt encoder's MLP d -> h -> h -> d")
+    encoder_dropout: float = flag(0.1, "dropout inside the prompt encoder's MLP (with --target: 0)")
+    head_dropout: float = flag(0.1, "dropout before each of the classification head's two layers")
+    grad_clip: float = flag(1.0, "gradient-norm clipping, per run (0: off)")
+    eval_every: int = flag(0, "steps between dev evaluations (0: one epoch of the pooled training rows)")
+    eval_batch_size: int = flag(128, "rows per backbone pass in dev evaluation, shared by the runs of a pack")
+    precision: str = flag("auto", "auto, fp32 or bf16 (auto: bf16 on CUDA and on a CPU with native bf16 (AMX or "
+                                  "AVX512-BF16), fp32 elsewhere); the run records the one used")
+
+    def __post_init__(self):
+        if self.lr_spt < 0:
+            self.lr_spt = self.lr_prompt
+
+
+TARGET_DEFAULTS = dict(steps=6000, warmup=0.05, patience=30, encoder_dropout=0.0)
+METHOD_FRAC = dict(spt=0.0, xpe=1.0, dual=0.7)
+NOT_IDENTITY = {"eval_batch_size"}  # settings a resumed run may change without becoming another run
+
+
+def build_parser(description=None):
+    p = argparse.ArgumentParser(description=description)
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        default = getattr(defaults, f.name)
+        shown = {"data_dir": "empty", "groups_file": "empty", "lr_spt": "-1", "eval_every": "0"}.get(f.name, default)
+        kind = str if f.name in ("method", "seed") else type(default)  # lists and ranges: parsed below
+        # None marks "not given", so that method- and target-dependent defaults can fill it.
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None, nargs="+" if f.name == "init" else None,
+                       help=f"{f.metadata['help']} (default {shown})")
+    p.add_argument("--out", default=None, help="the run's folder, or with several runs the folder that holds them "
+                                               "(default runs/, each run named like dual0.7-joshi5-s42)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cuda when there is one; "
+                                                  "see --precision for what auto picks there)")
+    p.add_argument("--pack-seeds", action="store_true",
+                   help="pack the seeds of a call into the same steps too, each seed its own batch, instead of one "
+                        "seed's pack after another (methods are always packed; bench.py measures both)")
+    p.add_argument("--pack-size", type=int, default=None,
+                   help="most runs a pack trains in one backbone pass; the call goes pack after pack (default "
+                        + ", ".join(f"{n} on {d}" for d, n in DEFAULT_PACK_SIZE.items()) + ")")
+    p.add_argument("--resume", action="store_true", help="continue the call's runs from their last evaluation")
+    p.add_argument("--overwrite", action="store_true", help="replace the runs in the run folders (only train.py's "
+                                                            "own files there are removed)")
+    return p
+
+
+def parse_args(argv=None, description=None):
+    return build_parser(description).parse_args(argv)
+
+
+def parse_methods(text, xpe_frac):
+    """[(method, xpe_frac)] from --method: one method (with --xpe-frac) or a list in xpe.method_name's grammar."""
+    items = [item.strip() for item in text.split(",")]
+    if len(items) == 1 and items[0] in xpe.METHODS:  # one method: its fraction from --xpe-frac or its default
+        return [(items[0], METHOD_FRAC[items[0]] if xpe_frac is None else xpe_frac)]
+    if xpe_frac is not None:
+        raise UsageError("--xpe-frac goes with a single --method; in a list, write each fraction: dual:0.3,dual:0.7")
+    runs = []
+    for item in items:
+        try:
+            runs.append(xpe.parse_method(item))
+        except UsageError as e:
+            raise UsageError(f"--method {text}: {e}") from None
+    if len(set(runs)) != len(runs):
+        raise UsageError(f"--method {text} names a run twice")
+    return runs
+
+
+def parse_seeds(text):
+    """[seeds] from --seed: a number, a list 1,2,5, a range 1-10, or a mix."""
+    seeds = []
+    for item in text.split(","):
+        first, dash, last = item.strip().partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise UsageError(f"--seed {text}: use a number, a list 1,2,5 or a range 1-10 (seeds are 0 or more)")
+        low, high = int(first), int(last) if dash else int(first)
+        if high < low:
+            raise UsageError(f"--seed {text}: the range {item.strip()} runs backwards; write {high}-{low}")
+        seeds += range(low, high + 1)
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seed {text} names a seed twice")
+    return seeds
+
+
+def resolve_configs(args):
+    """One TrainConfig per run of the call (methods × seeds, or source runs × target languages), every setting
+    checked; nothing is written."""
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
+    if args.resume and args.overwrite:
+        raise UsageError("--resume continues the runs in --out and --overwrite replaces them: give one of them")
+    if given.get("target") and not given.get("init"):
+        raise UsageError("--target needs --init RUN_DIR [RUN_DIR ...]: the source runs to start from")
+    if given.get("init") and not given.get("target"):
+        raise UsageError("--init needs --target LANGS: the languages of the full-supervision phase")
+    if args.pack_size is not None and args.pack_size < 1:
+        raise UsageError(f"--pack-size must be at least 1 (1: every run alone), got {args.pack_size}")
+    if given.get("init"):
+        cfgs = target_configs(given)
+    else:
+        runs = parse_methods(given.pop("method", TrainConfig.method), given.pop("xpe_frac", None))
+        seeds = parse_seeds(given.pop("seed", str(TrainConfig.seed)))
+        cfgs = [TrainConfig(**given, method=method, xpe_frac=frac, seed=seed) for seed in seeds for method, frac in runs]
+    for c in cfgs:
+        xpe.split_prompt(c.method, c.xpe_frac, c.prompt_len)
+    check_ranges(cfgs[0])
+    return cfgs
+
+
+def target_configs(given):
+    """A target run for each --init and each --target language: the prompt's shape, the source and the seed
+    from its source run, the rest from the flags and the target defaults."""
+    inits, spec = given.pop("init"), given.pop("target")
+    groups, codes = data.groups_and_codes(given.get("groups_file") or None, given.get("data_dir") or None)
+    languages = data.resolve_languages(spec, groups, codes)
+    for key, value in TARGET_DEFAULTS.items():
+        given.setdefault(key, value)
+    cfgs, labels = [], None
+    for init in inits:
+        init_config, mine = read_init(Path(init), given), dict(given, init=init)
+        if labels is not None and init_config["labels"] != labels:
+            raise UsageError(f"--init {init} has other labels than {inits[0]}: train their targets in separate calls")
+        labels = init_config["labels"]
+        if mine.setdefault("method", init_config["method"]) == init_config["method"]:
+            mine.setdefault("xpe_frac", init_config["xpe_frac"])
+        for key in ("encoder_hidden", "source"):
+            mine.setdefault(key, init_config[key])
+        runs = parse_methods(mine.pop("method"), mine.pop("xpe_frac", None))
+        seeds = parse_seeds(mine.pop("seed", str(init_config["seed"])))
+        if len(runs) > 1 or len(seeds) > 1:
+            raise UsageError("--target trains one run from each --init and language: give one --method and one --seed")
+        cfg = TrainConfig(**mine, method=runs[0][0], xpe_frac=runs[0][1], seed=seeds[0], target=languages[0])
+        for key in ("method", "xpe_frac", "encoder_hidden"):
+            if getattr(cfg, key) != init_config[key]:
+                raise UsageError(f"--init {init} was trained with {key} {init_config[key]!r}, not "
+                                 f"{getattr(cfg, key)!r}: leave --{key.replace('_', '-')} out to take it from there")
+        cfgs += [replace(cfg, target=lang) for lang in languages]
+    return cfgs
+
+
+def check_ranges(cfg):
+    """Every number of the settings against the range where it means something (shared by a call's runs)."""
+    finite = math.isfinite
+    rules = [(key, getattr(cfg, key) >= 1, "at least 1") for key in
+             ("steps", "batch_size", "cycles", "max_length", "encoder_hidden", "eval_batch_size")]
+    rules += [(key, getattr(cfg, key) >= 0, f"0 or more ({meaning})") for key, meaning in
+              (("patience", "0 turns early stopping off"), ("eval_every", "0 means one epoch"))]
+    rules += [(key, finite(getattr(cfg, key)) and getattr(cfg, key) >= 0, "a finite number, 0 or more")
+              for key in ("lr_prompt", "lr", "weight_decay")]
+    rules += [("lr_spt", finite(cfg.lr_spt), "a finite number (below 0: --lr-prompt)"),
+              ("grad_clip", finite(cfg.grad_clip) and cfg.grad_clip >= 0, "a finite norm, or 0 for no clipping"),
+              ("encoder_dropout", 0 <= cfg.encoder_dropout < 1, "a probability in [0, 1)"),
+              ("head_dropout", 0 <= cfg.head_dropout < 1, "a probability in [0, 1)"),
+              ("warmup", 0 <= cfg.warmup < 1, "a share of the steps in [0, 1)"),
+              ("stop_after", 0 <= cfg.stop_after <= 1, "a share of the steps in [0, 1]")]
+    for key, valid, what in rules:
+        if not valid:
+            raise UsageError(f"--{key.replace('_', '-')} must be {what}, got {getattr(cfg, key)}")
+
+
+def read_init(init_dir, given):
+    config_path, weights = init_dir / "config.json", init_dir / "best.safetensors"
+    if not config_path.is_file() or not weights.is_file():
+        raise UsageError(f"--init {init_dir} is not a finished source run (config.json and best.safetensors needed)")
+    init_config = json.loads(config_path.read_text())
+    ended = init_config.get("ended")
+    if not isinstance(ended, dict):
+        raise UsageError(f"--init {init_dir} is not a finished source run (its config.json says it has not ended): "
+                         f"finish it first (train.py ... --resume)")
+    if ended.get("why") == Ended.NOT_FINITE.value:
+        raise UsageError(f"--init {init_dir} stopped at step {ended.get('step')} on a loss that was not finite: "
+                         f"train the source run again with lower learning rates")
+    for key, default in (("model", TrainConfig.model), ("prompt_len", TrainConfig.prompt_len)):
+        mine = given.get(key, default)
+        if init_config.get(key) != mine:
+            raise UsageError(f"--init {init_dir} was trained with {key} {init_config.get(key)!r}, this run has "
+                             f"{mine!r}: pass --{key.replace('_', '-')} {init_config.get(key)} or another --init")
+    return init_config
+
+
+# ---- the plan: run names, folders and packs --------------------------------------------------
+# A call's runs go into packs: a source call's one seed's methods (all its runs with --pack-seeds), a
+# target call's every (source run, language); runs whose training splits differ in length stay apart
+# (their evaluations fall on other steps), and each pack is cut into packs of at most --pack-size runs.
+# Started several times by torchrun or srun, each process trains every world-th pack, from its rank on,
+# on its own device: every run folder is written by exactly one process, and no process waits for
+# another, so no process group is needed.
+
+DEFAULT_PACK_SIZE = {"cuda": 8, "cpu": 4}  # cuda: one pass carries the pack, 8 x 32 rows; cpu: a seed's methods
+
+
+def run_name(cfg):
+    """A run's folder name: its method as xpe.method_name writes it, without the colon (dual0.7-joshi5-s42)."""
+    if cfg.target:
+        return f"{Path(cfg.init).name}-to-{cfg.target}"
+    return f"{xpe.method_name(cfg.method, cfg.xpe_frac).replace(':', '')}-{cfg.source.replace(',', '+')}-s{cfg.seed}"
+
+
+def run_dirs(cfgs, out):
+    """One run: --out is its folder. Several: --out (default runs/) holds them, each under its default name."""
+    if len(cfgs) == 1:
+        return [Path(out) if out else Path("runs") / run_name(cfgs[0])]
+    names = [run_name(cfg) for cfg in cfgs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"two runs of this call would share the folder {twice[0]}: give each --init a name "
+                         f"of its own (the target runs are named <init folder>-to-<language>)")
+    return [Path(out or "runs") / name for name in names]
+
+
+def packs_of(cfgs, pack_seeds, pack_size, rows=None):
+    """The packs of a call, as lists of indices into cfgs, in the order the call trains them.
+
+    rows[i]: the length of run i's training split (None: all the same), which sets its epochs.
+    """
+    together = {}
+    for i, cfg in enumerate(cfgs):
+        key = (None if pack_seeds or cfg.target else cfg.seed, rows[i] if rows else None)
+        together.setdefault(key, []).append(i)
+    return [group[k:k + pack_size] for group in together.values() for k in range(0, len(group), pack_size)]
+
+
+def rank_world(env=None):
+    """(rank, world size, local rank) of this process: torchrun's variables, else those of an srun step, else one."""
+    env = os.environ if env is None else env
+    if "RANK" in env and "WORLD_SIZE" in env:  # torchrun (also under srun)
+        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+        return rank, world, int(env.get("LOCAL_RANK", rank))
+    if "LOCAL_RANK" in env:
+        return int(env["LOCAL_RANK"]), int(env.get("LOCAL_WORLD_SIZE", 1)), int(env["LOCAL_RANK"])
+    # only inside a step that srun started: a batch script also sets SLURM_PROCID and SLURM_NTASKS, and
+    # a train.py started there directly is the only process
+    if "SLURM_STEP_NUM_TASKS" in env and "SLURM_PROCID" in env:
+        return int(env["SLURM_PROCID"]), int(env["SLURM_STEP_NUM_TASKS"]), int(env.get("SLURM_LOCALID", 0))
+    return 0, 1, 0
+
+
+def share(packs, rank, world):
+    """The packs this process trains: every world-th, from its rank on."""
+    return packs[rank::world]
+
+
+# ---- the run folder ----------------------------------------------------------------------------------
+# A folder that train.py makes gets MARK first. train.py only ever trains into an empty folder or one
+# of its own, and --overwrite removes only the files it writes (OUTPUTS), never the folder or anything
+# else in it. While a call trains into a folder it holds an flock on MARK, which the operating system
+# drops when the process ends, however it ends.
+#
+# A pack saves at an evaluation in two phases: every run writes STAGED (its next state.pt) first, then
+# each renames it to state.pt and writes the files that follow from it. A kill in the first phase leaves
+# the previous evaluation's state.pt in every run (settle deletes the staged ones); a kill in the second
+# leaves every run's state of the new one, staged or renamed (settle finishes the renames). Either way
+# the runs of a pack resume from one and the same step. evaluate.py reads config.json (every setting,
+# the labels, the languages, and "ended" once the run ends), log.csv and prompt.safetensors.
+
+MARK = "xpe-train.lock"  # "made by train.py"; locked while a call trains into the folder
+STAGED = "state.next.pt"
+# everything else train.py writes into a run folder, in the order --overwrite removes it: the state first,
+# so that a kill halfway leaves no state to resume from, and config.json (which says "a run is here") last
+OUTPUTS = (STAGED, "state.pt", "best.safetensors", "prompt.safetensors", "log.csv", "config.json")
+TMP = re.compile(r"\.(" + "|".join(re.escape(n) for n in OUTPUTS) + r")\.[^/]*\.tmp")  # xpe.atomic_write's
+LOG_FIELDS = ["step", "train_loss", "lr_prompt", "lr_spt", "lr", "dev_loss", "dev_accuracy", "seconds"]  # log.csv's columns
+
+
+class Ended(str, Enum):
+    """How a run ended; the value is what config.json's "ended" says."""
+    STEPS = "steps"
+    EARLY = "early"
+    NOT_FINITE = "not finite"
+
+
+@dataclass
+class Progress:
+    """How far a run has come: with the weights, exactly what its state.pt holds, saved and restored by name."""
+    step: int = 0                    # optimiser steps taken
+    seconds: float = 0.0             # training time, over every call that trained the run
+    log: list = field(default_factory=list)  # log.csv's rows
+    best_step: int = 0               # the evaluation with the best dev accuracy: the artifact's
+    best_accuracy: float = -1.0
+    lowest_loss: float = math.inf    # early stopping (from stop_after on): the lowest dev loss
+    bad_evals: int = 0               # evaluations since without a lower one
+    ended: Ended = None              # None while the run goes on
+    ended_step: int = 0              # config.json's "ended" step: the last step, or the first non-finite one
+    left_at: int = 0                 # the pack's step when the run left it
+    rng_cpu: torch.Tensor = None     # the random stream at the save, which the pack continues
+    rng_cuda: torch.Tensor = None
+
+    def saved(self):
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"ended": self.ended and self.ended.value}
+
+    @classmethod
+    def restored(cls, saved):
+        return cls(**{f.name: saved[f.name] for f in fields(cls)} | {"ended": saved["ended"] and Ended(saved["ended"])})
+
+
+def foreign_files(out):
+    """Names in out that train.py never writes."""
+    return sorted(p.name for p in out.iterdir() if p.name not in (MARK, *OUTPUTS) and not TMP.fullmatch(p.name))
+
+
+def is_own(out):
+    """A folder that train.py made (MARK), or one from before MARK: a config.json with train.py's "settings"."""
+    if (out / MARK).is_file():
+        return True
+    try:
+        config = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and isinstance(config.get("settings"), dict) and "steps" in config["settings"]
+
+
+def check_own(out, what):
+    """Refuse a folder holding anything train.py did not write; `what` says what the call wanted to do there."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file, not a folder: choose another --out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    foreign = foreign_files(out)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise UsageError(f"{out} holds files that train.py did not write ({shown}), so it will not {what} there: "
+                          f"choose another --out")
+    if not is_own(out) and (out / "config.json").exists():
+        raise UsageError(f"{out} holds a config.json that train.py did not write, so it will not {what} there: "
+                          f"choose another --out")
+
+
+def is_locked(out):
+    """True while another call holds out's lock."""
+    path = out / MARK
+    if not path.is_file():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the probe's own lock
+
+
+def claim(outs):
+    """Make the folders that are missing, each with MARK first, and lock them all; the open descriptors.
+
+    A folder another call holds is refused; then what this call made is undone and nothing stays locked.
+    """
+    made, fds = [], []
+    try:
+        for out in outs:
+            if not out.is_dir():
+                out.mkdir(parents=True)
+                made.append(out)
+            fd = os.open(out / MARK, os.O_RDWR | os.O_CREAT, 0o644)  # never replaced: the lock is on this file
+            fds.append(fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UsageError(f"{out} is in use: another train.py call is training into it; wait for it "
+                                  f"or choose another --out") from None
+            if os.fstat(fd).st_size == 0:
+                os.write(fd, b"made by xpe's train.py, which locks this file while a call trains into the folder\n")
+            for path in out.iterdir():  # half-written files of a killed call: never anything to read
+                if TMP.fullmatch(path.name):
+                    path.unlink()
+        return fds
+    except BaseException:
+        release(fds)
+        for out in reversed(made):
+            (out / MARK).unlink(missing_ok=True)
+            out.rmdir()
+        raise
+
+
+def release(fds):
+    for fd in fds:
+        os.close(fd)
+
+
+def clear(out):
+    """Remove what train.py wrote into out (never the folder, MARK or anything else there)."""
+    for path in sorted(p for p in out.iterdir() if TMP.fullmatch(p.name)):
+        path.unlink()
+    for name in OUTPUTS:
+        (out / name).unlink(missing_ok=True)
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def settle(outs):
+    """After a kill in a pack's save: finish it when every run that was going on had staged it, else undo it."""
+    staged = [out for out in outs if (out / STAGED).is_file()]
+    if not staged:
+        return
+    step = load(staged[0] / STAGED)["progress"]["step"]
+
+    def ready(out):  # staged, or renamed already, or not in the save at all (the run had ended before it)
+        if (out / STAGED).is_file():
+            return True
+        if (out / "state.pt").is_file():
+            progress = load(out / "state.pt")["progress"]
+            return progress["ended"] is not None or progress["step"] == step
+        config = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else {}
+        return config.get("ended") is not None  # ended before its first evaluation
+    finish = all(ready(out) for out in outs)
+    for out in staged:
+        if finish:
+            os.replace(out / STAGED, out / "state.pt")
+        else:
+            (out / STAGED).unlink()
+
+
+def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), probe_locks=True, call_outs=None):
+    """Refuse to mix runs: a folder holding a run needs --resume (the same run, in the same pack) or --overwrite.
+
+    Only an empty folder or one of train.py's own is ever trained into; one in use is refused. settings: each
+    run's TrainConfig as a dict; packs: the names of the runs of each run's pack. call_outs: every folder of
+    the call, where outs are one process's share (torchrun, srun), for what --resume finds.
+    """
+    for out, mine, pack in zip(outs, settings, packs):
+        check_own(out, "continue a run" if resume else "replace anything" if overwrite else "train")
+        if probe_locks and out.is_dir() and is_locked(out):
+            raise UsageError(f"{out} is in use: another train.py call is training into it; wait for it or "
+                             f"choose another --out")
+        config_path = out / "config.json"
+        if not config_path.is_file() or overwrite:  # empty, or what a call left before it wrote config.json
+            continue
+        if not resume:
+            raise UsageError(f"{out} already holds a run: pass --resume to continue it or --overwrite to replace it")
+        config = json.loads(config_path.read_text())
+        old = config.get("settings", {})
+        diff = [k for k, v in mine.items() if k not in not_identity and old.get(k) != v]
+        if diff:
+            theirs = ", ".join(f"{k} {old.get(k)!r}" for k in diff)
+            raise UsageError(f"--resume: {out} holds a different run ({theirs}); "
+                             f"resume with the same settings or choose another --out")
+        if config.get("pack", pack) != pack:  # the runs of a pack share the random stream: another pack diverges
+            raise UsageError(f"--resume: {out} was trained in a pack of {', '.join(config['pack'])}, this call packs "
+                             f"it with {', '.join(pack)}: resume with the first call's --method, --seed, "
+                             f"--pack-seeds and --pack-size")
+        states = [p for p in (out / STAGED, out / "state.pt") if p.is_file()]
+        if states and "progress" not in load(states[0]):
+            raise UsageError(f"--resume: {states[0]} was written by an older train.py; resume it with that "
+                             f"version, or start again with --overwrite")
+    outs = outs if call_outs is None else call_outs
+    resumable = any((out / name).is_file() for out in outs for name in (STAGED, "state.pt"))
+    if resume and not any(out.is_dir() for out in outs):
+        raise UsageError(f"--resume: {outs[0] if len(outs) == 1 else outs[0].parent} does not exist, so there is "
+                         f"nothing to resume: leave --resume out to start the {'run' if len(outs) == 1 else 'runs'}")
+    if resume and not resumable:
+        raise UsageError(f"--resume: {'no run of this call has' if len(outs) > 1 else f'{outs[0]} has'} reached its "
+                         f"first evaluation (state.pt), so there is nothing to resume: use --overwrite")
+
+
+def write_log(path, rows):
+    """log.csv: one row an evaluation."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    xpe.atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+
+
+def stage(out, state):
+    """The first phase of a pack's save: the run's next state.pt, under another name."""
+    xpe.atomic_write(out / STAGED, lambda tmp: torch.save(state, tmp))
+
+
+def commit(out, progress, best, config):
+    """The second phase: the staged state becomes state.pt, then the files that follow from it."""
+    os.replace(out / STAGED, out / "state.pt")
+    write_run_files(out, progress, best, config)
+
+
+def write_run_files(out, progress, best, config, everything=False):
+    """What follows from a run's state: log.csv, and the best model's files and config.json where they changed."""
+    p = progress
+    write_log(out / "log.csv", p.log)
+    if everything or p.best_step == p.step:
+        xpe.atomic_write(out / "best.safetensors", lambda tmp: save_file(best["model"], tmp))
+        config["ended"] = ended_record(p)
+        xpe.save_artifact(best["artifact"], out, config)  # prompt.safetensors, then config.json
+    elif p.ended:
+        write_config(out, config, p)
+
+
+def ended_record(progress):
+    """config.json's "ended": how and at which step the run ended; None while it goes on."""
+    return dict(why=progress.ended.value, step=progress.ended_step) if progress.ended else None
+
+
+def write_config(out, config, progress):
+    config["ended"] = ended_record(progress)
+    xpe.atomic_write_json(out / xpe.ARTIFACT_CONFIG, config)
+
+
+def mark_ended(out, progress):
+    """A run that ends between evaluations keeps its last state.pt, saying that it ended (and so stays out)."""
+    path = out / "state.pt"
+    if path.is_file():
+        state = load(path)
+        state["progress"].update(ended=progress.ended.value, ended_step=progress.ended_step, left_at=progress.left_at)
+        xpe.atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+# ---- the optimiser and its schedule -------------------------------------------------------------------
 
 def param_groups(model, cfg):
     """SPT part at lr_spt and pseudo-prompts at lr_prompt, no decay; MLP and head at lr, decay on weights only."""
@@ -60,20 +613,21 @@ def param_groups(model, cfg):
     return [g for g in groups if g["params"]]
 
 
-def prompt_config(cfg, num_labels=len(data.LABELS)):
-    """The model's part of the training settings."""
-    return xpe.PromptConfig(method=cfg.method, xpe_frac=cfg.xpe_frac, prompt_len=cfg.prompt_len,
-                            encoder_hidden=cfg.encoder_hidden, encoder_dropout=cfg.encoder_dropout,
-                            num_labels=num_labels, head_dropout=cfg.head_dropout)
-
-
 def make_optimizer(model, cfg):
-    """Adafactor with an external learning rate; warm-up, then cosine with hard restarts."""
-    optimizer = Adafactor(param_groups(model, cfg), scale_parameter=False, relative_step=False, warmup_init=False)
-    scheduler = get_cosine_with_hard_restarts_schedule_with_warmup(
-        optimizer, num_warmup_steps=int(cfg.warmup * cfg.steps), num_training_steps=cfg.steps,
-        num_cycles=cfg.cycles)
-    return optimizer, scheduler
+    """Adafactor at the rates the training sets (lr_scale), as the authors ran it."""
+    return Adafactor(param_groups(model, cfg), scale_parameter=False, relative_step=False, warmup_init=False)
+
+
+def lr_scale(step, cfg):
+    """The share of every group's rate at a step: linear warm-up, then cosine with hard restarts, as
+    transformers' get_cosine_with_hard_restarts_schedule_with_warmup (the authors') computes it."""
+    warmup = int(cfg.warmup * cfg.steps)
+    if step < warmup:
+        return float(step) / float(max(1, warmup))
+    progress = float(step - warmup) / float(max(1, cfg.steps - warmup))
+    if progress >= 1.0:
+        return 0.0
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * ((float(cfg.cycles) * progress) % 1.0))))
 
 
 def early_stopping_start(cfg):
@@ -81,28 +635,30 @@ def early_stopping_start(cfg):
     return int(cfg.stop_after * cfg.steps)
 
 
-# ---- one run and its progress ----------------------------------------------------------------------
+def prompt_config(cfg, num_labels=len(data.LABELS)):
+    """The model's part of the training settings: the fields of xpe.PromptConfig, by name."""
+    shared = {f.name: getattr(cfg, f.name) for f in fields(xpe.PromptConfig) if hasattr(cfg, f.name)}
+    return xpe.PromptConfig(**shared, num_labels=num_labels)
+
+
+# ---- one run ------------------------------------------------------------------------------------------
 
 @dataclass
 class Run:
-    """A run of the call: its settings, folder, trainable model, optimiser, schedule and progress."""
+    """A run of the call: its settings, folder, trainable model, optimiser and progress."""
     cfg: TrainConfig
     out: Path
     model: xpe.PromptClassifier
     optimizer: Adafactor
-    scheduler: object
+    base_lrs: list                   # each parameter group's rate, which lr_scale scales
     config: dict                     # its config.json
     progress: Progress
     best: dict = None                # the best model's trainable weights and artifact tensors, on the CPU
     loss_sum: torch.Tensor = None    # training loss since the last evaluation, summed on the device
     first_bad: torch.Tensor = None   # the first step with a non-finite loss, found without a sync
 
-    @property
-    def stopped(self):  # bench.py's word for a run whose loss stopped being finite
-        return "training" if self.progress.ended is Ended.NOT_FINITE else ""
 
-
-def verdict(cfg, p):
+def ending(cfg, p):
     """Whether a run goes on (None) or how it ended: the one place that decides it."""
     if p.ended:
         return p.ended
@@ -111,57 +667,57 @@ def verdict(cfg, p):
     return Ended.STEPS if p.step >= cfg.steps else None
 
 
-def start_run(cfg, out, backbone, labels, sources, device, resume=False, overwrite=False, pack=None):
+def start_run(cfg, out, backbone, labels, sources, device, resume=False, pack=None):
     """Build a run as it would be built alone (seeded), then load its state when resuming; write config.json.
 
-    A call that does not resume starts from an emptied folder, so overwrite (bench.py passes it) changes nothing.
     pack: the names of the runs of its pack, which config.json records for --resume.
     """
     torch.manual_seed(cfg.seed)
     model = xpe.build_classifier(backbone, prompt_config(cfg, len(labels))).to(device)
     if cfg.init:
         model.load_state_dict(load_file(str(Path(cfg.init) / "best.safetensors")), strict=False)
-    trainable, total, share = xpe.count_parameters(model)
+    trainable, total, percent = xpe.count_parameters(model)
     print(f"{out}: {xpe.describe_parameters(model)}")
-    optimizer, scheduler = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg)
     config = {  # the artifact's keys (xpe.save_artifact) first, then what evaluate.py and --init read
         "model": cfg.model, "labels": list(labels), "max_length": cfg.max_length,
         **xpe.prompt_config_dict(prompt_config(cfg, len(labels))), "source": cfg.source, "target": cfg.target,
         "seed": cfg.seed, "source_languages": [] if cfg.target else sources,
         "target_languages": sources if cfg.target else [],
-        "trainable_parameters": trainable, "total_parameters": total, "trainable_share_percent": share,
+        "trainable_parameters": trainable, "total_parameters": total, "trainable_share_percent": percent,
         "settings": asdict(cfg), "pack": list(pack or [run_name(cfg)]), "ended": None,
     }
     zero = torch.zeros((), device=device)
-    run = Run(cfg, out, model, optimizer, scheduler, config, Progress(), loss_sum=zero.clone(),
-              first_bad=zero.long() - 1)
-    if not resume:  # the folder is empty or train.py's own (run_folders.check_folders): what a killed call left goes
+    run = Run(cfg, out, model, optimizer, [g["lr"] for g in optimizer.param_groups], config, Progress(),
+              loss_sum=zero.clone(), first_bad=zero.long() - 1)
+    if not resume:  # the folder is empty or train.py's own (check_folders): what a killed call left goes
         out.mkdir(parents=True, exist_ok=True)
-        run_folders.clear(out)
+        clear(out)
     if resume and (out / "state.pt").is_file():
-        state = run_folders.load(out / "state.pt")
+        state = load(out / "state.pt")
         model.load_state_dict(state["model"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         run.progress, run.best = Progress.restored(state["progress"]), state["best"]
         # a kill may have come between state.pt and the files that follow from it
-        run_folders.write_outputs(out, run.progress, run.best, config, everything=True)
+        write_run_files(out, run.progress, run.best, config, everything=True)
     else:
         if resume and (out / "config.json").is_file():  # ended before its first evaluation (not finite)
             ended = json.loads((out / "config.json").read_text()).get("ended")
             if ended:
                 run.progress = Progress(ended=Ended(ended["why"]), ended_step=ended["step"], left_at=ended["step"])
-        run_folders.write_config(out, config, run.progress)
+        write_config(out, config, run.progress)
     return run
 
 
 def update(run, loss):
-    """One optimiser step of a run whose gradients are in place: clip, step, schedule, track the loss."""
+    """One optimiser step of a run whose gradients are in place: rate, clip, step, track the loss."""
+    scale = lr_scale(run.progress.step, run.cfg)
+    for group, base in zip(run.optimizer.param_groups, run.base_lrs):
+        group["lr"] = base * scale
     if run.cfg.grad_clip:
         params = [p for g in run.optimizer.param_groups for p in g["params"]]
         torch.nn.utils.clip_grad_norm_(params, run.cfg.grad_clip)
     run.optimizer.step()
-    run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     run.progress.step += 1
     loss = loss.detach()
@@ -176,7 +732,7 @@ def evaluate_run(run, logits, labels, seconds, pack_step):
     if not math.isfinite(dev_loss):  # this step's update overflowed: keep the state before it
         return end_not_finite(run, p.step, pack_step)
     dev_acc = (logits.argmax(-1) == labels).float().mean().item()
-    scale = run.scheduler.lr_lambdas[0](run.scheduler.last_epoch)  # one schedule shapes every group's rate
+    scale = lr_scale(p.step, cfg)  # the rate of the next step, as logged since the first version
     since = p.step - (p.log[-1]["step"] if p.log else 0)
     p.seconds += seconds
     p.log.append(dict(step=p.step, train_loss=round(run.loss_sum.item() / max(since, 1), 6),
@@ -186,13 +742,13 @@ def evaluate_run(run, logits, labels, seconds, pack_step):
     run.loss_sum.zero_()
     if dev_acc > p.best_accuracy:
         p.best_step, p.best_accuracy = p.step, dev_acc
-        run.best = dict(model=trainable_state(run.model), artifact=artifact_tensors(run.model))
+        run.best = dict(model=trainable_state(run.model), artifact=xpe.artifact_tensors(run.model))
     if cfg.patience and p.step >= early_stopping_start(cfg):  # the authors' LossEarlyStoppingCallback
         if dev_loss < p.lowest_loss:
             p.lowest_loss, p.bad_evals = dev_loss, 0
         else:
             p.bad_evals += 1
-    p.ended = verdict(cfg, p)
+    p.ended = ending(cfg, p)
     if p.ended:
         p.ended_step, p.left_at = p.step, pack_step
 
@@ -201,50 +757,40 @@ def end_not_finite(run, bad_step, pack_step):
     """The run leaves the pack; its last good state.pt stays, marked as ended, so that --resume skips it."""
     p = run.progress
     p.ended, p.ended_step, p.left_at = Ended.NOT_FINITE, bad_step, pack_step
-    run_folders.mark_ended(run.out, p)
-    run_folders.write_config(run.out, run.config, p)
+    mark_ended(run.out, p)
+    write_config(run.out, run.config, p)
 
 
 def save_pack(runs, device):
-    """The runs' saves at one evaluation, as one unit (run_folders.py): every run stages its state, then each commits."""
+    """The runs' saves at one evaluation, as one unit (see the run folder): every run stages its state, then
+    each commits."""
     for run in runs:
         p = run.progress
         p.rng_cpu = torch.get_rng_state()
         p.rng_cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-        run_folders.stage(run.out, dict(progress=p.saved(), model=trainable_state(run.model), best=run.best,
-                                    optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict()))
+        stage(run.out, dict(progress=p.saved(), model=trainable_state(run.model), best=run.best,
+                            optimizer=run.optimizer.state_dict()))
     for run in runs:
-        run_folders.commit(run.out, run.progress, run.best, run.config)
+        commit(run.out, run.progress, run.best, run.config)
 
 
 def trainable_state(model):
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not k.startswith("backbone.")}
 
 
-def artifact_tensors(model):
-    """The inference artifact's tensors (xpe.save_artifact's): the prompt, computed once, and the head."""
-    tensors = {"prompt": model.static_prompt().detach().float().cpu().contiguous()}
-    return tensors | {f"head.{k}": v.detach().float().cpu().clone() for k, v in model.head.state_dict().items()}
+# ---- the loop -----------------------------------------------------------------------------------------
 
-
-# ---- the loop --------------------------------------------------------------------------------------
-
-def fit(runs, train_ids, train_labels, dev_ids, dev_labels, pad_id, device, on_step=None, splits=None):
-    """Train the runs as one pack until each has done its steps or stopped. on_step(step): bench.py's timer.
-
-    splits: {data_key(cfg): (train_ids, train_labels, dev_ids, dev_labels)} where the runs train on rows of
-    their own (a target call's languages; splits of one length, packs.packs_of); None: all on the ones given.
-    """
+def fit(runs, splits, pad_id, device, on_step=None):
+    """Train a pack until each run has done its steps or stopped: batch, forward, backward, step, and now and
+    then evaluate and save. splits: {data_key(cfg): (train ids, train labels, dev ids, dev labels)}, the rows
+    each run trains on (of one length within a pack, packs_of). on_step(step): bench.py's clock."""
     cfg = runs[0].cfg  # steps, batch size and evaluation are the same for every run of a call
     live = [r for r in runs if not r.progress.ended]
     if not live:
         return
-    key_of = (lambda r: data_key(r.cfg)) if splits else (lambda r: None)  # noqa: E731
-    splits = splits or {None: (train_ids, train_labels, dev_ids, dev_labels)}
     lengths = {key: [len(x) for x in split[0]] for key, split in splits.items()}
-    per_epoch = math.ceil(len(splits[key_of(live[0])][0]) / cfg.batch_size)
-    eval_every = cfg.eval_every or per_epoch
-    step = min(r.progress.step for r in live)  # the same for every run of a pack (run_folders.py, rejoin)
+    eval_every = cfg.eval_every or math.ceil(len(splits[data_key(live[0].cfg)][0]) / cfg.batch_size)  # an epoch
+    step = min(r.progress.step for r in live)  # the same for every run of a pack (rejoin)
     resumed = [r.progress for r in live if r.progress.rng_cpu is not None]
     if resumed:  # the dropout stream continues where the killed call left it
         torch.set_rng_state(resumed[0].rng_cpu)
@@ -258,18 +804,15 @@ def fit(runs, train_ids, train_labels, dev_ids, dev_labels, pad_id, device, on_s
         r.model.train()
     while live and step < cfg.steps:
         batches = {}
-        for key, seed in dict.fromkeys((key_of(r), r.cfg.seed) for r in live):  # a run's rows and seed: its batches
+        for key, seed in dict.fromkeys((data_key(r.cfg), r.cfg.seed) for r in live):  # a run's rows and seed
             if (key, seed) not in plans:
                 plans[key, seed] = data.batch_plan(lengths[key], cfg.batch_size, seed, step)
             indices, (ids, labels) = next(plans[key, seed]), splits[key][:2]
             batches[key, seed] = xpe.to_device([*xpe.pad([ids[i] for i in indices], pad_id), labels[indices]], device)
-        active, batch_of = live, lambda r: batches[key_of(r), r.cfg.seed]  # noqa: E731
-        # On a CPU a pass a run, each backward as it ends: its tensors stay in the caches and the pack peaks
-        # at one run's activations (bench.py). On a GPU one pass carries the pack. Each run's gradients
-        # come from its own loss alone.
-        losses = xpe.backward_pack([r.model for r in active], [batch_of(r)[:2] for r in active],
-                                   [batch_of(r)[2] for r in active], device.type == "cpu", precision)
-        for r, loss in zip(active, losses):
+        mine = [batches[data_key(r.cfg), r.cfg.seed] for r in live]
+        losses = backward_pack([r.model for r in live], [b[:2] for b in mine], [b[2] for b in mine],
+                               device.type == "cpu", precision)
+        for r, loss in zip(live, losses):
             update(r, loss)
         step += 1
         bar.update(1)
@@ -281,7 +824,8 @@ def fit(runs, train_ids, train_labels, dev_ids, dev_labels, pad_id, device, on_s
             bar.set_postfix(runs=len(live), loss=f"{torch.stack(losses).mean().item():.3f}", dev_acc=max(
                 (f"{r.progress.log[-1]['dev_accuracy']:.3f}" for r in live if r.progress.log), default="-"))
         if due and live:
-            groups = {key: [r for r in live if key_of(r) == key] for key in dict.fromkeys(map(key_of, live))}
+            groups = {key: [r for r in live if data_key(r.cfg) == key] for key in dict.fromkeys(data_key(r.cfg)
+                                                                                              for r in live)}
             dev = {key: xpe.predict([r.model for r in group], splits[key][2], pad_id, cfg.eval_batch_size,
                                     precision=precision)
                    for key, group in groups.items()}  # each run on its own dev split, those sharing one in one pass
@@ -294,6 +838,35 @@ def fit(runs, train_ids, train_labels, dev_ids, dev_labels, pad_id, device, on_s
             for r in live:
                 r.model.train()
     bar.close()
+
+
+def backward_pack(models, batches, labels, per_run, precision="fp32"):
+    """One training step's forward and backward of a pack; the losses (detached), one a model.
+
+    batches[i] = (input_ids, attention_mask) and labels[i] belong to models[i]. per_run (on a CPU): each
+    run's pass goes forward and backward on its own, so only one pass's graph is alive at a time and a
+    pack peaks at one run's activations; otherwise (a GPU) one backbone pass carries the whole pack and
+    one backward follows. The gradients are the same either way: each run's come from its own loss alone.
+    precision: "fp32" or "bf16", for the forward (xpe.precision_context); the backward runs outside it.
+    """
+    context = lambda: xpe.precision_context(models[0].backbone, precision)  # noqa: E731
+    if not per_run:
+        with context():
+            logits = xpe.packed_logits(models, batches)
+        losses = [F.cross_entropy(x.float(), y) for x, y in zip(logits, labels)]
+        torch.stack(losses).sum().backward()
+        return [loss.detach() for loss in losses]
+    losses, embeds = [], {}
+    embed = models[0].backbone.get_input_embeddings()
+    for model, (input_ids, attention_mask), y in zip(models, batches, labels):
+        with context():
+            if id(input_ids) not in embeds:  # a batch shared by several runs is looked up once (frozen: no graph)
+                embeds[id(input_ids)] = embed(input_ids)
+            (logits,) = xpe.packed_logits([model], [(input_ids, attention_mask)], token_embeds=embeds[id(input_ids)])
+        loss = F.cross_entropy(logits.float(), y)
+        loss.backward()
+        losses.append(loss.detach())
+    return losses
 
 
 def drop_non_finite(live, pack_step):
@@ -315,10 +888,10 @@ def rejoin(pack):
             if p.step != min(going):
                 raise RuntimeError(f"{r.out}: state.pt holds step {p.step}, its pack goes on from {min(going)}")
             p.ended, p.ended_step, p.left_at = None, 0, 0
-            run_folders.write_config(r.out, r.config, p)
+            write_config(r.out, r.config, p)
 
 
-def report(run):
+def print_ending(run):
     """One line on how a run ended; False when its loss stopped being finite."""
     cfg, p = run.cfg, run.progress
     if p.ended is Ended.NOT_FINITE:
@@ -333,6 +906,8 @@ def report(run):
           f"{p.seconds:.0f} s of training")
     return True
 
+
+# ---- the call -----------------------------------------------------------------------------------------
 
 def data_key(cfg):
     """Runs of the same key train on the same rows: a target run on its own language, a source run on its source."""
@@ -353,43 +928,48 @@ def load_rows(cfgs):
     return languages, labels, rows
 
 
+def encode_splits(rows, tokenizer, max_length):
+    """{key: (train ids, train labels, dev ids, dev labels)}: fit's splits from load_rows' rows."""
+    return {key: (data.encode(train_rows, tokenizer, max_length), torch.tensor([r.label for r in train_rows]),
+                  data.encode(dev_rows, tokenizer, max_length), torch.tensor([r.label for r in dev_rows]))
+            for key, (train_rows, dev_rows) in rows.items()}
+
+
 def train(cfgs, outs, plan, languages, labels, rows, backbone, tokenizer, device, resume=False):
     """Train the runs of the packs in plan into their claimed folders, pack after pack; 0 if all ended well."""
-    splits = {}
-    for key in dict.fromkeys(data_key(cfgs[i]) for pack in plan for i in pack):
-        train_rows, dev_rows = rows[key]
-        splits[key] = (data.encode(train_rows, tokenizer, cfgs[0].max_length), torch.tensor([r.label for r in train_rows]),
-                       data.encode(dev_rows, tokenizer, cfgs[0].max_length), torch.tensor([r.label for r in dev_rows]))
+    keys = dict.fromkeys(data_key(cfgs[i]) for pack in plan for i in pack)
+    splits = encode_splits({key: rows[key] for key in keys}, tokenizer, cfgs[0].max_length)
     runs = []
     for pack in plan:  # built just before training: a pack of one trains as that run alone
         names = [run_name(cfgs[i]) for i in pack]
         if resume:
-            run_folders.settle([outs[i] for i in pack])
+            settle([outs[i] for i in pack])
         members = [start_run(cfgs[i], outs[i], backbone, labels, languages[data_key(cfgs[i])], device, resume,
                              pack=names) for i in pack]
         rejoin(members)
-        fit(members, None, None, None, None, tokenizer.pad_token_id, device, splits=splits)
+        fit(members, splits, tokenizer.pad_token_id, device)
         runs += members
-    return 0 if all([report(r) for r in runs]) else 1
+    return 0 if all([print_ending(r) for r in runs]) else 1
 
 
 def main(argv=None):
     args = parse_args(argv, __doc__.split("\n")[0])
+    fds = []
     try:
         cfgs = resolve_configs(args)
-        rank, world, local_rank = packs.rank_world()
-        device = pick_device(args.device, local_rank if world > 1 else None)
+        rank, world, local_rank = rank_world()
+        device = xpe.pick_device(args.device, local_rank if world > 1 else None)
         precision = xpe.resolve_precision(cfgs[0].precision, device)  # the runs record what they train in
         cfgs = [replace(c, precision=precision) for c in cfgs]
         cfg = cfgs[0]
         languages, labels, rows = load_rows(cfgs)
-        plan = packs.packs_of(cfgs, args.pack_seeds, args.pack_size or packs.DEFAULT_PACK_SIZE[device.type],
-                              [len(rows[data_key(c)][0]) for c in cfgs])
+        plan = packs_of(cfgs, args.pack_seeds, args.pack_size or DEFAULT_PACK_SIZE[device.type],
+                        [len(rows[data_key(c)][0]) for c in cfgs])
         outs = run_dirs(cfgs, args.out)
         names = {i: [run_name(cfgs[j]) for j in pack] for pack in plan for i in pack}
-        plan = packs.share(plan, rank, world)  # torchrun, srun: this process's packs
+        plan = share(plan, rank, world)  # torchrun, srun: this process's packs
         mine = [i for pack in plan for i in pack]
-        check = lambda **kw: run_folders.check_folders(  # noqa: E731
+        check = lambda **kw: check_folders(  # noqa: E731
             [outs[i] for i in mine], [asdict(cfgs[i]) for i in mine], [names[i] for i in mine], args.resume,
             args.overwrite, NOT_IDENTITY, call_outs=outs, **kw)
         check()
@@ -397,39 +977,18 @@ def main(argv=None):
             print(f"train.py: process {rank} of {world}: the call's {len(names)} runs are in other processes' packs")
             return 0
         backbone, tokenizer = xpe.load_backbone(cfg.model, device)
-        xpe.prepare_backbone(backbone, precision)
         check_positions(cfg, xpe.max_text_length(backbone, cfg.prompt_len))
-        fds = run_folders.claim([outs[i] for i in mine])  # from here on the folders are this call's: now it writes
-    except (UsageError, run_folders.FolderError, ValueError) as e:  # data.DataError is a ValueError
-        print(f"train.py: error: {e}", file=sys.stderr)
-        return 2
-    try:
+        fds = claim([outs[i] for i in mine])  # from here on the folders are this call's: now it writes
         check(probe_locks=False)  # again, as they are now that they are locked
         if args.overwrite:
             for i in mine:
-                run_folders.clear(outs[i])
+                clear(outs[i])
         return train(cfgs, outs, plan, languages, labels, rows, backbone, tokenizer, device, args.resume)
-    except (UsageError, run_folders.FolderError) as e:  # another call changed a folder between the checks
+    except UsageError as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
     finally:
-        run_folders.release(fds)
-
-
-def pick_device(name, local_rank=None):
-    """--device, or cuda when there is one; a process of several (torchrun, srun) takes its local rank's GPU."""
-    try:
-        device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if local_rank is not None and device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", local_rank)
-    except RuntimeError:
-        raise UsageError(f"--device {name}: not a device; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
-        raise UsageError(f"--device {name or device}: no such CUDA device on this machine "
-                         f"({torch.cuda.device_count()} found); use cpu or another --device")
-    if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device {name}: train.py runs on cpu or cuda")
-    return device
+        release(fds)
 
 
 def check_positions(cfg, limit):

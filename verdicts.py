@@ -9,14 +9,16 @@ rests on a single difference.
 """
 import math
 import statistics
+from fractions import Fraction
 from collections import defaultdict
 
-from tables import UsageError, by_setting, name_of, parse_method, method_name, rest_of, row_languages, \
+import xpe
+from xpe import UsageError
+from tables import by_setting, name_of, rest_of, row_languages, \
     seed_means, setting_labels
 
 COMPARE_FIELDS = ["source", "backbone", "group", "a", "b", "seeds", "languages", "mean_diff", "ci_low", "ci_high",
                   "wins", "ties", "losses", "n_seeds", "sd", "verdict", "left_out", "seed_diffs"]
-TIE = 1e-9  # a per-language difference smaller than this is a tie
 MIN_SEEDS = 3  # fewer: no interval, "too few seeds"
 LEVEL = 0.95
 
@@ -116,7 +118,7 @@ def pair_settings(table, a, b):
 
 def check_pair(table, a, b):
     """The setting pairs of --compare A,B in table (by_setting of zero-shot rows), each with a seed in common."""
-    names = [method_name(*parse_method(m)) for m in (a, b)]
+    names = [xpe.method_name(*xpe.parse_method(m)) for m in (a, b)]
     if names[0] == names[1]:
         raise UsageError(f"--compare {a},{b} compares {names[0]} with itself: name two methods, e.g. xpe,spt")
     pairs = pair_settings(table, *names)
@@ -133,10 +135,12 @@ def compare(per_language, a, b, group_langs):
 
     a, b: methods as method_name writes them (xpe, spt, dual:0.7). A seed is in a row when A and B both
     have it on every language of the row (the group's languages the source was scored on); the others
-    are named in left_out. wins/ties/losses count the languages by the mean over those seeds of A - B.
+    are named in left_out. wins/ties/losses count the languages by the sign of the mean over those seeds of
+    A - B, from the rows counted right (correct_rows): a tie is no difference at all.
     """
     zero_shot = [r for r in per_language if r["mode"] == "zero-shot"]
     table, langs_of = by_setting(zero_shot), row_languages(zero_shot, group_langs)
+    counted = by_setting(zero_shot, value=correct_rows)
     labels = setting_labels(table)
     rows = []
     for sa, sb in check_pair(table, a, b):
@@ -144,13 +148,19 @@ def compare(per_language, a, b, group_langs):
         common = sorted(set(runs_a) & set(runs_b))
         for group in group_langs:
             rows.append(compare_row(runs_a, runs_b, common, langs_of.get((group, sa[2], "zero-shot"), []),
-                                    dict(source=sa[2], backbone=sa[3], group=group, a=labels[sa], b=labels[sb])))
+                                    dict(source=sa[2], backbone=sa[3], group=group, a=labels[sa], b=labels[sb]),
+                                    (counted[sa], counted[sb])))
     return rows
 
 
-def compare_row(runs_a, runs_b, common, langs, head):
+def correct_rows(row):
+    """A row's accuracy as the exact share of its n test rows it got right (scoring rounds it to 6 decimals)."""
+    return Fraction(round(row["accuracy"] * row["n"]), row["n"])
+
+
+def compare_row(runs_a, runs_b, common, langs, head, counted):
     """One COMPARE_FIELDS row (head: its source, backbone, group, a, b) over the seeds in common that cover
-    every one of langs in A and in B."""
+    every one of langs in A and in B; counted: A's and B's exact shares right (correct_rows), for the signs."""
     full_a, part_a = seed_means({s: runs_a[s] for s in common}, langs)
     full_b, part_b = seed_means({s: runs_b[s] for s in common}, langs)
     seeds = [s for s in common if s in full_a and s in full_b]
@@ -162,12 +172,88 @@ def compare_row(runs_a, runs_b, common, langs, head):
         return {k: {**head, **row}[k] for k in COMPARE_FIELDS}
     diffs = [full_a[s] - full_b[s] for s in seeds]
     n, mean, sd, low, high, verdict = seed_interval(diffs)
-    per_lang = [statistics.fmean(runs_a[s][lang] - runs_b[s][lang] for s in seeds) for lang in langs]
+    per_lang = [sum(counted[0][s][lang] - counted[1][s][lang] for s in seeds) for lang in langs]  # exact
     row.update(seed_diffs=" ".join(f"{d:.6f}" for d in diffs), mean_diff=round(mean, 6), sd=None if sd is None else round(sd, 6), verdict=verdict,
                ci_low=None if low is None else round(low, 6), ci_high=None if high is None else round(high, 6),
-               wins=sum(d >= TIE for d in per_lang), ties=sum(abs(d) < TIE for d in per_lang),
-               losses=sum(d <= -TIE for d in per_lang))
+               wins=sum(d > 0 for d in per_lang), ties=sum(d == 0 for d in per_lang),
+               losses=sum(d < 0 for d in per_lang))
     return {k: {**head, **row}[k] for k in COMPARE_FIELDS}
+
+
+# ---- margins: what an interval rules out, and the seeds a decision would need ------------------------------
+
+MARGIN_FIELDS = ["source", "backbone", "group", "a", "b", "margin", "n_seeds", "mean_diff", "ci_low", "ci_high",
+                 "sd", "rules_out_plus", "rules_out_minus", "decision", "power", "seeds_for_power"]
+POWER = 0.8
+
+
+def margin_decision(low, high, margin):
+    """(rules out +M, rules out -M, decision): what a 95 % interval [low, high] says of a difference of margin M
+    (> 0) or more, either way. decision "within": the interval lies inside (-M, +M), so no difference as large
+    as M either way; "below": it rules out +M or more only; "above": -M or less only; "neither": neither side.
+    """
+    plus, minus = high < margin, low > -margin
+    return plus, minus, "within" if plus and minus else "below" if plus else "above" if minus else "neither"
+
+
+def power_at(margin, sd, n, level=LEVEL):
+    """The chance that n seeds of per-seed sd give an interval that excludes 0 when the difference is margin
+    (a paired t-test; the noncentral t approximated by a shifted central one)."""
+    if n < 2 or not sd:
+        return None
+    return 1 - t_cdf(t_quantile(0.5 + level / 2, n - 1) - margin * math.sqrt(n) / sd, n - 1)
+
+
+def seeds_for_power(margin, sd, power=POWER, level=LEVEL, most=10_000):
+    """The fewest seeds whose interval excludes 0 with the given power when the difference is margin, at the
+    observed per-seed sd: the smallest n with t(level, n-1) + t(power, n-1) <= margin * sqrt(n) / sd."""
+    if not sd:
+        return None
+    for n in range(MIN_SEEDS, most + 1):
+        if t_quantile(0.5 + level / 2, n - 1) + t_quantile(power, n - 1) <= margin * math.sqrt(n) / sd:
+            return n
+    return None
+
+
+def margin_rows(compared, margins):
+    """MARGIN_FIELDS rows: each compare row with a per-seed sd, against each margin (a fraction, e.g. 0.02); below
+    MIN_SEEDS seeds, no interval: no decision, but the seeds a decision would need."""
+    rows = []
+    for r in compared:
+        if r["sd"] is None:
+            continue
+        for margin in margins:
+            if r["ci_low"] is None:
+                plus, minus, decision, power = None, None, "too few seeds", None
+            else:
+                plus, minus, decision = margin_decision(r["ci_low"], r["ci_high"], margin)
+                power = power_at(margin, r["sd"], r["n_seeds"])
+            rows.append({**{k: r[k] for k in ("source", "backbone", "group", "a", "b", "n_seeds", "mean_diff",
+                                              "ci_low", "ci_high", "sd")},
+                         "margin": round(margin, 6), "rules_out_plus": {True: "yes", False: "no"}.get(plus, ""),
+                         "rules_out_minus": {True: "yes", False: "no"}.get(minus, ""), "decision": decision,
+                         "power": None if power is None else round(power, 3),
+                         "seeds_for_power": seeds_for_power(margin, r["sd"])})
+    return rows
+
+
+def decision_text(decision, points):
+    return {"within": f"no effect of {points:g} either way", "below": f"below +{points:g}",
+            "above": f"above -{points:g}"}.get(decision, decision)
+
+
+def margin_text(rows):
+    """margin_rows as an aligned table, in accuracy points."""
+    header = ["source", "group", "A - B", "M (pp)", "95 % t-interval (pp)", "rules out +M", "rules out -M",
+              "decision", "seeds", "power at M", f"seeds for {POWER:.0%} power"]
+    lines = [[r["source"], r["group"], f"{r['a']} - {r['b']}", f"{100 * r['margin']:g}",
+              "-" if r["ci_low"] is None else f"[{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]",
+              r["rules_out_plus"] or "-", r["rules_out_minus"] or "-",
+              decision_text(r["decision"], 100 * r["margin"]), r["n_seeds"],
+              "-" if r["power"] is None else f"{r['power']:.2f}",
+              "-" if r["seeds_for_power"] is None else r["seeds_for_power"]] for r in rows]
+    widths = [max(len(str(row[i])) for row in [header] + lines) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + lines)
 
 
 def compare_notes(rows):

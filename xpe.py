@@ -29,6 +29,11 @@ from torch import nn
 from safetensors.torch import load_file, save_file
 
 METHODS = ("spt", "xpe", "dual")
+MAX_LENGTH = 164  # tokens of text a row keeps, the paper's; the prompt comes on top
+
+
+class UsageError(ValueError):
+    """Bad input from the user: the command lines print it as one line and exit with status 2."""
 ARTIFACT_WEIGHTS = "prompt.safetensors"
 ARTIFACT_CONFIG = "config.json"
 
@@ -36,7 +41,7 @@ ARTIFACT_CONFIG = "config.json"
 def method_name(method, xpe_frac):
     """A method as one name, the grammar of train.py --method lists and evaluate.py: spt, xpe, dual:0.7."""
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+        raise UsageError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
     return f"dual:{float(xpe_frac):g}" if method == "dual" else method
 
 
@@ -51,7 +56,7 @@ def parse_method(name):
     except ValueError:
         r = None
     if kind != "dual" or r is None or not 0 < r < 1:  # also refuses nan and inf
-        raise ValueError(f"unknown method {name!r}: write spt, xpe or dual:R with 0 < R < 1, e.g. dual:0.7")
+        raise UsageError(f"unknown method {name!r}: write spt, xpe or dual:R with 0 < R < 1, e.g. dual:0.7")
     return "dual", r
 
 
@@ -69,22 +74,22 @@ class PromptConfig:
 def split_prompt(method, xpe_frac, prompt_len=20):
     """Return (n_spt, n_xpe) for a method and an XPE fraction r; the SPT part comes first."""
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+        raise UsageError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
     if isinstance(prompt_len, bool) or not isinstance(prompt_len, int) or prompt_len < 1:
-        raise ValueError(f"prompt length must be an integer of at least 1, got {prompt_len!r}")
+        raise UsageError(f"prompt length must be an integer of at least 1, got {prompt_len!r}")
     r = float(xpe_frac)
     if not 0.0 <= r <= 1.0 or math.isnan(r):
-        raise ValueError(f"xpe_frac must lie in [0, 1] (0 = spt, 1 = xpe, between = dual), got {xpe_frac!r}")
+        raise UsageError(f"xpe_frac must lie in [0, 1] (0 = spt, 1 = xpe, between = dual), got {xpe_frac!r}")
     if method == "spt" and r != 0.0:
-        raise ValueError(f"method spt is xpe_frac 0, got {xpe_frac!r}; use --method dual for a mix")
+        raise UsageError(f"method spt is xpe_frac 0, got {xpe_frac!r}; use --method dual for a mix")
     if method == "xpe" and r != 1.0:
-        raise ValueError(f"method xpe is xpe_frac 1, got {xpe_frac!r}; use --method dual for a mix")
+        raise UsageError(f"method xpe is xpe_frac 1, got {xpe_frac!r}; use --method dual for a mix")
     if method == "dual":
         if r in (0.0, 1.0):
-            raise ValueError(f"method dual needs 0 < xpe_frac < 1, got {xpe_frac!r}; "
+            raise UsageError(f"method dual needs 0 < xpe_frac < 1, got {xpe_frac!r}; "
                              f"use --method spt for 0 or --method xpe for 1")
         if prompt_len < 2:
-            raise ValueError(f"method dual needs a prompt length of at least 2, got {prompt_len}")
+            raise UsageError(f"method dual needs a prompt length of at least 2, got {prompt_len}")
         n_xpe = min(max(int(prompt_len * r), 1), prompt_len - 1)
     else:
         n_xpe = prompt_len if method == "xpe" else 0
@@ -178,14 +183,12 @@ class PromptClassifier(nn.Module):
         return PromptClassifier(self.backbone, prompt, copy.deepcopy(self.head)).train(self.training)
 
 
-def packed_logits(models, batches, rows_per_pass=None, token_embeds=None):
+def packed_logits(models, batches, token_embeds=None):
     """Logits of several PromptClassifiers that share one backbone, from a single backbone pass.
 
     batches[i] = (input_ids, attention_mask) is the batch of models[i]; models may share one batch. Each
     model's prompt goes in front of its own copy of its batch, and the copies are concatenated along the
     batch axis, right-padded to the widest (masked positions change no other position's output).
-    rows_per_pass splits that pass into passes of so many rows: on a CPU, tensors beyond the caches
-    make the elementwise work several times slower per element, which one large pass cannot win back.
     token_embeds: the batches' token embeddings when the caller already has them (one batch for all models).
     """
     backbone = models[0].backbone
@@ -203,17 +206,10 @@ def packed_logits(models, batches, rows_per_pass=None, token_embeds=None):
     rows = [nn.functional.pad(r, (0, 0, 0, width - r.shape[1])) for r in rows]
     masks = [nn.functional.pad(m, (0, width - m.shape[1])) for m in masks]
     embeds, mask = torch.cat(rows), torch.cat(masks)
-    if rows_per_pass is None:
-        # Position ids are left to the backbone (XLM-R counts them over inputs_embeds), as PEFT does.
-        hidden = backbone(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[:, 0]
-    else:  # each pass as wide as its own rows (rows are right-padded), not as the widest of the pack
-        spans = [(i, int(mask[i:i + rows_per_pass].sum(1).max())) for i in range(0, len(embeds), rows_per_pass)]
-        hidden = torch.cat([backbone(inputs_embeds=embeds[i:i + rows_per_pass, :w],
-                                     attention_mask=mask[i:i + rows_per_pass, :w]).last_hidden_state[:, 0]
-                            for i, w in spans])
-    head_dtype = models[0].head.dense.weight.dtype  # the head stays float32 under a bf16-stored backbone
+    # Position ids are left to the backbone (XLM-R counts them over inputs_embeds), as PEFT does.
+    hidden = backbone(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[:, 0]
     with trainable_in_fp32(hidden.device):
-        return [model.head(h.to(head_dtype)) for model, h in zip(models, hidden.split([r.shape[0] for r in rows]))]
+        return [model.head(h.float()) for model, h in zip(models, hidden.split([r.shape[0] for r in rows]))]
 
 
 def trainable_in_fp32(device):
@@ -224,46 +220,9 @@ def trainable_in_fp32(device):
     return torch.autocast(device.type, enabled=False)
 
 
-def backward_pack(models, batches, labels, per_run, precision="fp32"):
-    """One training step's forward and backward of a pack; the losses (detached), one a model.
-
-    batches[i] = (input_ids, attention_mask) and labels[i] belong to models[i]. per_run (on a CPU): each
-    run's pass goes forward and backward on its own, so only one pass's graph is alive at a time and a
-    pack peaks at one run's activations; otherwise (a GPU) one backbone pass carries the whole pack and
-    one backward follows. The gradients are the same either way: each run's come from its own loss alone.
-    precision: "fp32" or "bf16", for the forward (precision_context); the backward runs outside it.
-    """
-    loss_fn = nn.functional.cross_entropy
-    context = lambda: precision_context(models[0].backbone, precision)  # noqa: E731
-    if not per_run:
-        with context():
-            logits = packed_logits(models, batches)
-        losses = [loss_fn(x.float(), y) for x, y in zip(logits, labels)]
-        torch.stack(losses).sum().backward()
-        return [loss.detach() for loss in losses]
-    losses, embeds = [], {}
-    embed = models[0].backbone.get_input_embeddings()
-    for model, (input_ids, attention_mask), y in zip(models, batches, labels):
-        with context():
-            if id(input_ids) not in embeds:  # a batch shared by several runs is looked up once (frozen: no graph)
-                embeds[id(input_ids)] = embed(input_ids)
-            (logits,) = packed_logits([model], [(input_ids, attention_mask)], token_embeds=embeds[id(input_ids)])
-        loss = loss_fn(logits.float(), y)
-        loss.backward()
-        losses.append(loss.detach())
-    return losses
-
-
 # ---- precision: float32, or bf16 where the device has it ---------------------------------------------
 
 PRECISIONS = ("auto", "fp32", "bf16")
-# How bf16 runs, by device type, as bench.py measures it ("bf16 storage / autocast"). "autocast": the backbone
-# stays float32 and torch.autocast casts op by op; "store": the frozen backbone is kept in bf16 (the prompt,
-# prompt encoder and head stay float32). On the 2-core Xeon with AMX, storage against autocast measured 0.98x
-# training and 1.01x scoring (docs/bench-cpu-quiet.log): no gain for a second way, so autocast on the CPU.
-# CUDA: autocast, as before, until bench.py on a GPU says otherwise.
-BF16_MODE = {"cpu": "autocast", "cuda": "autocast"}
-
 
 def native_bf16(device):
     """Whether the device multiplies bf16 natively: CUDA, or a CPU with AMX or AVX512-BF16 (torch.cpu reports it).
@@ -286,30 +245,34 @@ def resolve_precision(precision, device):
     AMX or AVX512-BF16) and float32 elsewhere, where bf16 would be emulated and several times slower.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+        raise UsageError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision
     return "bf16" if native_bf16(device) else "fp32"
 
 
-def prepare_backbone(backbone, precision, mode=None):
-    """The frozen backbone as a resolved precision runs it (in place; returned): stored in bf16 where
-    BF16_MODE (or mode) says "store", float32 otherwise."""
-    device = backbone.get_input_embeddings().weight.device
-    mode = mode or BF16_MODE.get(device.type, "autocast")
-    if mode not in ("store", "autocast"):
-        raise ValueError(f"unknown bf16 mode {mode!r}: store or autocast")
-    return backbone.to(torch.bfloat16 if precision == "bf16" and mode == "store" else torch.float32)
-
-
 def precision_context(backbone, precision):
-    """What a forward over this backbone runs under: bf16 autocast when the precision is bf16 and the backbone
-    is float32; nothing when it is fp32 or the backbone is stored in bf16 already (prepare_backbone)."""
-    device = backbone.get_input_embeddings().weight.device
-    stored = backbone.get_input_embeddings().weight.dtype
-    if precision == "bf16" and stored == torch.float32:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+    """What a forward over this float32 backbone runs under: bf16 autocast for "bf16", nothing for "fp32"."""
+    if precision == "bf16":
+        return torch.autocast(backbone.get_input_embeddings().weight.device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def pick_device(name=None, local_rank=None):
+    """--device (cpu, cuda, cuda:N), or cuda when there is one; a process of several (torchrun, srun) takes its
+    local rank's GPU."""
+    try:
+        device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise UsageError(f"--device {name}: not a device; use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {name}: xpe runs on cpu or cuda; use cpu, cuda or cuda:N")
+    if local_rank is not None and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
+        raise UsageError(f"--device {name or device}: no such CUDA device on this machine "
+                         f"({torch.cuda.device_count()} found); use cpu or another --device")
+    return device
 
 
 def pad(rows, pad_id):
@@ -354,7 +317,7 @@ def predict(models, ids, pad_id, batch_size=256, progress=None, precision=None):
     return [torch.cat(chunk).cpu()[restore] if chunk else torch.zeros(0, 0) for chunk in chunks]
 
 
-def classify(model, tokenizer, texts, max_length=164, batch_size=256, precision=None):
+def classify(model, tokenizer, texts, max_length=MAX_LENGTH, batch_size=256, precision=None):
     """Label probabilities (N x labels, float32) of an artifact's classifier for a list of texts."""
     ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     (logits,) = predict([model], ids, tokenizer.pad_token_id, batch_size, precision=precision)
@@ -406,7 +369,7 @@ def describe_parameters(model):
 
 
 def load_backbone(name, device="cpu"):
-    """(frozen backbone in float32 on device, its tokenizer); a ValueError in one line when `name` cannot be loaded.
+    """(frozen backbone in float32 on device, its tokenizer); a UsageError in one line when `name` cannot be loaded.
 
     float32 whatever dtype the checkpoint was stored in (transformers 5 would keep bf16 or fp16; on CUDA
     autocast does the bf16 work). The pooler is never used: it is left out where the architecture
@@ -427,7 +390,7 @@ def load_backbone(name, device="cpu"):
             backbone, info = AutoModel.from_pretrained(name, output_loading_info=True, **dtype)
     except OSError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot load the backbone {name!r} ({first}); name a local folder or a hub name that "
+        raise UsageError(f"cannot load the backbone {name!r} ({first}); name a local folder or a hub name that "
                          f"this machine can reach (train.py --model)") from None
     finally:
         transformers.logging.set_verbosity(verbosity)
@@ -464,41 +427,44 @@ def atomic_write_json(path, obj):
     atomic_write(path, write)
 
 
-def save_artifact(model, out_dir, config):
-    """Write prompt.safetensors (prompt, head.*) and config.json into out_dir.
+def artifact_tensors(model):
+    """What inference needs of a classifier: its prompt, computed once (dropout off), and its head; float32, CPU."""
+    prompt = model.prompt.prompt if isinstance(model.prompt, StaticPrompt) else model.static_prompt()
+    tensors = {"prompt": prompt.detach().float().cpu().contiguous()}
+    return tensors | {f"head.{k}": v.detach().float().cpu().clone().contiguous() for k, v in model.head.state_dict().items()}
+
+
+def save_artifact(tensors, out_dir, config):
+    """Write prompt.safetensors (artifact_tensors) and then config.json into out_dir, each by a rename.
 
     config must name at least: model, labels, method, xpe_frac, n_spt, n_xpe, prompt_len, max_length.
     """
     missing = [k for k in ("model", "labels", "method", "xpe_frac", "n_spt", "n_xpe", "prompt_len", "max_length")
                if k not in config]
     if missing:
-        raise ValueError(f"artifact config lacks {', '.join(missing)}")
+        raise UsageError(f"artifact config lacks {', '.join(missing)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    prompt = model.prompt.prompt if isinstance(model.prompt, StaticPrompt) else model.static_prompt()
-    tensors = {"prompt": prompt.detach().float().cpu().contiguous()}
-    for k, v in model.head.state_dict().items():
-        tensors[f"head.{k}"] = v.detach().float().cpu().contiguous()
     atomic_write(out_dir / ARTIFACT_WEIGHTS, lambda tmp: save_file(tensors, tmp))
     atomic_write_json(out_dir / ARTIFACT_CONFIG, config)
 
 
 def read_artifact(artifact_dir):
-    """(tensors, config) of an artifact folder; a ValueError says what is missing."""
+    """(tensors, config) of an artifact folder; a UsageError says what is missing."""
     artifact_dir = Path(artifact_dir)
     weights, config_path = artifact_dir / ARTIFACT_WEIGHTS, artifact_dir / ARTIFACT_CONFIG
     for path in (weights, config_path):
         if not path.is_file():
-            raise ValueError(f"{artifact_dir} holds no inference artifact: {path.name} is missing "
+            raise UsageError(f"{artifact_dir} holds no inference artifact: {path.name} is missing "
                              f"(a finished or evaluated training run writes it)")
     try:
         tensors = load_file(str(weights))
         config = json.loads(config_path.read_text())
     except Exception as e:  # safetensors and json raise several kinds; the user needs one line
-        raise ValueError(f"{artifact_dir}: cannot read the artifact ({type(e).__name__}: {e})") from None
+        raise UsageError(f"{artifact_dir}: cannot read the artifact ({type(e).__name__}: {e})") from None
     expected = {"prompt", "head.dense.weight", "head.dense.bias", "head.out_proj.weight", "head.out_proj.bias"}
     if set(tensors) != expected:
-        raise ValueError(f"{weights}: expected the tensors {sorted(expected)}, found {sorted(tensors)}")
+        raise UsageError(f"{weights}: expected the tensors {sorted(expected)}, found {sorted(tensors)}")
     return tensors, config
 
 
@@ -507,7 +473,7 @@ def load_artifact(artifact_dir, backbone):
     tensors, config = read_artifact(artifact_dir)
     prompt, d = tensors["prompt"], hidden_size(backbone)
     if prompt.ndim != 2 or prompt.shape[1] != d:
-        raise ValueError(f"{artifact_dir}: the prompt is {tuple(prompt.shape)} but the backbone's hidden size "
+        raise UsageError(f"{artifact_dir}: the prompt is {tuple(prompt.shape)} but the backbone's hidden size "
                          f"is {d}; use the backbone the artifact was trained with ({config.get('model', '?')})")
     num_labels = tensors["head.out_proj.weight"].shape[0]
     head = ClassificationHead(d, num_labels)

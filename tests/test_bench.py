@@ -88,15 +88,14 @@ def test_quick_prints_both_sides_and_ratios(sib200_dir, e5_dir):
     figures("peer train (Trainer, NaN filter on", steps)
     figures("peer train (Trainer, logging_nan_inf_filter=False)", steps)
     figures("ours eval (1 run)", rf": {NUMBER} sentences/s; peer eval \(Trainer.predict\): {NUMBER} sentences/s")
-    for side in ("fp32", "store", "autocast"):
+    for side in ("fp32", "bf16"):
         figures(f"precision {side}", rf"[^:]*: train {NUMBER} steps/s, scoring {NUMBER} sentences/s")
     figures("peak memory", rf"[^:]*: one run {NUMBER} GiB, 4 runs packed {NUMBER} GiB")
     ratios = closing_ratios(lines)
     assert set(ratios) == {"packed / one after another", "seeds packed / in turn", "target pack / one after another",
                            "eval one pass / a pass per run",
                            "ours / stock Trainer", "ours / Trainer without NaN filter", "ours eval / Trainer.predict",
-                           "bf16 / fp32 train", "bf16 / fp32 scoring", "bf16 storage / autocast train",
-                           "bf16 storage / autocast scoring", "peak memory pack / one run"}, lines[-1]
+                           "bf16 / fp32 train", "bf16 / fp32 scoring", "peak memory pack / one run"}, lines[-1]
     assert all(_positive(v) for v in ratios.values()), lines[-1]
 
 
@@ -147,9 +146,9 @@ def test_ours_is_timed_through_the_loop_train_py_runs(sib200_dir, e5_dir, monkey
     finally:  # --quick runs on one thread; later tests compare runs across processes, bit for bit
         torch.set_num_threads(threads)
     # the process warm-up and the packed four, the four alone, the eight seeds packed, two packs of four in turn,
-    # the four target runs packed and alone, one run in fp32, bf16 stored and bf16 autocast (the memory
-    # section's runs train in child processes)
-    assert calls == [4, 4, 1, 1, 1, 1, 8, 4, 4, 4, 1, 1, 1, 1, 1, 1, 1]
+    # the four target runs packed and alone, one run in fp32 and in bf16 (the memory section's runs train in
+    # child processes)
+    assert calls == [4, 4, 1, 1, 1, 1, 8, 4, 4, 4, 1, 1, 1, 1, 1, 1]
     printed = capsys.readouterr().out
     assert "train packed (4 runs" in printed and "seeds in turn" in printed
 

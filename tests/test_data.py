@@ -7,20 +7,19 @@ under CI. Everything else runs on the small copy in tests/fixtures/sib200 or on 
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import data  # noqa: E402
-from data import DataError  # noqa: E402
+from xpe import UsageError  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "sib200"
 FIXTURE_LANGS = ["eng_Latn", "fra_Latn", "nqo_Nkoo"]
@@ -38,7 +37,7 @@ def groups():
 
 
 def one_line_error(call, *args, **kwargs):
-    with pytest.raises(DataError) as info:
+    with pytest.raises(UsageError) as info:
         call(*args, **kwargs)
     message = str(info.value)
     assert message and "\n" not in message, message
@@ -195,7 +194,7 @@ def test_missing_directory_folder_and_file(tmp_path):
     (["index_id\tcategory\ttext", "1\ttravel\tGo.", ""], 3, ["0 tab-separated fields"]),
     (["index_id\tcategory\ttext", "1\ttravel\t"], 2, ["empty"]),
     (["id\tlabel\ttext", "1\ttravel\tGo."], 1, ["header"]),
-    (["index_id\tcategory\ttext", '1\ttravel\t"Go" he said.'], 2, ["expected"]),
+    (["index_id\tcategory\ttext", "1\ttravel\tGo.\rStay.", "2\ttravel\tGo."], 2, ["carriage return"]),
 ])
 def test_malformed_rows(tmp_path, lines, line_no, words):
     path = write_tsv(tmp_path / "eng_Latn" / "dev.tsv", lines)
@@ -203,6 +202,76 @@ def test_malformed_rows(tmp_path, lines, line_no, words):
     assert f"{path}, line {line_no}" in message
     for word in words:
         assert word in message
+
+
+def fixture_copy(root, edits, split="train", lang="eng_Latn"):
+    """root/<lang>, a copy of the fixture's folder with lines of its split edited: {line: edit(fields) -> fields}."""
+    shutil.copytree(FIXTURE / lang, root / lang)
+    path = root / lang / f"{split}.tsv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, edit in edits.items():
+        lines[number - 1] = "\t".join(edit(lines[number - 1].split("\t")))
+    return write_tsv(path, lines)
+
+
+def stray(fields):  # a text that opens with a quote it never closes
+    return fields[:2] + ['"' + fields[2]]
+
+
+STRAY = {  # a stray quote alone, and with a later text that ends in a quote
+    "alone": {3: stray},
+    "closed later": {3: stray, 8: lambda fields: fields[:2] + [fields[2] + ' 12"']},
+}
+
+
+@pytest.mark.parametrize("edits", STRAY.values(), ids=STRAY.keys())
+def test_a_stray_quote_stays_in_its_own_row(tmp_path, edits):
+    # a CSV reader takes the stray quote on to the next quote: "closed later" merged lines 3-8 into one
+    # text (9 rows of 14, and no error), "alone" failed on line 10, at the CSV-quoted text's first quote
+    path = fixture_copy(tmp_path, edits)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = data.load_split(["eng_Latn"], "train", tmp_path)
+    assert len(rows) == len(lines) - 1 == 14
+    original = data.load_split(["eng_Latn"], "train", FIXTURE)
+    assert [(ex.index_id, ex.label) for ex in rows] == [(ex.index_id, ex.label) for ex in original]
+    for number, (ex, was) in enumerate(zip(rows, original), 2):
+        assert ex.text == (lines[number - 1].split("\t")[2] if number in edits else was.text), number
+    assert rows[1].text.startswith('"In the beginning of the war')
+
+
+@pytest.mark.parametrize("edits, line", [
+    ({3: stray, 6: lambda fields: fields[:2]}, 6),
+    ({3: lambda fields: [fields[0], '"' + fields[2]]}, 3),
+], ids=["text missing after a stray quote", "category missing before a stray quote"])
+def test_a_row_without_its_three_fields_is_refused_naming_file_and_line(tmp_path, edits, line):
+    path = fixture_copy(tmp_path, edits)
+    message = one_line_error(data.load_split, ["eng_Latn"], "train", tmp_path)
+    assert message.startswith(f"{path}, line {line}: 2 tab-separated fields, expected 3"), message
+    assert "index_id<TAB>category<TAB>text" in message  # what to do
+    (tmp_path / "eng_Latn" / "labels.txt").unlink()  # the labels then come from these rows, read the same way
+    assert one_line_error(data.find_labels, ["eng_Latn"], tmp_path) == message
+
+
+def test_quotes_are_text_unless_a_whole_field_is_written_csv_style(tmp_path):
+    cases = [  # (as written, as read)
+        ('"Go" he said.', '"Go" he said.'),
+        ('He said "go".', 'He said "go".'),
+        ('"Go.', '"Go.'),
+        ('Size 12"', 'Size 12"'),
+        ('"Go," he said, "now"', '"Go," he said, "now"'),  # inner quotes not doubled: not written CSV-style
+        ('"He said ""go"""', 'He said "go"'),
+        ('"""Go,"" he said."', '"Go," he said.'),
+    ]
+    lines = ["index_id\tcategory\ttext"] + [f"{i}\ttravel\t{written}" for i, (written, _) in enumerate(cases)]
+    lines.append('"7"\t"travel"\t"Go."')  # any field may be written CSV-style
+    path = write_tsv(tmp_path / "eng_Latn" / "dev.tsv", lines)
+    rows = data.load_split(["eng_Latn"], "dev", tmp_path)
+    assert [ex.text for ex in rows] == [read for _, read in cases] + ["Go."]
+    assert rows[-1].index_id == "7" and rows[-1].label == data.LABELS.index("travel")
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))  # Windows line ends read the same
+    assert data.load_split(["eng_Latn"], "dev", tmp_path) == rows
+    write_tsv(path, lines[:2] + ['8\ttravel\t"a\ttab"'])  # quotes do not hide a tab
+    assert f"{path}, line 3: 4 tab-separated fields" in one_line_error(data.load_split, ["eng_Latn"], "dev", tmp_path)
 
 
 def test_not_utf8(tmp_path):
@@ -401,10 +470,11 @@ def test_real_sib200_labels_and_languages(sib200_dir, groups):
 HUB_SNIPPET = """
 import sys; sys.path.insert(0, {root!r})
 import data
+from xpe import UsageError
 try:
     rows = data.load_split(["eng_Latn"], "validation")
     print("ROWS", len(rows), rows[0].lang, rows[0].index_id)
-except data.DataError as e:
+except UsageError as e:
     print("DATAERROR", str(e))
 """
 
@@ -412,32 +482,31 @@ except data.DataError as e:
 def run_hub(tmp_path, **env):
     outer = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}  # no caller's cache or mode
     env = {**outer, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"), **env}
-    start = time.time()
     done = subprocess.run([sys.executable, "-c", HUB_SNIPPET.format(root=str(ROOT))], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith(("ROWS", "DATAERROR"))]
     assert len(lines) == 1, done.stdout + done.stderr
-    return lines[0], time.time() - start
+    return lines[0]
 
 
 @pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}],
                          ids=["offline", "unreachable"])
 def test_hub_unreachable_names_data_dir(tmp_path, env):
-    line, seconds = run_hub(tmp_path, **env)
+    line = run_hub(tmp_path, **env)
     assert line.startswith("DATAERROR") and "--data-dir" in line and "could not reach" in line, line
-    assert seconds < 30
 
 
 HUB_ROWS_SNIPPET = """
 import json, sys; sys.path.insert(0, {root!r})
 import data
+from xpe import UsageError
 data.HUB_DATASET = {repo!r}  # the hub path's own call, datasets.load_dataset, on a folder laid out as the repository
 out = {{}}
 for split in ("train", "dev", "test"):
     try:
         out[split] = [[r.lang, r.index_id, r.label, r.text] for r in data.load_split({langs!r}, split)]
-    except data.DataError as e:
+    except UsageError as e:
         out[split] = "DATAERROR " + str(e)
 print("JSON", json.dumps(out))
 """
@@ -494,6 +563,20 @@ def test_hub_through_datasets_refuses_in_one_line(tmp_path):
     assert rows["test"].startswith("DATAERROR") and "has no language xxx_Latn" in rows["test"], rows["test"]
 
 
+def test_hub_through_datasets_keeps_a_stray_quote_in_its_row(tmp_path):
+    source = tmp_path / "source"
+    fixture_copy(source, STRAY["closed later"])  # pandas' own quoting merged lines 3-8 of it, as csv did
+    repo = hub_repository(tmp_path / "sib200-hub", source, ["eng_Latn"])
+    rows = hub_rows(tmp_path, repo, ["eng_Latn"])
+    local = [[r.lang, r.index_id, r.label, r.text] for r in data.load_split(["eng_Latn"], "train", source)]
+    assert len(rows["train"]) == 14 and rows["train"] == local
+    train = repo / "data" / "eng_Latn" / "train.tsv"
+    lines = train.read_text(encoding="utf-8").splitlines()
+    write_tsv(train, lines[:5] + ["\t".join(lines[5].split("\t")[:2])] + lines[6:])  # a row without its text
+    rows = hub_rows(tmp_path / "again", repo, ["eng_Latn"])
+    assert rows["train"].startswith("DATAERROR") and "row 5: empty" in rows["train"], rows["train"]
+
+
 # -----------------------------------------------------------------------------
 # the real data
 
@@ -505,10 +588,7 @@ def test_real_acceptance_counts(sib200_dir, groups):
 
 def test_real_every_language_every_split(sib200_dir, groups):
     for split, n in ROWS.items():
-        start = time.time()
         rows = data.load_split(groups["all"], split, sib200_dir)
-        if split == "test":
-            assert time.time() - start < 3.0, "loading 41,820 test rows should take well under a few seconds"
         assert len(rows) == 205 * n
         for i, lang in enumerate(groups["all"]):
             block = rows[i * n:(i + 1) * n]

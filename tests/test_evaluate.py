@@ -301,13 +301,11 @@ def test_an_unfinished_run_is_refused_naming_it_and_its_step(tmp_path, runs, cap
     training = copy_run(runs, "a", tmp_path)
     config = json.loads((training / "config.json").read_text())
     (training / "config.json").write_text(json.dumps({**config, "ended": None}))
-    cut = copy_run(runs, "b", tmp_path)  # no ended key (an older train.py): log.csv's last step against settings.steps
-    old = json.loads((cut / "config.json").read_text())
-    old.pop("ended", None)
-    (cut / "config.json").write_text(json.dumps(old))
+    cut = copy_run(runs, "b", tmp_path)  # killed at step 4: its log.csv's last step
+    (cut / "config.json").write_text(json.dumps({**json.loads((cut / "config.json").read_text()), "ended": None}))
     lines = (cut / "log.csv").read_text().splitlines()
     (cut / "log.csv").write_text("\n".join(lines[:2]) + "\n")
-    for run, words in ((training, "still training, at step 12 of 12"), (cut, "log.csv ends at step 4 of 12")):
+    for run, words in ((training, "still training, at step 12 of 12"), (cut, "still training, at step 4 of 12")):
         code, out = evaluate_main(tmp_path, "--runs", str(run), "--group", "fra_Latn")
         err = capsys.readouterr().err.strip()
         assert code == 2 and str(run) in err and words in err and len(err.splitlines()) == 1, err
@@ -318,7 +316,7 @@ def test_an_unfinished_run_is_refused_naming_it_and_its_step(tmp_path, runs, cap
     code, out = evaluate_main(tmp_path, "--runs", str(finished), str(cut), "--group", "fra_Latn", "--unfinished")
     assert code == 0
     ended = {r["run"]: r["ended"] for r in read(out / "per_language.csv")}
-    assert ended == {str(finished): "early", str(cut): "unfinished: log.csv ends at step 4 of 12"}
+    assert ended == {str(finished): "early", str(cut): "unfinished: still training, at step 4 of 12"}
     assert "‡" in (out / "table1.md").read_text()
 
 
@@ -384,3 +382,14 @@ def test_precision_of_scoring_is_the_one_asked_for(tmp_path, runs, monkeypatch, 
     with pytest.raises(SystemExit) as e:  # argparse's choices
         evaluate_main(tmp_path, "--runs", str(runs / "a"), "--precision", "fp16")
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:7", "not a device"])
+def test_a_device_that_is_not_here_is_one_line_for_every_mode(tmp_path, runs, capsys, device):
+    """evaluate.py parses --device as train.py does (xpe.pick_device): one line, exit 2, nothing written."""
+    for mode in ([], ["--predict", "-"]):
+        code = evaluate.main(["--runs", str(runs / "a"), "--out", str(tmp_path / "r"), "--device", device, *mode]
+                             if not mode else ["--runs", str(runs / "a"), "--device", device, *mode])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith(f"evaluate.py: error: --device {device}"), err
+    assert not (tmp_path / "r").exists()

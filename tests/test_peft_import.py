@@ -14,7 +14,6 @@ from safetensors.torch import save_file
 import data
 import evaluate
 import peft_adapters
-import run_folders
 import xpe
 from conftest import FIXTURE_SIB200, ROOT
 
@@ -293,7 +292,7 @@ def test_refusals_name_the_key_and_write_nothing(tmp_path, tiny_model_dir, case,
         (out / "notes.txt").write_text("mine\n")
     write_adapter(adapter, config, tensors)
     before = sorted(p.name for p in out.iterdir()) if out.exists() else None
-    with pytest.raises(peft_adapters.AdapterError) as caught:
+    with pytest.raises(xpe.UsageError) as caught:
         peft_adapters.import_adapter(adapter, out, labels=labels)
     (line,) = str(caught.value).splitlines()
     assert words in line, line
@@ -325,7 +324,7 @@ def test_bert_head_maps_pooler_and_classifier(tmp_path):
                                                                 labels=data.LABELS))
     assert torch.equal(tensors["head.dense.weight"], with_pooler.pooler.dense.weight)
     # and the run folder is one evaluate.py takes: an earlier import may be overwritten in place
-    assert run_folders.find_runs([str(run)], print) == [run] and run_folders.read_run(run)["mode"] == "zero-shot"
+    assert evaluate.find_runs([str(run)], print) == [run] and evaluate.read_run(run)["mode"] == "zero-shot"
     assert peft_adapters.import_adapter(tmp_path / "adapter", run, labels=data.LABELS) == run
 
 
@@ -341,7 +340,7 @@ def test_import_needs_no_peft(tmp_path, tiny_model_dir):
     done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(fake.parent)},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json", "log.csv", "prompt.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json", "prompt.safetensors"]
 
 
 def test_labels_from_the_model_config_beside_the_adapter(tmp_path, tiny_model_dir):
@@ -360,3 +359,13 @@ def test_import_peft_flags_of_another_mode_and_a_missing_out_are_refused(tmp_pat
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith("evaluate.py: error:")
     assert not (tmp_path / "r").exists()
+
+
+def test_import_peft_writes_into_an_out_named_like_the_scoring_default(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    """--out results is a run folder like any other for --import-peft (it was refused as if --out were missing)."""
+    write_adapter(tmp_path / "adapter", {**PROMPT, "base_model_name_or_path": str(tiny_model_dir)},
+                  {"prompt_embeddings": torch.randn(4, 32), **xlmr_head()})
+    monkeypatch.chdir(tmp_path)
+    assert evaluate.main(["--import-peft", str(tmp_path / "adapter"), "--out", "results", "--labels",
+                          ",".join(data.LABELS)]) == 0, capsys.readouterr().err
+    assert (tmp_path / "results" / "prompt.safetensors").is_file()

@@ -2,13 +2,12 @@
 refusals before anything is written, and one set of outputs a call. No model: fast."""
 import csv
 import json
-import shutil
 
 import pytest
 
 import evaluate
 import tables
-from conftest import ROOT, FIXTURE_SIB200
+from conftest import ROOT
 
 LANGS = ["afr_Latn", "deu_Latn", "kab_Latn"]
 REPLICATION = ROOT / "docs" / "replication"
@@ -68,20 +67,27 @@ def test_two_seeds_write_too_few_seeds_and_empty_interval_columns(tmp_path, caps
     assert "too few seeds" in capsys.readouterr().out
 
 
-def test_old_per_language_files_read_their_settings_from_the_run_folders(tmp_path, capsys):
-    parts = [str(REPLICATION / f"part{k}" / "per_language.csv") for k in (1, 2, 3)]
-    code = evaluate.main(["--scores", *parts, "--out", str(tmp_path / "r"), "--compare", "xpe,spt"])
-    assert code == 0
-    err = capsys.readouterr().err
-    assert "read from their run folders" in err
-    rows = read(tmp_path / "r" / "per_language.csv")
-    assert {r["ended"] for r in rows} == {"steps"} and all('"precision":"fp32"' in r["settings"] for r in rows)
-    assert {r["setting"] for r in read(tmp_path / "r" / "per_group.csv")} == {"spt", "xpe", "dual:0.3", "dual:0.7"}
-    old = [{k: v for k, v in r.items() if k in tables.OLD_FIELDS} for r in rows_of("xpe") + rows_of("spt")]
-    write_scores(tmp_path / "old.csv", old, tables.OLD_FIELDS)
+def test_the_replications_scores_give_the_same_files_from_any_working_folder(tmp_path, monkeypatch):
+    """--scores reads the files alone, never the run folders their rows name (relative to where scoring ran)."""
+    parts = [str(path) for path in sorted(REPLICATION.glob("part*/per_language.csv"))]
+    outputs = {}
+    for where in (ROOT, tmp_path):
+        monkeypatch.chdir(where)
+        out = tmp_path / f"from-{where.name}"
+        assert evaluate.main(["--scores", *parts, "--compare", "xpe,spt", "--out", str(out)]) == 0
+        outputs[where] = {name: (out / name).read_bytes() for name in ("per_group.csv", "table1.md", "compare.csv")}
+    assert outputs[ROOT] == outputs[tmp_path]
+
+
+def test_a_per_language_file_without_settings_and_ended_is_refused_in_one_line(tmp_path, capsys):
+    """Files from before settings and ended were recorded are not read (the replication's were re-saved)."""
+    old = [{k: v for k, v in r.items() if k not in ("settings", "ended")} for r in rows_of("xpe") + rows_of("spt")]
+    write_scores(tmp_path / "old.csv", old, [f for f in tables.LANGUAGE_FIELDS if f not in ("settings", "ended")])
     assert evaluate.main(["--scores", str(tmp_path / "old.csv"), "--group", ",".join(LANGS), "--out",
-                          str(tmp_path / "o")]) == 0
-    assert "taken as one shared setting" in capsys.readouterr().err
+                          str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lacks settings, ended" in err[0], err
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("change, words", [
@@ -137,6 +143,13 @@ def test_bad_flags_are_refused_in_seconds_and_write_nothing(tmp_path, capsys, ar
     (tmp_path / "a-file").write_text("mine")
     scores = write_scores(tmp_path / "scores.csv", rows_of("xpe") + rows_of("spt"))
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--plot-sort" in args:
+        try:
+            import matplotlib.figure  # noqa: F401
+        except ImportError:
+            # matplotlib is an optional extra: without it --plot is refused with the flags, before the scores
+            # that --plot-sort is checked against are read, and that refusal is the one a user should see first
+            words = "the figure needs matplotlib"
     group = [] if "--group" in args else ["--group", ",".join(LANGS)]
     out = [] if "--out" in args else ["--out", str(tmp_path / "results")]
     try:
@@ -228,3 +241,48 @@ def test_two_backbones_in_one_table_are_columns_that_say_so(tmp_path, capsys):
     assert code == 0
     assert {r["column"] for r in read(out / "table1.csv")} == {"xpe backbone e5", "xpe backbone xlm-roberta-large"}
     assert "backbones e5, xlm-roberta-large" in (out / "table1.md").read_text()
+
+
+def test_margins_on_the_replication_say_what_its_intervals_rule_out_and_the_seeds_a_decision_needs(tmp_path):
+    """XPE - SPT on lowperf rules out the paper's +3.1 and the re-run's +2.0; DUAL70 - SPT on seen-wo-j5 does
+    not rule out the paper's +1.0, and says how many seeds would decide it."""
+    parts = sorted(REPLICATION.glob("part*/per_language.csv")) + sorted(REPLICATION.glob("seed*/scores/per_language.csv"))
+    out = tmp_path / "r"
+    assert evaluate.main(["--scores", *map(str, parts), "--compare", "xpe,spt", "--compare", "dual:0.7,spt",
+                          "--margin", "2,3.1", "--margin", "1", "--out", str(out)]) == 0
+    rows = {(r["a"], r["group"], float(r["margin"])): r for r in read(out / "margins.csv")}
+    for margin in (0.02, 0.031):
+        row = rows["xpe", "lowperf", margin]
+        assert (row["rules_out_plus"], row["decision"], row["n_seeds"]) == ("yes", "within", "10"), row
+    row = rows["dual:0.7", "seen-wo-j5", 0.01]
+    assert (row["rules_out_plus"], row["rules_out_minus"], row["decision"]) == ("no", "yes", "above"), row
+    assert int(row["seeds_for_power"]) > 10 and 0.5 < float(row["power"]) < 0.7, row
+
+
+def test_power_and_the_seeds_it_needs_agree_and_reach_the_normal_limit():
+    import math
+    import statistics
+
+    import verdicts
+    for margin, sd in ((0.01, 0.013), (0.02, 0.015), (0.005, 0.02)):
+        n = verdicts.seeds_for_power(margin, sd)
+        assert verdicts.power_at(margin, sd, n) >= 0.8 > verdicts.power_at(margin, sd, n - 1)
+    normal = statistics.NormalDist()
+    for n in (500, 2000):  # many seeds: the t-test's power is the z-test's
+        z = 1 - normal.cdf(normal.inv_cdf(0.975) - 0.01 * math.sqrt(n) / 0.1)
+        assert verdicts.power_at(0.01, 0.1, n) == pytest.approx(z, abs=2e-3)
+    assert [verdicts.margin_decision(low, high, 0.02)[2] for low, high in
+            ((-0.01, 0.01), (-0.03, 0.01), (-0.01, 0.03), (-0.03, 0.03))] == ["within", "below", "above", "neither"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--margin", "2"], "give --compare A,B too"),
+    (["--compare", "xpe,spt", "--margin", "two"], "--margin two: give accuracy points"),
+    (["--compare", "xpe,spt", "--margin", "0"], "above 0 and below 100"),
+    (["--compare", "xpe,spt", "--margin", "nan"], "above 0 and below 100"),
+])
+def test_a_bad_margin_is_one_line_and_writes_nothing(tmp_path, capsys, args, words):
+    code, out = scores_main(tmp_path, rows_of("xpe") + rows_of("spt"), *args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and words in err[0], err
+    assert not out.exists()

@@ -16,13 +16,14 @@ import evaluate
 import figure
 import tables
 import verdicts
+import xpe
 
 SEEN, UNSEEN = ["afr_Latn", "deu_Latn", "hin_Deva"], ["kab_Latn", "nqo_Nkoo", "tum_Latn"]
 GROUPS = {"seen": SEEN, "unseen": UNSEEN}
 
 
 def results(method, accuracies, seeds=(1, 2, 3), source="joshi5", xpe_frac=None, mode="zero-shot",
-            backbone="xlm-roberta-large", steps=2000):
+            backbone="xlm-roberta-large", steps=2000, n=204):
     """per_language rows as evaluate.main builds them. accuracies: {language: accuracy} or f(seed, language)."""
     frac = {"spt": 0.0, "xpe": 1.0}.get(method, xpe_frac)
     rows = []
@@ -31,7 +32,7 @@ def results(method, accuracies, seeds=(1, 2, 3), source="joshi5", xpe_frac=None,
             accuracy = accuracies[lang] if isinstance(accuracies, dict) else accuracies(seed, lang)
             rows.append(dict(run=f"runs/{method}{'' if method != 'dual' else frac}-{source}-s{seed}", mode=mode,
                              method=method, xpe_frac=frac, source=source, seed=seed, backbone=backbone, steps=steps,
-                             language=lang, n=204, accuracy=accuracy))
+                             language=lang, n=n, accuracy=accuracy))
     return rows
 
 
@@ -73,7 +74,7 @@ def per_seed_differences(rows, a, b, langs):
     by = {}
     for r in rows:
         by[r["method"], r["xpe_frac"], r["seed"], r["language"]] = r["accuracy"]
-    (ma, fa), (mb, fb) = tables.parse_method(a), tables.parse_method(b)
+    (ma, fa), (mb, fb) = xpe.parse_method(a), xpe.parse_method(b)
     seeds = sorted({r["seed"] for r in rows})
     return [statistics.fmean(by[ma, fa, s, lang] - by[mb, fb, s, lang] for lang in langs) for s in seeds]
 
@@ -87,7 +88,7 @@ def test_t_quantile_matches_closed_forms_and_the_normal_limit():
 
 def test_compare_a_method_with_itself_is_refused():
     rows = results("xpe", noisy(SEEN)) + results("spt", noisy(SEEN))
-    with pytest.raises(tables.UsageError) as excinfo:
+    with pytest.raises(xpe.UsageError) as excinfo:
         verdicts.compare(rows, "xpe", "xpe", {"all": SEEN})
     assert "with itself" in one_line_usage_error(excinfo)
 
@@ -184,8 +185,8 @@ def test_compare_counts_wins_ties_and_losses_by_the_mean_over_seeds():
             return table[seed, lang]
         get.languages = langs
         return get
-    rows = (results("xpe", f(a, SEEN + ["kab_Latn", "tum_Latn"]), seeds=(1, 2))
-            + results("spt", f(b, SEEN + ["kab_Latn"]), seeds=(1, 2)))
+    rows = (results("xpe", f(a, SEEN + ["kab_Latn", "tum_Latn"]), seeds=(1, 2), n=10)
+            + results("spt", f(b, SEEN + ["kab_Latn"]), seeds=(1, 2), n=10))
     out = verdicts.compare(rows, "xpe", "spt", {"seen": SEEN, "unseen": UNSEEN, "nqo": ["nqo_Nkoo"]})
     seen, unseen, nqo = out
     assert (seen["wins"], seen["ties"], seen["losses"], seen["languages"], seen["n_seeds"]) == (1, 1, 1, 3, 2)
@@ -194,6 +195,22 @@ def test_compare_counts_wins_ties_and_losses_by_the_mean_over_seeds():
     assert unseen["languages"] == 2 and unseen["mean_diff"] is None and unseen["left_out"] == "1 2"
     assert nqo["languages"] == 0 and nqo["mean_diff"] is None  # no pair in the group: a row without figures
     assert list(seen) == verdicts.COMPARE_FIELDS
+
+
+def test_ties_are_counted_from_the_rows_right_not_from_rounded_accuracies():
+    """Scoring rounds accuracies to 6 decimals: 1/3 on three seeds against 0, 0 and 1 differ by -3.3e-7 in the
+    rounded figures, but by nothing in rows right (1 + 1 + 1 against 0 + 0 + 3 of 3): a tie, not a loss."""
+    a = {(s, lang): round(1 / 3, 6) for s in (1, 2, 3) for lang in SEEN}
+    b = {(s, lang): float(s == 3) for s in (1, 2, 3) for lang in SEEN}
+
+    def f(table, langs):
+        def get(seed, lang):
+            return table[seed, lang]
+        get.languages = langs
+        return get
+    rows = results("xpe", f(a, SEEN), n=3) + results("spt", f(b, SEEN), n=3)
+    (row,) = verdicts.compare(rows, "xpe", "spt", {"seen": SEEN})
+    assert (row["wins"], row["ties"], row["losses"]) == (0, len(SEEN), 0)
 
 
 def test_a_seed_scored_on_part_of_a_group_is_left_out_of_the_comparison_and_named():
@@ -233,7 +250,7 @@ def test_settings_that_differ_in_lr_are_two_columns_and_compare_pairs_only_the_s
     (row,) = verdicts.compare(rows, "xpe", "spt", {"seen": langs})
     assert row["a"] == "xpe lr 0.001" and row["mean_diff"] == pytest.approx(0.03, abs=1e-9)
     lone = with_settings(results("xpe", noisy(langs)), lr=5e-5) + with_settings(results("spt", noisy(langs)), lr=1e-3)
-    with pytest.raises(tables.UsageError) as excinfo:
+    with pytest.raises(xpe.UsageError) as excinfo:
         verdicts.compare(lone, "xpe", "spt", {"seen": langs})
     message = one_line_usage_error(excinfo)
     assert "only in method" in message and "xpe lr 5e-05" in message and "spt lr 0.001" in message
@@ -270,7 +287,7 @@ def test_compare_bad_input_is_a_usage_error(a, b, rows, expected):
              "other-source": results("spt", noisy(langs), source="seen"),
              "twice": [dict(r, run="runs/again") for r in results("xpe", noisy(langs), seeds=(1,))],
              "supervised": results("spt", {"kab_Latn": 0.5}, mode="supervised")}[rows]
-    with pytest.raises(tables.UsageError) as excinfo:
+    with pytest.raises(xpe.UsageError) as excinfo:
         verdicts.compare(made, a, b, {"all": langs})
     assert expected in one_line_usage_error(excinfo)
 
@@ -395,7 +412,7 @@ def test_plot_without_seen_and_unseen_is_one_panel_sorted_by_a_baseline(tmp_path
 ])
 def test_plot_bad_sort_by_is_a_usage_error(tmp_path, sort_by, expected):
     needs_matplotlib()
-    with pytest.raises(tables.UsageError) as excinfo:
+    with pytest.raises(xpe.UsageError) as excinfo:
         figure.plot_languages(small_results(), GROUPS, tmp_path / "f.png", (800, 600), sort_by, {"XLM-R": {}})
     assert expected in one_line_usage_error(excinfo)
     assert list(tmp_path.iterdir()) == []
@@ -423,7 +440,7 @@ def test_plot_bad_input_is_a_usage_error(tmp_path, path, size, rows, expected):
     needs_matplotlib()
     made = {None: small_results(), "none": [],
             "two backbones": small_results() + results("xpe", noisy(SEEN), backbone="e5")}[rows]
-    with pytest.raises(tables.UsageError) as excinfo:
+    with pytest.raises(xpe.UsageError) as excinfo:
         figure.plot_languages(made, GROUPS, tmp_path / path, size, None)
     assert expected in one_line_usage_error(excinfo)
     assert list(tmp_path.iterdir()) == []
@@ -431,7 +448,7 @@ def test_plot_bad_input_is_a_usage_error(tmp_path, path, size, rows, expected):
 
 def test_plot_without_matplotlib_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(tables.UsageError) as excinfo:
+    with pytest.raises(xpe.UsageError) as excinfo:
         figure.plot_languages(small_results(), GROUPS, tmp_path / "f.png", (800, 600), None)
     message = one_line_usage_error(excinfo)
     assert "pip install matplotlib" in message and "requirements-plot.txt" in message
@@ -477,7 +494,7 @@ def test_parse_size():
     assert figure.parse_size("2400x1400") == (2400, 1400)
     assert figure.parse_size("800X600") == (800, 600)
     for bad in ("2400", "x", "24.5x10", "-3x4"):
-        with pytest.raises(tables.UsageError):
+        with pytest.raises(xpe.UsageError):
             figure.parse_size(bad)
 
 
@@ -518,7 +535,7 @@ def test_table1_cells_are_the_means_and_stds_of_per_language(tmp_path, grid, cap
     for row in table:
         by_seed = {}
         for r in per_language:
-            if (r["source"], tables.method_name(r["method"], r["xpe_frac"])) == (row["source"], row["column"]) \
+            if (r["source"], xpe.method_name(r["method"], r["xpe_frac"])) == (row["source"], row["column"]) \
                     and r["language"] in groups[row["target"]]:
                 by_seed.setdefault(r["seed"], []).append(float(r["accuracy"]))
         means = [statistics.fmean(v) for v in by_seed.values()]

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import evaluate
-import packs
 import train
 from conftest import FIXTURE_SIB200, ROOT
 from test_runs import killed_states, one_backbone, same_run  # noqa: F401 (one_backbone: a fixture)
@@ -66,7 +65,7 @@ def test_each_packed_target_run_trains_as_it_would_alone(tmp_path, quiet_model_d
         same_files(tmp_path / "ones" / name, alone)  # a pack of one is the run alone, tensor for tensor
     ends = {name: int(log_of(tmp_path / "pack" / name)[-1]["step"]) for name in NAMES}
     dev = {name: [r["dev_loss"] for r in log_of(tmp_path / "pack" / name)] for name in NAMES}
-    assert len(set(ends.values())) > 1 or min(ends.values()) < 8, ends
+    assert len(set(ends.values())) > 1, ends  # patience 1: the runs left the pack at different steps
     assert dev[NAMES[0]] != dev[NAMES[1]]  # each language on its own dev split
 
 
@@ -161,23 +160,23 @@ def test_target_call_in_two_processes_writes_the_runs_of_one(tmp_path, tiny_mode
 
 
 def test_rank_and_world_come_from_torchrun_or_an_srun_step():
-    assert packs.rank_world({}) == (0, 1, 0)
-    assert packs.rank_world({"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}) == (5, 8, 1)
-    assert packs.rank_world({"LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}) == (1, 2, 1)
-    assert packs.rank_world({"SLURM_PROCID": "3", "SLURM_STEP_NUM_TASKS": "4", "SLURM_LOCALID": "1"}) == (3, 4, 1)
+    assert train.rank_world({}) == (0, 1, 0)
+    assert train.rank_world({"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}) == (5, 8, 1)
+    assert train.rank_world({"LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}) == (1, 2, 1)
+    assert train.rank_world({"SLURM_PROCID": "3", "SLURM_STEP_NUM_TASKS": "4", "SLURM_LOCALID": "1"}) == (3, 4, 1)
     # a batch script has SLURM_PROCID 0 and SLURM_NTASKS: a train.py started there is the only process
-    assert packs.rank_world({"SLURM_PROCID": "0", "SLURM_NTASKS": "4"}) == (0, 1, 0)
+    assert train.rank_world({"SLURM_PROCID": "0", "SLURM_NTASKS": "4"}) == (0, 1, 0)
     plan = [[0, 1], [2, 3], [4]]
-    assert packs.share(plan, 0, 2) + packs.share(plan, 1, 2) == [[0, 1], [4], [2, 3]]
+    assert train.share(plan, 0, 2) + train.share(plan, 1, 2) == [[0, 1], [4], [2, 3]]
 
 
 def test_packs_keep_seeds_apart_cut_to_size_and_keep_rows_of_one_length_together():
     cfgs = [train.TrainConfig(method=m, seed=s) for s in (1, 2) for m in ("spt", "xpe", "dual")]
-    assert packs.packs_of(cfgs, False, 2) == [[0, 1], [2], [3, 4], [5]]
-    assert packs.packs_of(cfgs, True, 4) == [[0, 1, 2, 3], [4, 5]]
+    assert train.packs_of(cfgs, False, 2) == [[0, 1], [2], [3, 4], [5]]
+    assert train.packs_of(cfgs, True, 4) == [[0, 1, 2, 3], [4, 5]]
     targets = [train.TrainConfig(target=t, init=f"r{s}", seed=s) for s in (1, 2) for t in ("a", "b")]
-    assert packs.packs_of(targets, False, 8) == [[0, 1, 2, 3]]
-    assert packs.packs_of(targets, False, 8, rows=[10, 12, 10, 12]) == [[0, 2], [1, 3]]
+    assert train.packs_of(targets, False, 8) == [[0, 1, 2, 3]]
+    assert train.packs_of(targets, False, 8, rows=[10, 12, 10, 12]) == [[0, 2], [1, 3]]
 
 
 @pytest.mark.parametrize("extra, words", [

@@ -47,17 +47,14 @@ def test_each_method_trains_and_writes_a_run(tmp_path, tiny_model_dir, method, f
     # the log's rates are the schedule's scale times each group's own rate: --lr-spt is the SPT part's
     for r in rows:
         assert math.isclose(float(r["lr_spt"]) / 2e-3, float(r["lr_prompt"]) / 5e-3, rel_tol=1e-9)
-    best = max(rows, key=lambda r: float(r["dev_accuracy"]))
     model, _ = xpe.load_artifact(out, xpe.load_backbone(str(tiny_model_dir))[0])
     assert model.prompt.prompt.shape == (20, 32)
-    assert float(best["dev_accuracy"]) >= 0
 
 
 def test_schedule_follows_the_closed_form(tiny_model_dir):
     cfg = train.TrainConfig(method="dual", xpe_frac=0.7, steps=200, warmup=0.1, cycles=2, lr_prompt=5e-3, lr=5e-5)
     model = xpe.build_classifier(xpe.load_backbone(str(tiny_model_dir))[0], xpe.PromptConfig(method="dual", xpe_frac=0.7))
-    optimizer, scheduler = train.make_optimizer(model, cfg)
-    assert [g["lr"] for g in optimizer.param_groups] == [0.0, 0.0, 0.0, 0.0]  # warm-up starts at 0
+    optimizer = train.make_optimizer(model, cfg)
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.0, 0.0, 0.1, 0.0]
 
     def closed_form(step, base):
@@ -66,11 +63,8 @@ def test_schedule_follows_the_closed_form(tiny_model_dir):
         progress = (step - 20) / 180
         return base * 0.5 * (1 + math.cos(math.pi * ((2 * progress) % 1.0)))
 
-    seen = {}
-    for step in range(1, 200):
-        optimizer.step()
-        scheduler.step()
-        seen[step] = [g["lr"] for g in optimizer.param_groups]
+    assert train.lr_scale(0, cfg) == 0.0  # warm-up starts at 0
+    seen = {step: [g["lr"] * train.lr_scale(step, cfg) for g in optimizer.param_groups] for step in range(1, 200)}
     for step in (1, 10, 19, 20, 21, 65, 109, 110, 111, 155, 199):
         assert seen[step] == pytest.approx([closed_form(step, 5e-3), closed_form(step, 5e-3), closed_form(step, 5e-5),
                                             closed_form(step, 5e-5)])
@@ -339,8 +333,9 @@ def test_e5_small_learns_english_topics(e5_run):
           f"{seconds:.0f} s ({300 / seconds:.2f} steps/s, model load and dev evaluations included)")
 
 
-def test_short_run_keeps_the_result_it_had_before_the_speed_work(tmp_path, tiny_model_dir):
-    """Recorded on CPU (torch 2.13, transformers 5.24 and 4.46 alike) before bench.py's speed changes, in float32."""
+def test_a_short_run_reproduces_its_recorded_losses_and_prompt(tmp_path, tiny_model_dir):
+    """Recorded on CPU (torch 2.13, transformers 5.24 and 4.46 alike) in float32; no change to the loop, the
+    schedule or the packing may move it."""
     code, out = run(tmp_path, tiny_model_dir, "--method", "dual", "--precision", "fp32")
     assert code == 0
     rows = log_of(out)
@@ -434,8 +429,8 @@ def test_lr_spt_applies_to_the_spt_part_only(tiny_model_dir):
     argv = ["--method", "spt,dual:0.7,xpe", "--lr-spt", "1e-4", "--lr-prompt", "5e-3", "--lr", "5e-5"]
     for cfg in train.resolve_configs(train.parse_args(argv)):
         model = xpe.build_classifier(backbone, train.prompt_config(cfg))
-        optimizer, _ = train.make_optimizer(model, cfg)
-        rate = {id(p): g["initial_lr"] for g in optimizer.param_groups for p in g["params"]}
+        optimizer = train.make_optimizer(model, cfg)
+        rate = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
         if cfg.method != "xpe":
             assert rate[id(model.prompt.spt)] == 1e-4
         if cfg.method != "spt":

@@ -6,6 +6,7 @@ import torch
 from transformers import AutoModel, BertConfig, XLMRobertaConfig, XLMRobertaForSequenceClassification
 from transformers.optimization import Adafactor
 
+import train
 import xpe
 from xpe import PromptConfig, build_classifier, load_artifact, save_artifact, split_prompt
 
@@ -141,7 +142,7 @@ def test_static_prompt_and_artifact_give_the_trained_logits(tmp_path, kind, meth
     assert not hasattr(static.prompt, "xpe")
     torch.testing.assert_close(static(ids, mask), expected)
 
-    save_artifact(model, tmp_path, artifact_config(cfg))
+    save_artifact(xpe.artifact_tensors(model), tmp_path, artifact_config(cfg))
     loaded, config = load_artifact(tmp_path, tiny_backbone(kind))
     torch.testing.assert_close(loaded(ids, mask), expected)
     assert config["n_spt"] + config["n_xpe"] == 20 and config["method"] == method
@@ -154,7 +155,7 @@ def test_artifact_classifies_without_our_code(tmp_path):
 
     cfg = PromptConfig(method="dual", xpe_frac=0.7)
     model = build_classifier(tiny_backbone(), cfg).eval()
-    save_artifact(model, tmp_path, artifact_config(cfg))
+    save_artifact(xpe.artifact_tensors(model), tmp_path, artifact_config(cfg))
 
     tensors = load_file(str(tmp_path / "prompt.safetensors"))
     config = json.loads((tmp_path / "config.json").read_text())
@@ -191,7 +192,7 @@ def test_bad_settings_raise_one_clear_value_error(args, words):
 
 def test_artifact_of_another_hidden_size_is_refused(tmp_path):
     cfg = PromptConfig()
-    save_artifact(build_classifier(tiny_backbone(), cfg), tmp_path, artifact_config(cfg))
+    save_artifact(xpe.artifact_tensors(build_classifier(tiny_backbone(), cfg)), tmp_path, artifact_config(cfg))
     other = AutoModel.from_config(XLMRobertaConfig(**{**TINY, "hidden_size": 48}, type_vocab_size=1))
     with pytest.raises(ValueError, match=r"prompt is \(20, 32\) but the backbone's hidden size is 48"):
         load_artifact(tmp_path, other)
@@ -246,7 +247,7 @@ def test_the_frozen_model_is_called_the_backbone_in_the_code():
 
     allowed = re.compile(r"^(encoder_hidden|encoder_dropout|CrossPromptEncoder|PromptEncoderConfig|prompt_encoder\w*)$")
     found = []
-    for name in ("xpe.py", "train.py", "run_folders.py", "evaluate.py", "bench.py", "data.py"):
+    for name in ("xpe.py", "train.py", "evaluate.py", "bench.py", "data.py"):
         for node in ast.walk(ast.parse((ROOT / name).read_text())):
             ident = (node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute)
                      else node.arg if isinstance(node, ast.arg) else node.name if isinstance(node, ast.FunctionDef)
@@ -276,18 +277,14 @@ def test_packed_logits_are_each_models_own(kind):
     passes = []
     backbone.register_forward_hook(lambda module, args, kwargs, out: passes.append(kwargs["inputs_embeds"].shape[:2]),
                                    with_kwargs=True)
-    # (rows, width) of each backbone pass: one pass as wide as the widest prompt + batch, or passes of
-    # rows_per_pass rows (train.py on CPU: a run a pass), each only as wide as its own rows
+    # (rows, width) of the one backbone pass: every model's rows, as wide as the widest prompt + batch
     w = models[0].prompt(1).shape[1]  # the prompt length
-    for rows_per_pass, expected_passes in ((None, [(9, w + 9)]), (3, [(3, w + 5), (3, w + 9), (3, w + 5)]),
-                                           (4, [(4, w + 9), (4, w + 9), (1, w + 5)])):
-        passes.clear()
-        with torch.no_grad():
-            together = xpe.packed_logits(models, batches, rows_per_pass=rows_per_pass)
-        assert passes == expected_passes
-        with torch.no_grad():
-            for model, logits, (ids, mask) in zip(models, together, batches):
-                torch.testing.assert_close(logits, model(ids, mask), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        together = xpe.packed_logits(models, batches)
+    assert passes == [(9, w + 9)]
+    with torch.no_grad():
+        for model, logits, (ids, mask) in zip(models, together, batches):
+            torch.testing.assert_close(logits, model(ids, mask), atol=1e-5, rtol=0)
 
 
 def test_predict_restores_the_order_and_shares_each_pass():
@@ -345,13 +342,13 @@ def test_backward_per_run_gives_the_one_backward_gradients():
     shared, other = batch(1, n=4, length=9), batch(2, n=3, length=7)
     batches = [shared, other, shared, other]
     labels = [torch.tensor([0, 3, 6, 1]), torch.tensor([2, 2, 5]), torch.tensor([0, 3, 6, 1]), torch.tensor([2, 2, 5])]
-    logits = xpe.packed_logits(models, batches, rows_per_pass=4)  # what train.fit ran on a CPU before
+    logits = xpe.packed_logits(models, batches)  # one pass for the pack
     expected = [torch.nn.functional.cross_entropy(x.float(), y) for x, y in zip(logits, labels)]
     torch.stack(expected).sum().backward()
     before = grads(models)
     for m in models:
         m.zero_grad(set_to_none=True)
-    losses = xpe.backward_pack(models, batches, labels, per_run=True)
+    losses = train.backward_pack(models, batches, labels, per_run=True)
     for got, want in zip(losses, expected):
         torch.testing.assert_close(got, want.detach())
     assert not any(loss.requires_grad for loss in losses)
@@ -361,7 +358,7 @@ def test_backward_per_run_gives_the_one_backward_gradients():
             torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-7)
     for m in models:
         m.zero_grad(set_to_none=True)
-    xpe.backward_pack(models, batches, labels, per_run=False)  # the GPU path: one pass, one backward
+    train.backward_pack(models, batches, labels, per_run=False)  # the GPU path: one pass, one backward
     for got, want in zip(grads(models), before):
         for g, w in zip(got, want):
             torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-7)
@@ -390,17 +387,15 @@ def test_a_torch_without_the_probes_is_float32(monkeypatch):
     assert xpe.resolve_precision("auto", "cpu") == "fp32"
 
 
-@pytest.mark.parametrize("mode", ["store", "autocast"])
-def test_bf16_keeps_the_trainable_parts_float32_and_trains(mode):
-    """Under bf16 the backbone is stored in bf16 (store) or cast op by op (autocast); the prompt, prompt encoder
-    and head stay float32, get float32 gradients, and the logits stay close to float32's."""
+def test_bf16_keeps_the_trainable_parts_float32_and_trains():
+    """Under bf16 the backbone's ops are cast one by one (autocast); the prompt, prompt encoder and head stay
+    float32, get float32 gradients, and the logits stay close to float32's."""
     backbone = tiny_backbone()
     models = pack_of_four(backbone)
     ids, mask = batch(1, n=4)
     want = [m(ids, mask).detach() for m in models]
-    xpe.prepare_backbone(backbone, "bf16", mode)
-    assert backbone.get_input_embeddings().weight.dtype == (torch.bfloat16 if mode == "store" else torch.float32)
-    losses = xpe.backward_pack(models, [(ids, mask)] * 4, [torch.tensor([0, 1, 2, 3])] * 4, True, "bf16")
+    assert backbone.get_input_embeddings().weight.dtype == torch.float32
+    losses = train.backward_pack(models, [(ids, mask)] * 4, [torch.tensor([0, 1, 2, 3])] * 4, True, "bf16")
     assert all(torch.isfinite(loss) for loss in losses)
     for m, w in zip(models, want):
         trainable = [p for p in m.parameters() if p.requires_grad]

@@ -5,7 +5,7 @@ set -euo pipefail
 D=docs/replication
 python evaluate.py --scores $D/part1/per_language.csv $D/part2/per_language.csv $D/part3/per_language.csv \
   $(ls -v $D/seed*/scores/per_language.csv $D/dual0.3-s*/scores/per_language.csv 2>/dev/null) \
-  --baseline --compare xpe,spt --compare dual:0.7,spt --plot $D/figure2.png --plot-sort dual:0.7 --out $D \
+  --baseline --compare xpe,spt --compare dual:0.7,spt --margin 1,1.3,2.03,3.1 --plot $D/figure2.png --plot-sort dual:0.7 --out $D \
   > $D/evaluate.log 2>&1 || { cat $D/evaluate.log; exit 1; }
 python $D/claims.py $D/compare.csv > $D/claims.md
 python $D/claims.py --fill README.md $D/README.md
