@@ -311,36 +311,17 @@ def report(args, per_language, group_langs, groups, codes):
 
 # ---- one set of outputs -------------------------------------------------------------------------------------
 
-def check_folder(path, what):
-    """A folder that can be made: not a file, and not below one."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{what} {path} is a file: name a folder")
-    for parent in path.parents:
-        if parent.exists() and not parent.is_dir():
-            raise UsageError(f"{what} {path} is below {parent}, which is a file: name a folder elsewhere")
-
-
-def check_file(path, what):
-    """A file that can be written: not a folder, and not below a file."""
-    path = Path(path)
-    if path.is_dir():
-        raise UsageError(f"{what} {path} is a folder: name a file")
-    for parent in path.parents:
-        if parent.exists() and not parent.is_dir():
-            raise UsageError(f"{what} {path} is below {parent}, which is a file: name a file elsewhere")
-
-
 def digest(content):
     return hashlib.sha256(content).hexdigest()
 
 
 def previous_set(out):
-    """The files an earlier call wrote (from its manifest, if they are unchanged since), else OUTPUT_FILES there."""
+    """The files an earlier call wrote, as its manifest lists them, and unchanged since: the only files of --out a
+    call removes when it does not write them again. Without a manifest, none."""
     try:
         listed = json.loads((out / MANIFEST).read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return {(out / name).resolve() for name in OUTPUT_FILES if (out / name).is_file()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()
     stale = set()
     for name, sha in listed.items():
         path = (out / name).resolve()  # an absolute name stays itself
@@ -421,7 +402,7 @@ def predict_texts(args, device):
     precision = xpe.resolve_precision(args.precision, device)
     probabilities = xpe.classify(model, tokenizer, texts, config["max_length"], args.batch_size, precision)
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    writer = csv.writer(buf, lineterminator="\r\n")  # RFC 4180; a field with a bare \r or \n is then quoted
     writer.writerow(["text", "label"] + labels)
     for text, p in zip(texts, probabilities.tolist()):
         writer.writerow([text, labels[max(range(len(p)), key=p.__getitem__)]] + [round(x, 6) for x in p])
@@ -437,7 +418,7 @@ def export_main(args):
     found = find_runs(args.runs, note)
     if len(found) != 1:
         raise UsageError(f"--export-peft takes one run; {args.runs[0]} holds {len(found)}: name one of them")
-    check_folder(args.export_peft, "--export-peft")
+    xpe.check_writable(args.export_peft, "--export-peft")
     adapter, num_labels = peft_adapters.export_peft(found[0], args.export_peft)
     print(f"wrote {found[0]} as a PEFT prompt-tuning adapter ({adapter['num_virtual_tokens']} virtual tokens, "
           f"{num_labels} labels) to {args.export_peft} ({', '.join(peft_adapters.EXPORT_FILES)}); load it with: "
@@ -566,9 +547,9 @@ def check_flags(args):
         for m in pair:
             xpe.parse_method(m)  # the grammar now; the pair against the runs' settings in check_rows
     args.out = args.out or "results"
-    check_folder(args.out, "--out")
+    xpe.check_writable(args.out, "--out")
     if args.plot:
-        check_file(args.plot, "--plot")
+        xpe.check_writable(args.plot, "--plot", "file")
         figure.check_figure(args.plot, figure.parse_size(args.plot_size))
     for column in (args.plot_baselines or "").split(","):
         if column and column not in BASELINE_COLUMNS:

@@ -17,6 +17,7 @@ from tables import by_setting, csv_text, name_of, provenance, setting_labels, \
 # ---- Figure 2 ----------------------------------------------------------------------------------
 
 PLOT_SIZE = (2400, 1400)  # pixels; the default of the figure
+PLOT_MAX = (20000, 20000)  # a side below 2^16, and at most 1.6 GB of RGBA
 PLOT_DPI = 100
 PLOT_FIELDS = ["panel", "position", "language", "series", "accuracy", "seeds"]
 CHANCE = 1 / 7  # SIB-200 has 7 topics
@@ -105,6 +106,9 @@ def check_figure(path, size):
     if width < 400 or height < 300:
         raise UsageError(f"a figure of {width}x{height} pixels is too small to read: give at least 400x300 "
                          f"(default {PLOT_SIZE[0]}x{PLOT_SIZE[1]})")
+    if width > PLOT_MAX[0] or height > PLOT_MAX[1]:  # matplotlib refuses 2^16 pixels a side, after the scoring
+        raise UsageError(f"a figure of {width}x{height} pixels is larger than {PLOT_MAX[0]}x{PLOT_MAX[1]}, which "
+                         f"matplotlib draws: give a smaller --plot-size (default {PLOT_SIZE[0]}x{PLOT_SIZE[1]})")
     try:
         import matplotlib  # noqa: F401 (first, so that a missing matplotlib is never hidden by a cached submodule)
         import matplotlib.figure  # noqa: F401

@@ -53,6 +53,8 @@ def read_adapter(adapter_dir):
         config = json.loads(config_path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
         raise UsageError(f"{config_path} is not JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"{config_path} holds a JSON {type(config).__name__}, not the JSON object PEFT writes")
     try:
         if (folder / ADAPTER_WEIGHTS).is_file():
             tensors = load_file(str(folder / ADAPTER_WEIGHTS))
@@ -392,10 +394,26 @@ def export_peft(run_dir, out_dir):
         # module is wrapped by peft 0.17 and later: trained on and saved again. peft 0.14 to 0.16 have no such
         # field; they warn that they ignore it and load the same weights.
         adapter["modules_to_save"] = extra_modules
+    check_earlier_export(out / EXPORT_FILES[0], adapter)
     out.mkdir(parents=True, exist_ok=True)
     xpe.atomic_write(out / EXPORT_FILES[1], lambda tmp: save_file(weights, tmp, metadata={"format": "pt"}))
     xpe.atomic_write_json(out / EXPORT_FILES[0], adapter)
     return adapter, num_labels
+
+
+def check_earlier_export(config_path, adapter):
+    """An adapter_config.json already there is replaced only when it is one --export-peft wrote: its fields exactly
+    those of a PROMPT_TUNING export (another adapter, a LoRA or peft's own save, has others)."""
+    if not config_path.is_file():
+        return
+    try:
+        theirs = json.loads(config_path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        theirs = None
+    if not isinstance(theirs, dict) or set(theirs) != set(adapter) or theirs.get("peft_type") != "PROMPT_TUNING":
+        kind = theirs.get("peft_type") if isinstance(theirs, dict) else None
+        raise UsageError(f"--export-peft {config_path.parent} holds an adapter that --export-peft did not write "
+                         f"({kind or 'not one of ours'}): name a new folder, an empty one or a previous export")
 
 
 def peft_load_line(adapter, num_labels, out_dir):

@@ -152,16 +152,25 @@ def parse_methods(text, xpe_frac):
     return runs
 
 
+MAX_SEED = 2 ** 64 - 1  # torch.manual_seed's largest
+MAX_HIDDEN = 16_384    # the prompt encoder's h: its h x h layer is then 268 M weights, 1 GiB
+MAX_SEEDS = 10_000     # seeds a call names: each is a run of every method
+
+
 def parse_seeds(text):
     """[seeds] from --seed: a number, a list 1,2,5, a range 1-10, or a mix."""
     seeds = []
     for item in text.split(","):
-        first, dash, last = item.strip().partition("-")
-        if not first.isdigit() or (dash and not last.isdigit()):
+        if not re.fullmatch(r"[0-9]+(-[0-9]+)?", item.strip()):  # ASCII digits: str.isdigit takes "²"
             raise UsageError(f"--seed {text}: use a number, a list 1,2,5 or a range 1-10 (seeds are 0 or more)")
+        first, dash, last = item.strip().partition("-")
         low, high = int(first), int(last) if dash else int(first)
+        if high > MAX_SEED:
+            raise UsageError(f"--seed {text}: a seed is at most {MAX_SEED} (2^64 - 1, torch's largest)")
         if high < low:
             raise UsageError(f"--seed {text}: the range {item.strip()} runs backwards; write {high}-{low}")
+        if len(seeds) + high - low + 1 > MAX_SEEDS:
+            raise UsageError(f"--seed {text} names more than {MAX_SEEDS:,} seeds: split it into several calls")
         seeds += range(low, high + 1)
     if len(set(seeds)) != len(seeds):
         raise UsageError(f"--seed {text} names a seed twice")
@@ -226,8 +235,11 @@ def target_configs(given):
 def check_ranges(cfg):
     """Every number of the settings against the range where it means something (shared by a call's runs)."""
     finite = math.isfinite
-    rules = [(key, getattr(cfg, key) >= 1, "at least 1") for key in
-             ("steps", "batch_size", "cycles", "max_length", "encoder_hidden", "eval_batch_size")]
+    rules = [(key, getattr(cfg, key) >= 1, "at least 1") for key in ("steps", "batch_size", "cycles", "eval_batch_size")]
+    rules += [("max_length", cfg.max_length >= 3, "at least 3 (<s>, a token of text and </s>; below, a tokenizer "
+                                                   "keeps the whole text or none of it)"),
+              ("encoder_hidden", 1 <= cfg.encoder_hidden <= MAX_HIDDEN, f"between 1 and {MAX_HIDDEN} (its h x h "
+                                                                         f"layer holds h² weights)")]
     rules += [(key, getattr(cfg, key) >= 0, f"0 or more ({meaning})") for key, meaning in
               (("patience", "0 turns early stopping off"), ("eval_every", "0 means one epoch"))]
     rules += [(key, finite(getattr(cfg, key)) and getattr(cfg, key) >= 0, "a finite number, 0 or more")
@@ -395,9 +407,9 @@ def is_own(out):
 
 
 def check_own(out, what):
-    """Refuse a folder holding anything train.py did not write; `what` says what the call wanted to do there."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out} is a file, not a folder: choose another --out")
+    """Refuse a folder holding anything train.py did not write, or one it cannot write; `what` says what the call
+    wanted to do there."""
+    xpe.check_writable(out, "--out")
     if not out.is_dir() or not any(out.iterdir()):
         return
     foreign = foreign_files(out)
@@ -534,6 +546,10 @@ def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), pro
     if resume and not any(out.is_dir() for out in outs):
         raise UsageError(f"--resume: {outs[0] if len(outs) == 1 else outs[0].parent} does not exist, so there is "
                          f"nothing to resume: leave --resume out to start the {'run' if len(outs) == 1 else 'runs'}")
+    if resume and not any((out / "config.json").is_file() for out in outs):  # empty, or only a lock
+        raise UsageError(f"--resume: {'no folder of this call holds' if len(outs) > 1 else f'{outs[0]} holds no'} "
+                         f"run, so there is nothing to resume: leave --resume out to start "
+                         f"{'them' if len(outs) > 1 else 'it'}")
     if resume and not resumable:
         raise UsageError(f"--resume: {'no run of this call has' if len(outs) > 1 else f'{outs[0]} has'} reached its "
                          f"first evaluation (state.pt), so there is nothing to resume: use --overwrite")

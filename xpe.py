@@ -405,6 +405,24 @@ def load_backbone(name, device="cpu"):
 
 # ---- the inference artifact: prompt.safetensors + config.json --------------------------------
 
+def check_writable(path, what, kind="folder"):
+    """A folder (or file) that this process can make or write: not a file (a folder), not below a file, not a
+    link to nothing, and below a folder it may write in. what names it in the message, e.g. "--out"."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise UsageError(f"{what} {path} is a link to {os.readlink(path)}, which does not exist: name another {kind}")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise UsageError(f"{what} {path} is a file: name a folder")
+    if kind == "file" and path.is_dir():
+        raise UsageError(f"{what} {path} is a folder: name a file")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(f"{what} {path} is below {parent}, which is a file: name a {kind} elsewhere")
+    there = next(p for p in (path, *path.parents) if p.exists())
+    if not os.access(there, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {path}: {there} is read-only for this process: name a {kind} elsewhere")
+
+
 def atomic_write(path, write):
     """Call write(tmp_path), then rename into place: a kill never leaves a torn file."""
     path = Path(path)
@@ -443,6 +461,7 @@ def save_artifact(tensors, out_dir, config):
                if k not in config]
     if missing:
         raise UsageError(f"artifact config lacks {', '.join(missing)}")
+    check_finite(tensors, out_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / ARTIFACT_WEIGHTS, lambda tmp: save_file(tensors, tmp))
@@ -465,7 +484,16 @@ def read_artifact(artifact_dir):
     expected = {"prompt", "head.dense.weight", "head.dense.bias", "head.out_proj.weight", "head.out_proj.bias"}
     if set(tensors) != expected:
         raise UsageError(f"{weights}: expected the tensors {sorted(expected)}, found {sorted(tensors)}")
+    check_finite(tensors, weights)
     return tensors, config
+
+
+def check_finite(tensors, where):
+    """An artifact's prompt and head hold numbers: a NaN or an infinity would score as chance and predict NaN."""
+    bad = sorted(name for name, t in tensors.items() if not torch.isfinite(t).all())
+    if bad:
+        raise UsageError(f"{where}: {', '.join(bad)} hold{'s' if len(bad) == 1 else ''} values that are not finite "
+                         f"(NaN or infinite): not a usable prompt")
 
 
 def load_artifact(artifact_dir, backbone):

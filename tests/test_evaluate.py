@@ -334,7 +334,7 @@ def test_a_flag_of_another_mode_is_refused(tmp_path, runs, capsys):
 
 def test_predict_gives_one_row_per_input_line_whatever_the_line_holds(tmp_path, runs, capsys):
     lines = ["a line\u2028with a line separator", "a form\x0cfeed and a\x0bvertical tab", "next\x1cline\x85too",
-             "a \"quoted\", comma"]
+             "a \"quoted\", comma", "a bare\rcarriage return"]
     texts = tmp_path / "odd.txt"
     texts.write_bytes(("\r\n".join(lines) + "\n").encode("utf-8"))
     code, printed, err = predict_main(capsys, "--runs", str(runs / "a"), "--predict", str(texts))

@@ -194,3 +194,19 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, tiny_run, 
         assert out.read_text() == "mine\n"
     else:
         assert (sorted(p.name for p in out.iterdir()) if out.is_dir() else None) == before
+
+
+def test_an_adapter_that_export_did_not_write_is_never_overwritten(tmp_path, tiny_run, capsys):
+    """A LoRA adapter in the folder stays as it is; an earlier export of ours is replaced."""
+    lora = tmp_path / "lora"
+    lora.mkdir()
+    config = json.dumps({"peft_type": "LORA", "task_type": "SEQ_CLS", "r": 8})
+    (lora / "adapter_config.json").write_text(config)
+    (lora / "adapter_model.safetensors").write_bytes(b"lora weights")
+    assert evaluate.main(["--runs", str(tiny_run), "--export-peft", str(lora)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "did not write (LORA)" in err[0], err
+    assert (lora / "adapter_config.json").read_text() == config
+    assert (lora / "adapter_model.safetensors").read_bytes() == b"lora weights"
+    export(tiny_run, tmp_path / "ours", capsys)
+    export(tiny_run, tmp_path / "ours", capsys)  # a previous export is ours to replace

@@ -369,3 +369,25 @@ def test_import_peft_writes_into_an_out_named_like_the_scoring_default(tmp_path,
     assert evaluate.main(["--import-peft", str(tmp_path / "adapter"), "--out", "results", "--labels",
                           ",".join(data.LABELS)]) == 0, capsys.readouterr().err
     assert (tmp_path / "results" / "prompt.safetensors").is_file()
+
+
+def test_an_adapter_whose_prompt_is_not_finite_is_refused_before_anything_is_written(tmp_path, tiny_model_dir,
+                                                                                      capsys):
+    prompt = torch.randn(4, 32)
+    prompt[1, 3] = float("nan")
+    write_adapter(tmp_path / "adapter", {**PROMPT, "base_model_name_or_path": str(tiny_model_dir)},
+                  {"prompt_embeddings": prompt, **xlmr_head()})
+    assert evaluate.main(["--import-peft", str(tmp_path / "adapter"), "--out", str(tmp_path / "run"), "--labels",
+                          ",".join(data.LABELS)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "prompt holds values that are not finite" in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_adapter_config_that_is_not_an_object_is_one_line(tmp_path, capsys):
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("[1, 2]")
+    assert evaluate.main(["--import-peft", str(tmp_path / "adapter"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "adapter_config.json" in err[0] and "JSON object" in err[0], err
+    assert not (tmp_path / "run").exists()

@@ -214,6 +214,11 @@ def test_resume_of_a_folder_that_does_not_exist_says_so(tmp_path, tiny_model_dir
     err = capsys.readouterr().err
     assert f"{tmp_path / 'nowhere'} does not exist, so there is nothing to resume" in err, err
     assert not (tmp_path / "nowhere").exists()
+    (tmp_path / "empty").mkdir()  # it says what is wrong: --resume, not the want of --overwrite
+    assert train.main(argv_of(tiny_model_dir, tmp_path / "empty", "--resume")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds no run, so there is nothing to resume: leave --resume out" in err[0], err
+    assert list((tmp_path / "empty").iterdir()) == []
 
 
 # ---- the run end marker and --init -----------------------------------------------------------------

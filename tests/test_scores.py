@@ -129,6 +129,7 @@ def test_an_unfinished_run_is_refused_unless_asked_for_and_then_marked(tmp_path,
 @pytest.mark.parametrize("args, words", [
     (["--resamples", "0"], ""),  # the bootstrap is gone: argparse refuses the flag
     (["--plot", "{tmp}/f.png", "--plot-size", "100x100"], "too small"),
+    (["--plot", "{tmp}/f.png", "--plot-size", "1000000x1000000"], "larger than 20000x20000"),
     (["--compare", "xpe,dual:0.3"], "no zero-shot runs of dual:0.3"),
     (["--compare", "xpe,xpe"], "with itself"),
     (["--plot", "{tmp}/f.png", "--plot-sort", "dual:0.3"], "nothing to sort by"),
@@ -181,6 +182,18 @@ def test_a_later_call_leaves_no_file_of_an_earlier_one_and_nothing_it_did_not_wr
     assert sorted(manifest["files"]) == [n for n in left if n not in ("notes.txt", "outputs.json")]
     assert (out / "notes.txt").read_text() == "mine"
     assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))
+
+
+def test_files_of_the_output_names_that_no_manifest_lists_are_never_removed(tmp_path, capsys):
+    """Without an outputs.json, a user's compare.csv and table2.md in --out are theirs: a call that writes
+    neither leaves both."""
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "compare.csv").write_text("my comparison")
+    (out / "table2.md").write_text("my table")
+    code, _ = scores_main(tmp_path, rows_of("xpe") + rows_of("spt"), out=out)
+    assert code == 0
+    assert (out / "compare.csv").read_text() == "my comparison" and (out / "table2.md").read_text() == "my table"
 
 
 def test_a_relative_out_keeps_the_files_it_writes(tmp_path, monkeypatch, capsys):

@@ -3,9 +3,11 @@ import argparse
 import csv
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -206,6 +208,9 @@ BAD_INPUT = [  # every flag, each with the values outside the range where it mea
     (["--seed", "5-1"], "runs backwards"),
     (["--seed", "1,x"], "a list 1,2,5 or a range 1-10"),
     (["--seed", "-3"], "seeds are 0 or more"),
+    (["--seed", "²"], "--seed ²: use a number"),  # str.isdigit takes it; int() does not
+    (["--seed", "18446744073709551616"], "a seed is at most 18446744073709551615"),
+    (["--seed", "0-99999999999"], "names more than 10,000 seeds"),
     (["--source", "eng_Latn,xyz_Latn"], "xyz_Latn"),
     (["--source", "joshi6"], "joshi6"),
     (["--target", "fra_Latn"], "--target needs --init"),
@@ -228,12 +233,15 @@ BAD_INPUT = [  # every flag, each with the values outside the range where it mea
     (["--cycles", "0"], "--cycles must be at least 1"),
     (["--patience", "-1"], "--patience must be 0 or more"),
     (["--stop-after", "1.5"], "--stop-after must be a share of the steps in [0, 1]"),
-    (["--max-length", "0"], "--max-length must be at least 1"),
+    (["--max-length", "0"], "--max-length must be at least 3"),
+    (["--max-length", "1"], "--max-length must be at least 3"),  # the tokenizer would keep the whole text
+    (["--max-length", "2"], "--max-length must be at least 3"),  # every row would be <s></s>
     (["--max-length", "235"], "use --max-length 234 or less"),  # the tiny model has 256 positions, from 2
     (["--prompt-len", "0"], "prompt length"),
     (["--prompt-len", "600"], "use --prompt-len 90 or less with --max-length 164"),
-    (["--encoder-hidden", "0"], "--encoder-hidden must be at least 1, got 0"),
-    (["--encoder-hidden", "-4"], "--encoder-hidden must be at least 1"),
+    (["--encoder-hidden", "0"], "--encoder-hidden must be between 1 and 16384"),
+    (["--encoder-hidden", "-4"], "--encoder-hidden must be between 1 and 16384"),
+    (["--encoder-hidden", "100000000"], "--encoder-hidden must be between 1 and 16384"),
     (["--encoder-dropout", "1.5"], "--encoder-dropout must be a probability in [0, 1)"),
     (["--encoder-dropout", "1"], "--encoder-dropout must be a probability in [0, 1)"),
     (["--head-dropout", "-0.1"], "--head-dropout must be a probability in [0, 1)"),
@@ -267,8 +275,34 @@ def test_bad_input_walks_every_flag():
 def test_out_that_is_a_file_is_refused(tmp_path, tiny_model_dir, capsys):
     (tmp_path / "run").write_text("mine")
     code, out = run(tmp_path, tiny_model_dir)
-    assert code == 2 and "is a file, not a folder" in capsys.readouterr().err
+    assert code == 2 and "--out" in capsys.readouterr().err
     assert out.read_text() == "mine"
+
+
+@pytest.mark.parametrize("case, words", [("below a file", "which is a file"), ("a dangling link", "does not exist"),
+                                         ("read-only", "is read-only for this process")])
+def test_an_out_that_cannot_be_written_is_one_line_and_nothing_is_left(tmp_path, tiny_model_dir, capsys,
+                                                                         monkeypatch, case, words):
+    """Checked before the backbone loads: no lock-only folder, no traceback (also as root, which os.access
+    stands for here: root may write into a read-only folder, so read-only is what os.access says)."""
+    argv = ["--model", str(tiny_model_dir), "--data-dir", str(FIXTURE_SIB200), "--source", SOURCE, "--steps", "2",
+            "--batch-size", "4"]
+    if case == "below a file":
+        (tmp_path / "a-file").write_text("mine")
+        out = tmp_path / "a-file" / "run"
+    elif case == "a dangling link":
+        out = tmp_path / "link"
+        out.symlink_to(tmp_path / "nowhere")
+    else:
+        (tmp_path / "locked").mkdir()
+        out = tmp_path / "locked" / "run"
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == tmp_path / "locked"
+                            else real(p, mode, **kw))
+    assert train.main(argv + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
+    assert not out.exists() and not (tmp_path / "nowhere").exists()
 
 
 def test_grad_clip_0_is_off(tmp_path, tiny_model_dir):
