@@ -182,8 +182,8 @@ def compare_row(runs_a, runs_b, common, langs, head, counted):
 
 # ---- margins: what an interval rules out, and the seeds a decision would need ------------------------------
 
-MARGIN_FIELDS = ["source", "backbone", "group", "a", "b", "margin", "n_seeds", "mean_diff", "ci_low", "ci_high",
-                 "sd", "rules_out_plus", "rules_out_minus", "decision", "power", "seeds_for_power"]
+MARGIN_FIELDS = ["source", "backbone", "group", "a", "b", "margin", "languages", "n_seeds", "mean_diff", "ci_low",
+                 "ci_high", "sd", "rules_out_plus", "rules_out_minus", "decision", "power", "seeds_for_power"]
 POWER = 0.8
 
 
@@ -209,10 +209,19 @@ def seeds_for_power(margin, sd, power=POWER, level=LEVEL, most=10_000):
     observed per-seed sd: the smallest n with t(level, n-1) + t(power, n-1) <= margin * sqrt(n) / sd."""
     if not sd:
         return None
-    for n in range(MIN_SEEDS, most + 1):
-        if t_quantile(0.5 + level / 2, n - 1) + t_quantile(power, n - 1) <= margin * math.sqrt(n) / sd:
-            return n
-    return None
+
+    def enough(n):  # true from some n on: the left side falls and the right side grows with n
+        return t_quantile(0.5 + level / 2, n - 1) + t_quantile(power, n - 1) <= margin * math.sqrt(n) / sd
+    high = MIN_SEEDS
+    while not enough(high):  # doubling, then halving: a few dozen quantiles, not one pair a candidate n
+        if high >= most:
+            return None
+        high = min(2 * high, most)
+    low = max(MIN_SEEDS, high // 2)
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid + 1, high)
+    return high
 
 
 def margin_rows(compared, margins):
@@ -228,8 +237,8 @@ def margin_rows(compared, margins):
             else:
                 plus, minus, decision = margin_decision(r["ci_low"], r["ci_high"], margin)
                 power = power_at(margin, r["sd"], r["n_seeds"])
-            rows.append({**{k: r[k] for k in ("source", "backbone", "group", "a", "b", "n_seeds", "mean_diff",
-                                              "ci_low", "ci_high", "sd")},
+            rows.append({**{k: r[k] for k in ("source", "backbone", "group", "a", "b", "languages", "n_seeds",
+                                              "mean_diff", "ci_low", "ci_high", "sd")},
                          "margin": round(margin, 6), "rules_out_plus": {True: "yes", False: "no"}.get(plus, ""),
                          "rules_out_minus": {True: "yes", False: "no"}.get(minus, ""), "decision": decision,
                          "power": None if power is None else round(power, 3),

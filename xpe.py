@@ -418,7 +418,8 @@ def check_writable(path, what, kind="folder"):
     for parent in path.parents:
         if parent.exists() and not parent.is_dir():
             raise UsageError(f"{what} {path} is below {parent}, which is a file: name a {kind} elsewhere")
-    there = next(p for p in (path, *path.parents) if p.exists())
+    # what is written lands by a rename in a folder: that folder (or the nearest one there) must be writable
+    there = next(p for p in ((path,) if kind == "folder" else ()) + tuple(path.parents) if p.exists())
     if not os.access(there, os.W_OK | os.X_OK):
         raise UsageError(f"{what} {path}: {there} is read-only for this process: name a {kind} elsewhere")
 

@@ -184,6 +184,16 @@ def test_a_later_call_leaves_no_file_of_an_earlier_one_and_nothing_it_did_not_wr
     assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))
 
 
+def test_a_second_call_replaces_its_own_figure(tmp_path, capsys):
+    """--plot into a file an earlier call wrote: the file is replaced (its folder is what must be writable)."""
+    pytest.importorskip("matplotlib")
+    rows = rows_of("xpe") + rows_of("spt")
+    for _ in range(2):
+        code, out = scores_main(tmp_path, rows, "--plot", str(tmp_path / "fig.png"), "--plot-size", "640x480")
+        assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "fig.png").stat().st_size > 0
+
+
 def test_files_of_the_output_names_that_no_manifest_lists_are_never_removed(tmp_path, capsys):
     """Without an outputs.json, a user's compare.csv and table2.md in --out are theirs: a call that writes
     neither leaves both."""
