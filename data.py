@@ -466,7 +466,7 @@ def train_batches(lengths, batch_size, seed, epoch):
 
 def batch_plan(lengths, batch_size, seed, first_step=0):
     """The batches of row indices of a seed's steps first_step, first_step + 1, ...: epoch after epoch of
-    train_batches. train.fit takes its batches from it and bench.py times the same ones."""
+    train_batches. train.fit takes its batches from it and tools/bench.py times the same ones."""
     per_epoch = math.ceil(len(lengths) / batch_size)
     epoch, offset = divmod(first_step, per_epoch)
     while True:

@@ -4,42 +4,42 @@
     python evaluate.py --runs runs/ --compare xpe,spt --plot results/figure2.png
     python evaluate.py --scores results/per_language.csv --baseline    # the tables again, without scoring
     python evaluate.py --runs runs/xpe-joshi5-s1 --predict texts.txt > predictions.csv
-    python evaluate.py --runs runs/xpe-joshi5-s1 --export-peft peft/xpe-joshi5-s1
+    python -m tools.peft_adapters export runs/xpe-joshi5-s1 peft/xpe-joshi5-s1   # PEFT in and out: a command of its own
 
-The data flows in layers: run folders or --scores -> per-language rows (score here, or
-tables.read_scores) -> group means and tables as data (tables.py) -> paired verdicts (verdicts.py)
--> the figure (figure.py) -> one set of output files, written together (write_outputs).
+The data flows one way, top to bottom in this file: run folders or --scores -> per-language rows (score, or
+read_scores) -> settings and group means (summarise) -> the tables as data, paired verdicts and margins, Figure 2's
+numbers -> one renderer a kind (text, Markdown, CSV, PNG) -> one set of output files, written together
+(write_outputs).
 
 Only the inference artifact of each run is used (static prompt + head on the backbone): no prompt
 encoder. The backbone loads once; the test rows are tokenised once and run longest first in large
 batches, every run that shares a max length and its target languages in the same backbone pass (each
 run's prompt in front of its own copy of the batch). A source run is scored zero-shot on the target
 languages it was not trained on; a target run (train.py --target) on its own language. A setting is
-every training setting but the seed (tables.BOOKKEEPING lists what else is not the experiment).
+every training setting but the seed (BOOKKEEPING lists what else is not the experiment).
 """
 import argparse
 import csv
 import hashlib
 import io
 import json
+import math
 import os
+import statistics
 import sys
 import tempfile
+import textwrap
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
+from fractions import Fraction
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 import data
-import figure
-import peft_adapters
-import tables
-import verdicts
 import xpe
-from tables import BASELINE_COLUMNS
 from xpe import UsageError
 
 TABLE2_GROUPS = "lowperf,unseen,seen-wo-j5,all-wo-j5"
@@ -50,8 +50,7 @@ OUTPUT_FILES = ["per_language.csv", "per_group.csv", "table1.md", "table1.csv", 
                 "table3.md", "table3.csv", "compare.csv", "margins.csv"]
 MANIFEST = "outputs.json"  # written last: which files make the set, with their sha256
 # The flags of each mode besides --runs; a flag of another mode is refused.
-MODE_FLAGS = {"predict": {"predict", "batch_size", "device", "precision"}, "export": {"export_peft"},
-              "import": {"import_peft", "out", "labels", "model", "source", "seed", "groups_file", "data_dir"},
+MODE_FLAGS = {"predict": {"predict", "batch_size", "device", "precision"},
               "score": {"scores", "group", "groups", "groups_file", "data_dir", "out", "batch_size", "device",
                         "baseline", "compare", "margin", "plot", "plot_sort", "plot_size", "plot_baselines", "unfinished",
                         "precision"}}
@@ -104,7 +103,7 @@ def read_run(run_dir):
     target = config.get("target") or ""
     run = dict(dir=run_dir, config=config, mode="supervised" if target else "zero-shot",
                trained=set(config.get("source_languages", [])) if not target else set(), only=target,
-               settings=tables.settings_text(config.get("settings", {})))
+               settings=settings_text(config.get("settings", {})))
     run["ended"] = run_end(run)
     return run
 
@@ -223,10 +222,983 @@ def score_runs(args, group_langs, device):
     return score(found, rows, backbone, tokenizer, args.batch_size, languages, precision), found
 
 
-def read_scores(args):
-    rows = tables.read_scores(args.scores)
-    check_rows(args, rows)
+# ==== settings, rows read back, group means and the tables as data ================================
+# per-language rows into settings, group means and the paper's tables, with no model, apart from scoring.
+# evaluate.py scores runs into per-language rows (LANGUAGE_FIELDS) or reads them back (read_scores);
+# from there on everything is numbers: a setting is every training setting but the seed (setting_of),
+# a cell is the mean over seeds of the mean over its row's languages (summarise), and a table is data
+# (cells with their marks) that one renderer writes as text, Markdown or CSV (render).
+
+LANGUAGE_FIELDS = ["run", "mode", "method", "xpe_frac", "source", "seed", "backbone", "steps", "language", "n",
+                   "accuracy", "settings", "ended"]
+GROUP_FIELDS = ["method", "xpe_frac", "source", "backbone", "mode", "setting", "group", "languages", "seeds", "mean",
+                "std", "left_out", "settings"]
+# Settings that are not the experiment: the seed is the replicate; the paths say where the data and the
+# source run were, not what they were (the source, its languages and the labels are recorded apart); the
+# target is the row's language; the evaluation batch size changes no number. method, xpe_frac, source and
+# model are columns of their own.
+BOOKKEEPING = {"seed", "eval_batch_size", "data_dir", "groups_file", "init", "target", "method", "xpe_frac", "source",
+               "model"}
+BASELINES_PATH = Path(__file__).with_name("baselines.csv")
+BASELINE_COLUMNS = {  # columns of baselines.csv shown beside ours (SIB-200's Table 7, XLM-R large but the GPTs)
+    "xlmr_large": "XLM-R full FT", "xlt_eng": "XLT eng", "xlt_ara": "XLT ara", "xlt_zho": "XLT zho",
+    "gpt35": "GPT-3.5", "gpt4": "GPT-4"}
+PAPER_BACKBONE = "xlm-roberta-large"
+PAPER = {  # SPEC §6: the paper's accuracy (%) per (method, source, target group); True: secondhand (xpe-exp)
+    ("spt", "joshi5", "lowperf"): (36.0, False), ("spt", "joshi5", "unseen"): (56.0, False),
+    ("spt", "joshi5", "seen-wo-j5"): (85.6, False), ("spt", "joshi5", "all-wo-j5"): (68.7, False),
+    ("dual:0.7", "joshi5", "lowperf"): (37.3, False), ("dual:0.7", "joshi5", "unseen"): (57.6, False),
+    ("dual:0.7", "joshi5", "seen-wo-j5"): (86.6, False), ("dual:0.7", "joshi5", "all-wo-j5"): (70.0, False),
+    ("dual:0.3", "joshi5", "lowperf"): (36.8, True), ("xpe", "joshi5", "lowperf"): (39.1, True),
+    ("xpe", "joshi5", "unseen"): (57.2, True), ("xpe", "joshi5", "seen-wo-j5"): (84.5, True),
+    ("xpe", "joshi5", "all-wo-j5"): (69.0, True),
+    ("xpe", "seen", "lowperf"): (41.9, False), ("xpe", "seen", "unseen"): (60.8, False),
+    ("spt", "seen", "lowperf"): (39.1, True),
+    ("spt", "enarzho", "lowperf"): (35.2, False), ("spt", "enarzho", "unseen"): (54.8, False),
+    ("xpe", "enarzho", "lowperf"): (35.3, False), ("xpe", "enarzho", "unseen"): (53.7, False),
+    ("xpe", "enarzho", "seen-wo-j5"): (82.6, False), ("xpe", "enarzho", "all-wo-j5"): (66.2, False),
+    # Table 3: sequential full supervision from Joshi5, and SIB-200's in-language full fine-tuning
+    ("dual:0.7", "joshi5", "supervised-unseen"): (65.1, False), ("dual:0.7", "joshi5", "supervised-seen"): (87.6, False),
+    ("dual:0.7", "joshi5", "supervised"): (76.3, False), ("xlmr_large", "", "supervised-unseen"): (64.0, False),
+    ("xlmr_large", "", "supervised-seen"): (88.3, False), ("xlmr_large", "", "supervised"): (76.1, False),
+}
+
+
+def method_order(name):
+    method, frac = xpe.parse_method(name)
+    return {"spt": 0, "dual": 1, "xpe": 2}[method], frac
+
+
+# ---- settings ---------------------------------------------------------------------------------------
+
+def settings_text(settings):
+    """The identifying part of config.json's settings as one canonical JSON string (per_language.csv's settings)."""
+    kept = {k: v for k, v in settings.items() if k not in BOOKKEEPING}
+    return json.dumps(kept, sort_keys=True, separators=(",", ":"))
+
+
+def setting_of(row):
+    """(method, xpe_frac, source, backbone, mode, settings): what a run is, but for its seed."""
+    return row["method"], float(row["xpe_frac"]), row["source"], row["backbone"], row["mode"], row.get("settings", "")
+
+
+def rest_of(setting):
+    """A setting without its method: two settings with the same rest differ only in method."""
+    return setting[2:]
+
+
+def name_of(setting):
+    return xpe.method_name(*setting[:2])
+
+
+def _value(v):
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def setting_labels(settings, across_methods=False):
+    """{setting: column label}: the method name, then what differs among that method's settings, e.g. xpe lr 0.001
+    (across_methods: what differs among all the settings, for naming candidates that should pair)."""
+    by_name = defaultdict(list)
+    for s in settings:
+        by_name["" if across_methods else name_of(s)].append(s)
+    labels = {}
+    for name, group in by_name.items():
+        described = {s: {"backbone": s[3], **(json.loads(s[5]) if s[5] else {"settings": "not recorded"})}
+                     for s in group}
+        keys = sorted({k for d in described.values() for k in d})
+        differ = [k for k in keys if len({json.dumps(d.get(k)) for d in described.values()}) > 1]
+        for s, d in described.items():
+            parts = [f"{k.replace('_', '-')} {_value(d[k])}" if k in d else f"no {k.replace('_', '-')}"
+                     for k in differ]
+            labels[s] = " ".join([name_of(s)] + parts)
+    return labels
+
+
+def by_setting(per_language, value=lambda r: float(r["accuracy"])):
+    """{setting: {seed: {language: value(row)}}}, the accuracy by default; two runs of one seed in a setting are a
+    UsageError."""
+    table, runs = defaultdict(lambda: defaultdict(dict)), {}
+    for r in per_language:
+        setting = setting_of(r)
+        key = (setting, r["seed"], r["language"])
+        if runs.setdefault(key, r["run"]) != r["run"]:
+            raise UsageError(f"{runs[key]} and {r['run']} are both {name_of(setting)} from {setting[2]} with seed "
+                             f"{r['seed']} and the same settings on {r['language']}: one would hide the other in the "
+                             f"means over seeds; evaluate them apart")
+        table[setting][r["seed"]][r["language"]] = value(r)
+    return table
+
+
+def unfinished_runs(per_language):
+    """{run: its ended text} of the rows marked unfinished (scored with --unfinished)."""
+    return {r["run"]: r["ended"] for r in per_language if str(r.get("ended", "")).startswith("unfinished")}
+
+
+# ---- per_language.csv read back ------------------------------------------------------------------
+
+def _row_error(path, line, text):
+    return UsageError(f"--scores {path}, line {line}: {text}")
+
+
+def typed_row(r, path, line):
+    """One per_language.csv row typed as scoring makes it; a row that cannot be true is a UsageError."""
+    try:
+        row = {**r, "xpe_frac": float(r["xpe_frac"]), "seed": int(r["seed"]), "n": int(r["n"]),
+               "accuracy": float(r["accuracy"])}
+    except (TypeError, ValueError):
+        raise _row_error(path, line, "xpe_frac, seed, n and accuracy must be numbers (seed and n whole)") from None
+    empty = [k for k in ("run", "mode", "method", "source", "backbone", "language") if not r.get(k)]
+    if empty:
+        raise _row_error(path, line, f"{', '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty")
+    if not 0 <= row["accuracy"] <= 1:  # also refuses nan
+        raise _row_error(path, line, f"accuracy {r['accuracy']} is not in [0, 1] (a fraction, not a percentage)")
+    if row["n"] < 1:
+        raise _row_error(path, line, f"n = {row['n']}: an accuracy needs at least one test row")
+    if row["mode"] not in ("zero-shot", "supervised"):
+        raise _row_error(path, line, f"mode {row['mode']!r} is neither zero-shot nor supervised")
+    try:
+        xpe.method_name(row["method"], row["xpe_frac"])
+    except ValueError as e:
+        raise _row_error(path, line, str(e)) from None
+    return row
+
+
+def read_scores(paths):
+    """per_language rows from per_language.csv files (evaluate.py --out), checked and typed."""
+    rows, where = [], {}
+    for path in map(Path, paths):
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                found = list(csv.DictReader(f))
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise UsageError(f"--scores {path}: cannot read it ({type(e).__name__}: {e})") from None
+        missing = [k for k in LANGUAGE_FIELDS if not found or k not in found[0]]
+        if missing:
+            raise UsageError(f"--scores {path} is not a per_language.csv written by evaluate.py (it lacks "
+                             f"{', '.join(missing)})")
+        for line, r in enumerate(found, 2):
+            if None in r or None in r.values():
+                raise _row_error(path, line, "it has another number of fields than the header")
+            row = typed_row(r, path, line)
+            key = (row["run"], row["language"], row["mode"])
+            if key in where:
+                raise UsageError(f"--scores: {row['run']} on {row['language']} twice ({where[key]} and {path}, line "
+                                 f"{line}): give each part once")
+            where[key] = f"{path}, line {line}"
+            rows.append(row)
     return rows
+
+
+# ---- group means and baselines ---------------------------------------------------------------------
+
+def load_baselines(path=BASELINES_PATH):
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = csv.DictReader(line for line in f if not line.startswith("#"))
+        return {r["code"]: {k: float(v) for k, v in r.items() if k != "code" and v} for r in rows}
+
+
+def baseline_means(languages, table):
+    """({column: mean accuracy in [0, 1] over the languages the table has}, how many it has)."""
+    known = [lang for lang in languages if lang in table]
+    means = {k: statistics.fmean(table[lang][k] for lang in known) / 100 for k in BASELINE_COLUMNS
+             if known and all(k in table[lang] for lang in known)}
+    return means, len(known)
+
+
+def row_languages(per_language, group_langs):
+    """{(group, source, mode): the group's languages that any run of the source scored, in the group's order}."""
+    scored = defaultdict(set)
+    for r in per_language:
+        scored[r["source"], r["mode"]].add(r["language"])
+    return {(group, source, mode): [lang for lang in dict.fromkeys(langs) if lang in have]
+            for group, langs in group_langs.items() for (source, mode), have in scored.items()
+            if any(lang in have for lang in langs)}
+
+
+def seed_means(accuracies_by_seed, langs):
+    """({seed: mean over langs} for the seeds that have every one of langs, [seeds that have only some])."""
+    full, partial = {}, []
+    if not langs:
+        return full, partial
+    for seed, accuracies in sorted(accuracies_by_seed.items()):
+        have = [lang for lang in langs if lang in accuracies]
+        if len(have) == len(langs):
+            full[seed] = statistics.fmean(accuracies[lang] for lang in langs)
+        elif have:
+            partial.append(seed)
+    return full, partial
+
+
+def summarise(per_language, group_langs, only=None):
+    """per_group rows: per setting and group, the mean over seeds of each seed's mean over the row's languages.
+
+    A row's languages are the group's languages its source was scored on; a seed scored on only some of
+    them is left out (left_out) rather than averaged over fewer. only: a set of languages the rows are
+    restricted to (Table 2: those SIB-200's Table 7 has). Each row keeps `covered`, its languages.
+    """
+    table, langs_of = by_setting(per_language), row_languages(per_language, group_langs)
+    labels = setting_labels(table)
+    rows = []
+    for setting, seeds in table.items():
+        method, frac, source, backbone, mode, settings = setting
+        for group in group_langs:
+            langs = langs_of.get((group, source, mode))
+            if langs and only is not None:
+                langs = [lang for lang in langs if lang in only]
+            if not langs:
+                continue
+            full, partial = seed_means(seeds, langs)
+            if not full and not partial:
+                continue
+            means = list(full.values())
+            rows.append(dict(method=method, xpe_frac=frac, source=source, backbone=backbone, mode=mode,
+                             setting=labels[setting], group=group, languages=len(langs), seeds=len(means),
+                             mean=round(statistics.fmean(means), 6) if means else "",
+                             std=round(statistics.stdev(means), 6) if len(means) > 1 else "",
+                             left_out=" ".join(map(str, partial)), settings=settings, covered=langs,
+                             key=setting, seed_list=sorted(full)))
+    return rows
+
+
+def add_baselines(group_rows, table):
+    """SIB-200's published figures over exactly the languages of each row (Table 7 lacks nqo_Nkoo)."""
+    for row in group_rows:
+        means, known = baseline_means(row["covered"], table)
+        row.update({k: round(means[k], 6) if k in means else "" for k in BASELINE_COLUMNS}, baseline_languages=known)
+
+
+def left_out_notes(group_rows):
+    """One note per cell a seed was left out of, naming the seeds."""
+    return [f"{r['group']} from {r['source']}, {r['setting']}: seed{'s' if ' ' in r['left_out'] else ''} "
+            f"{r['left_out'].replace(' ', ', ')} left out, scored on only part of the row's {r['languages']} languages"
+            + ("; no seed covers them all, so the cell is empty" if not r["seeds"] else "")
+            for r in group_rows if r["left_out"]]
+
+
+# ---- the tables as data -----------------------------------------------------------------------------
+
+def seed_list(seeds):
+    """"1-3, 7" for seeds 1, 2, 3, 7: runs of consecutive integers shortened."""
+    seeds = sorted(seeds)
+    if not all(isinstance(s, int) for s in seeds):
+        return ", ".join(map(str, seeds))
+    spans = []
+    for s in seeds:
+        if spans and s == spans[-1][1] + 1:
+            spans[-1][1] = s
+        else:
+            spans.append([s, s])
+    return ", ".join(str(a) if a == b else f"{a}{'-' if b > a + 1 else ', '}{b}" for a, b in spans)
+
+
+def provenance(per_language):
+    """Which backbone, sources, seeds and steps a table or figure comes from, in one line."""
+    seeds, steps = defaultdict(set), set()
+    for r in per_language:
+        seeds[r["source"], r["mode"]].add(r["seed"])
+        if r["steps"] not in ("", None):
+            steps.add(int(r["steps"]))
+    backbones = sorted({r["backbone"] for r in per_language})
+    sources = sorted({s for s, _ in seeds})
+    if len({frozenset(v) for v in seeds.values()}) == 1:
+        seed_text = f"seeds {seed_list(next(iter(seeds.values())))}"
+    else:
+        seed_text = "seeds " + "; ".join(f"{seed_list(v)} ({s}{', supervised' if m == 'supervised' else ''})"
+                                         for (s, m), v in sorted(seeds.items()))
+    return " · ".join([f"backbone{'s' if len(backbones) > 1 else ''} {', '.join(backbones)}",
+                       f"source{'s' if len(sources) > 1 else ''} {', '.join(sources)}", seed_text,
+                       f"steps {', '.join(map(str, sorted(steps)))}" if steps else "steps not recorded"])
+
+
+def paper_note(per_language):
+    backbones = {r["backbone"] for r in per_language}
+    ours = "" if backbones and all(Path(b).name.lower() == PAPER_BACKBONE for b in backbones) else \
+        "; this backbone is not XLM-R large, so they only show the pattern to look for"
+    return f"[x]: the paper's figure, on XLM-R large{ours}; †: secondhand, quoted by the first author's xpe-exp"
+
+
+def ours_cell(row, paper, unfinished):
+    """A cell of ours from a per_group row: mean and std over seeds; empty (mean None) when no seed is full."""
+    return dict(kind="ours", mean=row["mean"] if row["seeds"] else None, std=row["std"], seeds=row["seeds"],
+                languages=row["languages"], paper=paper, best=False,
+                unfinished=any(f"{row['key']}|{s}" in unfinished for s in row["seed_list"]))
+
+
+def baseline_cell(mean, languages, code):
+    return dict(kind="baseline", code=code, mean=mean, std="", seeds="", languages=languages, paper=None, best=False,
+                unfinished=False)
+
+
+def mark_best(cells):
+    """The best of our full cells in a row (where there are two or more) gets the best mark.
+
+    Only cells with the row's most seeds compete: a mean over 2 seeds beside one over 10 is not a ranking.
+    """
+    ours = [c for c in cells if c and c["kind"] == "ours" and c["mean"] is not None]
+    most = max((c["seeds"] for c in ours), default=0)
+    for c in ours:
+        c["unranked"] = c["seeds"] < most
+    ranked = [c for c in ours if not c["unranked"]]
+    if len(ranked) > 1:
+        top = max(c["mean"] for c in ranked)
+        for c in ranked:
+            c["best"] = c["mean"] == top
+
+
+def unfinished_keys(per_language):
+    """'setting|seed' of the rows scored from unfinished runs."""
+    return {f"{setting_of(r)}|{r['seed']}" for r in per_language if str(r.get("ended", "")).startswith("unfinished")}
+
+
+def zero_shot_table(per_language, group_langs, with_baselines):
+    """Table 1 (or Table 2 with the baselines): a row per target group and source, a column per setting.
+
+    Table 2 averages ours and SIB-200's over exactly the row's languages that SIB-200's Table 7 has.
+    """
+    rows = [r for r in per_language if r["mode"] == "zero-shot"]
+    baselines = load_baselines() if with_baselines else None
+    group_rows = summarise(rows, group_langs, only=set(baselines) if with_baselines else None)
+    full = {(r["group"], r["source"]): r["languages"] for r in summarise(rows, group_langs)} \
+        if with_baselines else {}
+    labels = setting_labels({r["key"] for r in group_rows})
+    columns = sorted(set(labels.values()), key=lambda c: (method_order(c.split()[0]), c))
+    unfinished = unfinished_keys(rows)
+    table = dict(keys=["target", "source", "languages"], columns=columns + (
+        list(BASELINE_COLUMNS.values()) if with_baselines else []), rows=[], notes=left_out_notes(group_rows),
+                 with_std=not with_baselines)
+    for group in group_langs:
+        for source in sorted({r["source"] for r in group_rows}):
+            mine = {labels[r["key"]]: r for r in group_rows if r["group"] == group and r["source"] == source}
+            if not mine:
+                continue
+            covered = next(iter(mine.values()))["covered"]
+            cells = {c: ours_cell(r, PAPER.get((c, source, group)), unfinished) for c, r in mine.items()}
+            languages = str(len(covered))
+            if with_baselines:
+                means, _ = baseline_means(covered, baselines)
+                cells.update({BASELINE_COLUMNS[k]: baseline_cell(round(means[k], 6), len(covered), k)
+                              for k in BASELINE_COLUMNS if k in means})
+                if len(covered) < full[group, source]:
+                    languages = f"{len(covered)} of {full[group, source]}"
+            mark_best(list(cells.values()))
+            table["rows"].append(dict(keys=[group, source, languages], cells=cells))
+    if with_baselines and any(" of " in r["keys"][2] for r in table["rows"]):
+        table["notes"].append("k of n: ours and SIB-200's figures both average the k of the row's n languages that "
+                              "SIB-200's Table 7 has (it lacks nqo_Nkoo)")
+    return table
+
+
+def supervised_table(per_language, specs):
+    """Table 3: target runs (sequential full supervision) per target group beside in-language full fine-tuning."""
+    rows = [r for r in per_language if r["mode"] == "supervised"]
+    if not rows:
+        return None
+    group_rows = summarise(rows, specs)
+    labels = setting_labels({r["key"] for r in group_rows})
+    named = {r["key"]: f"{labels[r['key']]} from {r['source']}" for r in group_rows}
+    columns = sorted(set(named.values()), key=lambda c: (method_order(c.split()[0]), c))
+    unfinished, baselines = unfinished_keys(rows), load_baselines()
+    table = dict(keys=["target"], columns=columns + [BASELINE_COLUMNS["xlmr_large"]], rows=[],
+                 notes=left_out_notes(group_rows), with_std=True)
+    for group in specs:
+        mine = [r for r in group_rows if r["group"] == group]
+        if not mine:
+            continue
+        cells = {named[r["key"]]: ours_cell(r, PAPER.get((name_of(r["key"]), r["source"], group)), unfinished)
+                 for r in mine}
+        covered = sorted(set().union(*(r["covered"] for r in mine)))
+        means, known = baseline_means(covered, baselines)
+        if "xlmr_large" in means:
+            cells[BASELINE_COLUMNS["xlmr_large"]] = dict(baseline_cell(round(means["xlmr_large"], 6), known, "xlmr_large"),
+                                                         paper=PAPER.get(("xlmr_large", "", group)))
+        table["rows"].append(dict(keys=[group], cells=cells))
+    return table
+
+
+def finish_table(table, title, per_language):
+    """Caption and the notes of the marks that appear (the paper's figure, best, unfinished)."""
+    cells = [c for r in table["rows"] for c in r["cells"].values()]
+    notes = []
+    if any(c["paper"] for c in cells):
+        notes.append(paper_note(per_language))
+    if any(c["best"] for c in cells):
+        notes.append("*: the best of our methods in the row" + (
+            ", of those with the row's most seeds" if any(c.get("unranked") for c in cells) else ""))
+    if any(c["unfinished"] for c in cells):
+        notes.append("‡: includes unfinished runs (scored with --unfinished): " + ", ".join(
+            f"{run} ({why})" for run, why in sorted(unfinished_runs(per_language).items())))
+    table.update(caption=f"{title}. {provenance(per_language)}", notes=notes + table["notes"],
+                 backbone=", ".join(sorted({r["backbone"] for r in per_language})),
+                 seed_list=seed_list({r["seed"] for r in per_language}),
+                 steps=", ".join(sorted({str(r["steps"]) for r in per_language})))
+    return table
+
+
+# ---- one renderer: text, Markdown, CSV ------------------------------------------------------------
+
+def cell_text(cell, with_std, markdown=False):
+    """'56.3 ± 1.2 (3) [56.0]': mean ± std over seeds (n seeds), then the paper's figure; one seed: '56.3 (n = 1)'."""
+    if cell is None or cell["mean"] is None:
+        return "-"
+    value = f"{100 * cell['mean']:.1f}"
+    if with_std and cell["kind"] == "ours":
+        value += f" ± {100 * cell['std']:.1f} ({cell['seeds']})" if cell["seeds"] > 1 else " (n = 1)"
+    if cell["paper"]:
+        value += f" [{cell['paper'][0]:.1f}{'†' if cell['paper'][1] else ''}]"
+    if cell["unfinished"]:
+        value += " ‡"
+    if cell["best"]:
+        value = f"**{value}**" if markdown else f"*{value}"
+    return value
+
+
+def grid(table, markdown=False):
+    header = table["keys"] + table["columns"]
+    lines = [r["keys"] + [cell_text(r["cells"].get(c), table["with_std"], markdown) for c in table["columns"]]
+             for r in table["rows"]]
+    return header, lines
+
+
+def render_text(table):
+    header, lines = grid(table)
+    widths = [max(len(str(row[i])) for row in [header] + lines) for i in range(len(header))]
+    body = "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + lines)
+    return "\n".join([table["caption"], body] + table["notes"])
+
+
+def render_markdown(table):
+    header, lines = grid(table, markdown=True)
+    rows = [header, ["---"] * len(header)] + lines
+    body = "\n".join("| " + " | ".join(str(c) for c in row) + " |" for row in rows)
+    return f"{table['caption']}\n\n{body}\n\n" + "".join(f"{line}  \n" for line in table["notes"])
+
+
+def render_csv_rows(table):
+    """One CSV row per cell: its row's keys, the column, the numbers and marks as fields."""
+    out = []
+    for r in table["rows"]:
+        keys = dict(zip(table["keys"], r["keys"]))
+        for column in table["columns"]:
+            c = r["cells"].get(column)
+            if c is None:
+                continue
+            out.append({**keys, "column": c.get("code", column), "kind": c["kind"], "mean": "" if c["mean"] is None else c["mean"],
+                        "std": c["std"], "seeds": c["seeds"], "languages": c["languages"],
+                        "best": int(c["best"]) if c["kind"] == "ours" else "",
+                        "paper": c["paper"][0] if c["paper"] else "",
+                        "paper_secondhand": int(c["paper"][1]) if c["paper"] else "",
+                        "unfinished": int(c["unfinished"]) if c["kind"] == "ours" else "",
+                        "backbone": table["backbone"], "seed_list": table["seed_list"], "steps": table["steps"]})
+    return out
+
+
+def csv_text(fields, rows):
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def table_files(name, table):
+    """{file name: text} of a table: NAME.md and NAME.csv."""
+    rows = render_csv_rows(table)
+    fields = list(dict.fromkeys(k for r in rows for k in r)) or table["keys"] + ["column", "mean"]
+    return {f"{name}.md": render_markdown(table), f"{name}.csv": csv_text(fields, rows)}
+
+
+# ==== paired verdicts: does A beat B, by seeds ====================================================
+# does method A beat method B? Paired differences with seeds as the unit, t-intervals and verdicts.
+# For a pair of settings that differ only in method and a target group: d_s, the mean over the group's
+# languages of A's accuracy minus B's for each seed s both have; then n, the mean of d_s, their standard
+# deviation and a 95 % t-interval on n - 1 degrees of freedom. The languages are the named members of
+# the group, not a sample of languages, so they are averaged, not resampled. With fewer than 3 seeds no
+# interval is given: one degree of freedom makes it the mean ± 12.7 times |d_1 - d_2| / 2, a width that
+# rests on a single difference.
+
+COMPARE_FIELDS = ["source", "backbone", "group", "a", "b", "seeds", "languages", "mean_diff", "ci_low", "ci_high",
+                  "wins", "ties", "losses", "n_seeds", "sd", "verdict", "left_out", "seed_diffs"]
+MIN_SEEDS = 3  # fewer: no interval, "too few seeds"
+LEVEL = 0.95
+
+
+# ---- Student's t, without scipy ---------------------------------------------------------------------
+
+def _beta_fraction(a, b, x):
+    """The continued fraction of the incomplete beta function (modified Lentz), converging for x < (a+1)/(a+b+2)."""
+    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def incomplete_beta(a, b, x):
+    """The regularized incomplete beta function I_x(a, b)."""
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1) / (a + b + 2):
+        return front * _beta_fraction(a, b, x) / a
+    return 1.0 - front * _beta_fraction(b, a, 1 - x) / b
+
+
+def t_cdf(t, df):
+    """P(T <= t) for Student's t with df degrees of freedom."""
+    tail = 0.5 * incomplete_beta(df / 2, 0.5, df / (df + t * t))
+    return 1 - tail if t > 0 else tail
+
+
+def t_quantile(p, df):
+    """The t with P(T <= t) = p (0.5 <= p < 1), by bisection on t_cdf to float precision."""
+    if not 0.5 <= p < 1 or df <= 0:
+        raise ValueError(f"t_quantile needs 0.5 <= p < 1 and df > 0, got p={p}, df={df}")
+    low, high = 0.0, 1.0
+    while t_cdf(high, df) < p:
+        high *= 2
+    for _ in range(200):
+        mid = (low + high) / 2
+        if t_cdf(mid, df) < p:
+            low = mid
+        else:
+            high = mid
+        if high - low < 1e-12 * max(1.0, high):
+            break
+    return (low + high) / 2
+
+
+def seed_interval(diffs, level=LEVEL):
+    """(n, mean, sd, low, high, verdict) of per-seed differences; sd "" below 2 seeds, no interval below 3."""
+    n = len(diffs)
+    mean = statistics.fmean(diffs)
+    sd = statistics.stdev(diffs) if n > 1 else None
+    if n < MIN_SEEDS:
+        return n, mean, sd, None, None, "too few seeds"
+    half = t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
+    low, high = mean - half, mean + half
+    verdict = "holds" if low > 0 else "fails" if high < 0 else "undecided"
+    return n, mean, sd, low, high, verdict
+
+
+# ---- paired settings ---------------------------------------------------------------------------
+
+def pair_settings(table, a, b):
+    """[(setting of A, setting of B)] that differ only in method; a UsageError naming the candidates if none."""
+    found = defaultdict(list)
+    for setting in table:
+        found[name_of(setting)].append(setting)
+    for name in (a, b):
+        if name not in found:
+            raise UsageError(f"no zero-shot runs of {name} to compare; there are runs of: "
+                             f"{', '.join(sorted(found)) or 'none'}")
+    sources = {name: sorted({s[2] for s in found[name]}) for name in (a, b)}
+    if not set(sources[a]) & set(sources[b]):
+        raise UsageError(f"{a} and {b} have no source in common ({a}: {', '.join(sources[a])}; {b}: "
+                         f"{', '.join(sources[b])}): train both on one source")
+    pairs = [(sa, sb) for sa in found[a] for sb in found[b] if rest_of(sa) == rest_of(sb)]
+    if not pairs:
+        labels = setting_labels(found[a] + found[b], across_methods=True)
+        raise UsageError(f"no setting of {a} differs from one of {b} only in method (candidates: "
+                         f"{'; '.join(f'{labels[s]} from {s[2]}' for s in found[a] + found[b])}): train them with "
+                         f"the same settings")
+    return sorted(pairs, key=lambda p: (p[0][2], p[0][3], str(p[0][5])))
+
+
+def check_pair(table, a, b):
+    """The setting pairs of --compare A,B in table (by_setting of zero-shot rows), each with a seed in common."""
+    names = [xpe.method_name(*xpe.parse_method(m)) for m in (a, b)]
+    if names[0] == names[1]:
+        raise UsageError(f"--compare {a},{b} compares {names[0]} with itself: name two methods, e.g. xpe,spt")
+    pairs = pair_settings(table, *names)
+    for sa, sb in pairs:
+        if not set(table[sa]) & set(table[sb]):
+            raise UsageError(f"{names[0]} and {names[1]} from {sa[2]} are unpaired: no seed in common "
+                             f"({names[0]}: {', '.join(map(str, sorted(table[sa])))}; "
+                             f"{names[1]}: {', '.join(map(str, sorted(table[sb])))}): train them with the same --seed")
+    return pairs
+
+
+def compare(per_language, a, b, group_langs):
+    """Paired zero-shot differences A - B per setting pair, source and target group: COMPARE_FIELDS rows.
+
+    a, b: methods as method_name writes them (xpe, spt, dual:0.7). A seed is in a row when A and B both
+    have it on every language of the row (the group's languages the source was scored on); the others
+    are named in left_out. wins/ties/losses count the languages by the sign of the mean over those seeds of
+    A - B, from the rows counted right (correct_rows): a tie is no difference at all.
+    """
+    zero_shot = [r for r in per_language if r["mode"] == "zero-shot"]
+    table, langs_of = by_setting(zero_shot), row_languages(zero_shot, group_langs)
+    counted = by_setting(zero_shot, value=correct_rows)
+    labels = setting_labels(table)
+    rows = []
+    for sa, sb in check_pair(table, a, b):
+        runs_a, runs_b = table[sa], table[sb]
+        common = sorted(set(runs_a) & set(runs_b))
+        for group in group_langs:
+            rows.append(compare_row(runs_a, runs_b, common, langs_of.get((group, sa[2], "zero-shot"), []),
+                                    dict(source=sa[2], backbone=sa[3], group=group, a=labels[sa], b=labels[sb]),
+                                    (counted[sa], counted[sb])))
+    return rows
+
+
+def correct_rows(row):
+    """A row's accuracy as the exact share of its n test rows it got right (scoring rounds it to 6 decimals)."""
+    return Fraction(round(row["accuracy"] * row["n"]), row["n"])
+
+
+def compare_row(runs_a, runs_b, common, langs, head, counted):
+    """One COMPARE_FIELDS row (head: its source, backbone, group, a, b) over the seeds in common that cover
+    every one of langs in A and in B; counted: A's and B's exact shares right (correct_rows), for the signs."""
+    full_a, part_a = seed_means({s: runs_a[s] for s in common}, langs)
+    full_b, part_b = seed_means({s: runs_b[s] for s in common}, langs)
+    seeds = [s for s in common if s in full_a and s in full_b]
+    left_out = sorted((set(full_a) | set(full_b) | set(part_a) | set(part_b)) - set(seeds))
+    row = dict(seeds=" ".join(map(str, seeds)), languages=len(langs), mean_diff=None, ci_low=None, ci_high=None,
+               wins=0, ties=0, losses=0, n_seeds=len(seeds), sd=None, verdict="no seeds",
+               left_out=" ".join(map(str, left_out)), seed_diffs="")
+    if not seeds:  # e.g. a group of the source's own languages: nothing zero-shot to compare
+        return {k: {**head, **row}[k] for k in COMPARE_FIELDS}
+    diffs = [full_a[s] - full_b[s] for s in seeds]
+    n, mean, sd, low, high, verdict = seed_interval(diffs)
+    per_lang = [sum(counted[0][s][lang] - counted[1][s][lang] for s in seeds) for lang in langs]  # exact
+    row.update(seed_diffs=" ".join(f"{d:.6f}" for d in diffs), mean_diff=round(mean, 6), sd=None if sd is None else round(sd, 6), verdict=verdict,
+               ci_low=None if low is None else round(low, 6), ci_high=None if high is None else round(high, 6),
+               wins=sum(d > 0 for d in per_lang), ties=sum(d == 0 for d in per_lang),
+               losses=sum(d < 0 for d in per_lang))
+    return {k: {**head, **row}[k] for k in COMPARE_FIELDS}
+
+
+# ---- margins: what an interval rules out, and the seeds a decision would need ------------------------------
+
+MARGIN_FIELDS = ["source", "backbone", "group", "a", "b", "margin", "languages", "n_seeds", "mean_diff", "ci_low",
+                 "ci_high", "sd", "rules_out_plus", "rules_out_minus", "decision", "power", "seeds_for_power"]
+POWER = 0.8
+
+
+def margin_decision(low, high, margin):
+    """(rules out +M, rules out -M, decision): what a 95 % interval [low, high] says of a difference of margin M
+    (> 0) or more, either way. decision "within": the interval lies inside (-M, +M), so no difference as large
+    as M either way; "below": it rules out +M or more only; "above": -M or less only; "neither": neither side.
+    """
+    plus, minus = high < margin, low > -margin
+    return plus, minus, "within" if plus and minus else "below" if plus else "above" if minus else "neither"
+
+
+def power_at(margin, sd, n, level=LEVEL):
+    """The chance that n seeds of per-seed sd give an interval that excludes 0 when the difference is margin
+    (a paired t-test; the noncentral t approximated by a shifted central one)."""
+    if n < 2 or not sd:
+        return None
+    return 1 - t_cdf(t_quantile(0.5 + level / 2, n - 1) - margin * math.sqrt(n) / sd, n - 1)
+
+
+def seeds_for_power(margin, sd, power=POWER, level=LEVEL, most=10_000):
+    """The fewest seeds whose interval excludes 0 with the given power when the difference is margin, at the
+    observed per-seed sd: the smallest n with t(level, n-1) + t(power, n-1) <= margin * sqrt(n) / sd."""
+    if not sd:
+        return None
+
+    def enough(n):  # true from some n on: the left side falls and the right side grows with n
+        return t_quantile(0.5 + level / 2, n - 1) + t_quantile(power, n - 1) <= margin * math.sqrt(n) / sd
+    high = MIN_SEEDS
+    while not enough(high):  # doubling, then halving: a few dozen quantiles, not one pair a candidate n
+        if high >= most:
+            return None
+        high = min(2 * high, most)
+    low = max(MIN_SEEDS, high // 2)
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid + 1, high)
+    return high
+
+
+def margin_rows(compared, margins):
+    """MARGIN_FIELDS rows: each compare row with a per-seed sd, against each margin (a fraction, e.g. 0.02); below
+    MIN_SEEDS seeds, no interval: no decision, but the seeds a decision would need."""
+    rows = []
+    for r in compared:
+        if r["sd"] is None:
+            continue
+        for margin in margins:
+            if r["ci_low"] is None:
+                plus, minus, decision, power = None, None, "too few seeds", None
+            else:
+                plus, minus, decision = margin_decision(r["ci_low"], r["ci_high"], margin)
+                power = power_at(margin, r["sd"], r["n_seeds"])
+            rows.append({**{k: r[k] for k in ("source", "backbone", "group", "a", "b", "languages", "n_seeds",
+                                              "mean_diff", "ci_low", "ci_high", "sd")},
+                         "margin": round(margin, 6), "rules_out_plus": {True: "yes", False: "no"}.get(plus, ""),
+                         "rules_out_minus": {True: "yes", False: "no"}.get(minus, ""), "decision": decision,
+                         "power": None if power is None else round(power, 3),
+                         "seeds_for_power": seeds_for_power(margin, r["sd"])})
+    return rows
+
+
+def decision_text(decision, points):
+    return {"within": f"no effect of {points:g} either way", "below": f"below +{points:g}",
+            "above": f"above -{points:g}"}.get(decision, decision)
+
+
+def margin_text(rows):
+    """margin_rows as an aligned table, in accuracy points."""
+    header = ["source", "group", "A - B", "M (pp)", "95 % t-interval (pp)", "rules out +M", "rules out -M",
+              "decision", "seeds", "power at M", f"seeds for {POWER:.0%} power"]
+    lines = [[r["source"], r["group"], f"{r['a']} - {r['b']}", f"{100 * r['margin']:g}",
+              "-" if r["ci_low"] is None else f"[{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]",
+              r["rules_out_plus"] or "-", r["rules_out_minus"] or "-",
+              decision_text(r["decision"], 100 * r["margin"]), r["n_seeds"],
+              "-" if r["power"] is None else f"{r['power']:.2f}",
+              "-" if r["seeds_for_power"] is None else r["seeds_for_power"]] for r in rows]
+    widths = [max(len(str(row[i])) for row in [header] + lines) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + lines)
+
+
+def compare_notes(rows):
+    return [f"{r['a']} - {r['b']} from {r['source']} on {r['group']}: seed{'s' if ' ' in r['left_out'] else ''} "
+            f"{r['left_out'].replace(' ', ', ')} left out, not scored on all {r['languages']} languages in both"
+            for r in rows if r["left_out"]]
+
+
+def compare_text(rows):
+    """compare's rows as an aligned table, differences in accuracy points (%)."""
+    several = len({r["backbone"] for r in rows}) > 1
+    header = ["source"] + (["backbone"] if several else []) + [
+        "group", "A - B", "mean (pp)", "sd (pp)", "95 % t-interval (pp)", "verdict", "seeds", "wins", "ties",
+        "losses", "languages"]
+    lines = []
+    for r in rows:
+        known = r["mean_diff"] is not None
+        lines.append([r["source"]] + ([r["backbone"]] if several else []) + [
+            r["group"], f"{r['a']} - {r['b']}", f"{100 * r['mean_diff']:+.2f}" if known else "-",
+            f"{100 * r['sd']:.2f}" if r["sd"] is not None else "-",
+            f"[{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]" if r["ci_low"] is not None else "-",
+            r["verdict"], r["n_seeds"], r["wins"], r["ties"], r["losses"], r["languages"]])
+    widths = [max(len(str(row[i])) for row in [header] + lines) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + lines)
+
+
+def print_compare(rows):
+    print(compare_text(rows))
+
+
+# ==== Figure 2: its numbers apart from the drawing ================================================
+# the paper's Figure 2, its numbers (one series per setting and baseline) apart from the drawing.
+# figure_numbers gives the series, panels and the rows of the figure's CSV; draw_png draws them with
+# matplotlib (an optional extra) into PNG bytes; plot_languages writes both, each whole or not at all.
+
+PLOT_SIZE = (2400, 1400)  # pixels; the default of the figure
+PLOT_MAX = (20000, 20000)  # a side below 2^16, and at most 1.6 GB of RGBA
+PLOT_DPI = 100
+PLOT_FIELDS = ["panel", "position", "language", "series", "accuracy", "seeds"]
+CHANCE = 1 / 7  # SIB-200 has 7 topics
+
+
+def parse_size(text):
+    """(width, height) in pixels from "2400x1400"."""
+    width, _, height = str(text).lower().partition("x")
+    if not (width.strip().isdigit() and height.strip().isdigit()):
+        raise UsageError(f"a figure size is WIDTHxHEIGHT in pixels, e.g. {PLOT_SIZE[0]}x{PLOT_SIZE[1]}; got {text!r}")
+    return int(width), int(height)
+
+
+def plot_series(per_language, baselines=None):
+    """The figure's series: one per setting (mean over its seeds per language), then one per baseline.
+
+    Each is a dict: label, setting (None for a baseline), values {language: accuracy}, seeds {language: count}.
+    """
+    table = by_setting(per_language)
+    backbones = sorted({s[3] for s in table})
+    if len(backbones) > 1:
+        raise UsageError(f"results from different backbones ({', '.join(backbones)}): plot them one at a time")
+    series, labels = [], setting_labels(table)
+    unfinished = {setting_of(r) for r in per_language if str(r.get("ended", "")).startswith("unfinished")}
+    for setting in sorted(table, key=lambda s: (s[2], s[4] != "zero-shot", s[1], s[0], labels[s])):
+        source, mode = setting[2], setting[4]
+        values = defaultdict(list)
+        for accuracies in table[setting].values():
+            for lang, accuracy in accuracies.items():
+                values[lang].append(accuracy)
+        label = f"{labels[setting]} ({source}{', supervised' if mode != 'zero-shot' else ''})" + \
+            (" ‡ unfinished" if setting in unfinished else "")
+        series.append(dict(label=label, setting=setting, values={k: statistics.fmean(v) for k, v in values.items()},
+                           seeds={k: len(v) for k, v in values.items()}))
+    for name, values in (baselines or {}).items():
+        outside = [lang for lang, v in values.items() if not 0 <= v <= 1]
+        if outside:
+            raise UsageError(f"baseline {name!r} has accuracies outside [0, 1] ({outside[0]}: {values[outside[0]]}); "
+                             f"divide percentages by 100")
+        series.append(dict(label=name, setting=None, values=dict(values), seeds={}))
+    return series
+
+
+def sort_series(series, sort_by):
+    """The series named by sort_by: METHOD or METHOD@SOURCE (dual:0.7@joshi5), a series' label, or a baseline's name.
+
+    None: the first setting. Where a setting was run both zero-shot and supervised, the zero-shot one.
+    """
+    settings = [s for s in series if s["setting"]]
+    if sort_by is None:
+        return settings[0]
+    for s in series:
+        if s["label"] == sort_by:
+            return s
+    name, _, source = str(sort_by).partition("@")
+    try:
+        name = xpe.method_name(*xpe.parse_method(name))
+    except UsageError:
+        pass  # no setting has that name: the error below lists those there are
+    chosen = [s for s in settings if name_of(s["setting"]) == name and source in ("", s["setting"][2])]
+    sources = sorted({s["setting"][2] for s in chosen})
+    if len(sources) > 1:
+        raise UsageError(f"{name} was trained on several sources ({', '.join(sources)}): sort by "
+                         f"{' or '.join(f'{name}@{s}' for s in sources)}")
+    if not chosen:
+        there = list(dict.fromkeys(f"{name_of(s['setting'])}@{s['setting'][2]}" for s in settings))
+        named = [s["label"] for s in series if not s["setting"]]
+        raise UsageError(f"nothing to sort by named {sort_by!r}: name one of {', '.join(there)}"
+                         + (f" or a baseline ({', '.join(named)})" if named else ""))
+    zero_shot = [s for s in chosen if s["setting"][4] == "zero-shot"] or chosen
+    if len(zero_shot) > 1:
+        raise UsageError(f"{sort_by} names {len(zero_shot)} settings: sort by one of their labels "
+                         f"({'; '.join(s['label'] for s in zero_shot)})")
+    return zero_shot[0]
+
+
+def check_figure(path, size):
+    """The figure's path and size, before anything is scored; (width, height)."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise UsageError(f"the figure is a PNG: give a path ending in .png, got {path}")
+    try:
+        width, height = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise UsageError(f"a figure size is (width, height) in pixels, got {size!r}") from None
+    if width < 400 or height < 300:
+        raise UsageError(f"a figure of {width}x{height} pixels is too small to read: give at least 400x300 "
+                         f"(default {PLOT_SIZE[0]}x{PLOT_SIZE[1]})")
+    if width > PLOT_MAX[0] or height > PLOT_MAX[1]:  # matplotlib refuses 2^16 pixels a side, after the scoring
+        raise UsageError(f"a figure of {width}x{height} pixels is larger than {PLOT_MAX[0]}x{PLOT_MAX[1]}, which "
+                         f"matplotlib draws: give a smaller --plot-size (default {PLOT_SIZE[0]}x{PLOT_SIZE[1]})")
+    try:
+        import matplotlib  # noqa: F401 (first, so that a missing matplotlib is never hidden by a cached submodule)
+        import matplotlib.figure  # noqa: F401
+    except ImportError:
+        raise UsageError("the figure needs matplotlib: pip install matplotlib "
+                         "(or pip install -r requirements-plot.txt)") from None
+    return width, height
+
+
+def figure_numbers(per_language, groups, sort_by=None, baselines=None):
+    """(series, the series sorted by, panels, CSV rows): everything the figure shows, as numbers.
+
+    panels: [(name, title, languages sorted by the key series, highest first)]; rows: PLOT_FIELDS.
+    """
+    series = plot_series(per_language, baselines)
+    if not any(s["setting"] for s in series):
+        raise UsageError("no per-language results to plot: evaluate some runs first")
+    key = sort_series(series, sort_by)
+    languages = set().union(*(s["values"] for s in series if s["setting"]))
+    if groups.get("seen") and groups.get("unseen"):
+        seen, unseen = set(groups["seen"]), set(groups["unseen"])
+        panels = [("seen", "languages seen by XLM-R in pretraining", languages & seen),
+                  ("unseen", "languages unseen by XLM-R", languages & unseen),
+                  ("other", "languages in neither group", languages - seen - unseen)]
+    else:
+        panels = [("all", "all languages", languages)]
+    panels = [(name, title, sorted(langs, key=lambda lang: (-key["values"].get(lang, -1.0), lang)))
+              for name, title, langs in panels if langs]
+    rows = [dict(panel=name, position=i + 1, language=lang, series=s["label"],
+                 accuracy=round(s["values"][lang], 6) if lang in s["values"] else "",
+                 seeds=s["seeds"].get(lang, "") if s["setting"] else "")
+            for name, _, langs in panels for i, lang in enumerate(langs) for s in series]
+    return series, key, panels, rows
+
+
+def figure_files(per_language, groups, path, size=PLOT_SIZE, sort_by=None, baselines=None):
+    """{path: bytes} of the PNG and, beside it, its numbers (path with .csv); nothing is written."""
+    path = Path(path)
+    width, height = check_figure(path, size)
+    series, key, panels, rows = figure_numbers(per_language, groups, sort_by, baselines)
+    png = draw_png(series, key, panels, (width, height), provenance(per_language))
+    return {path: png, path.with_suffix(".csv"): csv_text(PLOT_FIELDS, rows).encode("utf-8")}, rows
+
+
+def plot_languages(per_language, groups, path, size=PLOT_SIZE, sort_by=None, baselines=None):
+    """The paper's Figure 2: accuracy per target language, one series per setting and baseline.
+
+    Two panels, the languages seen by XLM-R in pretraining and the unseen (groups["seen"],
+    groups["unseen"]; one panel of all languages where groups lacks them), each sorted by the
+    series sort_by names (sort_series), highest first. size: (width, height) of the PNG in pixels.
+    baselines: {name shown in the legend: {language: accuracy in [0, 1]}}; missing languages are gaps.
+    Writes path (.png) and, beside it, the plotted numbers as path with .csv (PLOT_FIELDS; accuracy in
+    [0, 1], seeds: how many a setting's mean is over), each whole or not at all; returns those rows.
+    """
+    files, rows = figure_files(per_language, groups, path, size, sort_by, baselines)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    for target, content in sorted(files.items(), key=lambda kv: kv[0].suffix != ".csv"):
+        xpe.atomic_write(target, lambda tmp, content=content: Path(tmp).write_bytes(content))
+    return rows
+
+
+def draw_png(series, key, panels, size, caption):
+    """The figure drawn from figure_numbers' series and panels: PNG bytes of size (width, height) pixels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import PercentFormatter
+
+    width, height = size
+    fig = Figure(figsize=((width + 0.5) / PLOT_DPI, (height + 0.5) / PLOT_DPI), dpi=PLOT_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+    spacing = 0.93 * width / max(len(langs) for _, _, langs in panels)  # pixels between two x labels
+    label_pt = max(4.0, min(9.0, 0.8 * spacing * 72 / PLOT_DPI / 1.2))
+    longest = max(len(lang) for _, _, langs in panels for lang in langs) * 0.62 * label_pt * PLOT_DPI / 72
+    rotation = 0 if longest < 0.85 * spacing else 90  # upright codes where they fit side by side
+    colours = iter(["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
+                    "#bcbd22", "#7f7f7f"] * 10)
+    styles = []
+    for s in series:
+        if s["setting"]:
+            styles.append(dict(color=next(colours), marker="o", markersize=3.5, linewidth=2.2 if s is key else 1.1,
+                               zorder=3 if s is key else 2))
+        else:
+            k = sum(1 for st in styles if st.get("zorder") == 1)
+            styles.append(dict(color=["black", "#666666"][k % 2], marker="x+"[k % 2], markersize=4.5, linewidth=0.9,
+                               linestyle=["--", "-."][k % 2], zorder=1))
+    for ax, (_, title, langs) in zip(axes, panels):
+        x = list(range(len(langs)))
+        for s, style in zip(series, styles):
+            ax.plot(x, [100 * s["values"][lang] if lang in s["values"] else float("nan") for lang in langs],
+                    label=s["label"], **style)
+        ax.axhline(100 * CHANCE, color="grey", linewidth=0.8, linestyle=":", label="chance (1 in 7 topics)")
+        ax.set_xticks(x, langs, rotation=rotation, fontsize=label_pt)
+        ax.set_xlim(-0.7, len(langs) - 0.3)
+        ax.set_ylim(0, 100)
+        ax.yaxis.set_major_formatter(PercentFormatter(100, decimals=0))
+        ax.set_ylabel("accuracy")
+        ax.grid(axis="y", alpha=0.35)
+        ax.grid(axis="x", alpha=0.12)
+        ax.set_title(f"{title} ({len(langs)}), sorted by {key['label']}", fontsize=11, loc="left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.suptitle("SIB-200 test accuracy per target language\n" + textwrap.fill(
+        f"{caption} · each point: the mean over a setting's seeds", max(40, int(width / 9))),
+        fontsize=11)
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 8), fontsize=10, frameon=False)
+
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=PLOT_DPI)
+    return png.getvalue()
 
 
 # ---- the report: every output file, in memory -----------------------------------------------------------
@@ -234,77 +1206,77 @@ def read_scores(args):
 def check_rows(args, per_language):
     """The rows (or, before scoring, a row a run) against the flags, before anything is scored or written:
     unfinished runs unless --unfinished, two runs of one setting and seed, --compare and --plot-sort."""
-    unfinished = sorted(tables.unfinished_runs(per_language).items())
+    unfinished = sorted(unfinished_runs(per_language).items())
     if unfinished and not args.unfinished:
         (run, why), more = unfinished[0], f" (and {len(unfinished) - 1} more)" if len(unfinished) > 1 else ""
         raise UsageError(f"{run} is {why}{more}: leave it out, or give --unfinished to take it marked as such")
-    tables.by_setting(per_language)
-    zero_shot = tables.by_setting(r for r in per_language if r["mode"] == "zero-shot")
+    by_setting(per_language)
+    zero_shot = by_setting(r for r in per_language if r["mode"] == "zero-shot")
     for pair in args.compare or []:
-        verdicts.check_pair(zero_shot, *[m.strip() for m in pair.split(",")])
+        check_pair(zero_shot, *[m.strip() for m in pair.split(",")])
     if args.plot and args.plot_sort:
-        figure.sort_series(figure.plot_series(per_language), args.plot_sort)
+        sort_series(plot_series(per_language), args.plot_sort)
 
 
 def report(args, per_language, group_langs, groups, codes):
     """({file name in --out: text}, {figure path: bytes}, what to print): the whole set, nothing written."""
     if not per_language:
         raise UsageError(f"no run has a target language in {', '.join(group_langs)}: choose other --groups")
-    files, printed = {"per_language.csv": tables.csv_text(tables.LANGUAGE_FIELDS, per_language)}, []
-    group_rows = tables.summarise(per_language, group_langs)
-    fields = tables.GROUP_FIELDS
+    files, printed = {"per_language.csv": csv_text(LANGUAGE_FIELDS, per_language)}, []
+    group_rows = summarise(per_language, group_langs)
+    fields = GROUP_FIELDS
     if args.baseline:
-        tables.add_baselines(group_rows, tables.load_baselines())
+        add_baselines(group_rows, load_baselines())
         fields = fields + list(BASELINE_COLUMNS) + ["baseline_languages"]
-    files["per_group.csv"] = tables.csv_text(fields, group_rows)
+    files["per_group.csv"] = csv_text(fields, group_rows)
     zero_shot = [r for r in per_language if r["mode"] == "zero-shot"]
     made = []
     if zero_shot:
         made.append(("table1", "Table 1: zero-shot accuracy (%) per target group and source, mean ± std over seeds "
                      "(n seeds) of each seed's mean over the row's languages",
-                     tables.zero_shot_table(zero_shot, group_langs, False), zero_shot))
+                     zero_shot_table(zero_shot, group_langs, False), zero_shot))
     if zero_shot and args.baseline:
         made.append(("table2", "Table 2: ours (mean over seeds) beside SIB-200's published figures, both over the "
                      "languages of the row that SIB-200 has (XLM-R large fine-tuned in-language or on one language, "
-                     "GPT zero-shot prompting)", tables.zero_shot_table(zero_shot, group_langs, True), zero_shot))
+                     "GPT zero-shot prompting)", zero_shot_table(zero_shot, group_langs, True), zero_shot))
     supervised = [r for r in per_language if r["mode"] == "supervised"]
     if supervised:
         specs = {name: data.resolve_languages(spec, groups, codes) for name, spec in SUPERVISED_GROUPS.items()
                  if all(part in groups for part in spec.split(","))}
         specs = specs or {"targets": sorted({r["language"] for r in supervised})}  # a groups file of one's own
         made.append(("table3", "Table 3: sequential full supervision, accuracy (%) on each target's own test split, "
-                     "mean ± std over seeds (n seeds)", tables.supervised_table(supervised, specs), supervised))
+                     "mean ± std over seeds (n seeds)", supervised_table(supervised, specs), supervised))
     for name, title, table, rows in made:
-        table = tables.finish_table(table, title, rows)
-        files.update(tables.table_files(name, table))
-        printed.append(tables.render_text(table))
+        table = finish_table(table, title, rows)
+        files.update(table_files(name, table))
+        printed.append(render_text(table))
     compared = []
     for pair in args.compare or []:
         a, b = [m.strip() for m in pair.split(",")]
-        rows = [r for r in verdicts.compare(per_language, a, b, group_langs) if r["mean_diff"] is not None or
+        rows = [r for r in compare(per_language, a, b, group_langs) if r["mean_diff"] is not None or
                 r["left_out"]]  # a group of the source's own languages has nothing zero-shot to compare
         printed.append("\n".join([f"Paired difference {a} - {b} (accuracy points): per seed, the mean over the "
                                   f"group's languages; 95 % t-interval over seeds (none below "
-                                  f"{verdicts.MIN_SEEDS} seeds). {tables.provenance(zero_shot)}",
-                                  verdicts.compare_text(rows)] + verdicts.compare_notes(rows)))
+                                  f"{MIN_SEEDS} seeds). {provenance(zero_shot)}",
+                                  compare_text(rows)] + compare_notes(rows)))
         compared += rows
     if compared:
-        files["compare.csv"] = tables.csv_text(verdicts.COMPARE_FIELDS, compared)
+        files["compare.csv"] = csv_text(COMPARE_FIELDS, compared)
     if compared and args.margin:
-        margins = verdicts.margin_rows(compared, [m / 100 for m in args.margin])
+        margins = margin_rows(compared, [m / 100 for m in args.margin])
         printed.append("\n".join([
             "Margins (accuracy points): whether each 95 % t-interval above rules out a difference of +M or more and "
             "of -M or less; 'no effect of M either way': it lies inside (-M, +M). Power: the chance that this many "
             "seeds, at the observed per-seed sd, give an interval that excludes 0 when the difference is M.",
-            verdicts.margin_text(margins)]))
-        files["margins.csv"] = tables.csv_text(verdicts.MARGIN_FIELDS, margins)
+            margin_text(margins)]))
+        files["margins.csv"] = csv_text(MARGIN_FIELDS, margins)
     pictures = {}
     if args.plot:
         columns = (args.plot_baselines or ("xlt_eng,gpt4" if args.baseline else "")).split(",")
-        table = tables.load_baselines()
+        table = load_baselines()
         baselines = {f"SIB-200 {BASELINE_COLUMNS[c]}": {code: v[c] / 100 for code, v in table.items() if c in v}
                      for c in columns if c}
-        pictures, _ = figure.figure_files(per_language, groups, args.plot, figure.parse_size(args.plot_size),
+        pictures, _ = figure_files(per_language, groups, args.plot, parse_size(args.plot_size),
                                           args.plot_sort, baselines)
     return files, pictures, printed
 
@@ -411,39 +1383,6 @@ def predict_texts(args, device):
     return 0
 
 
-def export_main(args):
-    """--export-peft: one run's artifact as a PEFT adapter; nothing is scored."""
-    if len(args.runs) != 1:
-        raise UsageError(f"--export-peft takes exactly one run in --runs, got {len(args.runs)}")
-    found = find_runs(args.runs, note)
-    if len(found) != 1:
-        raise UsageError(f"--export-peft takes one run; {args.runs[0]} holds {len(found)}: name one of them")
-    xpe.check_writable(args.export_peft, "--export-peft")
-    adapter, num_labels = peft_adapters.export_peft(found[0], args.export_peft)
-    print(f"wrote {found[0]} as a PEFT prompt-tuning adapter ({adapter['num_virtual_tokens']} virtual tokens, "
-          f"{num_labels} labels) to {args.export_peft} ({', '.join(peft_adapters.EXPORT_FILES)}); load it with: "
-          f"{peft_adapters.peft_load_line(adapter, num_labels, args.export_peft)}")
-    return 0
-
-
-def import_main(args):
-    """--import-peft: a PEFT prompt adapter as a run folder (--out) that scoring, --predict and --export-peft take."""
-    if args.runs:
-        raise UsageError("--import-peft reads an adapter folder, not --runs: leave --runs out")
-    if args.out is None:
-        raise UsageError("--import-peft needs --out RUN_DIR: the run folder to write")
-    source_languages = ()
-    if args.source:
-        groups, codes = data.groups_and_codes(args.groups_file, args.data_dir)
-        source_languages = data.resolve_languages(args.source, groups, codes)
-    labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
-    out = peft_adapters.import_adapter(args.import_peft, args.out, labels=labels, model=args.model,
-                                       source=args.source or "imported", source_languages=source_languages,
-                                       seed=args.seed)
-    print(f"wrote {args.import_peft} as the run {out}; score it with: python evaluate.py --runs {out}")
-    return 0
-
-
 # ---- the command line --------------------------------------------------------------------------------
 
 def parser():
@@ -457,8 +1396,7 @@ def parser():
     p.add_argument("--groups-file", help="language groups in the form of groups.json (default groups.json)")
     p.add_argument("--data-dir", help="local data laid out as DIR/<code>/test.tsv (default: SIB-200 from the hub)")
     p.add_argument("--out", default=None, help="folder for per_language.csv, per_group.csv, the tables and "
-                                               "compare.csv, written as one set (default results); with "
-                                               "--import-peft: the run folder to write")
+                                               "compare.csv, written as one set (default results)")
     p.add_argument("--batch-size", type=int, default=256, help="rows per backbone pass, shared by the runs scored "
                                                                "together (default 256)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cuda when there is one)")
@@ -481,37 +1419,23 @@ def parser():
     p.add_argument("--plot-sort", metavar="METHOD[@SOURCE]",
                    help="order the figure's languages by this setting, highest first, e.g. dual:0.7 or "
                         "dual:0.7@joshi5, or a series' label (default: the first setting)")
-    p.add_argument("--plot-size", default=f"{figure.PLOT_SIZE[0]}x{figure.PLOT_SIZE[1]}",
-                   help=f"the figure's size in pixels (default {figure.PLOT_SIZE[0]}x{figure.PLOT_SIZE[1]})")
+    p.add_argument("--plot-size", default=f"{PLOT_SIZE[0]}x{PLOT_SIZE[1]}",
+                   help=f"the figure's size in pixels (default {PLOT_SIZE[0]}x{PLOT_SIZE[1]})")
     p.add_argument("--plot-baselines", help=f"baselines.csv columns drawn in the figure, comma-separated, from "
                                             f"{', '.join(BASELINE_COLUMNS)} (default with --baseline: xlt_eng,gpt4)")
     p.add_argument("--predict", metavar="FILE", help="classify the texts of FILE (one a line; - reads standard input) "
                                                      "with one run: CSV on standard output")
-    p.add_argument("--export-peft", metavar="DIR", help="write one run as a PEFT prompt-tuning adapter that "
-                                                        "peft.PeftModel.from_pretrained loads")
-    p.add_argument("--import-peft", metavar="DIR", help="write a PEFT prompt-tuning or P-tuning adapter (or the "
-                                                        "paper's authors' layout) as the run folder --out")
-    p.add_argument("--labels", help="with --import-peft: the head's labels in order, comma-separated (default: the "
-                                    "adapter's id2label)")
-    p.add_argument("--model", help="with --import-peft: the backbone (default: the adapter's base_model_name_or_path)")
-    p.add_argument("--source", help="with --import-peft: the languages it was trained on, a spec as train.py takes "
-                                    "(default: none, every language is zero-shot)")
-    p.add_argument("--seed", type=int, default=0, help="with --import-peft: the seed it was trained with (default 0)")
     return p
 
 
 def mode_of(args, defaults):
-    """predict, export or score; a flag given that belongs to another mode is a UsageError."""
-    given = [flag for flag in ("predict", "export_peft", "import_peft") if getattr(args, flag) is not None]
-    if len(given) > 1:
-        raise UsageError(f"{' and '.join('--' + g.replace('_', '-') for g in given)} are modes of their own: give one")
-    mode = {"predict": "predict", "export_peft": "export", "import_peft": "import"}[given[0]] if given else "score"
+    """predict or score; a flag given that belongs to the other mode is a UsageError."""
+    mode = "predict" if args.predict is not None else "score"
     stray = [k for k, v in vars(args).items() if k != "runs" and k not in MODE_FLAGS[mode] and v != defaults[k]]
     if stray:
         flags = ", ".join("--" + k.replace("_", "-") for k in stray)
         raise UsageError(f"{flags} {'does' if len(stray) == 1 else 'do'} not go with "
-                         f"{ {'predict': '--predict', 'export': '--export-peft', 'import': '--import-peft', 'score': 'scoring'}[mode]}: "
-                         f"leave {'it' if len(stray) == 1 else 'them'} out")
+                         f"{'--predict' if mode == 'predict' else 'scoring'}: leave {'it' if len(stray) == 1 else 'them'} out")
     return mode
 
 
@@ -550,7 +1474,7 @@ def check_flags(args):
     xpe.check_writable(args.out, "--out")
     if args.plot:
         xpe.check_writable(args.plot, "--plot", "file")
-        figure.check_figure(args.plot, figure.parse_size(args.plot_size))
+        check_figure(args.plot, parse_size(args.plot_size))
     for column in (args.plot_baselines or "").split(","):
         if column and column not in BASELINE_COLUMNS:
             raise UsageError(f"--plot-baselines: unknown column {column!r}; use some of {', '.join(BASELINE_COLUMNS)}")
@@ -564,10 +1488,6 @@ def main(argv=None):
     try:
         mode = mode_of(args, defaults)
         device = xpe.pick_device(args.device)
-        if mode == "export":
-            return export_main(args)
-        if mode == "import":
-            return import_main(args)
         if mode == "predict":
             return predict_texts(args, device)
         check_flags(args)
@@ -576,7 +1496,8 @@ def main(argv=None):
                                                  list(groups) if args.groups_file else TABLE2_GROUPS.split(","))
         group_langs = {spec: data.resolve_languages(spec, groups, codes) for spec in specs}
         if args.scores:
-            per_language, found = read_scores(args), None
+            per_language, found = read_scores(args.scores), None
+            check_rows(args, per_language)
         else:
             per_language, found = score_runs(args, group_langs, device)
         files, pictures, printed = report(args, per_language, group_langs, groups, codes)

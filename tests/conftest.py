@@ -2,6 +2,8 @@
 
 Outside CI a missing asset skips the tests that need it; under CI (CI set) it fails them.
 """
+import csv
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -11,6 +13,24 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 FIXTURE_SIB200 = ROOT / "tests" / "fixtures" / "sib200"
+EXTRAS = {"peft": "pip install peft", "matplotlib": "pip install -r requirements-plot.txt"}
+
+
+def require_extra(module):
+    """An optional extra's module: without it the test skips, and under CI, which installs the extras, it fails."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        extra = module.split(".")[0]
+        message = f"{extra} is not installed ({EXTRAS[extra]})"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI must install it")
+        pytest.skip(message)
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
 
 
 def _asset(variable, default, probe, what):
@@ -36,8 +56,6 @@ def e5_dir():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random XLM-R with a word-level tokenizer over the fixture's words, saved as a hub folder."""
-    import csv
-
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaModel

@@ -1,17 +1,14 @@
-"""bench.py stays alive: --quick runs both sides and prints finite positive figures; the FLOP formula is right."""
-import importlib.util
+"""tools/bench.py stays alive: --quick runs both sides and prints finite positive figures; the FLOP formula is right."""
 import math
 import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from conftest import ROOT, require_extra
 
 NUMBER = r"([-+0-9.eE]+|nan|inf)"
 
@@ -26,7 +23,7 @@ def test_flop_formula_matches_torch_flop_counter():
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
-    import bench
+    from tools import bench
     import xpe
 
     torch.manual_seed(0)
@@ -50,7 +47,7 @@ def test_missing_peft_fails_with_one_line(tmp_path):
     fake.mkdir()
     (fake / "__init__.py").write_text("raise ImportError('No module named peft')\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    out = subprocess.run([sys.executable, "bench.py", "--quick"], cwd=ROOT, env=env, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "tools.bench", "--quick"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
@@ -58,12 +55,8 @@ def test_missing_peft_fails_with_one_line(tmp_path):
 
 
 def test_quick_prints_both_sides_and_ratios(sib200_dir, e5_dir):
-    if importlib.util.find_spec("peft") is None:
-        message = "peft is not installed (pip install peft): bench.py's peer side needs it"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI must install it")
-        pytest.skip(message)
-    out = subprocess.run([sys.executable, "bench.py", "--quick", "--data-dir", str(sib200_dir),
+    require_extra("peft")  # the peer side
+    out = subprocess.run([sys.executable, "-m", "tools.bench", "--quick", "--data-dir", str(sib200_dir),
                           "--tokenizer", str(e5_dir)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     lines = out.stdout.strip().splitlines()
@@ -110,7 +103,7 @@ def closing_ratios(lines):
 
 def test_only_the_chosen_gpu_is_made_visible():
     """The Trainer spreads the peer over every visible GPU (DataParallel) while ours uses one: leave one."""
-    import bench
+    from tools import bench
 
     assert bench.visible_devices("cuda", None) == "0"
     assert bench.visible_devices("cuda:1", None) == "1"
@@ -120,7 +113,7 @@ def test_only_the_chosen_gpu_is_made_visible():
 
 
 def test_the_peak_for_mfu_is_the_gpus_own():
-    import bench
+    from tools import bench
 
     assert bench.peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
     assert bench.peak_tflops("NVIDIA H100 PCIe") == 756.0
@@ -132,7 +125,7 @@ def test_the_peak_for_mfu_is_the_gpus_own():
 
 def test_ours_is_timed_through_the_loop_train_py_runs(sib200_dir, e5_dir, monkeypatch, capsys):
     """Every training figure of ours comes from train.fit, bookkeeping included, not from a copy of its loop."""
-    import bench
+    from tools import bench
     import train
 
     monkeypatch.setenv("TQDM_DISABLE", "1")  # bench.main sets it; the test gives it back afterwards
@@ -156,7 +149,7 @@ def test_ours_is_timed_through_the_loop_train_py_runs(sib200_dir, e5_dir, monkey
 def test_a_pack_peaks_at_one_runs_memory(sib200_dir, e5_dir):
     """The memory probe (a child process training N runs) on a toy shape, widened so that activations count:
     four runs packed peak within 1.3x of one run, because each run's pass goes backward as it ends."""
-    import bench
+    from tools import bench
 
     args = bench.parse_args(["--quick", "--data-dir", str(sib200_dir), "--tokenizer", str(e5_dir), "--batch-size",
                              "64", "--steps", "1"])

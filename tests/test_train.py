@@ -1,18 +1,25 @@
-"""train.py on a tiny random XLM-R and the SIB-200 fixture; one real run on e5-small."""
+"""train.py on a tiny random XLM-R and the SIB-200 fixture (one real run on e5-small, in conftest): each method
+trains; packed runs equal the runs alone; the run folders (only ours written or removed, one call at a time, a
+kill after any write resumes identically); target calls in packs and calls spread over processes.
+"""
 import argparse
 import csv
+import fcntl
 import json
 import math
 import os
+import shutil
 import signal
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
+import evaluate
 import train
 import xpe
 from conftest import FIXTURE_SIB200, ROOT
@@ -511,3 +518,460 @@ def test_an_unknown_precision_is_one_line(tmp_path, tiny_model_dir, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "auto, fp32, bf16" in err[0], err
     assert not out.exists()
+
+
+
+# ---- run folders: only ours written to or removed, one call a folder, a kill after any write resumes identically ------
+
+TWO_BY_TWO = ["--method", "spt,xpe", "--seed", "1-2"]
+
+
+def four_steps_argv(model_dir, out, *extra):
+    return ["--model", str(model_dir), "--data-dir", str(FIXTURE_SIB200), "--source", "eng_Latn,fra_Latn",
+            "--steps", "4", "--batch-size", "4", "--eval-every", "2", "--lr", "1e-3", "--out", str(out),
+            "--device", "cpu", *extra]
+
+
+@pytest.fixture
+def one_backbone(monkeypatch):
+    """Every call of a test on one loaded backbone (it is frozen), in one thread: many short calls of a tiny
+    model, which on a shared CPU run several times faster so."""
+    real, loaded, threads = xpe.load_backbone, {}, torch.get_num_threads()
+
+    def load(name, device="cpu"):
+        if name not in loaded:
+            loaded[name] = real(name, device)
+        return loaded[name]
+    monkeypatch.setattr(xpe, "load_backbone", load)
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def model_folder(path):
+    """A copy of a Hugging Face model folder, as a user might keep one."""
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({"model_type": "xlm-roberta", "hidden_size": 32}))
+    save_file({"w": torch.zeros(2)}, str(path / "model.safetensors"))
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (path / name).write_text("{}")
+    return {p.name: p.read_bytes() for p in path.iterdir()}
+
+
+# ---- whose folder ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flag", [[], ["--overwrite"], ["--resume"]])
+def test_a_folder_train_py_did_not_write_is_left_as_it_is(tmp_path, tiny_model_dir, capsys, flag):
+    before = model_folder(tmp_path / "model")
+    assert train.main(four_steps_argv(tiny_model_dir, tmp_path / "model", *flag)) == 2
+    err = capsys.readouterr().err
+    assert "holds files that train.py did not write (model.safetensors, special_tokens_map.json" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in (tmp_path / "model").iterdir()} == before
+
+
+def test_a_config_json_of_someone_else_is_refused(tmp_path, tiny_model_dir, capsys):
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "config.json").write_text('{"name": "my project"}')
+    assert train.main(four_steps_argv(tiny_model_dir, tmp_path / "project", "--overwrite")) == 2
+    assert "holds a config.json that train.py did not write" in capsys.readouterr().err
+    assert (tmp_path / "project" / "config.json").read_text() == '{"name": "my project"}'
+
+
+def test_overwrite_removes_only_train_pys_files(tmp_path, tiny_model_dir, one_backbone, capsys):
+    out = tmp_path / "run"
+    assert train.main(four_steps_argv(tiny_model_dir, out)) == 0
+    (out / "notes.txt").write_text("mine")
+    assert train.main(four_steps_argv(tiny_model_dir, out, "--overwrite")) == 2
+    assert "(notes.txt)" in capsys.readouterr().err and (out / "notes.txt").is_file()
+    (out / "notes.txt").unlink()
+    train.clear(out)
+    assert sorted(p.name for p in out.iterdir()) == [train.MARK]
+
+
+def test_a_run_from_before_the_marker_is_still_train_pys(tmp_path, tiny_model_dir, one_backbone):
+    out = tmp_path / "run"
+    assert train.main(four_steps_argv(tiny_model_dir, out)) == 0
+    (out / train.MARK).unlink()
+    assert train.is_own(out)
+    assert train.main(four_steps_argv(tiny_model_dir, out, "--overwrite", "--method", "spt")) == 0
+    assert json.loads((out / "config.json").read_text())["method"] == "spt"
+
+
+def test_a_folder_in_use_is_refused_at_once(tmp_path, tiny_model_dir, one_backbone, capsys):
+    out = tmp_path / "run"
+    assert train.main(four_steps_argv(tiny_model_dir, out)) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    fd = os.open(out / train.MARK, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as a call training into it holds it
+    try:
+        for flag in ("--overwrite", "--resume"):
+            assert train.main(four_steps_argv(tiny_model_dir, out, flag, "--steps", "6")) == 2
+            err = capsys.readouterr().err
+            assert f"{out} is in use: another train.py call is training into it" in err, err
+    finally:
+        os.close(fd)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert train.main(four_steps_argv(tiny_model_dir, out, "--resume")) == 0  # the lock went with its holder
+
+
+def test_claiming_a_folder_in_use_undoes_what_the_call_made(tmp_path):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    fd = os.open(busy / train.MARK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(train.UsageError, match="is in use"):
+            train.claim([tmp_path / "new", busy])
+    finally:
+        os.close(fd)
+    assert not (tmp_path / "new").exists()
+    fds = train.claim([tmp_path / "new", busy])  # the lock is gone with its holder
+    train.release(fds)
+
+
+# ---- a kill after every write resumes to the same runs ---------------------------------------------
+
+def killed_states(monkeypatch, argv, root, code=0):
+    """Train argv whole, copying its --out after each file it writes (and after it claims its folders): what a
+    kill at that moment leaves on disk. [(copy, what was just written)]"""
+    out = argv[argv.index("--out") + 1]
+    real_replace, real_claim, shots = os.replace, train.claim, []
+
+    def shoot(what):
+        shots.append((root / f"kill{len(shots):03d}", what))
+        shutil.copytree(out, shots[-1][0])
+
+    def replace(src, dst):
+        real_replace(src, dst)
+        shoot(os.path.relpath(dst, out))
+
+    def claim(outs):
+        fds = real_claim(outs)
+        shoot("the lock files")
+        return fds
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(train, "claim", claim)
+    assert train.main(argv) == code
+    monkeypatch.setattr(os, "replace", real_replace)
+    monkeypatch.setattr(train, "claim", real_claim)
+    return shots
+
+
+def same_run(a, b):
+    """The same files with the same tensors, log.csv rows, progress and config.json (the seconds aside)."""
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir()), (a, b)
+    for name in ("prompt.safetensors", "best.safetensors"):
+        if (a / name).is_file():
+            x, y = load_file(str(a / name)), load_file(str(b / name))
+            assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), (a, name)
+    if (a / "state.pt").is_file():
+        x, y = train.load(a / "state.pt"), train.load(b / "state.pt")
+        assert all(torch.equal(x["model"][k], y["model"][k]) for k in x["model"]), a
+        timeless = [{k: v for k, v in s["progress"].items() if k not in ("seconds", "log", "rng_cpu")} for s in (x, y)]
+        assert timeless[0] == timeless[1], a
+        strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+        assert strip(log_of(a)) == strip(log_of(b))
+    assert json.loads((a / "config.json").read_text()) == json.loads((b / "config.json").read_text())
+
+
+@pytest.mark.parametrize("pack, code", [
+    (TWO_BY_TWO, 0),
+    (["--method", "xpe", "--seed", "1-2", "--pack-seeds"], 0),
+    # the SPT part overflows in step 2 (the warm-up's first rate is 0): found by the dev loss at step 2, or with
+    # evaluations every 3 steps by the training loss of step 3; that run leaves the pack while the other saves
+    (["--method", "spt,xpe", "--lr-spt", "1e38", "--steps", "3", "--warmup", "0.34"], 1),
+    (["--method", "spt,xpe", "--lr-spt", "1e38", "--steps", "4", "--warmup", "0.25", "--eval-every", "3"], 1),
+], ids=["seeds-in-turn", "seeds-packed", "dev-loss-overflows", "training-loss-overflows"])
+def test_a_kill_after_any_write_resumes_to_the_same_runs(tmp_path, tiny_model_dir, one_backbone, monkeypatch,
+                                                         capsys, pack, code):
+    """Dropout on: the resumed pack must continue the same random stream, with the same runs in it. Two
+    evaluations: the first makes the best model, the second saves over the first."""
+    whole = tmp_path / "whole"
+    short = ["--steps", "2", "--eval-every", "1", *pack]
+    argv = four_steps_argv(tiny_model_dir, whole, *short)
+    shots = killed_states(monkeypatch, argv, tmp_path, code)
+    runs = sorted(p.name for p in whole.iterdir())
+    assert len(shots) > 5 * len(runs), len(shots)
+    for shot, what in shots:
+        resumed = four_steps_argv(tiny_model_dir, shot, *short)
+        got = train.main(resumed + ["--resume"])
+        if got == 2 and "nothing to resume" in capsys.readouterr().err:  # killed before any run's first save
+            got = train.main(resumed + ["--overwrite"])
+        assert got == code, what
+        for name in runs:
+            same_run(whole / name, shot / name)
+        shutil.rmtree(shot)
+
+
+# ---- what a resume continues -----------------------------------------------------------------------
+
+def test_a_resume_in_another_pack_is_refused(tmp_path, tiny_model_dir, one_backbone, capsys):
+    argv = four_steps_argv(tiny_model_dir, tmp_path / "runs", *TWO_BY_TWO, "--pack-seeds", "--steps", "2")
+    assert train.main(argv) == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*")  if p.is_file()}
+    for other in (["--method", "spt,xpe", "--seed", "1-2"], ["--method", "spt", "--seed", "1-2", "--pack-seeds"]):
+        code = train.main(four_steps_argv(tiny_model_dir, tmp_path / "runs", *other, "--steps", "2", "--resume"))
+        err = capsys.readouterr().err
+        assert code == 2 and "was trained in a pack of" in err and "--pack-seeds" in err, err
+    assert {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*") if p.is_file()} == before
+    assert train.main(argv + ["--resume"]) == 0  # the same pack: nothing left to do, and accepted
+
+
+def test_resume_of_a_folder_that_does_not_exist_says_so(tmp_path, tiny_model_dir, capsys):
+    assert train.main(four_steps_argv(tiny_model_dir, tmp_path / "nowhere", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'nowhere'} does not exist, so there is nothing to resume" in err, err
+    assert not (tmp_path / "nowhere").exists()
+    (tmp_path / "empty").mkdir()  # it says what is wrong: --resume, not the want of --overwrite
+    assert train.main(four_steps_argv(tiny_model_dir, tmp_path / "empty", "--resume")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds no run, so there is nothing to resume: leave --resume out" in err[0], err
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+# ---- the run end marker and --init -----------------------------------------------------------------
+
+def test_config_json_says_whether_and_how_a_run_ended(tmp_path, tiny_model_dir, one_backbone, monkeypatch):
+    out = tmp_path / "run"
+    seen = []
+    real = train.fit
+
+    def fit(runs, *args, **kwargs):
+        seen.append(json.loads((out / "config.json").read_text())["ended"])
+        return real(runs, *args, **kwargs)
+    monkeypatch.setattr(train, "fit", fit)
+    assert train.main(four_steps_argv(tiny_model_dir, out)) == 0
+    assert seen == [None]
+    assert json.loads((out / "config.json").read_text())["ended"] == {"why": "steps", "step": 4}
+
+
+def test_init_refuses_an_unfinished_source_run(tmp_path, tiny_model_dir, one_backbone, capsys):
+    source = tmp_path / "source"
+    assert train.main(four_steps_argv(tiny_model_dir, source, "--method", "dual")) == 0
+    target = ["--target", "nqo_Nkoo", "--init", str(source), "--steps", "2"]
+    config = json.loads((source / "config.json").read_text())
+    for ended, words in ((None, "not a finished source run (its config.json says it has not ended)"),
+                         ({"why": "not finite", "step": 3}, "stopped at step 3 on a loss that was not finite")):
+        (source / "config.json").write_text(json.dumps(config | {"ended": ended}))
+        assert train.main(four_steps_argv(tiny_model_dir, tmp_path / "target", *target)) == 2
+        assert words in capsys.readouterr().err
+        assert not (tmp_path / "target").exists()
+    (source / "config.json").write_text(json.dumps(config))
+    assert train.main(four_steps_argv(tiny_model_dir, tmp_path / "target", *target)) == 0
+
+
+def test_progress_is_saved_and_restored_by_name(tmp_path):
+    p = train.Progress(step=7, log=[{"step": 7}], ended=train.Ended.EARLY, ended_step=7, left_at=7,
+                       rng_cpu=torch.get_rng_state())
+    saved = p.saved()
+    assert set(saved) == {f.name for f in train.fields(train.Progress)} and saved["ended"] == "early"
+    torch.save({"progress": saved}, tmp_path / "state.pt")
+    again = train.Progress.restored(train.load(tmp_path / "state.pt")["progress"])  # weights_only: no class of ours
+    assert again.ended is train.Ended.EARLY and again.step == 7 and torch.equal(again.rng_cpu, p.rng_cpu)
+    assert train.ending(train.TrainConfig(steps=7), train.Progress(step=7)) is train.Ended.STEPS
+    assert train.ending(train.TrainConfig(steps=9, patience=2), train.Progress(step=7, bad_evals=2)) is \
+        train.Ended.EARLY
+    assert train.ending(train.TrainConfig(steps=9, patience=0), train.Progress(step=7, bad_evals=2)) is None
+
+
+def test_a_state_pt_of_an_older_train_py_is_refused_on_resume(tmp_path, tiny_model_dir, one_backbone, capsys):
+    out = tmp_path / "run"
+    assert train.main(four_steps_argv(tiny_model_dir, out, "--steps", "2")) == 0
+    torch.save({"step": 2, "stopped": "", "log": []}, out / "state.pt")  # the layout before Progress
+    assert train.main(four_steps_argv(tiny_model_dir, out, "--steps", "2", "--resume")) == 2
+    assert "was written by an older train.py" in capsys.readouterr().err
+
+
+def test_half_written_files_of_a_killed_call_go_when_a_call_claims_the_folder(tmp_path, tiny_model_dir, one_backbone):
+    out = tmp_path / "run"
+    assert train.main(four_steps_argv(tiny_model_dir, out, "--steps", "2")) == 0
+    (out / ".state.pt.k3j2.tmp").write_bytes(b"torn")  # what xpe.atomic_write leaves when killed mid-write
+    assert train.foreign_files(out) == []
+    assert train.main(four_steps_argv(tiny_model_dir, out, "--steps", "2", "--resume")) == 0
+    assert not (out / ".state.pt.k3j2.tmp").exists()
+
+
+
+# ---- target calls in packs, and calls spread over processes (torchrun, srun) ------------------------------------------
+
+BASE = ["--data-dir", str(FIXTURE_SIB200), "--batch-size", "4", "--lr", "1e-3", "--device", "cpu"]
+TARGETS = "fra_Latn,nqo_Nkoo"
+NAMES = [f"dual0.7-eng_Latn-s{s}-to-{lang}" for s in (1, 2) for lang in TARGETS.split(",")]
+
+
+def source_runs(root, model_dir):
+    """Two source runs, seeds 1 and 2, as targets start from them."""
+    assert train.main(["--model", str(model_dir), *BASE, "--source", "eng_Latn", "--method", "dual", "--seed", "1-2",
+                       "--steps", "4", "--eval-every", "4", "--out", str(root)]) == 0
+    return [str(root / f"dual0.7-eng_Latn-s{s}") for s in (1, 2)]
+
+
+def target_argv(model_dir, inits, out, *extra, target=TARGETS):
+    return ["--model", str(model_dir), *BASE, "--target", target, "--init", *inits, "--steps", "6",
+            "--eval-every", "2", "--out", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def quiet_sources(tmp_path_factory, quiet_model_dir):
+    return source_runs(tmp_path_factory.mktemp("quiet-sources"), quiet_model_dir)
+
+
+@pytest.fixture(scope="module")
+def noisy(tmp_path_factory, tiny_model_dir):
+    """Dropout on: two source runs and one target call over two languages from both, in packs of two."""
+    root = tmp_path_factory.mktemp("noisy")
+    inits = source_runs(root / "sources", tiny_model_dir)
+    assert train.main(target_argv(tiny_model_dir, inits, root / "targets", "--pack-size", "2")) == 0
+    return inits, root / "targets"
+
+
+def test_each_packed_target_run_trains_as_it_would_alone(tmp_path, quiet_model_dir, quiet_sources):
+    # patience 1 from the start: runs leave the pack at different evaluations while the others go on
+    flags = [*QUIET, "--patience", "1", "--stop-after", "0"]
+    assert train.main(target_argv(quiet_model_dir, quiet_sources, tmp_path / "pack", *flags)) == 0
+    assert sorted(p.name for p in (tmp_path / "pack").iterdir()) == NAMES
+    config = json.loads((tmp_path / "pack" / NAMES[0] / "config.json").read_text())
+    assert config["pack"] == NAMES  # the CPU's default pack size takes the four
+    assert train.main(target_argv(quiet_model_dir, quiet_sources, tmp_path / "ones", *flags, "--pack-size", "1")) == 0
+    for name in NAMES:
+        init, lang = name.split("-to-")
+        alone = tmp_path / f"alone-{name}"
+        assert train.main(target_argv(quiet_model_dir, [quiet_sources[int(init[-1]) - 1]], alone, *flags,
+                                      target=lang)) == 0
+        config = json.loads((alone / "config.json").read_text())
+        assert config["target"] == lang and config["target_languages"] == [lang] and config["seed"] == int(init[-1])
+        close_runs(tmp_path / "pack" / name, alone)
+        same_files(tmp_path / "ones" / name, alone)  # a pack of one is the run alone, tensor for tensor
+    ends = {name: int(log_of(tmp_path / "pack" / name)[-1]["step"]) for name in NAMES}
+    dev = {name: [r["dev_loss"] for r in log_of(tmp_path / "pack" / name)] for name in NAMES}
+    assert len(set(ends.values())) > 1, ends  # patience 1: the runs left the pack at different steps
+    assert dev[NAMES[0]] != dev[NAMES[1]]  # each language on its own dev split
+
+
+def test_killed_packed_target_call_resumes_to_the_same_prompts(tmp_path, tiny_model_dir, noisy):
+    """Dropout on: the resumed pack continues the same random stream, every run its own batches."""
+    inits, whole = noisy
+    argv = target_argv(tiny_model_dir, inits, tmp_path / "killed", "--pack-size", "2")
+    killed(argv, 2 * 6 + 2 * 4 + 1)  # the first pack done; in step 5 of the second, after one of its runs took it
+    assert [int(log_of(tmp_path / "killed" / name)[-1]["step"]) for name in NAMES] == [6, 6, 4, 4]
+    assert train.main(argv + ["--resume"]) == 0
+    for name in NAMES:
+        same_files(whole / name, tmp_path / "killed" / name)
+
+
+def test_a_kill_after_any_write_of_a_packed_target_call_resumes_to_the_same_runs(tmp_path, tiny_model_dir, noisy,
+                                                                                    one_backbone, monkeypatch, capsys):
+    """The kill after every single write (test_a_kill_after_any_write_resumes_to_the_same_runs), for a target call in two packs of two."""
+    inits, _ = noisy
+    whole, short = tmp_path / "whole", ["--pack-size", "2", "--steps", "2", "--eval-every", "1"]
+    shots = killed_states(monkeypatch, target_argv(tiny_model_dir, inits, whole, *short), tmp_path)
+    assert len(shots) > 10 * len(NAMES), len(shots)
+    for shot, what in shots:
+        resumed = target_argv(tiny_model_dir, inits, shot, *short)
+        got = train.main(resumed + ["--resume"])
+        if got == 2 and "nothing to resume" in capsys.readouterr().err:  # killed before any run's first save
+            got = train.main(resumed + ["--overwrite"])
+        assert got == 0, what
+        for name in NAMES:
+            same_run(whole / name, shot / name)
+
+
+def test_table3_from_one_target_call(tmp_path, noisy, capsys):
+    _, targets = noisy
+    groups_file = tmp_path / "groups.json"
+    groups_file.write_text(json.dumps({"groups": {"supervised-seen": {"languages": ["fra_Latn"]},
+                                                  "supervised-unseen": {"languages": ["nqo_Nkoo"]}}}))
+    out = tmp_path / "results"
+    assert evaluate.main(["--data-dir", str(FIXTURE_SIB200), "--out", str(out), "--device", "cpu", "--runs",
+                          str(targets), "--groups-file", str(groups_file)]) == 0
+    with open(out / "per_language.csv") as f:
+        per_language = list(csv.DictReader(f))
+    # each target run scored on its own language only, each language with the two source seeds
+    assert sorted((r["run"].rsplit("/", 1)[1], r["language"]) for r in per_language) == \
+        sorted((name, name.split("-to-")[1]) for name in NAMES)
+    accuracy = {(r["language"], int(r["seed"])): float(r["accuracy"]) for r in per_language}
+    assert sorted(accuracy) == [(lang, s) for lang in TARGETS.split(",") for s in (1, 2)]
+    with open(out / "table3.csv") as f:
+        table3 = {r["target"]: r for r in csv.DictReader(f) if r["kind"] == "ours"}
+    for group, lang in (("supervised-seen", "fra_Latn"), ("supervised-unseen", "nqo_Nkoo")):
+        assert table3[group]["seeds"] == "2" and table3[group]["column"] == "dual:0.7 from eng_Latn"
+        assert float(table3[group]["mean"]) == pytest.approx(statistics.fmean(accuracy[lang, s] for s in (1, 2)))
+    both = [statistics.fmean(accuracy[lang, s] for lang in TARGETS.split(",")) for s in (1, 2)]
+    assert float(table3["supervised"]["mean"]) == pytest.approx(statistics.fmean(both))
+    assert "Table 3" in capsys.readouterr().out
+
+
+def test_a_call_spread_over_torchrun_processes_writes_the_runs_of_one_process(tmp_path, tiny_model_dir):
+    argv = ["--model", str(tiny_model_dir), *BASE, "--source", "eng_Latn", "--method", "spt", "--seed", "1-3",
+            "--steps", "4", "--eval-every", "2"]
+    env = dict(os.environ, TQDM_DISABLE="1")
+    env.pop("OMP_NUM_THREADS", None)  # torchrun's default: a thread a process
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(ROOT / "train.py"), *argv, "--out", str(tmp_path / "spread")],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count(": done (") == 3, done.stdout  # each run trained once, by one of the two
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun process: the same kernels, the same sums
+    try:
+        assert train.main(argv + ["--out", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert names == [f"spt-eng_Latn-s{s}" for s in (1, 2, 3)]
+    assert sorted(p.name for p in (tmp_path / "spread").iterdir()) == names
+    for name in names:
+        same_files(tmp_path / "one" / name, tmp_path / "spread" / name)
+
+
+def test_target_call_in_two_processes_writes_the_runs_of_one(tmp_path, tiny_model_dir, noisy, monkeypatch):
+    """Each process of an srun step trains its own packs of the call (here one after the other), and only those."""
+    inits, one = noisy
+    argv = target_argv(tiny_model_dir, inits, tmp_path / "spread", "--pack-size", "2")
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")
+    for rank in (1, 0):
+        monkeypatch.setenv("SLURM_PROCID", str(rank))
+        assert train.main(argv) == 0
+        assert len(list((tmp_path / "spread").iterdir())) == (2 if rank else 4)
+    assert sorted(p.name for p in (tmp_path / "spread").glob("*-s2-*")) == NAMES[2:]  # rank 1: the second pack
+    for name in NAMES:
+        same_files(one / name, tmp_path / "spread" / name)
+
+
+def test_rank_and_world_come_from_torchrun_or_an_srun_step():
+    assert train.rank_world({}) == (0, 1, 0)
+    assert train.rank_world({"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}) == (5, 8, 1)
+    assert train.rank_world({"LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}) == (1, 2, 1)
+    assert train.rank_world({"SLURM_PROCID": "3", "SLURM_STEP_NUM_TASKS": "4", "SLURM_LOCALID": "1"}) == (3, 4, 1)
+    # a batch script has SLURM_PROCID 0 and SLURM_NTASKS: a train.py started there is the only process
+    assert train.rank_world({"SLURM_PROCID": "0", "SLURM_NTASKS": "4"}) == (0, 1, 0)
+    plan = [[0, 1], [2, 3], [4]]
+    assert train.share(plan, 0, 2) + train.share(plan, 1, 2) == [[0, 1], [4], [2, 3]]
+
+
+def test_packs_keep_seeds_apart_cut_to_size_and_keep_rows_of_one_length_together():
+    cfgs = [train.TrainConfig(method=m, seed=s) for s in (1, 2) for m in ("spt", "xpe", "dual")]
+    assert train.packs_of(cfgs, False, 2) == [[0, 1], [2], [3, 4], [5]]
+    assert train.packs_of(cfgs, True, 4) == [[0, 1, 2, 3], [4, 5]]
+    targets = [train.TrainConfig(target=t, init=f"r{s}", seed=s) for s in (1, 2) for t in ("a", "b")]
+    assert train.packs_of(targets, False, 8) == [[0, 1, 2, 3]]
+    assert train.packs_of(targets, False, 8, rows=[10, 12, 10, 12]) == [[0, 2], [1, 3]]
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--pack-size", "0"], "--pack-size must be at least 1"),
+    (["--init-twice"], "would share the folder"),
+    (["--target-spec", "fra_Latn,xyz_Latn"], "xyz_Latn"),
+])
+def test_bad_target_calls_exit_2_with_one_line_and_write_nothing(tmp_path, quiet_model_dir, quiet_sources, capsys,
+                                                                  extra, words):
+    inits, target = quiet_sources, TARGETS
+    if extra == ["--init-twice"]:
+        inits, extra = [inits[0], inits[0]], []
+    if extra[:1] == ["--target-spec"]:
+        target, extra = extra[1], []
+    code = train.main(target_argv(quiet_model_dir, inits, tmp_path / "out", *extra, target=target))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and words in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()

@@ -247,7 +247,7 @@ def test_the_frozen_model_is_called_the_backbone_in_the_code():
 
     allowed = re.compile(r"^(encoder_hidden|encoder_dropout|CrossPromptEncoder|PromptEncoderConfig|prompt_encoder\w*)$")
     found = []
-    for name in ("xpe.py", "train.py", "evaluate.py", "bench.py", "data.py"):
+    for name in ("xpe.py", "train.py", "evaluate.py", "tools/bench.py", "data.py"):
         for node in ast.walk(ast.parse((ROOT / name).read_text())):
             ident = (node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute)
                      else node.arg if isinstance(node, ast.arg) else node.name if isinstance(node, ast.FunctionDef)

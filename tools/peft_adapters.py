@@ -1,6 +1,9 @@
 """PEFT adapters in and out: the one place that knows PEFT's file layouts (peft itself stays optional).
 
-export_peft writes a run's artifact as a PROMPT_TUNING adapter that peft loads as it is (--export-peft).
+    python -m tools.peft_adapters export runs/xpe-joshi5-s1 peft/xpe-joshi5-s1
+    python -m tools.peft_adapters import peft/their-adapter runs/their-adapter --source joshi5 --seed 1
+
+export_peft writes a run's artifact as a PROMPT_TUNING adapter that peft loads as it is (export).
 
 import_adapter turns a PEFT prompt adapter for sequence classification into a run folder that every
 other command takes (config.json and prompt.safetensors, a train.py run's inference artifact),
@@ -19,14 +22,17 @@ The head: XLM-R's RobertaClassificationHead (`classifier.dense`, `classifier.out
 is; BERT's is tanh(pooler.dense(h[:, 0])) then one Linear, so `bert.pooler.dense` becomes our dense and
 `classifier` our out_proj. Whatever cannot be mapped is refused with an UsageError naming the key.
 """
+import argparse
 import json
 import re
+import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
 import data
+import evaluate
 import xpe
 from xpe import UsageError
 
@@ -333,7 +339,7 @@ def write_run(out, prompt, head_tensors, config):
     xpe.save_artifact(tensors | {f"head.{k}": v.float().contiguous() for k, v in head_tensors.items()}, out, config)
 
 
-# ---- out: a run's artifact as a PEFT prompt-tuning adapter (evaluate.py --export-peft) ------------------
+# ---- out: a run's artifact as a PEFT prompt-tuning adapter (export) ------------------
 
 def export_peft(run_dir, out_dir):
     """Write run_dir's artifact into out_dir as a PEFT adapter, PROMPT_TUNING for SEQ_CLS; (adapter config, N).
@@ -355,7 +361,7 @@ def export_peft(run_dir, out_dir):
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f"cannot read the backbone's config {config['model']!r} ({first})") from None
     if backbone.model_type not in HEADS:
-        raise UsageError(f"--export-peft supports the backbones {', '.join(sorted(HEADS))} (model_type), "
+        raise UsageError(f"export supports the backbones {', '.join(sorted(HEADS))} (model_type), "
                          f"not {backbone.model_type!r} of {config['model']}")
     prompt, num_labels = tensors["prompt"], len(config["labels"])
     head_labels = tensors["head.out_proj.weight"].shape[0]
@@ -365,12 +371,12 @@ def export_peft(run_dir, out_dir):
                          f"of its config.json")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--export-peft {out} is a file: name a new folder, an empty one or a previous export")
+        raise UsageError(f"export: {out} is a file: name a new folder, an empty one or a previous export")
     # Only our two files (and the temporary names of a killed export) may be overwritten.
     foreign = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES and not
                      (p.name.startswith(".adapter_") and p.name.endswith(".tmp"))) if out.is_dir() else []
     if foreign:
-        raise UsageError(f"--export-peft {out} holds other files ({', '.join(foreign[:3])}"
+        raise UsageError(f"export: {out} holds other files ({', '.join(foreign[:3])}"
                          f"{', ...' if len(foreign) > 3 else ''}): name a new folder, an empty one or a previous "
                          f"export")
 
@@ -402,7 +408,7 @@ def export_peft(run_dir, out_dir):
 
 
 def check_earlier_export(config_path, adapter):
-    """An adapter_config.json already there is replaced only when it is one --export-peft wrote: its fields exactly
+    """An adapter_config.json already there is replaced only when it is one export wrote: its fields exactly
     those of a PROMPT_TUNING export (another adapter, a LoRA or peft's own save, has others)."""
     if not config_path.is_file():
         return
@@ -412,7 +418,7 @@ def check_earlier_export(config_path, adapter):
         theirs = None
     if not isinstance(theirs, dict) or set(theirs) != set(adapter) or theirs.get("peft_type") != "PROMPT_TUNING":
         kind = theirs.get("peft_type") if isinstance(theirs, dict) else None
-        raise UsageError(f"--export-peft {config_path.parent} holds an adapter that --export-peft did not write "
+        raise UsageError(f"export: {config_path.parent} holds an adapter that export did not write "
                          f"({kind or 'not one of ours'}): name a new folder, an empty one or a previous export")
 
 
@@ -421,3 +427,65 @@ def peft_load_line(adapter, num_labels, out_dir):
     return (f"from peft import PeftModel; from transformers import AutoModelForSequenceClassification; "
             f"model = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained("
             f"{adapter['base_model_name_or_path']!r}, num_labels={num_labels}), {str(out_dir)!r})")
+
+
+# ---- the command line ------------------------------------------------------------------------------------
+
+def export_main(args):
+    """export RUN ADAPTER_DIR: one run's artifact as a PEFT adapter; nothing is scored."""
+    found = evaluate.find_runs([args.run], evaluate.note)
+    if len(found) != 1:
+        raise UsageError(f"export takes one run; {args.run} holds {len(found)}: name one of them")
+    xpe.check_writable(args.adapter, "export's ADAPTER_DIR")
+    adapter, num_labels = export_peft(found[0], args.adapter)
+    print(f"wrote {found[0]} as a PEFT prompt-tuning adapter ({adapter['num_virtual_tokens']} virtual tokens, "
+          f"{num_labels} labels) to {args.adapter} ({', '.join(EXPORT_FILES)}); load it with: "
+          f"{peft_load_line(adapter, num_labels, args.adapter)}")
+    return 0
+
+
+def import_main(args):
+    """import ADAPTER_DIR RUN: a PEFT prompt adapter as a run folder that scoring, --predict and export take."""
+    source_languages = ()
+    if args.source:
+        groups, codes = data.groups_and_codes(args.groups_file, args.data_dir)
+        source_languages = data.resolve_languages(args.source, groups, codes)
+    labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
+    out = import_adapter(args.adapter, args.run, labels=labels, model=args.model, source=args.source or "imported",
+                         source_languages=source_languages, seed=args.seed)
+    print(f"wrote {args.adapter} as the run {out}; score it with: python evaluate.py --runs {out}")
+    return 0
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="python -m tools.peft_adapters", description=__doc__.split("\n")[0])
+    commands = p.add_subparsers(dest="command", required=True)
+    out = commands.add_parser("export", help="write one run as a PEFT prompt-tuning adapter that "
+                                             "peft.PeftModel.from_pretrained loads")
+    out.add_argument("run", help="a run folder (config.json and prompt.safetensors)")
+    out.add_argument("adapter", help="the adapter folder to write: new, empty, or an earlier export")
+    into = commands.add_parser("import", help="write a PEFT prompt-tuning or P-tuning adapter (or the paper's "
+                                              "authors' layout) as a run folder")
+    into.add_argument("adapter", help="the adapter folder (adapter_config.json and its weights)")
+    into.add_argument("run", help="the run folder to write: new, empty, or an earlier import")
+    into.add_argument("--labels", help="the head's labels in order, comma-separated (default: the adapter's id2label)")
+    into.add_argument("--model", help="the backbone (default: the adapter's base_model_name_or_path)")
+    into.add_argument("--source", help="the languages it was trained on, a spec as train.py takes (default: none, "
+                                       "every language is zero-shot)")
+    into.add_argument("--seed", type=int, default=0, help="the seed it was trained with (default 0)")
+    into.add_argument("--groups-file", help="language groups for --source (default groups.json)")
+    into.add_argument("--data-dir", help="local data laid out as DIR/<code>/test.tsv, for --source's codes")
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        return export_main(args) if args.command == "export" else import_main(args)
+    except UsageError as e:
+        print(f"tools.peft_adapters {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

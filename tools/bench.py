@@ -1,9 +1,9 @@
 """Training and scoring speed of xpe: packed runs against the same runs one after another, one run against
 PEFT under the Hugging Face Trainer, bf16 against float32, and a pack's peak memory against one run's.
 
-    python bench.py                   # XLM-R-large shape (random weights, no download), cuda if there is one
-    python bench.py --quick           # a tiny backbone on the CPU, seconds (CI runs this)
-    python bench.py --config base --device cpu --steps 3 --warmup-steps 1 --eval-limit 16
+    python -m tools.bench             # XLM-R-large shape (random weights, no download), cuda if there is one
+    python -m tools.bench --quick     # a tiny backbone on the CPU, seconds (CI runs this)
+    python -m tools.bench --config base --device cpu --steps 3 --warmup-steps 1 --eval-limit 16
 
 Every figure comes from one process (the memory section: two child processes) and the very same batches
 (data.batch_plan, which train.fit takes its batches from, over real SIB-200 text tokenised with XLM-R's
@@ -16,7 +16,7 @@ machine falls on both. Each section is a function returning its ratios:
    four runs one after another: run-steps per second and model FLOP utilisation.
 2. seeds_section: two seeds of the four packed into the same steps (--pack-seeds) against one after the other.
 3. eval_section: zero-shot scoring of the four runs' static prompts in one pass against one pass per run.
-4. peer_section: one run (--method) against the peer (bench_peer.py): PEFT P-tuning (PromptEncoderConfig,
+4. peer_section: one run (--method) against the peer (tools/bench_peer.py): PEFT P-tuning (PromptEncoderConfig,
    SEQ_CLS, 20 virtual tokens, MLP of hidden size 256; PromptTuningConfig for spt) on
    XLMRobertaForSequenceClassification over our backbone under transformers.Trainer with the authors' settings (Adafactor, group_by_length,
    DataCollatorWithPadding, bf16 as the Trainer does it: autocast), fed our batch plan, a fresh peer for
@@ -53,7 +53,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent  # the repository: xpe.py, data.py, train.py
 
 CONFIGS = {  # XLM-R shapes; quick is a toy for CI
     "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
@@ -160,14 +160,14 @@ def main(argv=None):
             os.environ["CUDA_VISIBLE_DEVICES"] = visible_devices(args.device or "cuda",
                                                                  os.environ.get("CUDA_VISIBLE_DEVICES"))
         except ValueError as e:
-            print(f"bench.py: error: {e}", file=sys.stderr)
+            print(f"tools.bench: error: {e}", file=sys.stderr)
             return 2
     if not args.no_peer:
         try:
             import peft  # noqa: F401  (the peer side)
             from transformers import Trainer  # noqa: F401  (needs accelerate, which peft brings)
         except ImportError as e:
-            print(f"bench.py: error: the peer side needs peft and accelerate ({e}): pip install peft, "
+            print(f"tools.bench: error: the peer side needs peft and accelerate ({e}): pip install peft, "
                   f"or leave the peer out with --no-peer", file=sys.stderr)
             return 2
     import torch
@@ -176,7 +176,7 @@ def main(argv=None):
     import xpe
     args.max_length = args.max_length or xpe.MAX_LENGTH
     if not any((Path(args.tokenizer) / name).exists() for name in ("tokenizer.json", "tokenizer_config.json")):
-        print(f"bench.py: error: no tokenizer in {args.tokenizer}; pass --tokenizer with a folder holding XLM-R's "
+        print(f"tools.bench: error: no tokenizer in {args.tokenizer}; pass --tokenizer with a folder holding XLM-R's "
               f"tokenizer (e5-small's: ../shared/tools/e5small.py) or set XPE_E5_DIR", file=sys.stderr)
         return 2
     try:
@@ -188,7 +188,7 @@ def main(argv=None):
         test_rows = [r for lang in eval_langs for r in data.load_split([lang], "test", args.data_dir)
                      [:args.eval_limit or None]]
     except xpe.UsageError as e:
-        print(f"bench.py: error: {e}", file=sys.stderr)
+        print(f"tools.bench: error: {e}", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -197,7 +197,7 @@ def main(argv=None):
     peak = args.peak_tflops if args.peak_tflops is not None else \
         peak_tflops(torch.cuda.get_device_name(device)) if cuda else None
     if cuda and peak is None:
-        print(f"bench.py: error: no known peak for {torch.cuda.get_device_name(device)}: pass --peak-tflops with its "
+        print(f"tools.bench: error: no known peak for {torch.cuda.get_device_name(device)}: pass --peak-tflops with its "
               f"dense bf16 TFLOP/s", file=sys.stderr)
         return 2
     return run(args, device, peak, train_langs, train_rows, test_rows, target_rows)
@@ -420,7 +420,7 @@ def eval_section(s, statics):
 
 def peer_section(s):
     """One run of ours against PEFT under the Trainer, stock and without its NaN filter, each a fresh peer."""
-    import bench_peer
+    from tools import bench_peer
     import xpe
     mine = s.configs([s.args.method], [s.args.seed])
     full_plan = s.plan(s.args.seed, first=0)
@@ -498,7 +498,7 @@ def memory_probe_peak(s, runs, shape):
     a = s.args
     argv = [str(runs), shape, a.data_dir, a.tokenizer, a.source, str(a.steps + a.warmup_steps), s.common.precision,
             str(a.threads)]
-    out = subprocess.run([sys.executable, "-c", "import sys, bench; bench.memory_probe(sys.argv[1:])", *argv],
+    out = subprocess.run([sys.executable, "-c", "import sys; from tools import bench; bench.memory_probe(sys.argv[1:])", *argv],
                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
     if out.returncode != 0:
         raise RuntimeError(f"memory probe ({runs} runs) failed: {out.stderr.strip()[-2000:]}")
@@ -545,12 +545,12 @@ def run(args, device, peak, train_langs, train_rows, test_rows, target_rows):
 
     s = setup(args, device, peak, train_langs, train_rows, test_rows)
     if isinstance(s, str):
-        print(f"bench.py: error: {s}", file=sys.stderr)
+        print(f"tools.bench: error: {s}", file=sys.stderr)
         return 2
     s.target_splits = target_splits(s, target_rows)
     shape = ", ".join(f"{k} {v}" for k, v in CONFIGS[args.config].items())
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
-    print(f"bench.py: device {device} ({where}), torch {torch.__version__}, config {args.config} ({shape}), "
+    print(f"tools.bench: device {device} ({where}), torch {torch.__version__}, config {args.config} ({shape}), "
           f"precision {s.common.precision} (--precision {args.precision}), best of {args.rounds} round(s)")
     plan, lengths = s.plan(args.seed), [len(x) for x in s.train_ids]
     print(f"data: train {args.source} ({len(train_langs)} languages, {len(train_rows)} rows), batch {args.batch_size} "

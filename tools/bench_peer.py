@@ -1,4 +1,4 @@
-"""bench.py's peer, kept apart because it is PEFT and the Trainer, not xpe: P-tuning (or prompt tuning) over our backbone
+"""The benchmark's peer (tools/bench.py), kept apart because it is PEFT and the Trainer, not xpe: P-tuning (or prompt tuning) over our backbone
 under transformers.Trainer with the authors' settings, built fresh for each timed run and fed bench.py's batch plan."""
 import dataclasses
 import shutil

@@ -1,31 +1,214 @@
-"""peft_adapters.import_adapter: adapters trained by peft (and one in the authors' layout) score as peft's own model."""
+"""python -m tools.peft_adapters: an export loads in peft by the printed line alone and gives our logits; adapters
+trained by peft (and one in the authors' layout) import and score as peft's own model; bad input.
+"""
 import copy
 import csv
-import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 import data
 import evaluate
-import peft_adapters
+import train
 import xpe
-from conftest import FIXTURE_SIB200, ROOT
+from tools import peft_adapters
+from conftest import FIXTURE_SIB200, ROOT, require_extra
+
+# Every field of peft 0.14.0's PromptTuningConfig (dataclasses.fields): what 0.14 reads without a warning.
+PEFT_014_FIELDS = {"task_type", "peft_type", "auto_mapping", "base_model_name_or_path", "revision", "inference_mode",
+                   "num_virtual_tokens", "token_dim", "num_transformer_submodules", "num_attention_heads",
+                   "num_layers", "prompt_tuning_init", "prompt_tuning_init_text", "tokenizer_name_or_path",
+                   "tokenizer_kwargs"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_model_dir):
+    out = tmp_path_factory.mktemp("peft-export") / "run"
+    code = train.main(["--model", str(tiny_model_dir), "--data-dir", str(FIXTURE_SIB200), "--source", "eng_Latn",
+                       "--steps", "8", "--batch-size", "4", "--eval-every", "4", "--lr", "1e-2",
+                       "--out", str(out), "--device", "cpu"])
+    assert code == 0
+    return out
+
+
+def export(run, out, capsys):
+    """Export through the command line; return the Python line it prints for loading the folder."""
+    code = peft_adapters.main(["export", str(run), str(out)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    (line,) = printed.out.strip().splitlines()
+    assert line.startswith(f"wrote {run} as a PEFT prompt-tuning adapter")
+    return line.split("load it with: ", 1)[1]
+
+
+def load_as_a_user(line):
+    """Run the printed line, as a user pastes it: peft and transformers, none of our code. (model, peft's warnings)"""
+    namespace = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        exec(line, namespace)
+    return namespace["model"], [str(w.message) for w in caught if "peft" in w.filename]
+
+
+def assert_peft_gives_our_logits(run, line, languages, data_dir):
+    tensors, config = xpe.read_artifact(run)
+    theirs, peft_warnings = load_as_a_user(line)
+    assert not theirs.training
+    backbone, tokenizer = xpe.load_backbone(config["model"])
+    ours, _ = xpe.load_artifact(run, backbone)
+    rows = [r for lang in languages for r in data.load_split([lang], "test", data_dir)[:2]]
+    # Neither side is handed a prompt: peft prepends its prompt_embeddings, ours its static prompt.
+    batch = tokenizer([r.text for r in rows], padding=True, truncation=True, max_length=config["max_length"],
+                      return_tensors="pt")
+    assert (batch["attention_mask"] == 0).any()  # padded rows: both sides must extend the mask alike
+    with torch.no_grad():
+        mine = ours(batch["input_ids"], batch["attention_mask"])
+        peft_logits = theirs(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    torch.testing.assert_close(peft_logits, mine, atol=1e-4, rtol=0)
+    prompt = theirs.prompt_encoder["default"].embedding.weight
+    torch.testing.assert_close(prompt, tensors["prompt"], atol=0, rtol=0)
+    return theirs, tensors, peft_warnings
+
+
+def active(module):
+    """The copy peft runs: a ModulesToSaveWrapper's own, else the module itself."""
+    return module.modules_to_save["default"] if hasattr(module, "modules_to_save") else module
+
+
+def test_tiny_xlmr_export_loads_in_peft_with_our_logits(tmp_path, tiny_run, capsys):
+    require_extra("peft")
+    out = tmp_path / "adapter"
+    line = export(tiny_run, out, capsys)
+    assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert set(adapter) == PEFT_014_FIELDS  # XLM-R needs no later field: peft 0.14 reads it without a warning
+    assert (adapter["peft_type"], adapter["task_type"], adapter["num_virtual_tokens"], adapter["token_dim"],
+            adapter["num_layers"], adapter["num_attention_heads"]) == ("PROMPT_TUNING", "SEQ_CLS", 20, 32, 2, 4)
+    assert set(load_file(str(out / "adapter_model.safetensors"))) == {
+        "prompt_embeddings", "base_model.classifier.dense.weight", "base_model.classifier.dense.bias",
+        "base_model.classifier.out_proj.weight", "base_model.classifier.out_proj.bias"}
+
+    theirs, tensors, peft_warnings = assert_peft_gives_our_logits(tiny_run, line, ["eng_Latn", "fra_Latn", "nqo_Nkoo"],
+                                                                  FIXTURE_SIB200)
+    assert not [w for w in peft_warnings if "Unexpected keyword" in w], peft_warnings
+    head = active(theirs.base_model.classifier)
+    torch.testing.assert_close(head.out_proj.weight, tensors["head.out_proj.weight"], atol=0, rtol=0)
+
+    # A previous export is overwritten in place.
+    assert export(tiny_run, out, capsys) == line
+
+
+def test_e5_bert_export_loads_in_peft_with_our_logits(tmp_path, e5_run, sib200_dir, capsys):
+    """BERT: our dense becomes the pooler's (tanh included), out_proj the classifier; e5 ships no pooler."""
+    require_extra("peft")
+    from peft import PromptTuningConfig
+
+    run, _ = e5_run
+    out = tmp_path / "adapter"
+    line = export(run, out, capsys)
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert set(adapter) == PEFT_014_FIELDS | {"modules_to_save"} and adapter["modules_to_save"] == ["pooler"]
+    assert (adapter["token_dim"], adapter["num_layers"], adapter["num_attention_heads"]) == (384, 12, 12)
+    assert set(load_file(str(out / "adapter_model.safetensors"))) == {
+        "prompt_embeddings", "base_model.bert.pooler.dense.weight", "base_model.bert.pooler.dense.bias",
+        "base_model.classifier.weight", "base_model.classifier.bias"}
+
+    theirs, tensors, peft_warnings = assert_peft_gives_our_logits(run, line, ["eng_Latn", "fra_Latn", "kab_Latn",
+                                                                              "zho_Hans"], sib200_dir)
+    pooler, classifier = theirs.base_model.bert.pooler, theirs.base_model.classifier
+    torch.testing.assert_close(active(pooler).dense.weight, tensors["head.dense.weight"], atol=0, rtol=0)
+    torch.testing.assert_close(active(classifier).bias, tensors["head.out_proj.bias"], atol=0, rtol=0)
+    if "modules_to_save" in PromptTuningConfig.__dataclass_fields__:  # peft 0.17 and later wrap what is listed
+        assert hasattr(pooler, "modules_to_save"), type(pooler)
+        assert not [w for w in peft_warnings if "Unexpected keyword" in w], peft_warnings
+    else:  # 0.14 to 0.16 say they ignore the field, and load the pooler all the same (checked above)
+        assert [w for w in peft_warnings if "['modules_to_save']" in w], peft_warnings
+
+
+def test_export_imports_nothing_of_peft(tmp_path, tiny_run):
+    fake = tmp_path / "fake" / "peft"
+    fake.mkdir(parents=True)
+    marker = tmp_path / "peft-was-imported"
+    (fake / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\nraise ImportError('no peft here')\n")
+    env = {**os.environ, "PYTHONPATH": str(fake.parent)}
+    out = subprocess.run([sys.executable, "-m", "tools.peft_adapters", "export", str(tiny_run), str(tmp_path / "a")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert not marker.exists()
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+
+
+@pytest.mark.parametrize("case, words", [
+    ("no artifact", "holds no inference artifact"),
+    ("folder of two runs", "export takes one run"),
+    ("distilbert backbone", "export supports the backbones bert, roberta, xlm-roberta (model_type), not 'distilbert'"),
+    ("foreign folder", "holds other files (notes.txt)"),
+    ("file", "is a file"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, tiny_run, capsys, case, words):
+    from transformers import DistilBertConfig
+
+    out = tmp_path / "adapter"
+    runs = [tiny_run]
+    if case == "no artifact":
+        runs = [tmp_path / "unfinished"]
+        runs[0].mkdir()
+        shutil.copy(tiny_run / "config.json", runs[0])
+    elif case == "folder of two runs":
+        for name in ("a", "b"):
+            shutil.copytree(tiny_run, tmp_path / "runs" / name)
+        runs = [tmp_path / "runs"]
+    elif case == "distilbert backbone":
+        DistilBertConfig(dim=32, n_layers=1, n_heads=4, hidden_dim=64).save_pretrained(tmp_path / "distilbert")
+        runs = [tmp_path / "other"]
+        shutil.copytree(tiny_run, runs[0])
+        config = json.loads((runs[0] / "config.json").read_text())
+        (runs[0] / "config.json").write_text(json.dumps({**config, "model": str(tmp_path / "distilbert")}))
+    elif case == "foreign folder":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine\n")
+    elif case == "file":
+        out.write_text("mine\n")
+    before = sorted(p.name for p in out.iterdir()) if out.is_dir() else None
+
+    code = peft_adapters.main(["export", str(runs[0]), str(out)])
+    printed = capsys.readouterr()
+    assert code == 2 and printed.out == ""
+    (line,) = printed.err.strip().splitlines()
+    assert line.startswith("tools.peft_adapters export: error: ") and words in line, line
+    if case == "file":
+        assert out.read_text() == "mine\n"
+    else:
+        assert (sorted(p.name for p in out.iterdir()) if out.is_dir() else None) == before
+
+
+def test_an_adapter_that_export_did_not_write_is_never_overwritten(tmp_path, tiny_run, capsys):
+    """A LoRA adapter in the folder stays as it is; an earlier export of ours is replaced."""
+    lora = tmp_path / "lora"
+    lora.mkdir()
+    config = json.dumps({"peft_type": "LORA", "task_type": "SEQ_CLS", "r": 8})
+    (lora / "adapter_config.json").write_text(config)
+    (lora / "adapter_model.safetensors").write_bytes(b"lora weights")
+    assert peft_adapters.main(["export", str(tiny_run), str(lora)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "did not write (LORA)" in err[0], err
+    assert (lora / "adapter_config.json").read_text() == config
+    assert (lora / "adapter_model.safetensors").read_bytes() == b"lora weights"
+    export(tiny_run, tmp_path / "ours", capsys)
+    export(tiny_run, tmp_path / "ours", capsys)  # a previous export is ours to replace
+
+
+
+# ---- import: adapters trained by peft, and the authors' layout --------------------------------------------------------
 
 LANGS = ["eng_Latn", "fra_Latn", "nqo_Nkoo"]
-
-
-def require_peft():
-    if importlib.util.find_spec("peft") is None:
-        message = "peft is not installed (pip install peft): the import is checked against peft's own model"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI must install it")
-        pytest.skip(message)
 
 
 def seq_cls(model_dir, num_labels=7):
@@ -104,11 +287,11 @@ def peft_configs():
 
 @pytest.mark.parametrize("kind", ["prompt-tuning", "p-tuning-mlp", "p-tuning-lstm"])
 def test_peft_trained_adapter_scores_as_peft(tmp_path, tiny_model_dir, capsys, kind):
-    require_peft()
+    require_extra("peft")
     adapter, run = tmp_path / "adapter", tmp_path / "run"
     tokenizer = train_and_save(tiny_model_dir, peft_configs()[kind], adapter)
     # through the command line, as a user imports one
-    assert evaluate.main(["--import-peft", str(adapter), "--out", str(run), "--labels", ",".join(data.LABELS)]) == 0
+    assert peft_adapters.main(["import", str(adapter), str(run), "--labels", ",".join(data.LABELS)]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["ended"] == {"why": "imported", "step": 0} and config["imported_from"]["layout"].startswith("peft")
     assert (config["method"], config["prompt_len"]) == (("spt" if kind == "prompt-tuning" else "xpe"), 6)
@@ -201,7 +384,7 @@ def test_authors_layout_scores_as_their_encoder(tmp_path, tiny_model_dir, ratio,
 
 def test_e5_adapters_score_as_peft(tmp_path, e5_dir, sib200_dir):
     """BERT: the pooler (kept through modules_to_save, as e5 ships none) is our dense, classifier our out_proj."""
-    require_peft()
+    require_extra("peft")
     from peft import PromptEncoderConfig, PromptTuningConfig
     from transformers import AutoTokenizer
 
@@ -334,7 +517,7 @@ def test_import_needs_no_peft(tmp_path, tiny_model_dir):
     (fake / "__init__.py").write_text("raise ImportError('no peft here')\n")
     write_adapter(tmp_path / "adapter", {**PROMPT, "base_model_name_or_path": str(tiny_model_dir)},
                   {"prompt_embeddings": torch.randn(4, 32), **xlmr_head()})
-    code = ("import sys; sys.path.insert(0, {root!r}); import peft_adapters, data; "
+    code = ("import sys; sys.path.insert(0, {root!r}); from tools import peft_adapters; import data; "
             "print(peft_adapters.import_adapter({a!r}, {o!r}, labels=data.LABELS))").format(
         root=str(ROOT), a=str(tmp_path / "adapter"), o=str(tmp_path / "run"))
     done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(fake.parent)},
@@ -352,21 +535,12 @@ def test_labels_from_the_model_config_beside_the_adapter(tmp_path, tiny_model_di
     assert json.loads((run / "config.json").read_text())["labels"] == [names[k] for k in "012"]
 
 
-def test_import_peft_flags_of_another_mode_and_a_missing_out_are_refused(tmp_path, capsys):
-    for argv in (["--import-peft", str(tmp_path)], ["--import-peft", str(tmp_path), "--out", str(tmp_path / "r"),
-                                                   "--baseline"], ["--predict", "-", "--labels", "a,b"]):
-        assert evaluate.main(argv) == 2
-        err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and err.startswith("evaluate.py: error:")
-    assert not (tmp_path / "r").exists()
-
-
-def test_import_peft_writes_into_an_out_named_like_the_scoring_default(tmp_path, tiny_model_dir, monkeypatch, capsys):
-    """--out results is a run folder like any other for --import-peft (it was refused as if --out were missing)."""
+def test_import_writes_into_a_run_folder_named_like_the_scoring_default(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    """results is a run folder like any other for import (evaluate.py --import-peft refused it as if --out were missing)."""
     write_adapter(tmp_path / "adapter", {**PROMPT, "base_model_name_or_path": str(tiny_model_dir)},
                   {"prompt_embeddings": torch.randn(4, 32), **xlmr_head()})
     monkeypatch.chdir(tmp_path)
-    assert evaluate.main(["--import-peft", str(tmp_path / "adapter"), "--out", "results", "--labels",
+    assert peft_adapters.main(["import", str(tmp_path / "adapter"), "results", "--labels",
                           ",".join(data.LABELS)]) == 0, capsys.readouterr().err
     assert (tmp_path / "results" / "prompt.safetensors").is_file()
 
@@ -377,7 +551,7 @@ def test_an_adapter_whose_prompt_is_not_finite_is_refused_before_anything_is_wri
     prompt[1, 3] = float("nan")
     write_adapter(tmp_path / "adapter", {**PROMPT, "base_model_name_or_path": str(tiny_model_dir)},
                   {"prompt_embeddings": prompt, **xlmr_head()})
-    assert evaluate.main(["--import-peft", str(tmp_path / "adapter"), "--out", str(tmp_path / "run"), "--labels",
+    assert peft_adapters.main(["import", str(tmp_path / "adapter"), str(tmp_path / "run"), "--labels",
                           ",".join(data.LABELS)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "prompt holds values that are not finite" in err[0], err
@@ -387,7 +561,7 @@ def test_an_adapter_whose_prompt_is_not_finite_is_refused_before_anything_is_wri
 def test_an_adapter_config_that_is_not_an_object_is_one_line(tmp_path, capsys):
     (tmp_path / "adapter").mkdir()
     (tmp_path / "adapter" / "adapter_config.json").write_text("[1, 2]")
-    assert evaluate.main(["--import-peft", str(tmp_path / "adapter"), "--out", str(tmp_path / "run")]) == 2
+    assert peft_adapters.main(["import", str(tmp_path / "adapter"), str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "adapter_config.json" in err[0] and "JSON object" in err[0], err
     assert not (tmp_path / "run").exists()
