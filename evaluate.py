@@ -716,7 +716,7 @@ def table_files(name, table):
 # interval is given: one degree of freedom makes it the mean ± 12.7 times |d_1 - d_2| / 2, a width that
 # rests on a single difference.
 
-COMPARE_FIELDS = ["source", "backbone", "group", "a", "b", "seeds", "languages", "mean_diff", "ci_low", "ci_high",
+COMPARE_FIELDS = ["source", "backbone", "group", "a", "b", "differ", "seeds", "languages", "mean_diff", "ci_low", "ci_high",
                   "wins", "ties", "losses", "n_seeds", "sd", "verdict", "left_out", "seed_diffs"]
 MIN_SEEDS = 3  # fewer: no interval, "too few seeds"
 LEVEL = 0.95
@@ -793,39 +793,92 @@ def seed_interval(diffs, level=LEVEL):
 
 # ---- paired settings ---------------------------------------------------------------------------
 
+def parse_side(text):
+    """A side of --compare A,B: a method, then settings that pick among that method's settings, as the tables label
+    them ("xpe lr 0.001") or as key=value ("dual:0.7 lr_spt=5e-05"): (method name, {setting: value as given})."""
+    words = str(text).split()
+    if not words:
+        raise UsageError("--compare takes two settings, A,B (e.g. xpe,spt or \"dual:0.7 lr_spt=5e-05\",spt), "
+                         "got an empty one")
+    name, picks, rest = xpe.method_name(*xpe.parse_method(words[0])), {}, words[1:]
+    while rest:
+        word = rest.pop(0)
+        if "=" not in word and not rest:
+            raise UsageError(f"--compare {text!r}: {word!r} has no value: name a setting as key=value, e.g. lr=0.001")
+        key, value = word.split("=", 1) if "=" in word else (word, rest.pop(0))
+        picks[key.replace("-", "_")] = value
+    return name, picks
+
+
+def described(setting):
+    """A setting's recorded settings by name, the backbone among them."""
+    return {"backbone": setting[3], **(json.loads(setting[5]) if setting[5] else {})}
+
+
+def same_value(recorded, given):
+    if isinstance(recorded, (int, float)) and not isinstance(recorded, bool):
+        try:
+            return float(given) == recorded
+        except ValueError:
+            return False
+    return _value(recorded) == given
+
+
+def differences(sa, sb):
+    """What sets two settings apart beyond the method, e.g. "lr_spt 5e-05 / 0.005"; "" when only the method."""
+    da, db = described(sa), described(sb)
+    keys = sorted(k for k in set(da) | set(db) if json.dumps(da.get(k)) != json.dumps(db.get(k)))
+    return "; ".join(f"{k} {_value(da[k]) if k in da else '-'} / {_value(db[k]) if k in db else '-'}" for k in keys)
+
+
 def pair_settings(table, a, b):
-    """[(setting of A, setting of B)] that differ only in method; a UsageError naming the candidates if none."""
-    found = defaultdict(list)
-    for setting in table:
-        found[name_of(setting)].append(setting)
-    for name in (a, b):
-        if name not in found:
+    """[(setting of A, setting of B)] for --compare A,B (parse_side): those that differ only in method; failing any,
+    the one setting of each side per source and backbone (differences names what else differs). A UsageError names
+    the candidates when a side has none, or several to choose from."""
+    sides = []
+    for text in (a, b):
+        name, picks = parse_side(text)
+        of_name = [s for s in table if name_of(s) == name]
+        if not of_name:
             raise UsageError(f"no zero-shot runs of {name} to compare; there are runs of: "
-                             f"{', '.join(sorted(found)) or 'none'}")
-    sources = {name: sorted({s[2] for s in found[name]}) for name in (a, b)}
-    if not set(sources[a]) & set(sources[b]):
-        raise UsageError(f"{a} and {b} have no source in common ({a}: {', '.join(sources[a])}; {b}: "
-                         f"{', '.join(sources[b])}): train both on one source")
-    pairs = [(sa, sb) for sa in found[a] for sb in found[b] if rest_of(sa) == rest_of(sb)]
+                             f"{', '.join(sorted({name_of(s) for s in table})) or 'none'}")
+        chosen = [s for s in of_name if all(k in described(s) and same_value(described(s)[k], v)
+                                            for k, v in picks.items())]
+        if not chosen:
+            labels = setting_labels(of_name)
+            raise UsageError(f"no setting of {name} has {' '.join(f'{k}={v}' for k, v in picks.items())}; its "
+                             f"settings: {'; '.join(sorted(labels.values()))}")
+        sides.append(chosen)
+    found_a, found_b = sides
+    if set(found_a) == set(found_b):
+        raise UsageError(f"--compare {a},{b} compares {a} with itself: name two settings, e.g. xpe,spt")
+    sources = [sorted({s[2] for s in found}) for found in sides]
+    if not set(sources[0]) & set(sources[1]):
+        raise UsageError(f"{a} and {b} have no source in common ({a}: {', '.join(sources[0])}; {b}: "
+                         f"{', '.join(sources[1])}): train both on one source")
+    pairs = [(sa, sb) for sa in found_a for sb in found_b if sa != sb and rest_of(sa) == rest_of(sb)]
     if not pairs:
-        labels = setting_labels(found[a] + found[b], across_methods=True)
-        raise UsageError(f"no setting of {a} differs from one of {b} only in method (candidates: "
-                         f"{'; '.join(f'{labels[s]} from {s[2]}' for s in found[a] + found[b])}): train them with "
-                         f"the same settings")
+        place = lambda s: s[2:5]  # source, backbone, mode
+        for where in sorted({place(s) for s in found_a} & {place(s) for s in found_b}):
+            here = [[s for s in found if place(s) == where] for found in sides]
+            if len(here[0]) > 1 or len(here[1]) > 1:
+                labels = setting_labels(here[0] + here[1], across_methods=True)
+                raise UsageError(f"{a} - {b} from {where[0]}: no setting of one differs from one of the other only "
+                                 f"in method, and there are several to pair (candidates: "
+                                 f"{'; '.join(labels[s] for s in here[0] + here[1])}): name the two settings, e.g. "
+                                 f"\"{name_of(here[0][0])} lr=0.001\",{name_of(here[1][0])}")
+            pairs.append((here[0][0], here[1][0]))
     return sorted(pairs, key=lambda p: (p[0][2], p[0][3], str(p[0][5])))
 
 
 def check_pair(table, a, b):
     """The setting pairs of --compare A,B in table (by_setting of zero-shot rows), each with a seed in common."""
-    names = [xpe.method_name(*xpe.parse_method(m)) for m in (a, b)]
-    if names[0] == names[1]:
-        raise UsageError(f"--compare {a},{b} compares {names[0]} with itself: name two methods, e.g. xpe,spt")
-    pairs = pair_settings(table, *names)
+    pairs = pair_settings(table, a, b)
     for sa, sb in pairs:
         if not set(table[sa]) & set(table[sb]):
-            raise UsageError(f"{names[0]} and {names[1]} from {sa[2]} are unpaired: no seed in common "
-                             f"({names[0]}: {', '.join(map(str, sorted(table[sa])))}; "
-                             f"{names[1]}: {', '.join(map(str, sorted(table[sb])))}): train them with the same --seed")
+            raise UsageError(f"{a} and {b} from {sa[2]} are unpaired: no seed in common "
+                             f"({a}: {', '.join(map(str, sorted(table[sa])))}; "
+                             f"{b}: {', '.join(map(str, sorted(table[sb])))}): train them with the same --seed")
     return pairs
 
 
@@ -847,7 +900,8 @@ def compare(per_language, a, b, group_langs):
         common = sorted(set(runs_a) & set(runs_b))
         for group in group_langs:
             rows.append(compare_row(runs_a, runs_b, common, langs_of.get((group, sa[2], "zero-shot"), []),
-                                    dict(source=sa[2], backbone=sa[3], group=group, a=labels[sa], b=labels[sb]),
+                                    dict(source=sa[2], backbone=sa[3], group=group, a=labels[sa], b=labels[sb],
+                                         differ=differences(sa, sb)),
                                     (counted[sa], counted[sb])))
     return rows
 
@@ -965,9 +1019,12 @@ def margin_text(rows):
 
 
 def compare_notes(rows):
+    differ = {(r["a"], r["b"], r["source"], r["backbone"]): r["differ"] for r in rows if r["differ"]}
     return [f"{r['a']} - {r['b']} from {r['source']} on {r['group']}: seed{'s' if ' ' in r['left_out'] else ''} "
             f"{r['left_out'].replace(' ', ', ')} left out, not scored on all {r['languages']} languages in both"
-            for r in rows if r["left_out"]]
+            for r in rows if r["left_out"]] + [
+        f"{a} - {b} from {source}: beyond the method the settings differ in {text} (A / B)"
+        for (a, b, source, _), text in differ.items()]
 
 
 def compare_text(rows):
@@ -1401,13 +1458,15 @@ def parser():
                                                                "together (default 256)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cuda when there is one)")
     p.add_argument("--precision", choices=xpe.PRECISIONS, default="auto",
-                   help="of the backbone's passes: auto (bf16 on CUDA and on a CPU with native bf16 (AMX or "
-                        "AVX512-BF16), fp32 elsewhere), fp32 or bf16 (default auto)")
+                   help="of the backbone's passes: auto (bf16 on CUDA, fp32 on a CPU), fp32 or bf16 (default auto; "
+                        + xpe.CPU_BF16 + ")")
     p.add_argument("--baseline", action="store_true",
                    help="Table 2: SIB-200's published figures over the same languages beside ours")
     p.add_argument("--compare", metavar="A,B", action="append",
                    help="paired zero-shot difference A - B per source and target group with a t-interval over "
-                        "seeds and a verdict, e.g. xpe,spt or dual:0.7,spt; may be given again; to compare.csv")
+                        "seeds and a verdict, e.g. xpe,spt or dual:0.7,spt; a side may name settings as the tables "
+                        "label them, e.g. \"dual:0.7 lr_spt=5e-05\",spt; runs pair by source, backbone and seed, and "
+                        "each row names what else differs; may be given again; to compare.csv")
     p.add_argument("--margin", metavar="M", action="append",
                    help="with --compare: differences in accuracy points (e.g. 1 or 2,3.1; may be given again) that "
                         "each interval is read against: whether it rules out +M or more and -M or less ('no effect "
@@ -1467,9 +1526,9 @@ def check_flags(args):
     for given in args.compare or []:
         pair = [m.strip() for m in given.split(",")]
         if len(pair) != 2:
-            raise UsageError(f"--compare takes two methods, A,B (e.g. xpe,spt), got {given!r}")
+            raise UsageError(f"--compare takes two settings, A,B (e.g. xpe,spt), got {given!r}")
         for m in pair:
-            xpe.parse_method(m)  # the grammar now; the pair against the runs' settings in check_rows
+            parse_side(m)  # the grammar now; the pair against the runs' settings in check_rows
     args.out = args.out or "results"
     xpe.check_writable(args.out, "--out")
     if args.plot:

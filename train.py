@@ -91,8 +91,8 @@ class TrainConfig:
     grad_clip: float = flag(1.0, "gradient-norm clipping, per run (0: off)")
     eval_every: int = flag(0, "steps between dev evaluations (0: one epoch of the pooled training rows)")
     eval_batch_size: int = flag(128, "rows per backbone pass in dev evaluation, shared by the runs of a pack")
-    precision: str = flag("auto", "auto, fp32 or bf16 (auto: bf16 on CUDA and on a CPU with native bf16 (AMX or "
-                                  "AVX512-BF16), fp32 elsewhere); the run records the one used")
+    precision: str = flag("auto", "auto, fp32 or bf16 of the backbone's passes (auto: bf16 on CUDA, fp32 on a CPU; "
+                                  + xpe.CPU_BF16 + "); the run records the one used")
 
     def __post_init__(self):
         if self.lr_spt < 0:

@@ -28,6 +28,14 @@ def require_extra(module):
         pytest.skip(message)
 
 
+def cpu_bf16(monkeypatch, amx, avx512_bf16):
+    """Make torch.cpu report these bf16 capabilities."""
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+
+
 def read_csv(path):
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, require_extra
+from conftest import ROOT, cpu_bf16, require_extra
 
 NUMBER = r"([-+0-9.eE]+|nan|inf)"
 
@@ -156,3 +156,18 @@ def test_a_pack_peaks_at_one_runs_memory(sib200_dir, e5_dir):
     s = type("S", (), {"args": args, "common": type("C", (), {"precision": "fp32"})})()
     one, four = (bench.memory_probe_peak(s, n, "wide") for n in (1, 4))
     assert four <= 1.3 * one, (one, four)
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, native", [(True, True, True), (True, False, True),
+                                                      (False, True, True), (False, False, False)])
+def test_native_bf16_is_what_the_cpu_reports(monkeypatch, amx, avx512_bf16, native):
+    from tools import bench
+    cpu_bf16(monkeypatch, amx, avx512_bf16)
+    assert bench.native_bf16("cpu") is native and bench.native_bf16("cuda") is True
+
+
+def test_a_torch_without_the_probes_has_no_native_bf16(monkeypatch):
+    from tools import bench
+    for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        monkeypatch.delattr(torch.cpu, name, raising=False)
+    assert bench.native_bf16("cpu") is False

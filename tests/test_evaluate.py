@@ -17,7 +17,7 @@ import data
 import evaluate
 import train
 import xpe
-from conftest import FIXTURE_SIB200, ROOT, read_csv, require_extra
+from conftest import FIXTURE_SIB200, ROOT, cpu_bf16, read_csv, require_extra
 
 PAPER_BASELINES = {  # SPEC §6: XLM-R large fine-tuned on English, zero-shot (Table 2)
     "lowperf": 33.5, "unseen": 54.0, "seen-wo-j5": 86.2, "all-wo-j5": 67.8}
@@ -368,13 +368,13 @@ def test_an_empty_test_split_is_a_clear_error(tmp_path, runs, capsys):
 
 @pytest.mark.parametrize("native", [False, True])
 def test_precision_of_scoring_is_the_one_asked_for(tmp_path, runs, monkeypatch, capsys, native):
-    """auto follows xpe.native_bf16 (a CPU with AMX or AVX512-BF16: bf16); fp32 and bf16 are taken as asked."""
+    """auto is float32 on a CPU, native bf16 (AMX, AVX512-BF16) or not; fp32 and bf16 are taken as asked."""
     seen = []
     real = xpe.precision_context
-    monkeypatch.setattr(xpe, "native_bf16", lambda device: native)
+    cpu_bf16(monkeypatch, native, native)
     monkeypatch.setattr(xpe, "precision_context", lambda backbone, precision: seen.append(precision) or
                         real(backbone, precision))
-    for asked, used in (("auto", "bf16" if native else "fp32"), ("bf16", "bf16"), ("fp32", "fp32")):
+    for asked, used in (("auto", "fp32"), ("bf16", "bf16"), ("fp32", "fp32")):
         seen.clear()
         code, out = evaluate_main(tmp_path, "--runs", str(runs / "a"), "--group", "fra_Latn", "--precision", asked)
         assert code == 0 and f"scoring in {used} (--precision {asked})" in capsys.readouterr().err
@@ -627,11 +627,37 @@ def test_settings_that_differ_in_lr_are_two_columns_and_compare_pairs_only_the_s
     assert sorted(r["setting"] for r in groups) == ["spt", "xpe lr 0.001", "xpe lr 5e-05"]
     (row,) = evaluate.compare(rows, "xpe", "spt", {"seen": langs})
     assert row["a"] == "xpe lr 0.001" and row["mean_diff"] == pytest.approx(0.03, abs=1e-9)
-    lone = with_settings(results("xpe", noisy(langs)), lr=5e-5) + with_settings(results("spt", noisy(langs)), lr=1e-3)
+    assert row["differ"] == ""
+
+
+def test_compare_pairs_settings_that_differ_beyond_the_method_and_names_what_differs():
+    """The authors' recipe trains DUAL with lr_spt 5e-05 and SPT with 5e-03: no pair differs only in method, but
+    there is one setting of each, so they pair by source, backbone and seed, and the row says what else differs."""
+    langs = SEEN
+    rows = (with_settings(results("dual", noisy(langs, bonus=0.02), xpe_frac=0.7), lr_spt=5e-5)
+            + with_settings(results("spt", noisy(langs)), lr_spt=5e-3))
+    for a in ("dual:0.7", "dual:0.7 lr_spt=5e-05", "dual:0.7 lr-spt 5e-05"):
+        (row,) = evaluate.compare(rows, a, "spt", {"seen": langs})
+        assert row["mean_diff"] == pytest.approx(0.02, abs=1e-9) and row["differ"] == "lr_spt 5e-05 / 0.005"
+        assert "differ in lr_spt 5e-05 / 0.005 (A / B)" in evaluate.compare_notes([row])[-1]
     with pytest.raises(xpe.UsageError) as excinfo:
-        evaluate.compare(lone, "xpe", "spt", {"seen": langs})
+        evaluate.compare(rows, "dual:0.7 lr_spt=0.001", "spt", {"seen": langs})
+    assert "no setting of dual:0.7 has lr_spt=0.001" in one_line_usage_error(excinfo)
+
+
+def test_compare_with_several_settings_to_pair_asks_which_and_a_named_one_is_taken():
+    langs = SEEN
+    rows = (with_settings(results("xpe", noisy(langs, bonus=0.03)), lr=1e-3)
+            + with_settings(results("xpe", noisy(langs, bonus=-0.2)), lr=5e-5)
+            + with_settings(results("spt", noisy(langs)), lr=1e-4))
+    with pytest.raises(xpe.UsageError) as excinfo:
+        evaluate.compare(rows, "xpe", "spt", {"seen": langs})
     message = one_line_usage_error(excinfo)
-    assert "only in method" in message and "xpe lr 5e-05" in message and "spt lr 0.001" in message
+    assert "several to pair" in message and "xpe lr 5e-05" in message and "spt lr 0.0001" in message
+    (row,) = evaluate.compare(rows, "xpe lr=5e-05", "spt", {"seen": langs})
+    assert row["mean_diff"] == pytest.approx(-0.2, abs=1e-9) and row["differ"] == "lr 5e-05 / 0.0001"
+    (row,) = evaluate.compare(rows, "xpe lr=0.001", "xpe lr=5e-05", {"seen": langs})  # one method, two settings
+    assert row["mean_diff"] == pytest.approx(0.23, abs=1e-9) and row["differ"] == "lr 0.001 / 5e-05"
 
 
 def test_compare_text_aligns_its_columns(capsys):
@@ -655,6 +681,8 @@ def test_compare_text_aligns_its_columns(capsys):
     ("xpe", "spt", "unpaired", "unpaired"),
     ("xpe", "spt", "other-source", "no source in common"),
     ("xpe", "spt", "twice", "one would hide the other"),
+    ("xpe lr", "spt", None, "has no value"),
+    ("xpe lr=1", "spt", None, "no setting of xpe has lr=1"),
     ("xpe", "spt", "supervised", "no zero-shot runs of spt"),
 ])
 def test_compare_bad_input_is_a_usage_error(a, b, rows, expected):
@@ -1090,6 +1118,15 @@ def test_runs_that_differ_in_lr_are_two_settings_in_per_group_and_the_tables(tmp
     again = evaluate.main(["--scores", str(out / "per_language.csv"), "--group", ",".join(LANGS), "--out",
                            str(tmp_path / "again")])  # --scores keeps the settings apart as scoring did
     assert again == 0 and read_csv(tmp_path / "again" / "per_group.csv") == groups
+
+
+def test_compare_runs_trained_with_the_authors_recipe_from_the_command_line(tmp_path, capsys):
+    rows = rows_of("dual", frac=0.7, settings={"lr_spt": 5e-5}, base=0.6) + rows_of("spt", settings={"lr_spt": 5e-3})
+    code, out = scores_main(tmp_path, rows, "--compare", "dual:0.7 lr_spt=5e-05,spt", "--margin", "1")
+    assert code == 0
+    (compared,) = read_csv(out / "compare.csv")
+    assert compared["differ"] == "lr_spt 5e-05 / 0.005" and float(compared["mean_diff"]) == pytest.approx(0.1)
+    assert "beyond the method the settings differ in lr_spt 5e-05 / 0.005" in capsys.readouterr().out
 
 
 def test_two_seeds_write_too_few_seeds_and_empty_interval_columns(tmp_path, capsys):

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 import evaluate
 import train
 import xpe
-from conftest import FIXTURE_SIB200, ROOT
+from conftest import FIXTURE_SIB200, ROOT, cpu_bf16
 
 SOURCE = "eng_Latn,fra_Latn"
 
@@ -502,12 +502,11 @@ def test_every_flag_says_what_it_sets_and_its_default():
             assert "(default" in text, (action.dest, text)
 
 
-@pytest.mark.parametrize("native, given, recorded", [(False, "auto", "fp32"), (True, "auto", "bf16"),
+@pytest.mark.parametrize("native, given, recorded", [(False, "auto", "fp32"), (True, "auto", "fp32"),
                                                      (False, "bf16", "bf16"), (True, "fp32", "fp32")])
 def test_the_run_records_the_precision_it_trained_in(tmp_path, tiny_model_dir, monkeypatch, native, given, recorded):
-    """--precision auto is bf16 on a CPU with native bf16 and float32 on one without; config.json records the
-    resolved one."""
-    monkeypatch.setattr(xpe, "native_bf16", lambda device: native)
+    """--precision auto is float32 on a CPU, native bf16 or not; config.json records the resolved one."""
+    cpu_bf16(monkeypatch, native, native)
     code, out = run(tmp_path, tiny_model_dir, "--precision", given, "--steps", "4", "--eval-every", "4")
     assert code == 0
     assert json.loads((out / "config.json").read_text())["settings"]["precision"] == recorded

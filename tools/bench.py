@@ -73,6 +73,22 @@ PEAKS = [  # (words in torch.cuda.get_device_name, dense bf16 TFLOP/s), the firs
     (("H200",), 989.0), (("A100",), 312.0)]
 
 
+def native_bf16(device):
+    """Whether the device multiplies bf16 natively: CUDA, or a CPU with AMX or AVX512-BF16 (torch.cpu reports it).
+
+    On a CPU without them (AVX2 only) torch emulates bf16 matmuls, several times slower than float32.
+    """
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch 2.x; absent: no native bf16
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true",
@@ -476,7 +492,7 @@ def precision_section(s):
         print(f"precision {name}: train {s.args.steps / train_s:.4g} steps/s, scoring {len(rows) / score_s:.4g} "
               f"sentences/s")
     print(f"precision: --precision auto here is {xpe.resolve_precision('auto', s.device)}; native bf16 matmuls: "
-          f"{xpe.native_bf16(s.device)}")
+          f"{native_bf16(s.device)}")
     return {"bf16 / fp32 train": best["fp32"][0] / best["bf16"][0],
             "bf16 / fp32 scoring": best["fp32"][1] / best["bf16"][1]}
 
