@@ -53,7 +53,7 @@ MANIFEST = "outputs.json"  # written last: which files make the set, with their 
 MODE_FLAGS = {"predict": {"predict", "batch_size", "device", "precision"},
               "score": {"scores", "group", "groups", "groups_file", "data_dir", "out", "batch_size", "device",
                         "baseline", "compare", "margin", "plot", "plot_sort", "plot_size", "plot_baselines", "unfinished",
-                        "precision"}}
+                        "precision", "pool_code"}}
 
 
 def note(text):
@@ -103,9 +103,18 @@ def read_run(run_dir):
     target = config.get("target") or ""
     run = dict(dir=run_dir, config=config, mode="supervised" if target else "zero-shot",
                trained=set(config.get("source_languages", [])) if not target else set(), only=target,
-               settings=settings_text(config.get("settings", {})))
+               settings=settings_text(run_settings(config)))
     run["ended"] = run_end(run)
     return run
+
+
+def run_settings(config):
+    """What made a run, from its config.json: its settings (train.py's flags, and since they are recorded the
+    training code's and the backbone weights' fingerprints and a target run's source run) and its source languages."""
+    settings = dict(config.get("settings", {}))
+    if config.get("source_languages"):
+        settings["source_languages"] = sorted(config["source_languages"])
+    return settings
 
 
 def last_logged_step(run_dir):
@@ -145,17 +154,17 @@ def check_runs(runs):
             raise UsageError(f"runs with different {what} ({', '.join(found[:3])}): evaluate them in separate calls")
 
 
-def preview_rows(runs, languages):
+def preview_rows(runs, languages, precision):
     """One per_language row a run (a made-up accuracy): what check_rows needs to know before scoring."""
-    return [run_row(run, lang, 1, 0.0) for run in runs for lang in targets_of(run, languages)[:1]]
+    return [run_row(run, lang, 1, 0.0, precision) for run in runs for lang in targets_of(run, languages)[:1]]
 
 
-def run_row(run, lang, n, accuracy):
+def run_row(run, lang, n, accuracy, precision):
     cfg = run["config"]
     return dict(run=str(run["dir"]), mode=run["mode"], method=cfg["method"], xpe_frac=float(cfg["xpe_frac"]),
                 source=cfg["source"], seed=cfg["seed"], backbone=cfg["model"],
                 steps=cfg.get("settings", {}).get("steps", ""), language=lang, n=n, accuracy=accuracy,
-                settings=run["settings"], ended=run["ended"])
+                precision=precision, settings=run["settings"], ended=run["ended"])
 
 
 # ---- scoring: runs -> per-language rows ----------------------------------------------------------------
@@ -188,7 +197,7 @@ def score(runs, rows, backbone, tokenizer, batch_size, languages, precision="fp3
                 totals[row_langs[i]][1] += 1
             for lang in targets:
                 right, n = totals[lang]
-                per_language.append(run_row(run, lang, n, round(right / n, 6)))
+                per_language.append(run_row(run, lang, n, round(right / n, 6), precision))
     return per_language
 
 
@@ -207,8 +216,9 @@ def score_runs(args, group_langs, device):
     """--runs: read and check every run (finished, settings, flags against them), then score."""
     found = [read_run(d) for d in find_runs(args.runs, note)]
     languages = sorted(set().union(*group_langs.values()))
+    precision = xpe.resolve_precision(args.precision, device)
     check_runs(found)
-    check_rows(args, preview_rows(found, languages))
+    check_rows(args, preview_rows(found, languages, precision))
     for run in found:
         left_out = sorted(set(languages) & run["trained"])
         if left_out:
@@ -217,7 +227,6 @@ def score_runs(args, group_langs, device):
     languages = sorted(set(languages) | {run["only"] for run in found if run["only"]})
     rows = load_test_rows(found, languages, args.data_dir)
     backbone, tokenizer = xpe.load_backbone(found[0]["config"]["model"], device)
-    precision = xpe.resolve_precision(args.precision, device)
     note(f"scoring in {precision} (--precision {args.precision}) on {device}")
     return score(found, rows, backbone, tokenizer, args.batch_size, languages, precision), found
 
@@ -230,7 +239,8 @@ def score_runs(args, group_langs, device):
 # (cells with their marks) that one renderer writes as text, Markdown or CSV (render).
 
 LANGUAGE_FIELDS = ["run", "mode", "method", "xpe_frac", "source", "seed", "backbone", "steps", "language", "n",
-                   "accuracy", "settings", "ended"]
+                   "accuracy", "precision", "settings", "ended"]
+UNRECORDED = {"precision"}  # per_language.csv files from before a field was recorded lack it: read as empty
 GROUP_FIELDS = ["method", "xpe_frac", "source", "backbone", "mode", "setting", "group", "languages", "seeds", "mean",
                 "std", "left_out", "settings"]
 # Settings that are not the experiment: the seed is the replicate; the paths say where the data and the
@@ -271,15 +281,37 @@ def method_order(name):
 
 # ---- settings ---------------------------------------------------------------------------------------
 
+def identifying(settings):
+    """settings without BOOKKEEPING, in a target run's source run's settings (init_settings) too."""
+    return {k: identifying(v) if isinstance(v, dict) else v for k, v in settings.items() if k not in BOOKKEEPING}
+
+
 def settings_text(settings):
-    """The identifying part of config.json's settings as one canonical JSON string (per_language.csv's settings)."""
-    kept = {k: v for k, v in settings.items() if k not in BOOKKEEPING}
-    return json.dumps(kept, sort_keys=True, separators=(",", ":"))
+    """The identifying part of a run's settings (run_settings) as one canonical JSON string (per_language.csv's
+    settings)."""
+    return json.dumps(identifying(settings), sort_keys=True, separators=(",", ":"))
 
 
 def setting_of(row):
-    """(method, xpe_frac, source, backbone, mode, settings): what a run is, but for its seed."""
-    return row["method"], float(row["xpe_frac"]), row["source"], row["backbone"], row["mode"], row.get("settings", "")
+    """(method, xpe_frac, source, backbone, mode, settings): what a run is, but for its seed; rows scored in another
+    precision are another setting (settings gains scored_in)."""
+    settings = row.get("settings", "")
+    if row.get("precision"):
+        settings = settings_text({**(json.loads(settings) if settings else {}), "scored_in": row["precision"]})
+    return row["method"], float(row["xpe_frac"]), row["source"], row["backbone"], row["mode"], settings
+
+
+def pooled_code(per_language):
+    """--pool-code: the rows with the training code left out of their settings (kept in "code" for the tables'
+    note), so that runs that differ only in it are one setting."""
+    pooled = []
+    for r in per_language:
+        settings = json.loads(r["settings"]) if r.get("settings") else {}
+        code = settings.pop("code", None)
+        if isinstance(settings.get("init_settings"), dict):
+            settings["init_settings"] = {k: v for k, v in settings["init_settings"].items() if k != "code"}
+        pooled.append({**r, "settings": settings_text(settings) if r.get("settings") else "", "code": code})
+    return pooled
 
 
 def rest_of(setting):
@@ -295,6 +327,15 @@ def _value(v):
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def differs(recorded, key):
+    """Whether settings ({setting: described}) differ in key; in a source's languages only among settings of one
+    source: between sources they differ by definition, and the source is named apart."""
+    values = defaultdict(set)
+    for s, d in recorded.items():
+        values[s[2] if key.endswith("source_languages") else ""].add(json.dumps(d.get(key)))
+    return any(len(v) > 1 for v in values.values())
+
+
 def setting_labels(settings, across_methods=False):
     """{setting: column label}: the method name, then what differs among that method's settings, e.g. xpe lr 0.001
     (across_methods: what differs among all the settings, for naming candidates that should pair)."""
@@ -303,11 +344,10 @@ def setting_labels(settings, across_methods=False):
         by_name["" if across_methods else name_of(s)].append(s)
     labels = {}
     for name, group in by_name.items():
-        described = {s: {"backbone": s[3], **(json.loads(s[5]) if s[5] else {"settings": "not recorded"})}
-                     for s in group}
-        keys = sorted({k for d in described.values() for k in d})
-        differ = [k for k in keys if len({json.dumps(d.get(k)) for d in described.values()}) > 1]
-        for s, d in described.items():
+        recorded = {s: described(s) if s[5] else {"backbone": s[3], "settings": "not recorded"} for s in group}
+        keys = sorted({k for d in recorded.values() for k in d})
+        differ = [k for k in keys if differs(recorded, k)]
+        for s, d in recorded.items():
             parts = [f"{k.replace('_', '-')} {_value(d[k])}" if k in d else f"no {k.replace('_', '-')}"
                      for k in differ]
             labels[s] = " ".join([name_of(s)] + parts)
@@ -372,14 +412,14 @@ def read_scores(paths):
                 found = list(csv.DictReader(f))
         except (OSError, UnicodeDecodeError, csv.Error) as e:
             raise UsageError(f"--scores {path}: cannot read it ({type(e).__name__}: {e})") from None
-        missing = [k for k in LANGUAGE_FIELDS if not found or k not in found[0]]
+        missing = [k for k in LANGUAGE_FIELDS if k not in UNRECORDED and (not found or k not in found[0])]
         if missing:
             raise UsageError(f"--scores {path} is not a per_language.csv written by evaluate.py (it lacks "
                              f"{', '.join(missing)})")
         for line, r in enumerate(found, 2):
             if None in r or None in r.values():
                 raise _row_error(path, line, "it has another number of fields than the header")
-            row = typed_row(r, path, line)
+            row = typed_row({**dict.fromkeys(UNRECORDED, ""), **r}, path, line)
             key = (row["run"], row["language"], row["mode"])
             if key in where:
                 raise UsageError(f"--scores: {row['run']} on {row['language']} twice ({where[key]} and {path}, line "
@@ -491,6 +531,13 @@ def seed_list(seeds):
     return ", ".join(str(a) if a == b else f"{a}{'-' if b > a + 1 else ', '}{b}" for a, b in spans)
 
 
+def code_of(row):
+    """The fingerprint of the code that trained a row's run ("" where it was not recorded); pooled_code keeps it."""
+    if "code" in row:
+        return row["code"] or ""
+    return (json.loads(row["settings"]) if row.get("settings") else {}).get("code") or ""
+
+
 def provenance(per_language):
     """Which backbone, sources, seeds and steps a table or figure comes from, in one line."""
     seeds, steps = defaultdict(set), set()
@@ -505,9 +552,15 @@ def provenance(per_language):
     else:
         seed_text = "seeds " + "; ".join(f"{seed_list(v)} ({s}{', supervised' if m == 'supervised' else ''})"
                                          for (s, m), v in sorted(seeds.items()))
+    codes = sorted({code_of(r) for r in per_language})
+    pooled = " (pooled by --pool-code)" if len(codes) > 1 and any("code" in r for r in per_language) else ""
+    code_text = (f"code {', '.join(c or 'not recorded' for c in codes)}{pooled}" if any(codes) else
+                 "training code not recorded (runs from before train.py named it)")
+    precisions = sorted({r.get("precision") or "" for r in per_language})
     return " · ".join([f"backbone{'s' if len(backbones) > 1 else ''} {', '.join(backbones)}",
                        f"source{'s' if len(sources) > 1 else ''} {', '.join(sources)}", seed_text,
-                       f"steps {', '.join(map(str, sorted(steps)))}" if steps else "steps not recorded"])
+                       f"steps {', '.join(map(str, sorted(steps)))}" if steps else "steps not recorded", code_text,
+                       f"scored in {', '.join(p or 'a precision not recorded' for p in precisions)}"])
 
 
 def paper_note(per_language):
@@ -811,8 +864,11 @@ def parse_side(text):
 
 
 def described(setting):
-    """A setting's recorded settings by name, the backbone among them."""
-    return {"backbone": setting[3], **(json.loads(setting[5]) if setting[5] else {})}
+    """A setting's recorded settings by name, the backbone among them; a source run's as init_settings.NAME."""
+    flat = {"backbone": setting[3]}
+    for k, v in (json.loads(setting[5]) if setting[5] else {}).items():
+        flat.update({f"{k}.{kk}": vv for kk, vv in v.items()} if isinstance(v, dict) else {k: v})
+    return flat
 
 
 def same_value(recorded, given):
@@ -1260,9 +1316,16 @@ def draw_png(series, key, panels, size, caption):
 
 # ---- the report: every output file, in memory -----------------------------------------------------------
 
+def for_tables(args, per_language):
+    """The rows the tables, comparisons and figure are made from: per_language, or with --pool-code the rows with
+    the training code pooled (pooled_code)."""
+    return pooled_code(per_language) if args.pool_code else per_language
+
+
 def check_rows(args, per_language):
     """The rows (or, before scoring, a row a run) against the flags, before anything is scored or written:
     unfinished runs unless --unfinished, two runs of one setting and seed, --compare and --plot-sort."""
+    per_language = for_tables(args, per_language)
     unfinished = sorted(unfinished_runs(per_language).items())
     if unfinished and not args.unfinished:
         (run, why), more = unfinished[0], f" (and {len(unfinished) - 1} more)" if len(unfinished) > 1 else ""
@@ -1280,6 +1343,7 @@ def report(args, per_language, group_langs, groups, codes):
     if not per_language:
         raise UsageError(f"no run has a target language in {', '.join(group_langs)}: choose other --groups")
     files, printed = {"per_language.csv": csv_text(LANGUAGE_FIELDS, per_language)}, []
+    per_language = for_tables(args, per_language)
     group_rows = summarise(per_language, group_langs)
     fields = GROUP_FIELDS
     if args.baseline:
@@ -1473,6 +1537,9 @@ def parser():
                         "of M either way' when it lies inside (-M, +M)), the power its seeds had at M and the seeds "
                         "80 %% power would need at the observed per-seed sd; to margins.csv")
     p.add_argument("--unfinished", action="store_true", help="score runs that have not finished too, marked ‡")
+    p.add_argument("--pool-code", action="store_true", help="runs whose settings differ only in the code that trained "
+                                                            "them (its fingerprint) make one column, not one each; "
+                                                            "the tables' note names the code versions pooled")
     p.add_argument("--plot", metavar="FILE.png", help="the paper's Figure 2: accuracy per language, seen and unseen "
                                                       "panels; its numbers go to FILE.csv (needs matplotlib)")
     p.add_argument("--plot-sort", metavar="METHOD[@SOURCE]",

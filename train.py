@@ -22,7 +22,9 @@ run's start, step and evaluation; the loop (fit); the call (main).
 import argparse
 import csv
 import fcntl
+import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -100,6 +102,11 @@ class TrainConfig:
 
 
 TARGET_DEFAULTS = dict(steps=6000, warmup=0.05, patience=30, encoder_dropout=0.0)
+# Settings a run keeps to itself in a pack (its parameters, optimiser, schedule, early stopping): each takes a list,
+# and a call trains every combination (a sweep). The others shape the batch or the sequence, which a pack shares.
+SWEEPABLE = ("lr_prompt", "lr_spt", "lr", "weight_decay", "warmup", "cycles", "grad_clip", "encoder_hidden",
+             "encoder_dropout", "head_dropout", "patience", "stop_after")
+MAX_RUNS = 64  # runs a call trains unless --max-runs allows more
 METHOD_FRAC = dict(spt=0.0, xpe=1.0, dual=0.7)
 NOT_IDENTITY = {"eval_batch_size"}  # settings a resumed run may change without becoming another run
 
@@ -110,7 +117,8 @@ def build_parser(description=None):
     for f in fields(TrainConfig):
         default = getattr(defaults, f.name)
         shown = {"data_dir": "empty", "groups_file": "empty", "lr_spt": "-1", "eval_every": "0"}.get(f.name, default)
-        kind = str if f.name in ("method", "seed") else type(default)  # lists and ranges: parsed below
+        kind = (str if f.name in ("method", "seed") + SWEEPABLE  # lists: parsed below
+                else one_value(type(default)) if type(default) in (int, float) else type(default))
         # None marks "not given", so that method- and target-dependent defaults can fill it.
         p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None, nargs="+" if f.name == "init" else None,
                        help=f"{f.metadata['help']} (default {shown})")
@@ -124,10 +132,37 @@ def build_parser(description=None):
     p.add_argument("--pack-size", type=int, default=None,
                    help="most runs a pack trains in one backbone pass; the call goes pack after pack (default "
                         + ", ".join(f"{n} on {d}" for d, n in DEFAULT_PACK_SIZE.items()) + ")")
+    p.add_argument("--max-runs", type=int, default=MAX_RUNS, help="most runs a call may plan (methods x seeds x swept "
+                                                                  f"values); more are refused (default {MAX_RUNS})")
     p.add_argument("--resume", action="store_true", help="continue the call's runs from their last evaluation")
     p.add_argument("--overwrite", action="store_true", help="replace the runs in the run folders (only train.py's "
                                                             "own files there are removed)")
     return p
+
+
+def one_value(kind):
+    """argparse's type for a setting that takes one value: a list is refused, saying why."""
+    def parse(text):
+        if "," in text:
+            raise argparse.ArgumentTypeError(f"takes one value, not the list {text}: it shapes the batch or the "
+                                             f"sequence, which the runs of a pack share (lists: "
+                                             f"{', '.join('--' + k.replace('_', '-') for k in SWEEPABLE)})")
+        return kind(text)
+    parse.__name__ = kind.__name__  # argparse names the type in its message
+    return parse
+
+
+def parse_values(name, text):
+    """[values] of a swept setting from its flag: a number or a list of them (5e-3,5e-5)."""
+    kind, flag_name = type(getattr(TrainConfig(), name)), "--" + name.replace("_", "-")
+    try:
+        values = [kind(item) for item in text.split(",")]
+    except ValueError:
+        raise UsageError(f"{flag_name} {text}: use a number or a list of numbers such as 5e-3,5e-5"
+                         f"{' (whole numbers)' if kind is int else ''}") from None
+    if len(set(values)) != len(values):
+        raise UsageError(f"{flag_name} {text} names a value twice")
+    return values
 
 
 def parse_args(argv=None, description=None):
@@ -181,24 +216,45 @@ def resolve_configs(args):
     """One TrainConfig per run of the call (methods × seeds, or source runs × target languages), every setting
     checked; nothing is written."""
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
+    if "model" in given:  # a local folder by its absolute path, so that the run is scored from any working folder
+        given["model"] = model_key(given["model"])
     if args.resume and args.overwrite:
         raise UsageError("--resume continues the runs in --out and --overwrite replaces them: give one of them")
     if given.get("target") and not given.get("init"):
         raise UsageError("--target needs --init RUN_DIR [RUN_DIR ...]: the source runs to start from")
     if given.get("init") and not given.get("target"):
         raise UsageError("--init needs --target LANGS: the languages of the full-supervision phase")
+    if args.max_runs < 1:
+        raise UsageError(f"--max-runs must be at least 1, got {args.max_runs}")
     if args.pack_size is not None and args.pack_size < 1:
         raise UsageError(f"--pack-size must be at least 1 (1: every run alone), got {args.pack_size}")
+    sweeps = {name: parse_values(name, given.pop(name)) for name in SWEEPABLE if name in given}
     if given.get("init"):
-        cfgs = target_configs(given)
+        listed = [name for name, values in sweeps.items() if len(values) > 1]
+        if listed:
+            raise UsageError(f"--{listed[0].replace('_', '-')} takes one value with --target: sweep the source runs, "
+                             f"then give each its own target call")
+        cfgs = target_configs({**given, **{name: values[0] for name, values in sweeps.items()}})
     else:
         runs = parse_methods(given.pop("method", TrainConfig.method), given.pop("xpe_frac", None))
         seeds = parse_seeds(given.pop("seed", str(TrainConfig.seed)))
-        cfgs = [TrainConfig(**given, method=method, xpe_frac=frac, seed=seed) for seed in seeds for method, frac in runs]
+        combos = [dict(zip(sweeps, values)) for values in itertools.product(*sweeps.values())]
+        if len(seeds) * len(combos) * len(runs) > args.max_runs:
+            raise UsageError(f"this call plans {len(seeds) * len(combos) * len(runs):,} runs ({len(runs)} methods x "
+                             f"{len(combos)} combinations of the listed settings x {len(seeds)} seeds), more than "
+                             f"--max-runs {args.max_runs}: give --max-runs to confirm, or split it")
+        cfgs = [TrainConfig(**given, **combo, method=method, xpe_frac=frac, seed=seed)
+                for seed in seeds for combo in combos for method, frac in runs]
     for c in cfgs:
         xpe.split_prompt(c.method, c.xpe_frac, c.prompt_len)
-    check_ranges(cfgs[0])
+    for c in {json.dumps(asdict(c), sort_keys=True): c for c in cfgs}.values():  # each distinct setting once
+        check_ranges(c)
     return cfgs
+
+
+def model_key(model):
+    """A backbone as a run records it: a local folder by its absolute path, a hub name as it is."""
+    return str(Path(model).resolve()) if Path(model).is_dir() else model
 
 
 def target_configs(given):
@@ -215,9 +271,13 @@ def target_configs(given):
         if labels is not None and init_config["labels"] != labels:
             raise UsageError(f"--init {init} has other labels than {inits[0]}: train their targets in separate calls")
         labels = init_config["labels"]
+        mine["model"] = model_key(mine.get("model", init_config["model"]))
+        if cfgs and mine["model"] != cfgs[0].model:
+            raise UsageError(f"--init {init} was trained on {mine['model']}, {inits[0]} on {cfgs[0].model}: train "
+                             f"their targets in separate calls")
         if mine.setdefault("method", init_config["method"]) == init_config["method"]:
             mine.setdefault("xpe_frac", init_config["xpe_frac"])
-        for key in ("encoder_hidden", "source"):
+        for key in ("encoder_hidden", "source", "prompt_len"):
             mine.setdefault(key, init_config[key])
         runs = parse_methods(mine.pop("method"), mine.pop("xpe_frac", None))
         seeds = parse_seeds(mine.pop("seed", str(init_config["seed"])))
@@ -267,11 +327,11 @@ def read_init(init_dir, given):
     if ended.get("why") == Ended.NOT_FINITE.value:
         raise UsageError(f"--init {init_dir} stopped at step {ended.get('step')} on a loss that was not finite: "
                          f"train the source run again with lower learning rates")
-    for key, default in (("model", TrainConfig.model), ("prompt_len", TrainConfig.prompt_len)):
-        mine = given.get(key, default)
-        if init_config.get(key) != mine:
-            raise UsageError(f"--init {init_dir} was trained with {key} {init_config.get(key)!r}, this run has "
-                             f"{mine!r}: pass --{key.replace('_', '-')} {init_config.get(key)} or another --init")
+    for key in ("model", "prompt_len"):  # taken from there unless given
+        mine, theirs = given.get(key), init_config.get(key)
+        if key in given and (model_key(theirs) if key == "model" and isinstance(theirs, str) else theirs) != mine:
+            raise UsageError(f"--init {init_dir} was trained with {key} {theirs!r}, this run has {mine!r}: leave "
+                             f"--{key.replace('_', '-')} out to take it from there, or give another --init")
     return init_config
 
 
@@ -286,18 +346,31 @@ def read_init(init_dir, given):
 DEFAULT_PACK_SIZE = {"cuda": 8, "cpu": 4}  # cuda: one pass carries the pack, 8 x 32 rows; cpu: a seed's methods
 
 
-def run_name(cfg):
-    """A run's folder name: its method as xpe.method_name writes it, without the colon (dual0.7-joshi5-s42)."""
+def run_name(cfg, swept=()):
+    """A run's folder name: its method as xpe.method_name writes it, without the colon, then the values of the
+    call's swept settings (swept_settings) and the source and seed: dual0.7-joshi5-s42, xpe-lr_prompt5e-05-joshi5-s1."""
     if cfg.target:
         return f"{Path(cfg.init).name}-to-{cfg.target}"
-    return f"{xpe.method_name(cfg.method, cfg.xpe_frac).replace(':', '')}-{cfg.source.replace(',', '+')}-s{cfg.seed}"
+    values = "".join(f"-{name}{getattr(cfg, name):g}" for name in swept)
+    return f"{xpe.method_name(cfg.method, cfg.xpe_frac).replace(':', '')}{values}-{cfg.source.replace(',', '+')}-s{cfg.seed}"
+
+
+def swept_settings(cfgs):
+    """The settings whose values differ among a call's runs; --lr-spt only where it is not --lr-prompt's."""
+    return [name for name in SWEEPABLE if len({getattr(c, name) for c in cfgs}) > 1 and
+            (name != "lr_spt" or any(c.lr_spt != c.lr_prompt for c in cfgs))]
+
+
+def run_names(cfgs):
+    swept = swept_settings(cfgs)
+    return [run_name(cfg, swept) for cfg in cfgs]
 
 
 def run_dirs(cfgs, out):
     """One run: --out is its folder. Several: --out (default runs/) holds them, each under its default name."""
     if len(cfgs) == 1:
         return [Path(out) if out else Path("runs") / run_name(cfgs[0])]
-    names = [run_name(cfg) for cfg in cfgs]
+    names = run_names(cfgs)
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise UsageError(f"two runs of this call would share the folder {twice[0]}: give each --init a name "
@@ -413,6 +486,11 @@ def check_own(out, what):
     if not out.is_dir() or not any(out.iterdir()):
         return
     foreign = foreign_files(out)
+    runs = [name for name in foreign if (out / name).is_dir() and is_own(out / name)]
+    if runs and len(runs) == len(foreign):  # the folder of an earlier call of several runs
+        raise UsageError(f"{out} holds the run folders of a call of several runs ({', '.join(runs[:3])}"
+                         f"{', ...' if len(runs) > 3 else ''}), and with one run --out is that run's own folder: "
+                         f"give --out {out / runs[0]} (the run's folder), or the call's whole --method and --seed")
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise UsageError(f"{out} holds files that train.py did not write ({shown}), so it will not {what} there: "
@@ -528,7 +606,8 @@ def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), pro
             raise UsageError(f"{out} already holds a run: pass --resume to continue it or --overwrite to replace it")
         config = json.loads(config_path.read_text())
         old = config.get("settings", {})
-        diff = [k for k, v in mine.items() if k not in not_identity and old.get(k) != v]
+        diff = [k for k, v in mine.items() if k not in not_identity and
+                (model_key(old[k]) if k == "model" and k in old else old.get(k)) != v]
         if diff:
             theirs = ", ".join(f"{k} {old.get(k)!r}" for k in diff)
             raise UsageError(f"--resume: {out} holds a different run ({theirs}); "
@@ -683,10 +762,60 @@ def ending(cfg, p):
     return Ended.STEPS if p.step >= cfg.steps else None
 
 
-def start_run(cfg, out, backbone, labels, sources, device, resume=False, pack=None):
+# ---- what made a run beyond its flags -----------------------------------------------------------------
+# config.json's settings name everything that made the run's numbers, so that evaluate.py keeps apart what
+# differs: the flags, the training code, the backbone's weights, and for a target run its source run's setting.
+
+TRAINING_CODE = ("xpe.py", "data.py", "train.py")
+MIB = 1 << 20
+
+
+def code_fingerprint(root=Path(__file__).resolve().parent):
+    """A digest of the training code's files: a change of docs or evaluation keeps it, one of model, data or
+    training code changes it."""
+    digest = hashlib.sha256()
+    for name in TRAINING_CODE:
+        digest.update(name.encode() + b"\0" + (root / name).read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def weights_fingerprint(model):
+    """Which weights a backbone name held: the hub revision of a cached hub model, else a digest of the weight files'
+    names, sizes and first and last MiB (cheap, and a folder's name says nothing of what it holds)."""
+    folder = Path(model)
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+            cached = try_to_load_from_cache(model, "config.json")
+        except Exception:  # an old or missing huggingface_hub: no revision to name
+            cached = None
+        if not isinstance(cached, str):
+            return "unknown"
+        folder = Path(cached).parent
+        if folder.parent.name == "snapshots":
+            return f"revision {folder.name[:12]}"
+    digest, found = hashlib.sha256(), False
+    for path in sorted(folder.iterdir()):
+        if path.suffix in (".safetensors", ".bin", ".pt", ".pth") and path.is_file():
+            size, found = path.stat().st_size, True
+            with open(path, "rb") as f:
+                head = f.read(MIB)
+                f.seek(max(0, size - MIB))
+                digest.update(f"{path.name}\0{size}\0".encode() + head + f.read(MIB))
+    return digest.hexdigest()[:12] if found else "unknown"
+
+
+def init_setting(init_dir):
+    """A target run's source run: its settings and the languages it was trained on."""
+    config = json.loads((Path(init_dir) / "config.json").read_text())
+    return {**config.get("settings", {}), "source_languages": config.get("source_languages", [])}
+
+
+def start_run(cfg, out, backbone, labels, sources, device, resume=False, pack=None, made_by=None):
     """Build a run as it would be built alone (seeded), then load its state when resuming; write config.json.
 
-    pack: the names of the runs of its pack, which config.json records for --resume.
+    pack: the names of the runs of its pack, which config.json records for --resume. made_by: the fingerprints
+    of the training code and the backbone's weights ({"code": ..., "backbone_weights": ...}).
     """
     torch.manual_seed(cfg.seed)
     model = xpe.build_classifier(backbone, prompt_config(cfg, len(labels))).to(device)
@@ -701,8 +830,14 @@ def start_run(cfg, out, backbone, labels, sources, device, resume=False, pack=No
         "seed": cfg.seed, "source_languages": [] if cfg.target else sources,
         "target_languages": sources if cfg.target else [],
         "trainable_parameters": trainable, "total_parameters": total, "trainable_share_percent": percent,
-        "settings": asdict(cfg), "pack": list(pack or [run_name(cfg)]), "ended": None,
+        "settings": {**asdict(cfg), **(made_by or {}),
+                     **({"init_settings": init_setting(cfg.init)} if cfg.init else {})},
+        "pack": list(pack or [run_name(cfg)]), "ended": None,
     }
+    earlier = (json.loads((out / "config.json").read_text()).get("settings", {}).get("code")
+               if resume and (out / "config.json").is_file() else None)
+    if earlier and "code" in config["settings"] and not earlier.endswith(config["settings"]["code"]):
+        config["settings"]["code"] = f"{earlier}+{config['settings']['code']}"  # resumed under other code
     zero = torch.zeros((), device=device)
     run = Run(cfg, out, model, optimizer, [g["lr"] for g in optimizer.param_groups], config, Progress(),
               loss_sum=zero.clone(), first_bad=zero.long() - 1)
@@ -951,17 +1086,18 @@ def encode_splits(rows, tokenizer, max_length):
             for key, (train_rows, dev_rows) in rows.items()}
 
 
-def train(cfgs, outs, plan, languages, labels, rows, backbone, tokenizer, device, resume=False):
+def train(cfgs, outs, plan, languages, labels, rows, backbone, tokenizer, device, resume=False, made_by=None):
     """Train the runs of the packs in plan into their claimed folders, pack after pack; 0 if all ended well."""
+    call_names = run_names(cfgs)
     keys = dict.fromkeys(data_key(cfgs[i]) for pack in plan for i in pack)
     splits = encode_splits({key: rows[key] for key in keys}, tokenizer, cfgs[0].max_length)
     runs = []
     for pack in plan:  # built just before training: a pack of one trains as that run alone
-        names = [run_name(cfgs[i]) for i in pack]
+        names = [call_names[i] for i in pack]
         if resume:
             settle([outs[i] for i in pack])
         members = [start_run(cfgs[i], outs[i], backbone, labels, languages[data_key(cfgs[i])], device, resume,
-                             pack=names) for i in pack]
+                             pack=names, made_by=made_by) for i in pack]
         rejoin(members)
         fit(members, splits, tokenizer.pad_token_id, device)
         runs += members
@@ -982,7 +1118,13 @@ def main(argv=None):
         plan = packs_of(cfgs, args.pack_seeds, args.pack_size or DEFAULT_PACK_SIZE[device.type],
                         [len(rows[data_key(c)][0]) for c in cfgs])
         outs = run_dirs(cfgs, args.out)
-        names = {i: [run_name(cfgs[j]) for j in pack] for pack in plan for i in pack}
+        call_names = run_names(cfgs)
+        names = {i: [call_names[j] for j in pack] for pack in plan for i in pack}
+        if len(cfgs) > 1:
+            swept = ", ".join(f"{k} {' '.join(sorted({f'{getattr(c, k):g}' for c in cfgs}))}"
+                              for k in swept_settings(cfgs))
+            print(f"train.py: {len(cfgs)} runs in {len(plan)} pack{'s' if len(plan) > 1 else ''} of at most "
+                  f"{max(map(len, plan))}{f' (swept: {swept})' if swept else ''}")
         plan = share(plan, rank, world)  # torchrun, srun: this process's packs
         mine = [i for pack in plan for i in pack]
         check = lambda **kw: check_folders(  # noqa: E731
@@ -999,7 +1141,8 @@ def main(argv=None):
         if args.overwrite:
             for i in mine:
                 clear(outs[i])
-        return train(cfgs, outs, plan, languages, labels, rows, backbone, tokenizer, device, args.resume)
+        made_by = {"code": code_fingerprint(), "backbone_weights": weights_fingerprint(cfg.model)}
+        return train(cfgs, outs, plan, languages, labels, rows, backbone, tokenizer, device, args.resume, made_by)
     except UsageError as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2

@@ -372,6 +372,12 @@ def load_backbone(name, device="cpu"):
     verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()  # the report lists the unused pooler as if it were a fault
     transformers.logging.disable_progress_bar()  # a bar of a second would break one-line error messages
+    if str(name).startswith((".", "/", "~")) and not Path(name).expanduser().is_dir():
+        relative = "" if Path(name).expanduser().is_absolute() else (
+            ": a relative path is read from the working folder, so run from the one it was given in, or name the "
+            "folder where it is now")
+        raise UsageError(f"cannot load the backbone {name!r}: it is a path, and "
+                         f"{Path(name).expanduser().absolute()} is no folder{relative}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
         try:

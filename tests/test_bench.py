@@ -84,9 +84,11 @@ def test_quick_prints_both_sides_and_ratios(sib200_dir, e5_dir):
     for side in ("fp32", "bf16"):
         figures(f"precision {side}", rf"[^:]*: train {NUMBER} steps/s, scoring {NUMBER} sentences/s")
     figures("peak memory", rf"[^:]*: one run {NUMBER} GiB, 4 runs packed {NUMBER} GiB")
+    figures("sweep packed (xpe, --lr-prompt 0.005,0.001,0.0005,5e-05)", rf": {NUMBER} run-steps/s")
+    figures("sweep one after another", rf": {NUMBER} run-steps/s")
     ratios = closing_ratios(lines)
-    assert set(ratios) == {"packed / one after another", "seeds packed / in turn", "target pack / one after another",
-                           "eval one pass / a pass per run",
+    assert set(ratios) == {"packed / one after another", "sweep pack / one after another", "seeds packed / in turn",
+                           "target pack / one after another", "eval one pass / a pass per run",
                            "ours / stock Trainer", "ours / Trainer without NaN filter", "ours eval / Trainer.predict",
                            "bf16 / fp32 train", "bf16 / fp32 scoring", "peak memory pack / one run"}, lines[-1]
     assert all(_positive(v) for v in ratios.values()), lines[-1]

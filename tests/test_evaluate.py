@@ -6,6 +6,7 @@ a call.
 import csv
 import json
 import random
+import shutil
 import statistics
 import sys
 import time
@@ -293,7 +294,6 @@ def test_own_data_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, t
 # ---- finished runs, modes, --predict's lines, empty splits --------------------------------------------
 
 def copy_run(runs, name, tmp_path):
-    import shutil
     return shutil.copytree(runs / name, tmp_path / f"copy-{name}")
 
 
@@ -355,7 +355,6 @@ def test_predict_strips_a_bom_on_standard_input_and_refuses_invalid_utf8(runs, c
 
 
 def test_an_empty_test_split_is_a_clear_error(tmp_path, runs, capsys):
-    import shutil
     data_dir = shutil.copytree(FIXTURE_SIB200, tmp_path / "sib")
     test = data_dir / "fra_Latn" / "test.tsv"
     test.write_text(test.read_text().splitlines()[0] + "\n")
@@ -901,14 +900,8 @@ def grid(tmp_path_factory, tiny_model_dir):
     return root
 
 
-def run_evaluate(tmp_path, *args):
-    out = tmp_path / "results"
-    return evaluate.main(["--data-dir", str(FIXTURE_SIB200), "--out", str(out), "--device", "cpu", "--batch-size", "5",
-                          *args]), out
-
-
 def test_table1_cells_are_the_means_and_stds_of_per_language(tmp_path, grid, capsys):
-    code, out = run_evaluate(tmp_path, "--runs", str(grid), "--groups", "nqo_Nkoo,eng_Latn,fra_Latn",
+    code, out = evaluate_main(tmp_path, "--runs", str(grid), "--groups", "nqo_Nkoo,eng_Latn,fra_Latn",
                              "--compare", "xpe,spt", "--compare", "spt,xpe")
     assert code == 0
     per_language = read_csv(out / "per_language.csv")
@@ -945,7 +938,7 @@ def test_table1_cells_are_the_means_and_stds_of_per_language(tmp_path, grid, cap
 
 def test_tables_and_figure_again_from_the_scores_without_scoring(tmp_path, grid):
     require_extra("matplotlib")
-    code, first = run_evaluate(tmp_path, "--runs", str(grid), "--groups", "nqo_Nkoo")
+    code, first = evaluate_main(tmp_path, "--runs", str(grid), "--groups", "nqo_Nkoo")
     assert code == 0
     again = tmp_path / "again"
     code = evaluate.main(["--scores", str(first / "per_language.csv"), "--groups", "nqo_Nkoo", "--out", str(again),
@@ -959,7 +952,7 @@ def test_tables_and_figure_again_from_the_scores_without_scoring(tmp_path, grid)
 
 
 def test_one_seed_is_shown_as_n_1_not_as_a_zero_std(tmp_path, grid, capsys):
-    code, out = run_evaluate(tmp_path, "--runs", str(grid / "eng_Latn" / "xpe-eng_Latn-s1"), "--group", "nqo_Nkoo")
+    code, out = evaluate_main(tmp_path, "--runs", str(grid / "eng_Latn" / "xpe-eng_Latn-s1"), "--group", "nqo_Nkoo")
     assert code == 0
     printed = capsys.readouterr().out
     assert "(n = 1)" in printed and "± 0.0" not in printed
@@ -968,21 +961,20 @@ def test_one_seed_is_shown_as_n_1_not_as_a_zero_std(tmp_path, grid, capsys):
 
 
 def test_packed_scoring_gives_each_runs_own_accuracies(tmp_path, grid):
-    code, together = run_evaluate(tmp_path / "together", "--runs", str(grid / "eng_Latn"), "--group", "nqo_Nkoo,fra_Latn")
+    code, together = evaluate_main(tmp_path / "together", "--runs", str(grid / "eng_Latn"), "--group", "nqo_Nkoo,fra_Latn")
     assert code == 0
     scored = {(r["run"], r["language"]): r["accuracy"] for r in read_csv(together / "per_language.csv")}
     for run_dir in (grid / "eng_Latn").iterdir():
-        code, alone = run_evaluate(tmp_path / run_dir.name, "--runs", str(run_dir), "--group", "nqo_Nkoo,fra_Latn")
+        code, alone = evaluate_main(tmp_path / run_dir.name, "--runs", str(run_dir), "--group", "nqo_Nkoo,fra_Latn")
         assert code == 0
         for r in read_csv(alone / "per_language.csv"):
             assert scored[r["run"], r["language"]] == r["accuracy"]
 
 
 def test_two_runs_of_one_setting_and_seed_are_refused_naming_both(tmp_path, grid, capsys):
-    import shutil
     twin = tmp_path / "twin"
     shutil.copytree(grid / "eng_Latn" / "xpe-eng_Latn-s1", twin)
-    code, out = run_evaluate(tmp_path, "--runs", str(grid / "eng_Latn"), str(twin), "--group", "nqo_Nkoo")
+    code, out = evaluate_main(tmp_path, "--runs", str(grid / "eng_Latn"), str(twin), "--group", "nqo_Nkoo")
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert str(grid / "eng_Latn" / "xpe-eng_Latn-s1") in err and str(twin) in err
@@ -991,7 +983,7 @@ def test_two_runs_of_one_setting_and_seed_are_refused_naming_both(tmp_path, grid
 
 def test_baselines_average_the_languages_ours_average(tmp_path, grid):
     """Runs trained on eng_Latn leave it out of their figures; the baselines leave it out too."""
-    code, out = run_evaluate(tmp_path, "--runs", str(grid / "eng_Latn"), "--group", "eng_Latn,fra_Latn", "--baseline")
+    code, out = evaluate_main(tmp_path, "--runs", str(grid / "eng_Latn"), "--group", "eng_Latn,fra_Latn", "--baseline")
     assert code == 0
     table = evaluate.load_baselines()
     for row in read_csv(out / "per_group.csv"):
@@ -1011,7 +1003,7 @@ def test_baselines_average_the_languages_ours_average(tmp_path, grid):
 def test_bad_table_flags_exit_2_with_one_line(tmp_path, grid, capsys, args, words):
     if "--plot" in args and args[1].endswith(".png"):
         require_extra("matplotlib")
-    code, _ = run_evaluate(tmp_path, "--runs", str(grid / "eng_Latn"), "--group", "nqo_Nkoo",
+    code, _ = evaluate_main(tmp_path, "--runs", str(grid / "eng_Latn"), "--group", "nqo_Nkoo",
                            *[str(tmp_path / a) if a.startswith("figure") else a for a in args])
     err = capsys.readouterr().err.strip()
     assert code == 2 and words in err and len(err.splitlines()) == 1, err
@@ -1019,7 +1011,7 @@ def test_bad_table_flags_exit_2_with_one_line(tmp_path, grid, capsys, args, word
 
 def test_plot_without_matplotlib_exits_2_before_scoring(tmp_path, grid, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    code, out = run_evaluate(tmp_path, "--runs", str(grid / "eng_Latn"), "--group", "nqo_Nkoo", "--plot",
+    code, out = evaluate_main(tmp_path, "--runs", str(grid / "eng_Latn"), "--group", "nqo_Nkoo", "--plot",
                              str(tmp_path / "figure.png"))
     err = capsys.readouterr().err.strip()
     assert code == 2 and "pip install -r requirements-plot.txt" in err and len(err.splitlines()) == 1
@@ -1039,7 +1031,7 @@ def test_six_target_runs_from_six_seeded_source_runs_are_six_seeds(tmp_path, tin
     groups_file = tmp_path / "groups.json"
     groups_file.write_text(json.dumps({"groups": {"supervised-seen": {"languages": ["fra_Latn"]},
                                                   "supervised-unseen": {"languages": ["nqo_Nkoo"]}}}))
-    code, out = run_evaluate(tmp_path, "--runs", str(targets), "--groups-file", str(groups_file))
+    code, out = evaluate_main(tmp_path, "--runs", str(targets), "--groups-file", str(groups_file))
     assert code == 0
     per_language = read_csv(out / "per_language.csv")
     nqo = {int(r["seed"]): float(r["accuracy"]) for r in per_language if r["language"] == "nqo_Nkoo"}
@@ -1059,6 +1051,83 @@ def test_six_target_runs_from_six_seeded_source_runs_are_six_seeds(tmp_path, tin
         (out / "table3.md").read_text()
     printed = capsys.readouterr().out
     assert "Table 3" in printed and "seeds 3, 4, 5, 6 left out" in printed
+
+
+# ---- the setting names what made its numbers: code, backbone weights, source run, scoring precision ---------
+
+def test_runs_of_other_training_code_are_two_columns_and_pool_code_makes_one_that_names_both(
+        tmp_path, tiny_model_dir, monkeypatch, capsys):
+    """One run trained, then the training code changed (its fingerprint), two more trained: two settings; with
+    --pool-code one column over the three seeds, whose note names both code versions."""
+    runs = tmp_path / "runs"
+    for seeds, code, out in (("1", "c0de00000001", runs / "xpe-eng_Latn-s1"), ("2-3", "c0de00000002", runs)):
+        monkeypatch.setattr(train, "code_fingerprint", lambda code=code: code)
+        assert train.main(["--model", str(tiny_model_dir), *TINY, "--source", "eng_Latn", "--method", "xpe",
+                           "--seed", seeds, "--out", str(out)]) == 0
+    assert json.loads((runs / "xpe-eng_Latn-s1" / "config.json").read_text())["settings"]["code"] == "c0de00000001"
+    code, out = evaluate_main(tmp_path, "--runs", str(runs), "--group", "fra_Latn")
+    assert code == 0
+    assert sorted(r["column"] for r in read_csv(out / "table1.csv")) == ["xpe code c0de00000001",
+                                                                          "xpe code c0de00000002"]
+    code, out = evaluate_main(tmp_path, "--runs", str(runs), "--group", "fra_Latn", "--pool-code")
+    assert code == 0
+    ((column, seeds),) = {(r["column"], r["seeds"]) for r in read_csv(out / "table1.csv")}
+    assert (column, seeds) == ("xpe", "3")
+    assert "code c0de00000001, c0de00000002 (pooled by --pool-code)" in (out / "table1.md").read_text()
+    assert {r["settings"].count("c0de") for r in read_csv(out / "per_language.csv")} == {1}  # the rows keep it
+
+
+def test_the_training_code_fingerprint_follows_model_data_and_training_code_only(tmp_path):
+    for name in (*train.TRAINING_CODE, "evaluate.py", "README.md"):
+        (tmp_path / name).write_bytes((ROOT / name).read_bytes())
+    before = train.code_fingerprint(tmp_path)
+    assert before == train.code_fingerprint()
+    for name in ("evaluate.py", "README.md"):
+        (tmp_path / name).write_text("changed")
+    assert train.code_fingerprint(tmp_path) == before
+    (tmp_path / "xpe.py").write_bytes((ROOT / "xpe.py").read_bytes() + b"\n# changed\n")
+    assert train.code_fingerprint(tmp_path) != before
+
+
+def test_the_backbone_weights_fingerprint_tells_two_folders_of_one_name_apart(tmp_path, tiny_model_dir):
+    folder = tmp_path / "backbone"
+    shutil.copytree(tiny_model_dir, folder)
+    first = train.weights_fingerprint(str(folder))
+    assert first == train.weights_fingerprint(str(tiny_model_dir)) and first != "unknown"
+    weights = next(folder.glob("*.safetensors"))
+    content = bytearray(weights.read_bytes())
+    content[-1] ^= 1  # the last byte of the last tensor
+    weights.write_bytes(bytes(content))
+    assert train.weights_fingerprint(str(folder)) != first
+    assert train.weights_fingerprint("no-such/hub-model") == "unknown"
+
+
+def test_target_runs_from_source_runs_of_other_settings_are_separate_columns(tmp_path, tiny_model_dir):
+    sources, targets = tmp_path / "sources", tmp_path / "targets"
+    for lr in ("1e-2", "1e-3"):
+        assert train.main(["--model", str(tiny_model_dir), *TINY, "--source", "eng_Latn", "--method", "dual",
+                           "--lr", lr, "--seed", "1", "--out", str(sources / lr)]) == 0
+        assert train.main(["--model", str(tiny_model_dir), *TINY, "--steps", "4", "--target", "nqo_Nkoo",
+                           "--init", str(sources / lr), "--out", str(targets / lr)]) == 0
+    code, out = evaluate_main(tmp_path, "--runs", str(targets), "--group", "nqo_Nkoo")
+    assert code == 0
+    columns = sorted({r["setting"] for r in read_csv(out / "per_group.csv")})
+    assert columns == ["dual:0.7 init-settings.lr 0.001", "dual:0.7 init-settings.lr 0.01"], columns
+
+
+def test_rows_scored_in_another_precision_are_another_setting_and_old_files_are_read_with_a_note(tmp_path):
+    rows = results("xpe", noisy(SEEN)) + results("spt", noisy(SEEN))
+    both = [dict(r, precision="fp32") for r in rows] + [dict(r, precision="bf16", run=r["run"] + "-bf16")
+                                                       for r in rows]
+    labels = sorted(r["setting"] for r in evaluate.summarise(both, {"seen": SEEN}))
+    assert labels == ["spt scored-in bf16", "spt scored-in fp32", "xpe scored-in bf16", "xpe scored-in fp32"]
+    old = tmp_path / "old.csv"  # a per_language.csv from before the precision was recorded
+    old.write_text(evaluate.csv_text([f for f in evaluate.LANGUAGE_FIELDS if f != "precision"],
+                                     [dict(r, settings="", ended="steps") for r in rows]))
+    read = evaluate.read_scores([old])
+    assert {r["precision"] for r in read} == {""}
+    assert "training code not recorded" in evaluate.provenance(read)
+    assert "scored in a precision not recorded" in evaluate.provenance(read)
 
 
 def test_papers_baseline_rows_from_table7():

@@ -145,6 +145,15 @@ def test_export_imports_nothing_of_peft(tmp_path, tiny_run):
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
 
 
+def test_an_export_imports_back_as_the_same_run_without_naming_its_labels(tmp_path, tiny_run, capsys):
+    export(tiny_run, tmp_path / "peft", capsys)
+    back = peft_adapters.import_adapter(tmp_path / "peft", tmp_path / "back", source="eng_Latn",
+                                        source_languages=["eng_Latn"], seed=1)
+    ours, theirs = xpe.read_artifact(tiny_run), xpe.read_artifact(back)
+    assert theirs[1]["labels"] == ours[1]["labels"]
+    assert set(theirs[0]) == set(ours[0]) and all(torch.equal(theirs[0][k], ours[0][k]) for k in ours[0])
+
+
 @pytest.mark.parametrize("case, words", [
     ("no artifact", "holds no inference artifact"),
     ("folder of two runs", "export takes one run"),

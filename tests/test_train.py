@@ -347,9 +347,32 @@ def test_init_from_another_backbone_or_prompt_length_is_refused(tmp_path, tiny_m
     assert not out.exists()
     config["model"], config["prompt_len"] = str(tiny_model_dir), 10
     (source / "config.json").write_text(json.dumps(config))
-    code, out = run(tmp_path, tiny_model_dir, "--target", "fra_Latn", "--init", str(source), name="t2")
+    code, out = run(tmp_path, tiny_model_dir, "--target", "fra_Latn", "--init", str(source), "--prompt-len", "20",
+                    name="t2")
     assert code == 2 and "trained with prompt_len 10" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_local_backbone_is_recorded_by_its_absolute_path_and_a_target_run_takes_its_source_runs(
+        tmp_path, tiny_model_dir, monkeypatch):
+    """A run trained with a relative --model is scored from any working folder; a target run without --model
+    takes its source run's backbone."""
+    monkeypatch.chdir(tiny_model_dir.parent)
+    assert train.main(["--model", tiny_model_dir.name, "--data-dir", str(FIXTURE_SIB200), "--source", "eng_Latn",
+                       "--steps", "4", "--batch-size", "4", "--device", "cpu", "--out", str(tmp_path / "source")]) == 0
+    assert json.loads((tmp_path / "source" / "config.json").read_text())["model"] == str(tiny_model_dir)
+    monkeypatch.chdir(tmp_path)
+    assert train.main(["--data-dir", str(FIXTURE_SIB200), "--target", "fra_Latn", "--init", "source", "--steps", "2",
+                       "--batch-size", "4", "--device", "cpu", "--out", "target"]) == 0
+    assert json.loads((tmp_path / "target" / "config.json").read_text())["model"] == str(tiny_model_dir)
+    assert evaluate.main(["--runs", "source", "target", "--data-dir", str(FIXTURE_SIB200), "--group", "fra_Latn",
+                          "--device", "cpu", "--out", "results"]) == 0
+
+
+def test_a_relative_backbone_path_that_is_no_folder_here_is_one_line(tmp_path, capsys):
+    with pytest.raises(xpe.UsageError) as e:
+        xpe.load_backbone("./no-such-backbone")
+    assert "it is a path" in str(e.value) and "working folder" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_out_holding_another_run_needs_resume_or_overwrite(tmp_path, tiny_model_dir, capsys):
@@ -428,6 +451,52 @@ def test_each_packed_run_trains_as_it_would_alone(tmp_path, quiet_model_dir):
         assert code == 0
         close_runs(pack / name, alone)
         close_runs(packed / name, alone)
+
+
+def test_a_sweep_trains_every_value_in_packs_each_run_as_it_would_alone(tmp_path, quiet_model_dir, capsys):
+    flags = [*QUIET, "--method", "xpe", "--patience", "1", "--stop-after", "0"]
+    code, sweep = run(tmp_path, quiet_model_dir, *flags, "--lr-prompt", "5e-3,5e-5", "--seed", "1-3", name="sweep")
+    assert code == 0
+    assert "train.py: 6 runs in 3 packs of at most 2 (swept: lr_prompt 0.005 5e-05)" in capsys.readouterr().out
+    names = {(v, s): f"xpe-lr_prompt{v}-eng_Latn+fra_Latn-s{s}" for v in ("0.005", "5e-05") for s in (1, 2, 3)}
+    assert sorted(p.name for p in sweep.iterdir()) == sorted(names.values())
+    for (value, seed), name in names.items():
+        assert json.loads((sweep / name / "config.json").read_text())["settings"]["lr_prompt"] == float(value)
+        code, alone = run(tmp_path, quiet_model_dir, *flags, "--lr-prompt", value, "--seed", str(seed),
+                          name=f"alone-{name}")
+        assert code == 0
+        close_runs(sweep / name, alone)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--steps", "10,20"], "takes one value, not the list 10,20: it shapes the batch or the sequence"),
+    (["--batch-size", "4,8"], "takes one value"),
+    (["--lr", "1e-3,x"], "--lr 1e-3,x: use a number or a list of numbers"),
+    (["--lr", "1e-3,1e-3"], "names a value twice"),
+    (["--encoder-hidden", "64,1.5"], "(whole numbers)"),
+    (["--head-dropout", "0.1,1.5"], "--head-dropout must be a probability in [0, 1), got 1.5"),
+    (["--lr", "1e-3,1e-4,1e-5", "--seed", "1-30"], "this call plans 90 runs"),
+    (["--max-runs", "0"], "--max-runs must be at least 1"),
+])
+def test_bad_sweeps_are_refused_in_one_line_before_anything_is_written(tmp_path, tiny_model_dir, capsys, args, words):
+    try:
+        code, out = run(tmp_path, tiny_model_dir, *args)
+    except SystemExit as e:  # argparse's own refusal: exit 2, usage and one line
+        code, out = e.code, tmp_path / "run"
+    err = capsys.readouterr().err
+    assert code == 2 and words in err, err
+    assert not out.exists()
+
+
+def test_a_target_call_takes_one_value_a_setting(tmp_path, tiny_model_dir, capsys):
+    code, source = run(tmp_path, tiny_model_dir, "--steps", "4", name="source")
+    assert code == 0
+    capsys.readouterr()
+    code, out = run(tmp_path, tiny_model_dir, "--target", "fra_Latn", "--init", str(source), "--lr", "1e-3,1e-4",
+                    name="target")
+    err = capsys.readouterr().err
+    assert code == 2 and "--lr takes one value with --target" in err and len(err.splitlines()) == 1
+    assert not out.exists()
 
 
 def test_a_run_whose_loss_overflows_leaves_the_pack_and_the_others_go_on(tmp_path, quiet_model_dir, capsys):
@@ -677,11 +746,12 @@ def same_run(a, b):
 @pytest.mark.parametrize("pack, code", [
     (TWO_BY_TWO, 0),
     (["--method", "xpe", "--seed", "1-2", "--pack-seeds"], 0),
+    (["--method", "xpe", "--lr-prompt", "5e-3,5e-5", "--head-dropout", "0.1,0.3"], 0),
     # the SPT part overflows in step 2 (the warm-up's first rate is 0): found by the dev loss at step 2, or with
     # evaluations every 3 steps by the training loss of step 3; that run leaves the pack while the other saves
     (["--method", "spt,xpe", "--lr-spt", "1e38", "--steps", "3", "--warmup", "0.34"], 1),
     (["--method", "spt,xpe", "--lr-spt", "1e38", "--steps", "4", "--warmup", "0.25", "--eval-every", "3"], 1),
-], ids=["seeds-in-turn", "seeds-packed", "dev-loss-overflows", "training-loss-overflows"])
+], ids=["seeds-in-turn", "seeds-packed", "sweep", "dev-loss-overflows", "training-loss-overflows"])
 def test_a_kill_after_any_write_resumes_to_the_same_runs(tmp_path, tiny_model_dir, one_backbone, monkeypatch,
                                                          capsys, pack, code):
     """Dropout on: the resumed pack must continue the same random stream, with the same runs in it. Two
@@ -715,6 +785,16 @@ def test_a_resume_in_another_pack_is_refused(tmp_path, tiny_model_dir, one_backb
         assert code == 2 and "was trained in a pack of" in err and "--pack-seeds" in err, err
     assert {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*") if p.is_file()} == before
     assert train.main(argv + ["--resume"]) == 0  # the same pack: nothing left to do, and accepted
+
+
+def test_resume_of_one_run_of_a_call_of_several_names_the_run_folder(tmp_path, tiny_model_dir, one_backbone, capsys):
+    assert train.main(four_steps_argv(tiny_model_dir, tmp_path / "runs", *TWO_BY_TWO, "--steps", "2")) == 0
+    capsys.readouterr()
+    code = train.main(four_steps_argv(tiny_model_dir, tmp_path / "runs", "--method", "spt", "--seed", "1", "--steps",
+                                      "2", "--resume"))
+    err = capsys.readouterr().err
+    assert code == 2 and "holds the run folders of a call of several runs" in err and len(err.splitlines()) == 1
+    assert f"give --out {tmp_path / 'runs'}/" in err and "did not write" not in err
 
 
 def test_resume_of_a_folder_that_does_not_exist_says_so(tmp_path, tiny_model_dir, capsys):

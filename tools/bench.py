@@ -14,6 +14,8 @@ machine falls on both. Each section is a function returning its ratios:
 
 1. pack_section: the four methods (spt, dual:0.3, dual:0.7, xpe) of one seed as one pack against the same
    four runs one after another: run-steps per second and model FLOP utilisation.
+1b. sweep_section: a sweep (xpe, four --lr-prompt values, one seed) as one pack against the same runs one after
+   another, as train.py packs the values of a list flag.
 2. seeds_section: two seeds of the four packed into the same steps (--pack-seeds) against one after the other.
 3. eval_section: zero-shot scoring of the four runs' static prompts in one pass against one pass per run.
 4. peer_section: one run (--method) against the peer (tools/bench_peer.py): PEFT P-tuning (PromptEncoderConfig,
@@ -373,6 +375,21 @@ def pack_section(s):
     return {"packed / one after another": times["alone"] / times["packed"]}
 
 
+SWEEP = (5e-3, 1e-3, 5e-4, 5e-5)  # --lr-prompt values of the sweep section: one method, four runs
+
+
+def sweep_section(s):
+    """A sweep (xpe, four --lr-prompt values, one seed) as one pack against the same runs one after another."""
+    sweep = [dataclasses.replace(cfg, lr_prompt=lr, lr_spt=lr) for cfg in s.configs(["xpe"], [s.args.seed])
+             for lr in SWEEP]
+    times = best_of(s, {"packed": lambda: fit_seconds(s, sweep)[0],
+                        "alone": lambda: sum(fit_seconds(s, [cfg])[0] for cfg in sweep)})
+    n = len(sweep) * s.args.steps
+    print(f"sweep packed (xpe, --lr-prompt {','.join(f'{v:g}' for v in SWEEP)}): {n / times['packed']:.4g} run-steps/s")
+    print(f"sweep one after another: {n / times['alone']:.4g} run-steps/s")
+    return {"sweep pack / one after another": times["alone"] / times["packed"]}
+
+
 def seeds_section(s):
     """Two seeds of the four methods packed into the same steps against one seed's pack after the other."""
     seeds = s.configs(PACK, [s.args.seed, s.args.seed + 1])
@@ -576,6 +593,7 @@ def run(args, device, peak, train_langs, train_rows, test_rows, target_rows):
     print("FLOPs per run-step = B*L*(16*T*d^2 + 8*T*d*f + 12*T^2*d) + 6*B*(P_x*M + H), T = padded width + P "
           "(frozen backbone: forward + input-gradient backward; trainable prompt MLP and head: 6 per weight)")
     ratios = pack_section(s)
+    ratios.update(sweep_section(s))
     ratios.update(seeds_section(s))
     ratios.update(target_section(s))
     if s.test_ids:

@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 import data
@@ -47,6 +48,7 @@ HEADS = {"xlm-roberta": {"dense": "classifier.dense", "out_proj": "classifier.ou
 # export lists the pooler as a module peft must keep besides the classifier
 EXPORT_MODULES = {"bert": ["pooler"]}
 EXPORT_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
+LABELS_KEY = "xpe_labels"  # an export's labels, in the weights' metadata
 
 
 def read_adapter(adapter_dir):
@@ -227,6 +229,17 @@ def backbone_config(name, where):
                            f"or a reachable hub name (--model)") from None
 
 
+def exported_labels(adapter_dir):
+    """The labels an export of ours put in the weights' metadata (LABELS_KEY), else None."""
+    path = Path(adapter_dir) / ADAPTER_WEIGHTS
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            labels = json.loads((f.metadata() or {}).get(LABELS_KEY, "null"))
+    except Exception:  # no such file, another format, or metadata of someone else's: no labels from here
+        return None
+    return labels if isinstance(labels, list) and labels else None
+
+
 def adapter_labels(labels, config, adapter_dir, num_labels, layout, where):
     """The run's labels: given, else the adapter's id2label, else SIB-200's for the authors' 7-way heads."""
     if labels is None:
@@ -242,6 +255,8 @@ def adapter_labels(labels, config, adapter_dir, num_labels, layout, where):
                 raise UsageError(f"{where}: id2label is keyed {sorted(saved)[:3]}, not 0 to {len(saved) - 1}: "
                                    f"give the labels in the head's order (--labels)")
             labels = [saved[k] for k in sorted(saved, key=int)]
+        elif exported_labels(adapter_dir):
+            labels = exported_labels(adapter_dir)
         elif layout == AUTHORS and num_labels == len(data.LABELS):
             labels = list(data.LABELS)  # their configs list SIB-200's names in this order (sib200_hybrid.xpe.yml)
         else:
@@ -402,7 +417,9 @@ def export_peft(run_dir, out_dir):
         adapter["modules_to_save"] = extra_modules
     check_earlier_export(out / EXPORT_FILES[0], adapter)
     out.mkdir(parents=True, exist_ok=True)
-    xpe.atomic_write(out / EXPORT_FILES[1], lambda tmp: save_file(weights, tmp, metadata={"format": "pt"}))
+    # the labels ride in the weights' metadata (peft reads none of it), so that an import takes them back
+    metadata = {"format": "pt", LABELS_KEY: json.dumps(list(config["labels"]))}
+    xpe.atomic_write(out / EXPORT_FILES[1], lambda tmp: save_file(weights, tmp, metadata=metadata))
     xpe.atomic_write_json(out / EXPORT_FILES[0], adapter)
     return adapter, num_labels
 
