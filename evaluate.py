@@ -31,6 +31,7 @@ import tempfile
 import textwrap
 import time
 from collections import defaultdict
+from dataclasses import fields
 from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
@@ -108,10 +109,16 @@ def read_run(run_dir):
     return run
 
 
+# the settings a run's config.json keeps at its top level, beside the artifact's other keys (train.py writes each
+# setting once: these there, the others under "settings")
+SETTINGS_AT_TOP = tuple(f.name for f in fields(xpe.PromptConfig) if f.name != "num_labels") + (
+    "model", "max_length", "source", "target", "seed")
+
+
 def run_settings(config):
     """What made a run, from its config.json: its settings (train.py's flags, and since they are recorded the
     training code's and the backbone weights' fingerprints and a target run's source run) and its source languages."""
-    settings = dict(config.get("settings", {}))
+    settings = {**{k: config[k] for k in SETTINGS_AT_TOP if k in config}, **config.get("settings", {})}
     if config.get("source_languages"):
         settings["source_languages"] = sorted(config["source_languages"])
     return settings

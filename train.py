@@ -605,7 +605,7 @@ def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), pro
         if not resume:
             raise UsageError(f"{out} already holds a run: pass --resume to continue it or --overwrite to replace it")
         config = json.loads(config_path.read_text())
-        old = config.get("settings", {})
+        old = settings_of(config)
         diff = [k for k, v in mine.items() if k not in not_identity and
                 (model_key(old[k]) if k == "model" and k in old else old.get(k)) != v]
         if diff:
@@ -805,10 +805,16 @@ def weights_fingerprint(model):
     return digest.hexdigest()[:12] if found else "unknown"
 
 
+def settings_of(config):
+    """A run's settings from its config.json: those the artifact keeps at the top level and the rest under
+    "settings" (train.py writes each once)."""
+    return {**{f.name: config[f.name] for f in fields(TrainConfig) if f.name in config}, **config.get("settings", {})}
+
+
 def init_setting(init_dir):
     """A target run's source run: its settings and the languages it was trained on."""
     config = json.loads((Path(init_dir) / "config.json").read_text())
-    return {**config.get("settings", {}), "source_languages": config.get("source_languages", [])}
+    return {**settings_of(config), "source_languages": config.get("source_languages", [])}
 
 
 def start_run(cfg, out, backbone, labels, sources, device, resume=False, pack=None, made_by=None):
@@ -830,10 +836,10 @@ def start_run(cfg, out, backbone, labels, sources, device, resume=False, pack=No
         "seed": cfg.seed, "source_languages": [] if cfg.target else sources,
         "target_languages": sources if cfg.target else [],
         "trainable_parameters": trainable, "total_parameters": total, "trainable_share_percent": percent,
-        "settings": {**asdict(cfg), **(made_by or {}),
-                     **({"init_settings": init_setting(cfg.init)} if cfg.init else {})},
-        "pack": list(pack or [run_name(cfg)]), "ended": None,
     }
+    settings = {**asdict(cfg), **(made_by or {}), **({"init_settings": init_setting(cfg.init)} if cfg.init else {})}
+    config["settings"] = {k: v for k, v in settings.items() if k not in config}  # each once (settings_of)
+    config.update(pack=list(pack or [run_name(cfg)]), ended=None)
     earlier = (json.loads((out / "config.json").read_text()).get("settings", {}).get("code")
                if resume and (out / "config.json").is_file() else None)
     if earlier and "code" in config["settings"] and not earlier.endswith(config["settings"]["code"]):

@@ -140,10 +140,10 @@ def test_ours_is_timed_through_the_loop_train_py_runs(sib200_dir, e5_dir, monkey
                            "--tokenizer", str(e5_dir)]) == 0
     finally:  # --quick runs on one thread; later tests compare runs across processes, bit for bit
         torch.set_num_threads(threads)
-    # the process warm-up and the packed four, the four alone, the eight seeds packed, two packs of four in turn,
-    # the four target runs packed and alone, one run in fp32 and in bf16 (the memory section's runs train in
-    # child processes)
-    assert calls == [4, 4, 1, 1, 1, 1, 8, 4, 4, 4, 1, 1, 1, 1, 1, 1]
+    # the process warm-up and the packed four, the four alone, the sweep of four packed and alone, the eight seeds
+    # packed, two packs of four in turn, the four target runs packed and alone, one run in fp32 and in bf16 (the
+    # memory section's runs train in child processes)
+    assert calls == [4, 4, 1, 1, 1, 1, 4, 1, 1, 1, 1, 8, 4, 4, 4, 1, 1, 1, 1, 1, 1]
     printed = capsys.readouterr().out
     assert "train packed (4 runs" in printed and "seeds in turn" in printed
 

@@ -4,6 +4,7 @@ kill after any write resumes identically); target calls in packs and calls sprea
 """
 import argparse
 import csv
+import dataclasses
 import fcntl
 import json
 import math
@@ -49,7 +50,10 @@ def test_each_method_trains_and_writes_a_run(tmp_path, tiny_model_dir, method, f
     config = json.loads((out / "config.json").read_text())
     assert config["method"] == method and config["source_languages"] == ["eng_Latn", "fra_Latn"]
     assert config["n_spt"] + config["n_xpe"] == 20 and config["trainable_parameters"] > 0
-    assert config["settings"]["xpe_frac"] == {"spt": 0.0, "xpe": 1.0}.get(method, float(frac or 0))
+    assert train.settings_of(config)["xpe_frac"] == {"spt": 0.0, "xpe": 1.0}.get(method, float(frac or 0))
+    assert not set(config["settings"]) & set(config), "a setting written twice"
+    at_top = {f.name for f in dataclasses.fields(train.TrainConfig)} & set(config)
+    assert at_top == set(evaluate.SETTINGS_AT_TOP), "evaluate.py must read every setting train.py keeps at the top"
     rows = log_of(out)
     assert [int(r["step"]) for r in rows] == [10, 20, 30]
     assert all(math.isfinite(float(r["train_loss"])) for r in rows)
@@ -186,7 +190,7 @@ def test_sequential_phase_starts_from_the_source_run(tmp_path, tiny_model_dir):
     assert code == 0
     config = json.loads((target / "config.json").read_text())
     assert config["method"] == "dual" and config["target_languages"] == ["nqo_Nkoo"]
-    settings = config["settings"]
+    settings = train.settings_of(config)
     assert (settings["warmup"], settings["patience"], settings["encoder_dropout"]) == (0.05, 30, 0.0)
     a, b = load_file(str(source / "best.safetensors")), load_file(str(target / "best.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)

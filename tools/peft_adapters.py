@@ -336,8 +336,7 @@ def run_config(adapter, adapter_dir, layout, name, labels, method, frac, prompt,
     prompt_cfg = xpe.PromptConfig(method=method, xpe_frac=frac, prompt_len=prompt.shape[0],
                                   encoder_hidden=int(adapter.get("encoder_hidden_size") or 0),
                                   encoder_dropout=0.0, num_labels=len(labels), head_dropout=0.0)
-    settings = dict(method=method, xpe_frac=frac, seed=seed, source=source, target="", model=name, steps=0,
-                    max_length=max_length, prompt_len=prompt.shape[0])
+    settings = {"steps": 0}  # the rest are the artifact's keys at the top level, each written once
     return {"model": name, "labels": labels, "max_length": max_length, **xpe.prompt_config_dict(prompt_cfg),
             "source": source, "target": "", "seed": seed,
             "source_languages": list(source_languages), "target_languages": [], "settings": settings,
