@@ -264,7 +264,9 @@ BAD_INPUT = [  # every flag, each with the values outside the range where it mea
     (["--device", "cuda:7"], "--device cuda:7: no such CUDA device"),
     (["--resume"], "does not exist, so there is nothing to resume"),
     (["--resume", "--overwrite"], "give one of them"),
-    (["--pack-seeds", "--method", "spt,spt"], "names a run twice"),  # a switch: only the runs it packs can be wrong
+    (["--pack-seeds", "--method", "spt,spt"], "names a run twice"),
+    (["--max-runs", "0"], "--max-runs must be at least 1, got 0"),
+    (["--seed", "1,2", "--max-runs", "1"], "this call plans 2 runs"),  # a switch: only the runs it packs can be wrong
 ]
 
 
@@ -280,7 +282,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, tiny_model
 def test_bad_input_walks_every_flag():
     walked = {arg for args, _ in BAD_INPUT for arg in args if arg.startswith("--")}
     flags = {opt for action in train.build_parser()._actions for opt in action.option_strings if opt.startswith("--")}
-    assert flags - walked == {"--help", "--out"}  # --out: tests/test_runs.py (folders of others, a file, in use)
+    assert flags - walked == {"--help", "--out"}  # --out: the tests below (a file, folders of others, in use)
 
 
 def test_out_that_is_a_file_is_refused(tmp_path, tiny_model_dir, capsys):
