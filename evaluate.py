@@ -34,6 +34,7 @@ from collections import defaultdict
 from dataclasses import fields
 from datetime import datetime, timezone
 from fractions import Fraction
+from itertools import groupby
 from pathlib import Path
 
 import torch
@@ -48,12 +49,13 @@ SUPERVISED_GROUPS = {"supervised-seen": "supervised-seen", "supervised-unseen": 
                      "supervised": "supervised-seen,supervised-unseen"}  # Table 3's rows
 # The files evaluate.py writes into --out; with the figure they are one set (write_outputs).
 OUTPUT_FILES = ["per_language.csv", "per_group.csv", "table1.md", "table1.csv", "table2.md", "table2.csv",
-                "table3.md", "table3.csv", "compare.csv", "margins.csv"]
+                "table3.md", "table3.csv", "compare.csv", "margins.csv", "sweep.csv", "sweep.md"]
 MANIFEST = "outputs.json"  # written last: which files make the set, with their sha256
 # The flags of each mode besides --runs; a flag of another mode is refused.
 MODE_FLAGS = {"predict": {"predict", "batch_size", "device", "precision"},
               "score": {"scores", "group", "groups", "groups_file", "data_dir", "out", "batch_size", "device",
-                        "baseline", "compare", "margin", "plot", "plot_sort", "plot_size", "plot_baselines", "unfinished",
+                        "baseline", "compare", "margin", "sweep", "sweep_plot", "plot", "plot_sort", "plot_size",
+                        "plot_baselines", "unfinished",
                         "precision", "pool_code"}}
 
 
@@ -1067,6 +1069,12 @@ def decision_text(decision, points):
             "above": f"above -{points:g}"}.get(decision, decision)
 
 
+def aligned(header, lines):
+    """Rows of cells as text columns, each as wide as its widest cell."""
+    widths = [max(len(str(row[i])) for row in [header] + lines) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + lines)
+
+
 def margin_text(rows):
     """margin_rows as an aligned table, in accuracy points."""
     header = ["source", "group", "A - B", "M (pp)", "95 % t-interval (pp)", "rules out +M", "rules out -M",
@@ -1077,8 +1085,7 @@ def margin_text(rows):
               decision_text(r["decision"], 100 * r["margin"]), r["n_seeds"],
               "-" if r["power"] is None else f"{r['power']:.2f}",
               "-" if r["seeds_for_power"] is None else r["seeds_for_power"]] for r in rows]
-    widths = [max(len(str(row[i])) for row in [header] + lines) for i in range(len(header))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + lines)
+    return aligned(header, lines)
 
 
 def compare_notes(rows):
@@ -1104,12 +1111,152 @@ def compare_text(rows):
             f"{100 * r['sd']:.2f}" if r["sd"] is not None else "-",
             f"[{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]" if r["ci_low"] is not None else "-",
             r["verdict"], r["n_seeds"], r["wins"], r["ties"], r["losses"], r["languages"]])
-    widths = [max(len(str(row[i])) for row in [header] + lines) for i in range(len(header))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + lines)
+    return aligned(header, lines)
 
 
 def print_compare(rows):
     print(compare_text(rows))
+
+
+# ---- a sweep: one setting's values side by side, decided by seeds -------------------------------------------
+
+SWEEP_FIELDS = ["source", "backbone", "family", "setting", "swept", "value", "group", "languages", "seeds", "mean",
+                "sd", "ci_low", "ci_high", "best", "next", "lead", "lead_low", "lead_high", "lead_verdict"]
+
+
+def sweep_families(table, key):
+    """{family: {value: setting}} of the settings of table (by_setting) that record key: a family is a setting with
+    key left out, so that its members differ in key alone; those of one value are no sweep and left out. A
+    UsageError when none is left."""
+    families = defaultdict(dict)
+    for s in table:
+        recorded = json.loads(s[5]) if s[5] else {}
+        if key in recorded and not isinstance(recorded[key], dict):
+            rest = {k: v for k, v in recorded.items() if k != key}
+            families[s[:5] + (settings_text(rest),)][recorded[key]] = s
+    if not any(len(values) > 1 for values in families.values()):
+        recorded = {s: json.loads(s[5]) if s[5] else {} for s in table}
+        keys = sorted({k for d in recorded.values() for k in d})
+        varied = [k for k in keys if len({json.dumps(d.get(k)) for d in recorded.values()}) > 1]
+        raise UsageError(f"--sweep {key}: no two settings differ in {key} alone"
+                         f"{'' if families else ' (no run records it)'}; the settings that differ among the runs: "
+                         f"{', '.join(varied) or 'none beyond the method'}")
+    return {family: values for family, values in families.items() if len(values) > 1}
+
+
+def value_order(value):
+    return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
+
+
+def sweep_rows(per_language, group_langs, key):
+    """SWEEP_FIELDS rows: per family (sweep_families), target group and value of key, the mean over seeds of each
+    seed's mean over the group's languages, with its 95 % t-interval over seeds; the value of the highest mean is
+    best, and its lead over the next highest is a paired difference by seed with its interval and verdict."""
+    zero_shot = [r for r in per_language if r["mode"] == "zero-shot"]
+    table, langs_of = by_setting(zero_shot), row_languages(zero_shot, group_langs)
+    families = sweep_families(table, key)
+    labels, family_labels = setting_labels(table), setting_labels(families)
+    rows = []
+    for family, members in families.items():
+        for group in group_langs:
+            langs = langs_of.get((group, family[2], "zero-shot"), [])
+            means = {v: seed_means(table[s], langs)[0] for v, s in members.items()}
+            if not any(means.values()):
+                continue
+            ranked = sorted((v for v in members if means[v]), key=lambda v: -statistics.fmean(means[v].values()))
+            for v in sorted(members, key=value_order):
+                n, mean, sd, low, high, _ = seed_interval(list(means[v].values())) if means[v] else (0,) + (None,) * 5
+                row = dict(source=family[2], backbone=family[3], family=family_labels[family],
+                           setting=labels[members[v]], swept=key, value=v, group=group, languages=len(langs),
+                           seeds=n, mean=mean, sd=sd, ci_low=low, ci_high=high, best=v == ranked[0],
+                           next=None, lead=None, lead_low=None, lead_high=None, lead_verdict=None)
+                if v == ranked[0] and len(ranked) > 1:
+                    common = sorted(set(means[v]) & set(means[ranked[1]]))
+                    diffs = [means[v][seed] - means[ranked[1]][seed] for seed in common]
+                    _, lead, _, lead_low, lead_high, verdict = seed_interval(diffs) if diffs else (0, None, None,
+                                                                                                   None, None, "no seeds")
+                    row.update(next=ranked[1], lead=lead, lead_low=lead_low, lead_high=lead_high, lead_verdict=verdict)
+                rows.append({k: round(x, 6) if isinstance(x, float) and k != "value" else x for k, x in row.items()})
+    return rows
+
+
+def sweep_markdown(rows):
+    """sweep_rows as Markdown: a table per family (a row per value, a column per group: the mean in % with its
+    interval, the best in bold), then a line per group on whether the best leads the next."""
+    pct = lambda x: f"{100 * x:.2f}"
+    parts = []
+    for (source, backbone, family), rs in groupby(rows, key=lambda r: (r["source"], r["backbone"], r["family"])):
+        rs = list(rs)
+        key, groups = rs[0]["swept"], list(dict.fromkeys(r["group"] for r in rs))
+        values = list(dict.fromkeys(r["value"] for r in rs))
+        cell = {(r["value"], r["group"]): r for r in rs}
+        lines = [f"**{family}** from {source} · backbone {backbone} · mean accuracy (%) over seeds, 95 % t-interval "
+                 f"over seeds, (n seeds); the best of each group in bold", "",
+                 "| " + " | ".join([key] + groups) + " |", "|" + "---|" * (len(groups) + 1)]
+        for v in values:
+            cells = []
+            for g in groups:
+                r = cell.get((v, g))
+                text = "-" if r is None or r["mean"] is None else pct(r["mean"]) + (
+                    f" [{pct(r['ci_low'])}, {pct(r['ci_high'])}]" if r["ci_low"] is not None else "") + f" ({r['seeds']})"
+                cells.append(f"**{text}**" if r is not None and r["best"] else text)
+            lines.append("| " + " | ".join([_value(v)] + cells) + " |")
+        lines.append("")
+        for r in rs:
+            if r["best"] and r["next"] is not None:
+                lead = "-" if r["lead"] is None else f"{100 * r['lead']:+.2f} points" + (
+                    f" [{100 * r['lead_low']:+.2f}, {100 * r['lead_high']:+.2f}]" if r["lead_low"] is not None else "")
+                lines.append(f"- {r['group']}: best {key} {_value(r['value'])}, {lead} over the next "
+                             f"({_value(r['next'])}), paired by seed: {r['lead_verdict']}")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def sweep_png(rows, size, caption):
+    """Accuracy against the swept value, a panel per target group, a line per family with its 95 % interval over
+    seeds as a band: PNG bytes of size (width, height) pixels. A log axis when the values are positive and span
+    a factor of 10 or more; values that are not numbers stand at even steps."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    width, height = size
+    key, groups = rows[0]["swept"], list(dict.fromkeys(r["group"] for r in rows))
+    values = sorted({r["value"] for r in rows}, key=value_order)
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    log = numeric and min(values) > 0 and max(values) >= 10 * min(values)
+    x_of = (lambda v: v) if numeric else (lambda v: values.index(v))
+    fig = Figure(figsize=((width + 0.5) / PLOT_DPI, (height + 0.5) / PLOT_DPI), dpi=PLOT_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    columns = min(len(groups), 3)
+    axes = fig.subplots(-(-len(groups) // columns), columns, squeeze=False).ravel()
+    for ax, group in zip(axes, groups):
+        for family, rs in groupby((r for r in rows if r["group"] == group and r["mean"] is not None),
+                                  key=lambda r: (r["family"], r["source"], r["backbone"])):
+            rs = list(rs)
+            x = [x_of(r["value"]) for r in rs]
+            line, = ax.plot(x, [100 * r["mean"] for r in rs], marker="o", label=f"{family[0]} from {family[1]}")
+            banded = [r for r in rs if r["ci_low"] is not None]
+            if banded:
+                ax.fill_between([x_of(r["value"]) for r in banded], [100 * r["ci_low"] for r in banded],
+                                [100 * r["ci_high"] for r in banded], color=line.get_color(), alpha=0.2, linewidth=0)
+        if log:
+            ax.set_xscale("log")
+        ax.set_xticks([x_of(v) for v in values], [_value(v) for v in values])
+        ax.minorticks_off()
+        ax.set_xlabel(key)
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(group, loc="left")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(groups):]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.suptitle(f"Zero-shot accuracy against {key}\n" + textwrap.fill(
+        f"{caption} · each point: the mean over seeds of each seed's mean over the group's languages; band: its 95 % "
+        f"t-interval over seeds", max(40, int(width / 9))), fontsize=11)
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), frameon=False)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=PLOT_DPI)
+    return png.getvalue()
 
 
 # ==== Figure 2: its numbers apart from the drawing ================================================
@@ -1341,6 +1488,8 @@ def check_rows(args, per_language):
     zero_shot = by_setting(r for r in per_language if r["mode"] == "zero-shot")
     for pair in args.compare or []:
         check_pair(zero_shot, *[m.strip() for m in pair.split(",")])
+    if args.sweep:
+        sweep_families(zero_shot, args.sweep)
     if args.plot and args.plot_sort:
         sort_series(plot_series(per_language), args.plot_sort)
 
@@ -1399,13 +1548,21 @@ def report(args, per_language, group_langs, groups, codes):
             margin_text(margins)]))
         files["margins.csv"] = csv_text(MARGIN_FIELDS, margins)
     pictures = {}
+    if args.sweep:
+        swept = sweep_rows(per_language, group_langs, args.sweep)
+        files["sweep.csv"], files["sweep.md"] = csv_text(SWEEP_FIELDS, swept), sweep_markdown(swept)
+        printed.append(f"Sweep of {args.sweep}. {provenance(zero_shot)}\n\n" + files["sweep.md"].rstrip())
+        if args.sweep_plot:
+            png = Path(args.sweep_plot)
+            pictures[png] = sweep_png(swept, parse_size(args.plot_size), provenance(zero_shot))
+            pictures[png.with_suffix(".csv")] = files["sweep.csv"].encode("utf-8")
     if args.plot:
         columns = (args.plot_baselines or ("xlt_eng,gpt4" if args.baseline else "")).split(",")
         table = load_baselines()
         baselines = {f"SIB-200 {BASELINE_COLUMNS[c]}": {code: v[c] / 100 for code, v in table.items() if c in v}
                      for c in columns if c}
-        pictures, _ = figure_files(per_language, groups, args.plot, parse_size(args.plot_size),
-                                          args.plot_sort, baselines)
+        pictures.update(figure_files(per_language, groups, args.plot, parse_size(args.plot_size),
+                                     args.plot_sort, baselines)[0])
     return files, pictures, printed
 
 
@@ -1543,6 +1700,13 @@ def parser():
                         "each interval is read against: whether it rules out +M or more and -M or less ('no effect "
                         "of M either way' when it lies inside (-M, +M)), the power its seeds had at M and the seeds "
                         "80 %% power would need at the observed per-seed sd; to margins.csv")
+    p.add_argument("--sweep", metavar="SETTING", help="a table of one setting's values (e.g. lr_prompt, from a "
+                   "train.py call with --lr-prompt 5e-3,5e-4,5e-5): per value and target group the mean over seeds "
+                   "with its 95 %% t-interval over seeds, the best in bold and its lead over the next, paired by seed; "
+                   "to sweep.csv and sweep.md")
+    p.add_argument("--sweep-plot", metavar="FILE.png", help="with --sweep: accuracy against the swept value, a panel "
+                                                            "per target group, the interval as a band; its numbers to "
+                                                            "FILE.csv (needs matplotlib)")
     p.add_argument("--unfinished", action="store_true", help="score runs that have not finished too, marked ‡")
     p.add_argument("--pool-code", action="store_true", help="runs whose settings differ only in the code that trained "
                                                             "them (its fingerprint) make one column, not one each; "
@@ -1553,7 +1717,7 @@ def parser():
                    help="order the figure's languages by this setting, highest first, e.g. dual:0.7 or "
                         "dual:0.7@joshi5, or a series' label (default: the first setting)")
     p.add_argument("--plot-size", default=f"{PLOT_SIZE[0]}x{PLOT_SIZE[1]}",
-                   help=f"the figure's size in pixels (default {PLOT_SIZE[0]}x{PLOT_SIZE[1]})")
+                   help=f"the figures' size in pixels (default {PLOT_SIZE[0]}x{PLOT_SIZE[1]})")
     p.add_argument("--plot-baselines", help=f"baselines.csv columns drawn in the figure, comma-separated, from "
                                             f"{', '.join(BASELINE_COLUMNS)} (default with --baseline: xlt_eng,gpt4)")
     p.add_argument("--predict", metavar="FILE", help="classify the texts of FILE (one a line; - reads standard input) "
@@ -1603,11 +1767,22 @@ def check_flags(args):
             raise UsageError(f"--compare takes two settings, A,B (e.g. xpe,spt), got {given!r}")
         for m in pair:
             parse_side(m)  # the grammar now; the pair against the runs' settings in check_rows
+    if args.sweep_plot and not args.sweep:
+        raise UsageError("--sweep-plot draws the table of --sweep: give --sweep SETTING too")
+    if args.sweep is not None:
+        args.sweep = args.sweep.strip().replace("-", "_")
+        if not args.sweep:
+            raise UsageError("--sweep is empty: name the swept setting as config.json's settings do, e.g. lr_prompt")
     args.out = args.out or "results"
     xpe.check_writable(args.out, "--out")
     if args.plot:
         xpe.check_writable(args.plot, "--plot", "file")
         check_figure(args.plot, parse_size(args.plot_size))
+    if args.sweep_plot:
+        xpe.check_writable(args.sweep_plot, "--sweep-plot", "file")
+        check_figure(args.sweep_plot, parse_size(args.plot_size))
+    if args.plot and args.sweep_plot and Path(args.plot).resolve() == Path(args.sweep_plot).resolve():
+        raise UsageError("--plot and --sweep-plot name one file: give each its own")
     for column in (args.plot_baselines or "").split(","):
         if column and column not in BASELINE_COLUMNS:
             raise UsageError(f"--plot-baselines: unknown column {column!r}; use some of {', '.join(BASELINE_COLUMNS)}")
@@ -1641,8 +1816,9 @@ def main(argv=None):
         return 2
     for text in printed:
         print(f"\n{text}")
-    if pictures:
-        note(f"figure written to {args.plot}, its numbers to {Path(args.plot).with_suffix('.csv')}")
+    for png in (args.plot, args.sweep_plot):
+        if png:
+            note(f"figure written to {png}, its numbers to {Path(png).with_suffix('.csv')}")
     note(f"{len(per_language)} language results{f' from {len(found)} run(s)' if found else ''} in "
          f"{time.time() - start:.1f} s; written to {out}/ ({MANIFEST} lists the set)")
     return 0

@@ -1207,6 +1207,72 @@ def test_two_seeds_write_too_few_seeds_and_empty_interval_columns(tmp_path, caps
     assert "too few seeds" in capsys.readouterr().out
 
 
+# sweeps -------------------------------------------------------------------------------------------------------------
+
+def sweep(langs=SEEN):
+    """xpe at three prompt rates (the middle one best, by 2 points a seed), spt at one: one family to sweep."""
+    return (with_settings(results("xpe", noisy(langs, bonus=-0.05)), lr_prompt=5e-3)
+            + with_settings(results("xpe", noisy(langs, bonus=0.02)), lr_prompt=5e-4)
+            + with_settings(results("xpe", noisy(langs)), lr_prompt=5e-5)
+            + with_settings(results("spt", noisy(langs, rng_seed=1)), lr_prompt=5e-3))
+
+
+def test_a_sweep_is_a_row_per_value_with_the_t_interval_over_seeds_and_the_best_lead_paired_by_seed():
+    rows = evaluate.sweep_rows(sweep(), {"seen": SEEN}, "lr_prompt")
+    xpe_rows = [r for r in rows if r["family"] == "xpe"]
+    assert [r["value"] for r in xpe_rows] == [5e-5, 5e-4, 5e-3]
+    assert len(rows) == 3  # spt, at one rate, is no sweep
+    f = noisy(SEEN)
+    per_seed = [statistics.fmean(f(s, lang) for lang in SEEN) for s in (1, 2, 3)]
+    low_rate = xpe_rows[0]
+    mean, sd = statistics.fmean(per_seed), statistics.stdev(per_seed)
+    assert low_rate["mean"] == pytest.approx(mean, abs=1e-6) and low_rate["seeds"] == 3
+    assert low_rate["ci_low"] == pytest.approx(mean - t_975(2) * sd / 3 ** 0.5, abs=1e-6)
+    assert low_rate["ci_high"] == pytest.approx(mean + t_975(2) * sd / 3 ** 0.5, abs=1e-6)
+    best = [r for r in xpe_rows if r["best"]]
+    assert [(r["value"], r["next"]) for r in best] == [(5e-4, 5e-5)]
+    assert best[0]["lead"] == pytest.approx(0.02, abs=1e-6) and best[0]["lead_verdict"] == "holds"
+    assert best[0]["lead_low"] == pytest.approx(0.02, abs=1e-6)  # the same 2 points each seed: no spread
+    assert all(r["lead"] is None for r in rows if not r["best"])
+
+
+def test_sweep_table_and_figure_from_the_command_line(tmp_path, capsys):
+    image = require_extra("matplotlib.image")
+    rows = [dict(r, ended="steps") for r in sweep(LANGS)]
+    png = tmp_path / "figs" / "sweep.png"
+    code, out = scores_main(tmp_path, rows, "--sweep", "lr-prompt", "--sweep-plot", str(png), "--plot-size", "900x500")
+    assert code == 0
+    table = read_csv(out / "sweep.csv")
+    assert list(table[0]) == evaluate.SWEEP_FIELDS
+    assert [(r["family"], r["value"], r["best"]) for r in table] == [
+        ("xpe", "5e-05", "False"), ("xpe", "0.0005", "True"), ("xpe", "0.005", "False")]
+    markdown = (out / "sweep.md").read_text()
+    assert "| lr_prompt | " + ",".join(LANGS) + " |" in markdown
+    assert "best lr_prompt 0.0005, +2.00 points [+2.00, +2.00] over the next (5e-05), paired by seed: holds" in markdown
+    assert "Sweep of lr_prompt." in capsys.readouterr().out
+    assert image.imread(png).shape[:2] == (500, 900)
+    assert read_csv(png.with_suffix(".csv")) == table
+    listed = json.loads((out / evaluate.MANIFEST).read_text())["files"]
+    assert {"sweep.csv", "sweep.md"} <= set(listed) and any(name.endswith("sweep.png") for name in listed)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--sweep", "lr"], "--sweep lr: no two settings differ in lr alone; the settings that differ among the runs: "
+                        "lr_prompt"),
+    (["--sweep", "encoder_hidden"], "no two settings differ in encoder_hidden alone (no run records it)"),
+    (["--sweep", " "], "--sweep is empty"),
+    (["--sweep-plot", "s.png"], "--sweep-plot draws the table of --sweep"),
+    (["--sweep", "lr_prompt", "--sweep-plot", "s.pdf"], "the figure is a PNG"),
+    (["--sweep", "lr_prompt", "--sweep-plot", "s.png", "--plot", "s.png"], "name one file"),
+])
+def test_sweep_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, words):
+    rows = [dict(r, ended="steps") for r in sweep(LANGS)]
+    code, out = scores_main(tmp_path, rows, *[str(tmp_path / a) if a.endswith(("png", "pdf")) else a for a in args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and words in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
+
+
 def test_the_replications_scores_give_the_same_files_from_any_working_folder(tmp_path, monkeypatch):
     """--scores reads the files alone, never the run folders their rows name (relative to where scoring ran)."""
     parts = [str(path) for path in sorted(REPLICATION.glob("part*/per_language.csv"))]
