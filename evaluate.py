@@ -49,12 +49,13 @@ SUPERVISED_GROUPS = {"supervised-seen": "supervised-seen", "supervised-unseen": 
                      "supervised": "supervised-seen,supervised-unseen"}  # Table 3's rows
 # The files evaluate.py writes into --out; with the figure they are one set (write_outputs).
 OUTPUT_FILES = ["per_language.csv", "per_group.csv", "table1.md", "table1.csv", "table2.md", "table2.csv",
-                "table3.md", "table3.csv", "compare.csv", "margins.csv", "sweep.csv", "sweep.md"]
+                "table3.md", "table3.csv", "compare.csv", "margins.csv", "decisions.csv", "decisions.md", "sweep.csv",
+                "sweep.md"]
 MANIFEST = "outputs.json"  # written last: which files make the set, with their sha256
 # The flags of each mode besides --runs; a flag of another mode is refused.
 MODE_FLAGS = {"predict": {"predict", "batch_size", "device", "precision"},
               "score": {"scores", "group", "groups", "groups_file", "data_dir", "out", "batch_size", "device",
-                        "baseline", "compare", "margin", "sweep", "sweep_plot", "plot", "plot_sort", "plot_size",
+                        "baseline", "compare", "margin", "claims", "sweep", "sweep_plot", "plot", "plot_sort", "plot_size",
                         "plot_baselines", "unfinished",
                         "precision", "pool_code"}}
 
@@ -1118,6 +1119,99 @@ def print_compare(rows):
     print(compare_text(rows))
 
 
+# ---- claims: effects another study reported, decided against ours -----------------------------------------
+
+CLAIM_COLUMNS = ["a", "b", "group", "reported"]  # and study, optional: who reported it
+CLAIM_FIELDS = ["study", "a", "b", "group", "reported", "source", "backbone", "setting_a", "setting_b", "differ",
+                "languages", "wins", "ties", "losses", "n_seeds", "mean_diff", "ci_low", "ci_high", "sd", "verdict",
+                "against_reported", "power", "seeds_for_power"]
+
+
+def read_claims(path):
+    """--claims: [{study, a, b, group, reported}] from a CSV of CLAIM_COLUMNS (a study column optional); reported is
+    the difference A - B another study found, in accuracy points (kept as a fraction). Each side is parsed as
+    --compare's are; anything else is a UsageError naming the line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--claims {path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in CLAIM_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise UsageError(f"--claims {path} lacks the column{'s' * (len(missing) > 1)} {', '.join(missing)}: give a CSV "
+                         f"with the columns {','.join(CLAIM_COLUMNS)} (and study), e.g. xpe,spt,lowperf,3.1")
+    claims = []
+    for line, r in enumerate(reader, 2):
+        where = f"--claims {path} line {line}"
+        if None in r or any(r[c] is None for c in CLAIM_COLUMNS):
+            raise UsageError(f"{where}: give {len(reader.fieldnames)} fields, as the header names them")
+        try:
+            reported = float(r["reported"])
+        except ValueError:
+            reported = math.nan
+        if not abs(reported) < 100:  # also nan and inf
+            raise UsageError(f"{where}: reported {r['reported']!r} is no difference in accuracy points (e.g. 3.1)")
+        if not r["group"].strip():
+            raise UsageError(f"{where}: the group is empty: name a group or language codes, e.g. lowperf")
+        for side in (r["a"], r["b"]):
+            try:
+                parse_side(side)
+            except UsageError as e:
+                raise UsageError(f"{where}: {e}") from None
+        claims.append(dict(study=(r.get("study") or "").strip(), a=r["a"].strip(), b=r["b"].strip(),
+                           group=r["group"].strip(), reported=reported / 100))
+    if not claims:
+        raise UsageError(f"--claims {path} holds no claim: a line a,b,group,reported each, e.g. xpe,spt,lowperf,3.1")
+    return claims
+
+
+def against_reported(low, high, reported):
+    """What an interval [low, high] of A - B says of the reported difference: "rules it out (above)" or "(below)"
+    when the interval lies on one side of it, else "cannot rule it out"."""
+    if high < reported:
+        return "rules it out (below)"
+    return "rules it out (above)" if low > reported else "cannot rule it out"
+
+
+def claim_rows(per_language, claims, group_langs):
+    """CLAIM_FIELDS rows: each claim's paired difference (compare) per source, decided against 0 (the verdict) and
+    against the reported difference, with the power the seeds had at it and the seeds 80 % power would need at
+    the observed per-seed sd."""
+    rows, compared = [], {}
+    for c in claims:
+        if (c["a"], c["b"]) not in compared:
+            compared[c["a"], c["b"]] = compare(per_language, c["a"], c["b"], group_langs)
+        for r in compared[c["a"], c["b"]]:
+            if r["group"] != c["group"]:
+                continue
+            size = abs(c["reported"])
+            decided = r["ci_low"] is not None
+            power = power_at(size, r["sd"], r["n_seeds"]) if decided and size else None
+            rows.append({**c, **{k: r[k] for k in ("source", "backbone", "differ", "languages", "wins", "ties", "losses",
+                                                   "n_seeds", "mean_diff", "ci_low", "ci_high", "sd", "verdict")},
+                         "setting_a": r["a"], "setting_b": r["b"],
+                         "against_reported": against_reported(r["ci_low"], r["ci_high"], c["reported"]) if decided
+                         else r["verdict"],
+                         "power": None if power is None else round(power, 3),
+                         "seeds_for_power": seeds_for_power(size, r["sd"]) if r["sd"] and size else None})
+    return rows
+
+
+def claims_markdown(rows):
+    """claim_rows as a Markdown table, differences in accuracy points."""
+    pp = lambda x: "-" if x is None else f"{100 * x:+.2f}"
+    lines = ["| claim | reported by | reported (pp) | source | here: A − B (pp) | 95 % t-interval over seeds (pp) "
+             "| seeds | languages won / tied / lost | against 0 | against the reported | power at the reported "
+             "| seeds for 80 % power |", "|" + " --- |" * 12]
+    for r in rows:
+        interval = "-" if r["ci_low"] is None else f"[{pp(r['ci_low'])}, {pp(r['ci_high'])}]"
+        power = "-" if r["power"] is None else f"{r['power']:.2f}"
+        lines.append(f"| {r['setting_a']} − {r['setting_b']} on {r['group']} | {r['study'] or '-'} "
+                     f"| {pp(r['reported'])} | {r['source']} | {pp(r['mean_diff'])} | {interval} | {r['n_seeds']} "
+                     f"| {r['wins']} / {r['ties']} / {r['losses']} of {r['languages']} | **{r['verdict']}** | **{r['against_reported']}** | {power} | {r['seeds_for_power'] or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
 # ---- a sweep: one setting's values side by side, decided by seeds -------------------------------------------
 
 SWEEP_FIELDS = ["source", "backbone", "family", "setting", "swept", "value", "group", "languages", "seeds", "mean",
@@ -1488,6 +1582,8 @@ def check_rows(args, per_language):
     zero_shot = by_setting(r for r in per_language if r["mode"] == "zero-shot")
     for pair in args.compare or []:
         check_pair(zero_shot, *[m.strip() for m in pair.split(",")])
+    for claim in args.claims or []:
+        check_pair(zero_shot, claim["a"], claim["b"])
     if args.sweep:
         sweep_families(zero_shot, args.sweep)
     if args.plot and args.plot_sort:
@@ -1547,6 +1643,13 @@ def report(args, per_language, group_langs, groups, codes):
             "seeds, at the observed per-seed sd, give an interval that excludes 0 when the difference is M.",
             margin_text(margins)]))
         files["margins.csv"] = csv_text(MARGIN_FIELDS, margins)
+    if args.claims:
+        claimed = claim_rows(per_language, args.claims, group_langs)
+        files["decisions.csv"], files["decisions.md"] = csv_text(CLAIM_FIELDS, claimed), claims_markdown(claimed)
+        printed.append("Claims: each reported difference A - B against ours, paired by seed (95 % t-interval over "
+                       "seeds); against 0 the verdict, against the reported difference whether the interval rules "
+                       f"it out; power at the reported difference and the seeds {POWER:.0%} power would need at the "
+                       f"observed per-seed sd. {provenance(zero_shot)}\n\n" + files["decisions.md"].rstrip())
     pictures = {}
     if args.sweep:
         swept = sweep_rows(per_language, group_langs, args.sweep)
@@ -1700,6 +1803,11 @@ def parser():
                         "each interval is read against: whether it rules out +M or more and -M or less ('no effect "
                         "of M either way' when it lies inside (-M, +M)), the power its seeds had at M and the seeds "
                         "80 %% power would need at the observed per-seed sd; to margins.csv")
+    p.add_argument("--claims", metavar="FILE.csv",
+                   help="differences other studies reported, a line a,b,group,reported (accuracy points; a study "
+                        "column optional), e.g. xpe,spt,lowperf,3.1: each decided by our paired seeds against 0 "
+                        "(holds, fails, undecided) and against the reported difference (rules it out, or cannot), "
+                        "with the power at it; the groups named are scored too; to decisions.csv and decisions.md")
     p.add_argument("--sweep", metavar="SETTING", help="a table of one setting's values (e.g. lr_prompt, from a "
                    "train.py call with --lr-prompt 5e-3,5e-4,5e-5): per value and target group the mean over seeds "
                    "with its 95 %% t-interval over seeds, the best in bold and its lead over the next, paired by seed; "
@@ -1767,6 +1875,7 @@ def check_flags(args):
             raise UsageError(f"--compare takes two settings, A,B (e.g. xpe,spt), got {given!r}")
         for m in pair:
             parse_side(m)  # the grammar now; the pair against the runs' settings in check_rows
+    args.claims_file, args.claims = args.claims, read_claims(args.claims) if args.claims is not None else None
     if args.sweep_plot and not args.sweep:
         raise UsageError("--sweep-plot draws the table of --sweep: give --sweep SETTING too")
     if args.sweep is not None:
@@ -1775,6 +1884,9 @@ def check_flags(args):
             raise UsageError("--sweep is empty: name the swept setting as config.json's settings do, e.g. lr_prompt")
     args.out = args.out or "results"
     xpe.check_writable(args.out, "--out")
+    if args.claims and Path(args.claims_file).resolve() in {(Path(args.out) / name).resolve() for name in OUTPUT_FILES}:
+        raise UsageError(f"--claims {args.claims_file} is a file evaluate.py writes into --out {args.out}: keep the "
+                         f"claims elsewhere")
     if args.plot:
         xpe.check_writable(args.plot, "--plot", "file")
         check_figure(args.plot, parse_size(args.plot_size))
@@ -1802,6 +1914,7 @@ def main(argv=None):
         groups, codes = data.groups_and_codes(args.groups_file, args.data_dir)
         specs = [args.group] if args.group else (args.groups.split(",") if args.groups else
                                                  list(groups) if args.groups_file else TABLE2_GROUPS.split(","))
+        specs += [group for group in dict.fromkeys(c["group"] for c in args.claims or []) if group not in specs]
         group_langs = {spec: data.resolve_languages(spec, groups, codes) for spec in specs}
         if args.scores:
             per_language, found = read_scores(args.scores), None

@@ -1207,6 +1207,69 @@ def test_two_seeds_write_too_few_seeds_and_empty_interval_columns(tmp_path, caps
     assert "too few seeds" in capsys.readouterr().out
 
 
+# claims -------------------------------------------------------------------------------------------------------------
+
+def test_a_claim_is_decided_against_0_and_against_the_reported_difference():
+    """xpe - spt is 2.4, 2.8 and 3.2 points in seeds 1-3: it holds against 0, rules out a reported +5 (below) and -1
+    (above), cannot rule out +2; the power at +5 is that of margins at 5."""
+    rows = results("xpe", noisy(SEEN, bonus=0.02)) + results("spt", noisy(SEEN))
+    rows = [dict(r, accuracy=r["accuracy"] + (0.004 * r["seed"] if r["method"] == "xpe" else 0)) for r in rows]
+    claims = [dict(study="s", a="xpe", b="spt", group="seen", reported=x / 100) for x in (5, -1, 2)]
+    decided = evaluate.claim_rows(rows, claims, {"seen": SEEN})
+    assert [r["against_reported"] for r in decided] == ["rules it out (below)", "rules it out (above)",
+                                                       "cannot rule it out"]
+    (compared,) = evaluate.compare(rows, "xpe", "spt", {"seen": SEEN})
+    assert all(r["verdict"] == compared["verdict"] == "holds" and r["mean_diff"] == compared["mean_diff"]
+               for r in decided)
+    (margin,) = evaluate.margin_rows([compared], [0.05])
+    assert decided[0]["power"] == margin["power"] and decided[0]["seeds_for_power"] == margin["seeds_for_power"]
+
+
+def test_claims_from_the_command_line_score_their_groups_and_write_the_decisions(tmp_path, capsys):
+    rows = rows_of("xpe", base=0.6) + rows_of("spt")
+    (tmp_path / "claims.csv").write_text(f"a,b,group,reported,study\nxpe,spt,{LANGS[0]},10,them\n"
+                                         f"xpe,spt,{LANGS[1]},3.1,\n")
+    code, out = scores_main(tmp_path, rows, "--claims", str(tmp_path / "claims.csv"))
+    assert code == 0
+    decided = read_csv(out / "decisions.csv")
+    assert [(r["group"], r["study"], r["verdict"], r["against_reported"]) for r in decided] == [
+        (LANGS[0], "them", "holds", "cannot rule it out"), (LANGS[1], "", "holds", "rules it out (above)")]
+    assert {r["group"] for r in read_csv(out / "per_group.csv")} == {",".join(LANGS), LANGS[0], LANGS[1]}
+    assert "| xpe − spt on afr_Latn | them | +10.00 |" in (out / "decisions.md").read_text()
+    assert "Claims: each reported difference" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, words", [
+    ("a,b,group\nxpe,spt,lowperf\n", "lacks the column reported"),
+    ("a,b,group,reported\n", "holds no claim"),
+    ("a,b,group,reported\nxpe,spt,lowperf,big\n", "line 2: reported 'big' is no difference in accuracy points"),
+    ("a,b,group,reported\nxpe,spt,lowperf,nan\n", "line 2: reported 'nan'"),
+    ("a,b,group,reported\nxpe,spt,lowperf,100\n", "line 2: reported '100'"),
+    ("a,b,group,reported\nxpe,spt, ,1\n", "line 2: the group is empty"),
+    ("a,b,group,reported\nxpe,spt,lowperf\n", "line 2: give 4 fields"),
+    ("a,b,group,reported\nxpe,spt,lowperf,1,2\n", "line 2: give 4 fields"),
+    ("a,b,group,reported\nxpe,sptt,lowperf,1\n", "line 2: "),
+    ("a,b,group,reported\nxpe,dual:0.7,kab_Latn,1\n", "no zero-shot runs of dual:0.7 to compare"),
+    (b"a,b,group,reported\n\xff\n", "cannot read it"),
+    (None, "cannot read it"),
+    ("in-out", "is a file evaluate.py writes into --out"),
+])
+def test_claims_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, text, words):
+    path = tmp_path / "claims.csv"
+    if text == "in-out":  # a file the call would overwrite with its decisions
+        path = tmp_path / "results" / "decisions.csv"
+        path.parent.mkdir()
+        path.write_text(text := "a,b,group,reported\nxpe,spt,afr_Latn,1\n")
+    elif isinstance(text, bytes):
+        path.write_bytes(text)
+    elif text is not None:
+        path.write_text(text)
+    code, out = scores_main(tmp_path, rows_of("xpe") + rows_of("spt"), "--claims", str(path))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and words in err and len(err.splitlines()) == 1, err
+    assert list(out.iterdir()) == [path] and path.read_text() == text if out.exists() else True
+
+
 # sweeps -------------------------------------------------------------------------------------------------------------
 
 def sweep(langs=SEEN):

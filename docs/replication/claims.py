@@ -1,57 +1,16 @@
-# The claims table from compare.csv, and the READMEs' result blocks filled from the outputs: the READMEs say what the outputs say (issue 20).
-"""usage: python docs/replication/claims.py [docs/replication/compare.csv] > docs/replication/claims.md
-       python docs/replication/claims.py --fill README.md docs/replication/README.md
+# The READMEs' result blocks filled from the outputs, so that the READMEs say what the outputs say (issue 20).
+"""usage: python docs/replication/claims.py --fill README.md docs/replication/README.md
 
 --fill replaces each block between <!-- begin NAME --> and <!-- end NAME --> with docs/replication/NAME
-(claims.md, table1.md, table2.md), with evaluate.log's paired differences for NAME = paired, or with
+(decisions.md, which evaluate.py --claims writes from claims.csv; table1.md, table2.md), with evaluate.log's paired differences for NAME = paired, or with
 each seedN folder's wall times and peak memory (its /usr/bin/time -v logs) and CPU for NAME = seeds.
 """
-import csv
 import re
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
 BLOCK = re.compile(r"(<!-- begin (\S+) -->).*?(<!-- end \2 -->)", re.S)
-# (A, B, group, the paper's A vs B on XLM-R large (SPEC §6; † secondhand), the first author's 10-seed re-run (xpe-exp))
-CLAIMS = [
-    ("xpe", "spt", "lowperf", "39.1† vs 36.0 (+3.1)", "37.9 vs 35.8: +2.03 ± 1.34 (95 %)"),
-    ("dual:0.7", "spt", "seen-wo-j5", "86.6 vs 85.6 (+1.0)", "not reproduced"),
-    ("dual:0.7", "spt", "all-wo-j5", "70.0 vs 68.7 (+1.3)", "not reproduced"),
-]
-NAMES = {"xpe": "XPE", "spt": "SPT", "dual:0.7": "DUAL-XPE70"}
-
-
-def points(fraction):
-    return f"{100 * float(fraction):+.2f}"
-
-
-def usage_error(text):
-    print(f"claims.py: {text}", file=sys.stderr)
-    sys.exit(2)
-
-
-def claims_table(path):
-    if not Path(path).is_file():
-        usage_error(f"{path} is not a file: give the compare.csv that evaluate.py --compare wrote")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not {"a", "b", "group", "mean_diff", "seed_diffs", "verdict"} <= set(reader.fieldnames or ()):
-            usage_error(f"{path} is not a compare.csv (no a, b, group, verdict columns): give the one evaluate.py wrote")
-        rows = {(r["a"], r["b"], r["group"]): r for r in reader}
-    lines = ["| claim | the paper (XLM-R large) | first author's re-run (XLM-R large, 10 seeds) | here: mean A − B (pp) "
-             "| 95 % t-interval over seeds (pp) | per-seed differences (pp) | languages won / tied / lost | seeds "
-             "| verdict |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for a, b, group, paper, rerun in CLAIMS:
-        r = rows.get((a, b, group))
-        if r is None:
-            usage_error(f"{path} has no {a} - {b} on {group}: run evaluate.py with --compare {a},{b}")
-        interval = f"[{points(r['ci_low'])}, {points(r['ci_high'])}]" if r["ci_low"] else "-"
-        diffs = ", ".join(points(d) for d in r["seed_diffs"].split())
-        lines.append(f"| {NAMES[a]} > {NAMES[b]} on {group} | {paper} | {rerun} | {points(r['mean_diff'])} "
-                     f"| {interval} | {diffs} | {r['wins']} / {r['ties']} / {r['losses']} of {r['languages']} "
-                     f"| {r['n_seeds']} ({r['seeds']}) | **{r['verdict']}** |")
-    return "\n".join(lines)
 
 
 def log_field(path, field):
@@ -91,7 +50,7 @@ def block(name):
     if name == "paired":
         log = (HERE / "evaluate.log").read_text(encoding="utf-8").splitlines()
         first = next(i for i, line in enumerate(log) if line.startswith("Paired difference"))
-        last = next(i for i, line in enumerate(log) if line.startswith("figure written"))
+        last = next(i for i, line in enumerate(log) if line.startswith(("Claims:", "figure written")))
         return "```\n" + "\n".join(log[first:last]).strip() + "\n```"
     return (HERE / name).read_text(encoding="utf-8").strip()
 
@@ -101,8 +60,7 @@ def filled(text):
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--fill"]:
-        for path in sys.argv[2:]:
-            Path(path).write_text(filled(Path(path).read_text(encoding="utf-8")), encoding="utf-8")
-    else:
-        print(claims_table(sys.argv[1] if len(sys.argv) > 1 else HERE / "compare.csv"))
+    if sys.argv[1:2] != ["--fill"] or len(sys.argv) < 3:
+        sys.exit(__doc__.split("\n\n")[0])
+    for path in sys.argv[2:]:
+        Path(path).write_text(filled(Path(path).read_text(encoding="utf-8")), encoding="utf-8")
