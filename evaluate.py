@@ -52,6 +52,7 @@ OUTPUT_FILES = ["per_language.csv", "per_group.csv", "table1.md", "table1.csv", 
                 "table3.md", "table3.csv", "compare.csv", "margins.csv", "decisions.csv", "decisions.md", "sweep.csv",
                 "sweep.md"]
 MANIFEST = "outputs.json"  # written last: which files make the set, with their sha256
+PENDING = ".outputs.pending.json"  # while a set is put in place: what is left to do (finish_pending)
 # The flags of each mode besides --runs; a flag of another mode is refused.
 MODE_FLAGS = {"predict": {"predict", "batch_size", "device", "precision"},
               "score": {"scores", "group", "groups", "groups_file", "data_dir", "out", "batch_size", "device",
@@ -418,6 +419,8 @@ def read_scores(paths):
     rows, where = [], {}
     for path in map(Path, paths):
         try:
+            if finish_pending(path.parent):  # a set that a kill left half in place: put the rest in place first
+                note(f"{path.parent}: finished putting in place the set of outputs an interrupted call left")
             with open(path, newline="", encoding="utf-8") as f:
                 found = list(csv.DictReader(f))
         except (OSError, UnicodeDecodeError, csv.Error) as e:
@@ -1676,28 +1679,58 @@ def digest(content):
 
 
 def previous_set(out):
-    """The files an earlier call wrote, as its manifest lists them, and unchanged since: the only files of --out a
-    call removes when it does not write them again. Without a manifest, none."""
+    """{path: sha256} of the files an earlier call wrote, as its manifest lists them, and unchanged since: the only
+    files of --out a call removes when it does not write them again. Without a manifest, none."""
     try:
         listed = json.loads((out / MANIFEST).read_text())["files"]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return set()
-    stale = set()
+        return {}
+    stale = {}
     for name, sha in listed.items():
         path = (out / name).resolve()  # an absolute name stays itself
         try:
             if digest(path.read_bytes()) == sha:
-                stale.add(path)
+                stale[path] = sha
         except OSError:
             pass
     return stale
 
 
+def finish_pending(out):
+    """Carry out the journal (PENDING) of a set being put in place: rename each file not yet renamed, remove the
+    earlier set's files the new one does not hold (while unchanged), write the manifest, drop the journal. A call
+    killed at any moment of this is finished so by the next call into the folder (or that reads a file of it),
+    since every step can be taken again."""
+    try:
+        journal = json.loads((out / PENDING).read_text())
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{out / PENDING}: an interrupted set's journal that cannot be read ({e}): move it and the "
+                         f"folder's files aside, and evaluate again") from None
+    (out / MANIFEST).unlink(missing_ok=True)  # until the new one, the folder claims no whole set
+    for path, tmp in journal["renames"]:
+        if os.path.exists(tmp):
+            os.replace(tmp, path)
+    for path, sha in journal["stale"].items():
+        try:
+            if digest(Path(path).read_bytes()) == sha:
+                os.unlink(path)
+        except OSError:
+            pass
+    xpe.atomic_write_json(out / MANIFEST, journal["manifest"])
+    (out / PENDING).unlink()
+    return True
+
+
 def write_outputs(out, files, argv):
-    """Write files ({path: bytes}) as one set: all to temporary names first, then renamed into place; the
-    earlier set's files this call does not write are removed; the manifest names the set, last."""
+    """Write files ({path: bytes}) as one set: each to a temporary name, then a journal of what is left to do
+    (finish_pending), which puts them in place, removes the earlier set's files this call does not write and
+    writes the manifest. A kill before the journal leaves the earlier set; after it, the next call finishes the new
+    one."""
     out.mkdir(parents=True, exist_ok=True)
-    stale, temps = previous_set(out), {}
+    finish_pending(out)
+    temps = {}
     try:
         for path, content in files.items():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -1705,23 +1738,19 @@ def write_outputs(out, files, argv):
             with os.fdopen(fd, "wb") as f:
                 f.write(content)
             temps[path] = tmp
-        if (out / MANIFEST).exists():  # from here until the new manifest, the folder says it holds no whole set
-            (out / MANIFEST).unlink()
-        for path, tmp in temps.items():
-            os.replace(tmp, path)
+        written = {p.resolve() for p in files}
+        manifest = dict(written=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        command=" ".join(["python evaluate.py", *argv]),
+                        files={os.path.relpath(p, out): digest(c) for p, c in files.items()})
+        xpe.atomic_write_json(out / PENDING, dict(
+            renames=[[str(p), tmp] for p, tmp in temps.items()], manifest=manifest,
+            stale={str(p): sha for p, sha in previous_set(out).items() if p not in written}))
     except BaseException:
         for tmp in temps.values():
             if os.path.exists(tmp):
                 os.unlink(tmp)
         raise
-    written = {p.resolve() for p in files}
-    for path in stale - written:
-        if path.is_file():
-            path.unlink()
-    manifest = dict(written=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    command=" ".join(["python evaluate.py", *argv]),
-                    files={os.path.relpath(p, out): digest(c) for p, c in files.items()})
-    xpe.atomic_write_json(out / MANIFEST, manifest)
+    finish_pending(out)
 
 
 # ---- classify new text ------------------------------------------------------------------------------

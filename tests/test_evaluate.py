@@ -1485,27 +1485,52 @@ def test_a_relative_out_keeps_the_files_it_writes(tmp_path, monkeypatch, capsys)
                                                                      "per_language.csv", "table1.csv", "table1.md"]
 
 
-def test_a_kill_while_writing_leaves_the_earlier_set_or_no_manifest(tmp_path, monkeypatch, capsys):
-    rows = rows_of("xpe") + rows_of("spt")
-    code, out = scores_main(tmp_path, rows, "--compare", "xpe,spt")
-    assert code == 0
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+def test_a_kill_at_any_rename_leaves_the_earlier_set_or_one_the_next_call_finishes(tmp_path, monkeypatch, capsys):
+    """Killed at each of its renames in turn, a call leaves the earlier set whole, or a journal from which the next
+    call (here one that reads the folder's per_language.csv) puts the new set in place whole."""
     import os
     real = os.replace
-    calls = []
+    old_rows, new_rows = rows_of("xpe") + rows_of("spt"), rows_of("xpe", base=0.2) + rows_of("spt")
+    args = ("--compare", "xpe,spt")
 
-    def dies_on_the_third(src, dst):
-        calls.append(dst)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(src, dst)
-    monkeypatch.setattr(os, "replace", dies_on_the_third)
-    with pytest.raises(KeyboardInterrupt):
-        scores_main(tmp_path, rows_of("xpe", base=0.2) + rows_of("spt"), "--compare", "xpe,spt", out=out)
+    def files(out):
+        return {p.name: p.read_bytes() for p in out.iterdir() if p.name != "outputs.json"}
+
+    (tmp_path / "clean").mkdir()
+    renames = []
+    monkeypatch.setattr(os, "replace", lambda src, dst: renames.append(dst) or real(src, dst))
+    _, clean = scores_main(tmp_path / "clean", new_rows, *args)
     monkeypatch.setattr(os, "replace", real)
-    after = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert "outputs.json" not in after  # the folder no longer claims a whole set
-    assert set(after) == set(before) - {"outputs.json"} and not any(n.endswith(".tmp") for n in after)
+    new_set = files(clean)
+    assert len(renames) == len(new_set) + 2  # the files, the journal and the manifest
+    ends = []
+    for kill_at in range(1, len(renames) + 1):
+        where = tmp_path / f"k{kill_at}"
+        where.mkdir()
+        _, out = scores_main(where, old_rows, "--compare", "xpe,spt", "--baseline")  # an earlier set, one file more
+        (out / "mine.txt").write_text("mine")
+        old_set, calls = files(out), []
+
+        def killed(src, dst):
+            calls.append(dst)
+            if len(calls) == kill_at:
+                raise SystemExit("killed")  # as a kill: no cleanup is run after a rename the journal covers
+            return real(src, dst)
+        monkeypatch.setattr(os, "replace", killed)
+        with pytest.raises(SystemExit):
+            scores_main(where, new_rows, *args, out=out)
+        monkeypatch.setattr(os, "replace", real)
+        ends.append((out / evaluate.PENDING).exists())
+        if not ends[-1]:
+            assert files(out) == old_set and (out / "outputs.json").exists(), kill_at
+            assert not any(p.name.endswith(".tmp") for p in out.iterdir())
+            continue
+        assert evaluate.main(["--scores", str(out / "per_language.csv"), "--out", str(where / "again")] +
+                             ["--group", ",".join(LANGS)]) == 0
+        assert files(out) == {**new_set, "mine.txt": b"mine"}, kill_at
+        listed = json.loads((out / "outputs.json").read_text())["files"]
+        assert set(listed) == set(new_set) and not (out / evaluate.PENDING).exists()
+    assert ends == [False] + [True] * (len(renames) - 1)  # killed writing the journal, or after it
 
 
 def test_export_peft_below_a_file_is_refused_before_anything(tmp_path, capsys):
