@@ -1348,6 +1348,61 @@ def test_the_replications_scores_give_the_same_files_from_any_working_folder(tmp
     assert outputs[ROOT] == outputs[tmp_path]
 
 
+# Every flag of evaluate.py with a value out of its range: one line (argparse's own refusals end in one), exit 2,
+# nothing written. {scores}: a per_language.csv of three seeds of xpe and spt; {tmp}: the test's folder.
+EVERY_FLAG = [
+    (["--runs", "{tmp}/nowhere"], "does not exist: pass run directories or a folder of runs"),
+    (["--scores", "{tmp}/nowhere.csv"], "--scores {tmp}/nowhere.csv: cannot read it"),
+    (["--scores", "{scores}", "--group", "lowperff"], "did you mean lowperf"),
+    (["--scores", "{scores}", "--groups", ","], "--groups is empty"),
+    (["--scores", "{scores}", "--groups-file", "{tmp}/nowhere.json"], "group file {tmp}/nowhere.json not found"),
+    (["--scores", "{scores}", "--data-dir", "{tmp}/nowhere"], "data directory {tmp}/nowhere does not exist"),
+    (["--scores", "{scores}", "--out", "{tmp}/a-file"], "is a file"),
+    (["--scores", "{scores}", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    (["--scores", "{scores}", "--batch-size", "x"], "argument --batch-size: invalid int value: 'x'"),
+    (["--scores", "{scores}", "--device", "tpu"], "--device tpu: not a device"),
+    (["--scores", "{scores}", "--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
+    (["--predict", "-", "--baseline"], "--baseline does not go with --predict"),
+    (["--scores", "{scores}", "--compare", "xpe"], "--compare takes two settings, A,B"),
+    (["--scores", "{scores}", "--compare", "xpe,spt", "--margin", "-1"], "above 0 and below 100"),
+    (["--scores", "{scores}", "--claims", "{tmp}/nowhere.csv"], "--claims {tmp}/nowhere.csv: cannot read it"),
+    (["--scores", "{scores}", "--sweep", "lr"], "--sweep lr: no two settings differ in lr alone"),
+    (["--scores", "{scores}", "--sweep-plot", "{tmp}/s.png"], "--sweep-plot draws the table of --sweep"),
+    (["--predict", "-", "--unfinished"], "--unfinished does not go with --predict"),
+    (["--predict", "-", "--pool-code"], "--pool-code does not go with --predict"),
+    (["--scores", "{scores}", "--plot", "{tmp}/f.jpg"], "ending in .png"),
+    (["--scores", "{scores}", "--plot-sort", "dual:0.3", "--plot", "{tmp}/f.png"], "nothing to sort by"),
+    (["--scores", "{scores}", "--plot-size", "10x10", "--plot", "{tmp}/f.png"], "too small to read"),
+    (["--scores", "{scores}", "--plot-baselines", "gpt5"], "unknown column 'gpt5'"),
+    (["--runs", "{tmp}/nowhere", "--predict", "{tmp}/nowhere.txt"], "does not exist"),
+]
+
+
+@pytest.mark.parametrize("args, words", EVERY_FLAG)
+def test_every_flag_out_of_range_is_one_line_and_writes_nothing(tmp_path, capsys, args, words):
+    if any(a.startswith("--plot") or a == "--sweep-plot" for a in args) and "f.jpg" not in " ".join(args):
+        require_extra("matplotlib")  # without it, --plot is refused for that first
+    (tmp_path / "a-file").write_text("mine")
+    scores = write_scores(tmp_path / "scores.csv", rows_of("xpe") + rows_of("spt"))
+    fill = lambda text: text.replace("{tmp}", str(tmp_path)).replace("{scores}", str(scores))
+    argv = [fill(a) for a in args] + ([] if "--out" in args or "--predict" in args else
+                                      ["--out", str(tmp_path / "results")])
+    try:
+        code = evaluate.main(argv)
+    except SystemExit as e:  # argparse's refusals: its usage, then one line
+        code = e.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and fill(words) in err[-1], err
+    assert len(err) == 1 or ": error: argument --" in err[-1], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "scores.csv"]
+
+
+def test_every_flag_is_walked():
+    walked = {a for args, _ in EVERY_FLAG for a in args if a.startswith("--")}
+    flags = {opt for action in evaluate.parser()._actions for opt in action.option_strings if opt.startswith("--")}
+    assert flags - walked == {"--help"}
+
+
 def test_a_per_language_file_without_settings_and_ended_is_refused_in_one_line(tmp_path, capsys):
     """Files from before settings and ended were recorded are not read (the replication's were re-saved)."""
     old = [{k: v for k, v in r.items() if k not in ("settings", "ended")} for r in rows_of("xpe") + rows_of("spt")]
