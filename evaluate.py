@@ -3,12 +3,13 @@
     python evaluate.py --runs runs/ --baseline                 # Tables 1 and 2 over the paper's target groups
     python evaluate.py --runs runs/ --compare xpe,spt --plot results/figure2.png
     python evaluate.py --scores results/per_language.csv --baseline    # the tables again, without scoring
+    python evaluate.py --scores results/per_language.csv --claims claims.csv --sweep lr_prompt
     python evaluate.py --runs runs/xpe-joshi5-s1 --predict texts.txt > predictions.csv
     python -m tools.peft_adapters export runs/xpe-joshi5-s1 peft/xpe-joshi5-s1   # PEFT in and out: a command of its own
 
 The data flows one way, top to bottom in this file: run folders or --scores -> per-language rows (score, or
-read_scores) -> settings and group means (summarise) -> the tables as data, paired verdicts and margins, Figure 2's
-numbers -> one renderer a kind (text, Markdown, CSV, PNG) -> one set of output files, written together
+read_scores) -> settings and group means (summarise) -> the tables as data, paired verdicts, margins, claims decided
+and sweeps, Figure 2's numbers -> one renderer a kind (text, Markdown, CSV, PNG) -> one set of output files, written together
 (write_outputs).
 
 Only the inference artifact of each run is used (static prompt + head on the backbone): no prompt
