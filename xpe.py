@@ -358,6 +358,16 @@ def describe_parameters(model):
     return f"trainable parameters: {trainable / 1e6:.2f}M of {total / 1e6:.1f}M ({share:.3f} %)"
 
 
+def check_backbone_path(name):
+    """A backbone named by a path that is no folder is a UsageError saying so, not a hub error about repo ids."""
+    if str(name).startswith((".", "/", "~")) and not Path(name).expanduser().is_dir():
+        relative = "" if Path(name).expanduser().is_absolute() else (
+            ": a relative path is read from the working folder, so run from the one it was given in, or name the "
+            "folder where it is now")
+        raise UsageError(f"cannot load the backbone {name!r}: it is a path, and "
+                         f"{Path(name).expanduser().absolute()} is no folder{relative}")
+
+
 def load_backbone(name, device="cpu"):
     """(frozen backbone in float32 on device, its tokenizer); a UsageError in one line when `name` cannot be loaded.
 
@@ -372,12 +382,7 @@ def load_backbone(name, device="cpu"):
     verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()  # the report lists the unused pooler as if it were a fault
     transformers.logging.disable_progress_bar()  # a bar of a second would break one-line error messages
-    if str(name).startswith((".", "/", "~")) and not Path(name).expanduser().is_dir():
-        relative = "" if Path(name).expanduser().is_absolute() else (
-            ": a relative path is read from the working folder, so run from the one it was given in, or name the "
-            "folder where it is now")
-        raise UsageError(f"cannot load the backbone {name!r}: it is a path, and "
-                         f"{Path(name).expanduser().absolute()} is no folder{relative}")
+    check_backbone_path(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
         try:

@@ -198,6 +198,35 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, tiny_run, 
         assert (sorted(p.name for p in out.iterdir()) if out.is_dir() else None) == before
 
 
+IMPORT_FLAGS = [  # every flag of import with a value out of its range: one line, exit 2, no run folder
+    (["--labels", "a,b"], "2 labels (a, b) for a head of 7 outputs"),
+    (["--model", "{tmp}/nowhere"], "cannot load the backbone '{tmp}/nowhere': it is a path, and {tmp}/nowhere is "
+                                   "no folder"),
+    (["--source", "xyz_Latn"], "xyz_Latn"),
+    (["--seed", "-1"], "--seed -1: use a number"),
+    (["--seed", "1-2"], "--seed 1-2: an adapter is one run, so one seed"),
+    (["--seed", "18446744073709551616"], "a seed is at most"),
+    (["--source", "eng_Latn", "--groups-file", "{tmp}/nowhere.json"], "group file {tmp}/nowhere.json not found"),
+    (["--source", "eng_Latn", "--data-dir", "{tmp}/nowhere"], "data directory {tmp}/nowhere does not exist"),
+]
+
+
+@pytest.mark.parametrize("args, words", IMPORT_FLAGS)
+def test_every_import_flag_out_of_range_is_one_line_and_writes_nothing(tmp_path, tiny_run, capsys, args, words):
+    export(tiny_run, tmp_path / "peft", capsys)
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code = peft_adapters.main(["import", str(tmp_path / "peft"), str(tmp_path / "back"), *args])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and words.replace("{tmp}", str(tmp_path)) in line, line
+    assert not (tmp_path / "back").exists()
+
+
+def test_every_import_flag_is_walked():
+    (_, into) = [a for a in peft_adapters.parser()._actions if a.dest == "command"][0].choices.items()
+    flags = {opt for action in into[1]._actions for opt in action.option_strings if opt.startswith("--")}
+    assert flags - {a for args, _ in IMPORT_FLAGS for a in args if a.startswith("--")} == {"--help"}
+
+
 def test_an_adapter_that_export_did_not_write_is_never_overwritten(tmp_path, tiny_run, capsys):
     """A LoRA adapter in the folder stays as it is; an earlier export of ours is replaced."""
     lora = tmp_path / "lora"

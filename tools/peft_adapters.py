@@ -34,6 +34,7 @@ from safetensors.torch import load_file
 
 import data
 import evaluate
+import train
 import xpe
 from xpe import UsageError
 
@@ -221,6 +222,7 @@ def checkpoint_pooler(backbone_name, key, where):
 def backbone_config(name, where):
     from transformers import AutoConfig
 
+    xpe.check_backbone_path(name)
     try:
         return AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as e:
@@ -363,17 +365,12 @@ def export_peft(run_dir, out_dir):
     gives our logits. A UsageError in one line, before anything is written, for what the user can fix.
     """
     from safetensors.torch import save_file
-    from transformers import AutoConfig
 
     tensors, config = xpe.read_artifact(run_dir)
     for key in ("model", "labels"):
         if key not in config:
             raise UsageError(f"{run_dir}/{xpe.ARTIFACT_CONFIG} lacks {key!r}: not written by train.py")
-    try:
-        backbone = AutoConfig.from_pretrained(config["model"])
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"cannot read the backbone's config {config['model']!r} ({first})") from None
+    backbone = backbone_config(config["model"], run_dir)
     if backbone.model_type not in HEADS:
         raise UsageError(f"export supports the backbones {', '.join(sorted(HEADS))} (model_type), "
                          f"not {backbone.model_type!r} of {config['model']}")
@@ -462,13 +459,16 @@ def export_main(args):
 
 def import_main(args):
     """import ADAPTER_DIR RUN: a PEFT prompt adapter as a run folder that scoring, --predict and export take."""
+    seeds = train.parse_seeds(args.seed)  # the one home of a seed's range
+    if len(seeds) != 1:
+        raise UsageError(f"--seed {args.seed}: an adapter is one run, so one seed")
     source_languages = ()
     if args.source:
         groups, codes = data.groups_and_codes(args.groups_file, args.data_dir)
         source_languages = data.resolve_languages(args.source, groups, codes)
     labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
     out = import_adapter(args.adapter, args.run, labels=labels, model=args.model, source=args.source or "imported",
-                         source_languages=source_languages, seed=args.seed)
+                         source_languages=source_languages, seed=seeds[0])
     print(f"wrote {args.adapter} as the run {out}; score it with: python evaluate.py --runs {out}")
     return 0
 
@@ -488,7 +488,7 @@ def parser():
     into.add_argument("--model", help="the backbone (default: the adapter's base_model_name_or_path)")
     into.add_argument("--source", help="the languages it was trained on, a spec as train.py takes (default: none, "
                                        "every language is zero-shot)")
-    into.add_argument("--seed", type=int, default=0, help="the seed it was trained with (default 0)")
+    into.add_argument("--seed", default="0", help="the seed it was trained with (default 0)")
     into.add_argument("--groups-file", help="language groups for --source (default groups.json)")
     into.add_argument("--data-dir", help="local data laid out as DIR/<code>/test.tsv, for --source's codes")
     return p
