@@ -1218,28 +1218,30 @@ def claims_markdown(rows):
 
 # ---- a sweep: one setting's values side by side, decided by seeds -------------------------------------------
 
-SWEEP_FIELDS = ["source", "backbone", "family", "setting", "swept", "value", "group", "languages", "seeds", "mean",
+SWEEP_FIELDS = ["source", "backbone", "family", "setting", "swept", "moved_with_it", "value", "group", "languages", "seeds", "mean",
                 "sd", "ci_low", "ci_high", "best", "next", "lead", "lead_low", "lead_high", "lead_verdict"]
 
 
 def sweep_families(table, key):
-    """{family: {value: setting}} of the settings of table (by_setting) that record key: a family is a setting with
-    key left out, so that its members differ in key alone; those of one value are no sweep and left out. A
-    UsageError when none is left."""
-    families = defaultdict(dict)
-    for s in table:
-        recorded = json.loads(s[5]) if s[5] else {}
-        if key in recorded and not isinstance(recorded[key], dict):
-            rest = {k: v for k, v in recorded.items() if k != key}
-            families[s[:5] + (settings_text(rest),)][recorded[key]] = s
+    """({family: {value: setting}}, [settings that moved with key]) of the settings of table (by_setting) that
+    record key: a family is a setting with key left out, so that its members differ in key alone (and in the
+    settings equal to it in every run, as lr_spt follows lr_prompt); those of one value are no sweep and left out.
+    A UsageError when none is left."""
+    families, recorded = defaultdict(dict), {s: json.loads(s[5]) if s[5] else {} for s in table}
+    having = [d for d in recorded.values() if key in d and not isinstance(d[key], dict)]
+    moving = {k for d in having for k in d if k != key and all(e.get(k) == e[key] for e in having)}
+    for s, d in recorded.items():
+        if key in d and not isinstance(d[key], dict):  # a setting equal to key in every run moved with it (lr_spt
+            # follows lr_prompt): not part of the family
+            rest = {k: v for k, v in d.items() if k != key and k not in moving}
+            families[s[:5] + (settings_text(rest),)][d[key]] = s
     if not any(len(values) > 1 for values in families.values()):
-        recorded = {s: json.loads(s[5]) if s[5] else {} for s in table}
         keys = sorted({k for d in recorded.values() for k in d})
         varied = [k for k in keys if len({json.dumps(d.get(k)) for d in recorded.values()}) > 1]
         raise UsageError(f"--sweep {key}: no two settings differ in {key} alone"
                          f"{'' if families else ' (no run records it)'}; the settings that differ among the runs: "
                          f"{', '.join(varied) or 'none beyond the method'}")
-    return {family: values for family, values in families.items() if len(values) > 1}
+    return {family: values for family, values in families.items() if len(values) > 1}, sorted(moving)
 
 
 def value_order(value):
@@ -1252,7 +1254,7 @@ def sweep_rows(per_language, group_langs, key):
     best, and its lead over the next highest is a paired difference by seed with its interval and verdict."""
     zero_shot = [r for r in per_language if r["mode"] == "zero-shot"]
     table, langs_of = by_setting(zero_shot), row_languages(zero_shot, group_langs)
-    families = sweep_families(table, key)
+    families, moving = sweep_families(table, key)
     labels, family_labels = setting_labels(table), setting_labels(families)
     rows = []
     for family, members in families.items():
@@ -1265,7 +1267,7 @@ def sweep_rows(per_language, group_langs, key):
             for v in sorted(members, key=value_order):
                 n, mean, sd, low, high, _ = seed_interval(list(means[v].values())) if means[v] else (0,) + (None,) * 5
                 row = dict(source=family[2], backbone=family[3], family=family_labels[family],
-                           setting=labels[members[v]], swept=key, value=v, group=group, languages=len(langs),
+                           setting=labels[members[v]], swept=key, moved_with_it=" ".join(moving), value=v, group=group, languages=len(langs),
                            seeds=n, mean=mean, sd=sd, ci_low=low, ci_high=high, best=v == ranked[0],
                            next=None, lead=None, lead_low=None, lead_high=None, lead_verdict=None)
                 if v == ranked[0] and len(ranked) > 1:
@@ -1288,8 +1290,9 @@ def sweep_markdown(rows):
         key, groups = rs[0]["swept"], list(dict.fromkeys(r["group"] for r in rs))
         values = list(dict.fromkeys(r["value"] for r in rs))
         cell = {(r["value"], r["group"]): r for r in rs}
-        lines = [f"**{family}** from {source} · backbone {backbone} · mean accuracy (%) over seeds, 95 % t-interval "
-                 f"over seeds, (n seeds); the best of each group in bold", "",
+        moved = f" ({rs[0]['moved_with_it'].replace(' ', ', ')} equal to it in every run)" if rs[0]["moved_with_it"] else ""
+        lines = [f"**{family}** from {source} · backbone {backbone} · {key}{moved} · mean accuracy (%) over seeds, 95 % "
+                 f"t-interval over seeds, (n seeds); the best of each group in bold", "",
                  "| " + " | ".join([key] + groups) + " |", "|" + "---|" * (len(groups) + 1)]
         for v in values:
             cells = []

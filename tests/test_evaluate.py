@@ -1273,11 +1273,12 @@ def test_claims_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, text,
 # sweeps -------------------------------------------------------------------------------------------------------------
 
 def sweep(langs=SEEN):
-    """xpe at three prompt rates (the middle one best, by 2 points a seed), spt at one: one family to sweep."""
-    return (with_settings(results("xpe", noisy(langs, bonus=-0.05)), lr_prompt=5e-3)
-            + with_settings(results("xpe", noisy(langs, bonus=0.02)), lr_prompt=5e-4)
-            + with_settings(results("xpe", noisy(langs)), lr_prompt=5e-5)
-            + with_settings(results("spt", noisy(langs, rng_seed=1)), lr_prompt=5e-3))
+    """xpe at three prompt rates (the middle one best, by 2 points a seed), spt at one: one family to sweep; lr_spt
+    follows lr_prompt, as train.py records it when --lr-spt is not given."""
+    return (with_settings(results("xpe", noisy(langs, bonus=-0.05)), lr_prompt=5e-3, lr_spt=5e-3)
+            + with_settings(results("xpe", noisy(langs, bonus=0.02)), lr_prompt=5e-4, lr_spt=5e-4)
+            + with_settings(results("xpe", noisy(langs)), lr_prompt=5e-5, lr_spt=5e-5)
+            + with_settings(results("spt", noisy(langs, rng_seed=1)), lr_prompt=5e-3, lr_spt=5e-3))
 
 
 def test_a_sweep_is_a_row_per_value_with_the_t_interval_over_seeds_and_the_best_lead_paired_by_seed():
@@ -1285,6 +1286,7 @@ def test_a_sweep_is_a_row_per_value_with_the_t_interval_over_seeds_and_the_best_
     xpe_rows = [r for r in rows if r["family"] == "xpe"]
     assert [r["value"] for r in xpe_rows] == [5e-5, 5e-4, 5e-3]
     assert len(rows) == 3  # spt, at one rate, is no sweep
+    assert {r["moved_with_it"] for r in rows} == {"lr_spt"}
     f = noisy(SEEN)
     per_seed = [statistics.fmean(f(s, lang) for lang in SEEN) for s in (1, 2, 3)]
     low_rate = xpe_rows[0]
@@ -1321,7 +1323,7 @@ def test_sweep_table_and_figure_from_the_command_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, words", [
     (["--sweep", "lr"], "--sweep lr: no two settings differ in lr alone; the settings that differ among the runs: "
-                        "lr_prompt"),
+                        "lr_prompt, lr_spt"),
     (["--sweep", "encoder_hidden"], "no two settings differ in encoder_hidden alone (no run records it)"),
     (["--sweep", " "], "--sweep is empty"),
     (["--sweep-plot", "s.png"], "--sweep-plot draws the table of --sweep"),
