@@ -1601,8 +1601,24 @@ def report(args, per_language, group_langs, groups, codes):
     """({file name in --out: text}, {figure path: bytes}, what to print): the whole set, nothing written."""
     if not per_language:
         raise UsageError(f"no run has a target language in {', '.join(group_langs)}: choose other --groups")
-    files, printed = {"per_language.csv": csv_text(LANGUAGE_FIELDS, per_language)}, []
+    files = {"per_language.csv": csv_text(LANGUAGE_FIELDS, per_language)}
     per_language = for_tables(args, per_language)
+    tables, printed = table_outputs(args, per_language, group_langs, groups, codes)
+    decisions, said = decision_outputs(args, per_language, group_langs)
+    swept, pictures, shown = sweep_outputs(args, per_language, group_langs)
+    if args.plot:
+        columns = (args.plot_baselines or ("xlt_eng,gpt4" if args.baseline else "")).split(",")
+        table = load_baselines()
+        baselines = {f"SIB-200 {BASELINE_COLUMNS[c]}": {code: v[c] / 100 for code, v in table.items() if c in v}
+                     for c in columns if c}
+        pictures.update(figure_files(per_language, groups, args.plot, parse_size(args.plot_size),
+                                     args.plot_sort, baselines)[0])
+    return files | tables | decisions | swept, pictures, printed + said + shown
+
+
+def table_outputs(args, per_language, group_langs, groups, codes):
+    """per_group.csv and Tables 1-3 ({name: text}, [printed tables])."""
+    files, printed = {}, []
     group_rows = summarise(per_language, group_langs)
     fields = GROUP_FIELDS
     if args.baseline:
@@ -1630,7 +1646,13 @@ def report(args, per_language, group_langs, groups, codes):
         table = finish_table(table, title, rows)
         files.update(table_files(name, table))
         printed.append(render_text(table))
-    compared = []
+    return files, printed
+
+
+def decision_outputs(args, per_language, group_langs):
+    """compare.csv, margins.csv and the claims' decisions ({name: text}, [printed])."""
+    files, printed, compared = {}, [], []
+    zero_shot = [r for r in per_language if r["mode"] == "zero-shot"]
     for pair in args.compare or []:
         a, b = [m.strip() for m in pair.split(",")]
         rows = [r for r in compare(per_language, a, b, group_langs) if r["mean_diff"] is not None or
@@ -1657,23 +1679,22 @@ def report(args, per_language, group_langs, groups, codes):
                        "seeds); against 0 the verdict, against the reported difference whether the interval rules "
                        f"it out; power at the reported difference and the seeds {POWER:.0%} power would need at the "
                        f"observed per-seed sd. {provenance(zero_shot)}\n\n" + files["decisions.md"].rstrip())
+    return files, printed
+
+
+def sweep_outputs(args, per_language, group_langs):
+    """sweep.csv and sweep.md ({name: text}), the sweep's figure and its numbers ({path: bytes}), [printed]."""
+    if not args.sweep:
+        return {}, {}, []
+    zero_shot = [r for r in per_language if r["mode"] == "zero-shot"]
+    swept = sweep_rows(per_language, group_langs, args.sweep)
+    files = {"sweep.csv": csv_text(SWEEP_FIELDS, swept), "sweep.md": sweep_markdown(swept)}
     pictures = {}
-    if args.sweep:
-        swept = sweep_rows(per_language, group_langs, args.sweep)
-        files["sweep.csv"], files["sweep.md"] = csv_text(SWEEP_FIELDS, swept), sweep_markdown(swept)
-        printed.append(f"Sweep of {args.sweep}. {provenance(zero_shot)}\n\n" + files["sweep.md"].rstrip())
-        if args.sweep_plot:
-            png = Path(args.sweep_plot)
-            pictures[png] = sweep_png(swept, parse_size(args.plot_size), provenance(zero_shot))
-            pictures[png.with_suffix(".csv")] = files["sweep.csv"].encode("utf-8")
-    if args.plot:
-        columns = (args.plot_baselines or ("xlt_eng,gpt4" if args.baseline else "")).split(",")
-        table = load_baselines()
-        baselines = {f"SIB-200 {BASELINE_COLUMNS[c]}": {code: v[c] / 100 for code, v in table.items() if c in v}
-                     for c in columns if c}
-        pictures.update(figure_files(per_language, groups, args.plot, parse_size(args.plot_size),
-                                     args.plot_sort, baselines)[0])
-    return files, pictures, printed
+    if args.sweep_plot:
+        png = Path(args.sweep_plot)
+        pictures = {png: sweep_png(swept, parse_size(args.plot_size), provenance(zero_shot)),
+                    png.with_suffix(".csv"): files["sweep.csv"].encode("utf-8")}
+    return files, pictures, [f"Sweep of {args.sweep}. {provenance(zero_shot)}\n\n" + files["sweep.md"].rstrip()]
 
 
 # ---- one set of outputs -------------------------------------------------------------------------------------
