@@ -39,7 +39,6 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
-from transformers.optimization import Adafactor
 
 import data
 import xpe
@@ -710,6 +709,8 @@ def param_groups(model, cfg):
 
 def make_optimizer(model, cfg):
     """Adafactor at the rates the training sets (lr_scale), as the authors ran it."""
+    from transformers.optimization import Adafactor  # here: that module imports peft where it is installed, and
+    # the PEFT tools import this file for its seed grammar with no peft at all
     return Adafactor(param_groups(model, cfg), scale_parameter=False, relative_step=False, warmup_init=False)
 
 
@@ -744,7 +745,7 @@ class Run:
     cfg: TrainConfig
     out: Path
     model: xpe.PromptClassifier
-    optimizer: Adafactor
+    optimizer: torch.optim.Optimizer  # Adafactor (make_optimizer)
     base_lrs: list                   # each parameter group's rate, which lr_scale scales
     config: dict                     # its config.json
     progress: Progress
