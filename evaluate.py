@@ -1941,14 +1941,14 @@ def check_flags(args):
     if args.claims and Path(args.claims_file).resolve() in {(Path(args.out) / name).resolve() for name in OUTPUT_FILES}:
         raise UsageError(f"--claims {args.claims_file} is a file evaluate.py writes into --out {args.out}: keep the "
                          f"claims elsewhere")
+    if args.plot and args.sweep_plot and Path(args.plot).resolve() == Path(args.sweep_plot).resolve():
+        raise UsageError("--plot and --sweep-plot name one file: give each its own")
     if args.plot:
         xpe.check_writable(args.plot, "--plot", "file")
         check_figure(args.plot, parse_size(args.plot_size))
     if args.sweep_plot:
         xpe.check_writable(args.sweep_plot, "--sweep-plot", "file")
         check_figure(args.sweep_plot, parse_size(args.plot_size))
-    if args.plot and args.sweep_plot and Path(args.plot).resolve() == Path(args.sweep_plot).resolve():
-        raise UsageError("--plot and --sweep-plot name one file: give each its own")
     for column in (args.plot_baselines or "").split(","):
         if column and column not in BASELINE_COLUMNS:
             raise UsageError(f"--plot-baselines: unknown column {column!r}; use some of {', '.join(BASELINE_COLUMNS)}")
