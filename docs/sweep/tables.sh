@@ -4,6 +4,6 @@
 set -euo pipefail
 D=docs/sweep
 python evaluate.py --scores $D/scores/per_language.csv --group lowperf --sweep lr_prompt --sweep-plot $D/sweep.png \
-  --plot-size 1200x700 --compare "xpe lr_prompt=0.0005,xpe lr_prompt=0.005" \
-  --compare "xpe lr_prompt=0.0005,xpe lr_prompt=5e-05" --out $D/tables > $D/tables.log 2>&1 || { cat $D/tables.log; exit 1; }
+  --plot-size 1200x700 --compare "xpe lr_prompt=0.0005","xpe lr_prompt=0.005" \
+  --compare "xpe lr_prompt=0.0005","xpe lr_prompt=5e-05" --out $D/tables > $D/tables.log 2>&1 || { cat $D/tables.log; exit 1; }
 cat $D/tables/sweep.md
