@@ -55,11 +55,11 @@ def languages_in(data_dir):
     if not codes:
         raise UsageError(f"data directory {root} has no language folders; lay it out as {LAYOUT}")
     for code in codes:
-        _check_code(code, f" (folder {root / code})", "rename the folder")
+        check_code(code, f" (folder {root / code})", "rename the folder")
     return codes
 
 
-def _check_code(code, where, fix):
+def check_code(code, where, fix):
     bad = next((ch for ch in SPEC_SYNTAX if ch in code), None)
     if bad:
         meaning = "a-b means a minus b" if bad == "-" else "a,b means a and b"
@@ -81,9 +81,17 @@ def load_groups(path=GROUPS_PATH):
         raise UsageError(f"group file {path} is not of the form {form} ({type(e).__name__}: {e})") from None
     for name, g in raw["groups"].items():
         # list("eng_Latn") would quietly make a group of the letters e, n, g...
-        if isinstance(g["languages"], str) or not all(isinstance(c, str) for c in g["languages"]):
+        codes = g["languages"]
+        if isinstance(codes, str) or not codes or not all(isinstance(c, str) for c in codes):
             raise UsageError(f"group file {path}: the languages of group {name!r} must be a list of codes "
-                            f"like [\"eng_Latn\"], got {g['languages']!r}")
+                            f"like [\"eng_Latn\"], got {codes!r}")
+        if not name.strip():
+            raise UsageError(f"group file {path}: a group of {codes[0]}... has an empty name: name it")
+        if "," in name:  # no spec could name it: "a,b" is a and b
+            raise UsageError(f"group file {path}: the group name {name!r} contains ',', which language specs read as "
+                            f"'and': rename it, e.g. to {name.replace(',', '_')!r}")
+        for code in codes:
+            check_code(code, f" (group {name!r} of {path})", "rename it")
     return groups
 
 
@@ -133,7 +141,7 @@ def resolve_languages(spec, groups=None, codes=None):
         codes = groups.get("all") or sorted({c for members in groups.values() for c in members})
     codes = sorted(set(codes))
     for code in codes:
-        _check_code(code, "", "rename it")
+        check_code(code, "", "rename it")
     known = {**{c: [c] for c in codes}, "all": codes, **groups}
     example = "eng_Latn" if "eng_Latn" in codes or not codes else codes[0]
     items = [item.strip() for item in str(spec).split(",")]

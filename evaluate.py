@@ -393,25 +393,42 @@ def _row_error(path, line, text):
 
 
 def typed_row(r, path, line):
-    """One per_language.csv row typed as scoring makes it; a row that cannot be true is a UsageError."""
+    """One per_language.csv row typed as scoring makes it (run_row); a field out of its range is a UsageError
+    naming the line. Each field of LANGUAGE_FIELDS has its range here; steps, precision, settings and ended
+    may be empty (files from before they were recorded)."""
     try:
         row = {**r, "xpe_frac": float(r["xpe_frac"]), "seed": int(r["seed"]), "n": int(r["n"]),
-               "accuracy": float(r["accuracy"])}
+               "accuracy": float(r["accuracy"]), "steps": int(r["steps"]) if r["steps"].strip() else ""}
     except (TypeError, ValueError):
-        raise _row_error(path, line, "xpe_frac, seed, n and accuracy must be numbers (seed and n whole)") from None
+        raise _row_error(path, line, "xpe_frac, seed, n, accuracy and steps must be numbers (seed, n and steps "
+                                     "whole; steps may be empty)") from None
     empty = [k for k in ("run", "mode", "method", "source", "backbone", "language") if not r.get(k)]
     if empty:
         raise _row_error(path, line, f"{', '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty")
     if not 0 <= row["accuracy"] <= 1:  # also refuses nan
         raise _row_error(path, line, f"accuracy {r['accuracy']} is not in [0, 1] (a fraction, not a percentage)")
-    if row["n"] < 1:
-        raise _row_error(path, line, f"n = {row['n']}: an accuracy needs at least one test row")
+    for key, low in (("n", 1), ("seed", 0), ("steps", 1)):
+        if row[key] != "" and row[key] < low:
+            raise _row_error(path, line, f"{key} = {row[key]}: it is a whole number of at least {low}")
     if row["mode"] not in ("zero-shot", "supervised"):
         raise _row_error(path, line, f"mode {row['mode']!r} is neither zero-shot nor supervised")
     try:
-        xpe.method_name(row["method"], row["xpe_frac"])
-    except ValueError as e:
+        xpe.split_prompt(row["method"], row["xpe_frac"])  # the method, and an xpe_frac that it can have
+        data.check_code(row["language"], "", "rename it")
+    except UsageError as e:
         raise _row_error(path, line, str(e)) from None
+    if row["precision"] not in ("", *xpe.PRECISIONS[1:]):
+        raise _row_error(path, line, f"precision {row['precision']!r} is none of {', '.join(xpe.PRECISIONS[1:])} "
+                                     f"(or empty)")
+    try:
+        settings = json.loads(row["settings"]) if row["settings"] else {}
+    except ValueError:
+        settings = None
+    if not isinstance(settings, dict):
+        raise _row_error(path, line, f"settings {row['settings'][:40]!r} is not a JSON object (or empty)")
+    if row["ended"] and row["ended"] not in FINISHED and not row["ended"].startswith("unfinished"):
+        raise _row_error(path, line, f"ended {row['ended']!r} is none of {', '.join(FINISHED)}, unfinished... "
+                                     f"(or empty)")
     return row
 
 
@@ -1047,6 +1064,13 @@ def seeds_for_power(margin, sd, power=POWER, level=LEVEL, most=10_000):
     return high
 
 
+def power_of(row, size):
+    """(power, seeds for POWER) of a compare row at a difference of size (> 0): the chance its seeds had to exclude 0,
+    None without an interval; the seeds that would give POWER at its per-seed sd, None without one."""
+    power = power_at(size, row["sd"], row["n_seeds"]) if row["ci_low"] is not None else None
+    return None if power is None else round(power, 3), seeds_for_power(size, row["sd"]) if row["sd"] else None
+
+
 def margin_rows(compared, margins):
     """MARGIN_FIELDS rows: each compare row with a per-seed sd, against each margin (a fraction, e.g. 0.02); below
     MIN_SEEDS seeds, no interval: no decision, but the seeds a decision would need."""
@@ -1056,16 +1080,15 @@ def margin_rows(compared, margins):
             continue
         for margin in margins:
             if r["ci_low"] is None:
-                plus, minus, decision, power = None, None, "too few seeds", None
+                plus, minus, decision = None, None, "too few seeds"
             else:
                 plus, minus, decision = margin_decision(r["ci_low"], r["ci_high"], margin)
-                power = power_at(margin, r["sd"], r["n_seeds"])
+            power, seeds = power_of(r, margin)
             rows.append({**{k: r[k] for k in ("source", "backbone", "group", "a", "b", "languages", "n_seeds",
                                               "mean_diff", "ci_low", "ci_high", "sd")},
                          "margin": round(margin, 6), "rules_out_plus": {True: "yes", False: "no"}.get(plus, ""),
                          "rules_out_minus": {True: "yes", False: "no"}.get(minus, ""), "decision": decision,
-                         "power": None if power is None else round(power, 3),
-                         "seeds_for_power": seeds_for_power(margin, r["sd"])})
+                         "power": power, "seeds_for_power": seeds})
     return rows
 
 
@@ -1190,14 +1213,13 @@ def claim_rows(per_language, claims, group_langs):
                 continue
             size = abs(c["reported"])
             decided = r["ci_low"] is not None
-            power = power_at(size, r["sd"], r["n_seeds"]) if decided and size else None
+            power, seeds = power_of(r, size) if size else (None, None)
             rows.append({**c, **{k: r[k] for k in ("source", "backbone", "differ", "languages", "wins", "ties", "losses",
                                                    "n_seeds", "mean_diff", "ci_low", "ci_high", "sd", "verdict")},
                          "setting_a": r["a"], "setting_b": r["b"],
                          "against_reported": against_reported(r["ci_low"], r["ci_high"], c["reported"]) if decided
                          else r["verdict"],
-                         "power": None if power is None else round(power, 3),
-                         "seeds_for_power": seeds_for_power(size, r["sd"]) if r["sd"] and size else None})
+                         "power": power, "seeds_for_power": seeds})
     return rows
 
 

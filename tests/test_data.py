@@ -91,6 +91,35 @@ def test_load_groups_errors(tmp_path):
     assert str(bad) in one_line_error(data.load_groups, bad)
 
 
+GROUPS_BAD = [  # every field of a groups file that data.py reads, out of its range ("note" is free text, unread)
+    ("groups", '{"sets": {}}', "is not of the form"),
+    ("groups", '{"groups": ["joshi5"]}', "is not of the form"),
+    ("groups", '[]', "is not of the form"),
+    ("name", '{"groups": {"": {"languages": ["eng_Latn"]}}}', "has an empty name"),
+    ("name", '{"groups": {"a,b": {"languages": ["eng_Latn"]}}}', "the group name 'a,b' contains ','"),
+    ("languages", '{"groups": {"one": ["eng_Latn"]}}', "is not of the form"),
+    ("languages", '{"groups": {"one": {"codes": ["eng_Latn"]}}}', "is not of the form"),
+    ("languages", '{"groups": {"one": {"languages": "eng_Latn"}}}', "must be a list of codes"),
+    ("languages", '{"groups": {"one": {"languages": []}}}', "must be a list of codes"),
+    ("languages", '{"groups": {"one": {"languages": [1]}}}', "must be a list of codes"),
+    ("languages", '{"groups": {"one": {"languages": ["eng-Latn"]}}}', "language code 'eng-Latn' (group 'one' of"),
+    ("languages", '{"groups": {"one": {"languages": ["eng_Latn,fra_Latn"]}}}', "contains ','"),
+    ("file", '{"groups": ', "is not of the form"),
+]
+
+
+@pytest.mark.parametrize("field, text, words", GROUPS_BAD)
+def test_a_groups_file_field_out_of_range_is_one_line(tmp_path, field, text, words):
+    path = tmp_path / "groups.json"
+    path.write_text(text)
+    message = one_line_error(data.groups_and_codes, path, FIXTURE)
+    assert words in message and str(path) in message, message
+
+
+def test_every_field_of_a_groups_file_is_walked():
+    assert {field for field, _, _ in GROUPS_BAD} == {"groups", "name", "languages", "file"}
+
+
 # -----------------------------------------------------------------------------
 # resolve_languages
 

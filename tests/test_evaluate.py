@@ -1239,22 +1239,32 @@ def test_claims_from_the_command_line_score_their_groups_and_write_the_decisions
     assert "Claims: each reported difference" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("text, words", [
-    ("a,b,group\nxpe,spt,lowperf\n", "lacks the column reported"),
-    ("a,b,group,reported\n", "holds no claim"),
-    ("a,b,group,reported\nxpe,spt,lowperf,big\n", "line 2: reported 'big' is no difference in accuracy points"),
-    ("a,b,group,reported\nxpe,spt,lowperf,nan\n", "line 2: reported 'nan'"),
-    ("a,b,group,reported\nxpe,spt,lowperf,100\n", "line 2: reported '100'"),
-    ("a,b,group,reported\nxpe,spt, ,1\n", "line 2: the group is empty"),
-    ("a,b,group,reported\nxpe,spt,lowperf\n", "line 2: give 4 fields"),
-    ("a,b,group,reported\nxpe,spt,lowperf,1,2\n", "line 2: give 4 fields"),
-    ("a,b,group,reported\nxpe,sptt,lowperf,1\n", "line 2: "),
-    ("a,b,group,reported\nxpe,dual:0.7,kab_Latn,1\n", "no zero-shot runs of dual:0.7 to compare"),
-    (b"a,b,group,reported\n\xff\n", "cannot read it"),
-    (None, "cannot read it"),
-    ("in-out", "is a file evaluate.py writes into --out"),
-])
-def test_claims_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, text, words):
+CLAIMS_BAD = [  # every column of a claims file out of its range, and the file itself ("study" is free text)
+    ("reported", "a,b,group\nxpe,spt,lowperf\n", "lacks the column reported"),
+    ("reported", "a,b,group,reported\nxpe,spt,lowperf,big\n", "line 2: reported 'big' is no difference in accuracy points"),
+    ("reported", "a,b,group,reported\nxpe,spt,lowperf,nan\n", "line 2: reported 'nan'"),
+    ("reported", "a,b,group,reported\nxpe,spt,lowperf,100\n", "line 2: reported '100'"),
+    ("group", "a,b,group,reported\nxpe,spt, ,1\n", "line 2: the group is empty"),
+    ("group", "a,b,group,reported\nxpe,spt,lowperff,1\n", "lowperff"),
+    ("a", "a,b,group,reported\nxpee,spt,lowperf,1\n", "line 2: "),
+    ("a", "b,group,reported\nspt,lowperf,1\n", "lacks the column a"),
+    ("b", "a,b,group,reported\nxpe,sptt,lowperf,1\n", "line 2: "),
+    ("b", "a,b,group,reported\nxpe,dual:0.7,kab_Latn,1\n", "no zero-shot runs of dual:0.7 to compare"),
+    ("file", "a,b,group,reported\n", "holds no claim"),
+    ("file", "a,b,group,reported\nxpe,spt,lowperf\n", "line 2: give 4 fields"),
+    ("file", "a,b,group,reported\nxpe,spt,lowperf,1,2\n", "line 2: give 4 fields"),
+    ("file", b"a,b,group,reported\n\xff\n", "cannot read it"),
+    ("file", None, "cannot read it"),
+    ("file", "in-out", "is a file evaluate.py writes into --out"),
+]
+
+
+def test_every_column_of_a_claims_file_is_walked():
+    assert {field for field, _, _ in CLAIMS_BAD} == {*evaluate.CLAIM_COLUMNS, "file"}
+
+
+@pytest.mark.parametrize("field, text, words", CLAIMS_BAD)
+def test_claims_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, field, text, words):
     path = tmp_path / "claims.csv"
     if text == "in-out":  # a file the call would overwrite with its decisions
         path = tmp_path / "results" / "decisions.csv"
@@ -1416,15 +1426,33 @@ def test_a_per_language_file_without_settings_and_ended_is_refused_in_one_line(t
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("change, words", [
-    (dict(accuracy="13.48"), "not in [0, 1]"),
-    (dict(accuracy="nan"), "not in [0, 1]"),
-    (dict(n="0"), "at least one test row"),
-    (dict(seed="x"), "must be numbers"),
-    (dict(method="dual", xpe_frac="1.5"), "unknown method"),
+PER_LANGUAGE_BAD = [  # every field of per_language.csv with a value out of its range (on line 3)
+    (dict(run=""), "line 3: run is empty"),
+    (dict(mode="few-shot"), "line 3: mode 'few-shot' is neither zero-shot nor supervised"),
+    (dict(method="lora"), "line 3: unknown method 'lora'"),
+    (dict(xpe_frac="0.5"), "line 3: method xpe is xpe_frac 1"),
+    (dict(method="dual", xpe_frac="1.5"), "line 3: xpe_frac must lie in [0, 1]"),
+    (dict(source=""), "line 3: source is empty"),
+    (dict(seed="x"), "line 3: xpe_frac, seed, n, accuracy and steps must be numbers"),
+    (dict(seed="-1"), "line 3: seed = -1: it is a whole number of at least 0"),
+    (dict(backbone=""), "line 3: backbone is empty"),
+    (dict(steps="1.5"), "line 3: xpe_frac, seed, n, accuracy and steps must be numbers"),
+    (dict(steps="0"), "line 3: steps = 0: it is a whole number of at least 1"),
+    (dict(language=""), "line 3: language is empty"),
+    (dict(language="deu-Latn"), "line 3: language code 'deu-Latn' contains '-'"),
+    (dict(n="0"), "line 3: n = 0: it is a whole number of at least 1"),
+    (dict(accuracy="13.48"), "line 3: accuracy 13.48 is not in [0, 1]"),
+    (dict(accuracy="nan"), "line 3: accuracy nan is not in [0, 1]"),
+    (dict(precision="fp16"), "line 3: precision 'fp16' is none of fp32, bf16"),
+    (dict(settings="{lr: 1}"), "line 3: settings '{lr: 1}' is not a JSON object"),
+    (dict(settings="[1]"), "line 3: settings '[1]' is not a JSON object"),
+    (dict(ended="done"), "line 3: ended 'done' is none of steps, early, imported, unfinished"),
     ("twice", "twice"),
     ("no column", "lacks accuracy"),
-])
+]
+
+
+@pytest.mark.parametrize("change, words", PER_LANGUAGE_BAD)
 def test_rows_that_cannot_be_true_are_refused_and_nothing_is_written(tmp_path, capsys, change, words):
     rows = rows_of("xpe")
     fields = evaluate.LANGUAGE_FIELDS
@@ -1439,6 +1467,11 @@ def test_rows_that_cannot_be_true_are_refused_and_nothing_is_written(tmp_path, c
     err = capsys.readouterr().err.strip()
     assert code == 2 and words in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "results").exists()
+
+
+def test_every_field_of_per_language_is_walked():
+    walked = {k for change, _ in PER_LANGUAGE_BAD if isinstance(change, dict) for k in change}
+    assert walked == set(evaluate.LANGUAGE_FIELDS)
 
 
 def test_an_unfinished_run_is_refused_unless_asked_for_and_then_marked(tmp_path, capsys):
