@@ -1339,17 +1339,13 @@ def sweep_png(rows, size, caption):
     """Accuracy against the swept value, a panel per target group, a line per family with its 95 % interval over
     seeds as a band: PNG bytes of size (width, height) pixels. A log axis when the values are positive and span
     a factor of 10 or more; values that are not numbers stand at even steps."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    width, height = size
+    width = size[0]
     key, groups = rows[0]["swept"], list(dict.fromkeys(r["group"] for r in rows))
     values = sorted({r["value"] for r in rows}, key=value_order)
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     log = numeric and min(values) > 0 and max(values) >= 10 * min(values)
     x_of = (lambda v: v) if numeric else (lambda v: values.index(v))
-    fig = Figure(figsize=((width + 0.5) / PLOT_DPI, (height + 0.5) / PLOT_DPI), dpi=PLOT_DPI, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = blank_figure(size)
     columns = min(len(groups), 3)
     axes = fig.subplots(-(-len(groups) // columns), columns, squeeze=False).ravel()
     for ax, group in zip(axes, groups):
@@ -1377,9 +1373,7 @@ def sweep_png(rows, size, caption):
         f"{caption} · each point: the mean over seeds of each seed's mean over the group's languages; band: its 95 % "
         f"t-interval over seeds", max(40, int(width / 9))), fontsize=11)
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), frameon=False)
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=PLOT_DPI)
-    return png.getvalue()
+    return png_bytes(fig)
 
 
 # ==== Figure 2: its numbers apart from the drawing ================================================
@@ -1543,13 +1537,10 @@ def plot_languages(per_language, groups, path, size=PLOT_SIZE, sort_by=None, bas
 
 def draw_png(series, key, panels, size, caption):
     """The figure drawn from figure_numbers' series and panels: PNG bytes of size (width, height) pixels."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.ticker import PercentFormatter
 
-    width, height = size
-    fig = Figure(figsize=((width + 0.5) / PLOT_DPI, (height + 0.5) / PLOT_DPI), dpi=PLOT_DPI, layout="constrained")
-    FigureCanvasAgg(fig)
+    width = size[0]
+    fig = blank_figure(size)
     axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
     spacing = 0.93 * width / max(len(langs) for _, _, langs in panels)  # pixels between two x labels
     label_pt = max(4.0, min(9.0, 0.8 * spacing * 72 / PLOT_DPI / 1.2))
@@ -1585,7 +1576,21 @@ def draw_png(series, key, panels, size, caption):
         f"{caption} · each point: the mean over a setting's seeds", max(40, int(width / 9))),
         fontsize=11)
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 8), fontsize=10, frameon=False)
+    return png_bytes(fig)
 
+
+def blank_figure(size):
+    """A matplotlib figure of size (width, height) pixels on an Agg canvas (no display needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    width, height = size
+    fig = Figure(figsize=((width + 0.5) / PLOT_DPI, (height + 0.5) / PLOT_DPI), dpi=PLOT_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def png_bytes(fig):
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=PLOT_DPI)
     return png.getvalue()
