@@ -42,6 +42,7 @@ import torch
 from tqdm import tqdm
 
 import data
+import train
 import xpe
 from xpe import UsageError
 
@@ -99,13 +100,7 @@ def find_runs(paths, note, runs_root=Path("runs")):
 
 
 def read_run(run_dir):
-    try:
-        config = json.loads((run_dir / xpe.ARTIFACT_CONFIG).read_text())
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{run_dir}/config.json cannot be read as JSON ({e}): not written by train.py") from None
-    missing = [k for k in ("model", "labels", "method", "xpe_frac", "max_length", "source", "seed") if k not in config]
-    if missing:
-        raise UsageError(f"{run_dir}/config.json lacks {', '.join(missing)}: not written by train.py")
+    config = train.read_run_config(run_dir, str(run_dir))
     target = config.get("target") or ""
     run = dict(dir=run_dir, config=config, mode="supervised" if target else "zero-shot",
                trained=set(config.get("source_languages", [])) if not target else set(), only=target,

@@ -314,11 +314,89 @@ def check_ranges(cfg):
             raise UsageError(f"--{key.replace('_', '-')} must be {what}, got {getattr(cfg, key)}")
 
 
+# config.json's keys that nothing reads back: what a run records for the people reading it
+RECORD_ONLY = ("target_languages", "trainable_parameters", "total_parameters", "trainable_share_percent", "threads",
+               "pack", "imported_from")
+
+
+def read_run_config(run_dir, what):
+    """A run's config.json, every key that evaluate.py and --init read checked against its range (RECORD_ONLY are
+    not read); what: how the message names the run, e.g. "--init runs/a"."""
+    path = Path(run_dir) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{what}: config.json cannot be read as JSON ({getattr(e, 'strerror', None) or e}): not "
+                         f"written by train.py") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"{what}: config.json holds no object: not written by train.py")
+    missing = [k for k in ("model", "labels", "max_length", "method", "xpe_frac", "prompt_len", "n_spt", "n_xpe",
+                           "source", "seed") if k not in config]
+    if missing:
+        raise UsageError(f"{what}: config.json lacks {', '.join(missing)}: not written by train.py")
+
+    def bad(key, value, wanted):
+        return UsageError(f"{what}: config.json's {key} is {json.dumps(value)[:60]}: it must be {wanted}")
+
+    def whole(value, low, high=MAX_SEED):
+        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+    def number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    labels, settings, ended = config["labels"], config.get("settings", {}), config.get("ended")
+    if not (isinstance(labels, list) and labels and all(isinstance(x, str) and x for x in labels)
+            and len(set(labels)) == len(labels)):
+        raise bad("labels", labels, "a list of distinct label names")
+    rules = [("model", isinstance(config["model"], str) and config["model"].strip(), "a backbone's name or folder"),
+             ("max_length", whole(config["max_length"], 3), "a whole number of tokens, at least 3"),
+             ("method", config["method"] in xpe.METHODS, f"one of {', '.join(xpe.METHODS)}"),
+             ("xpe_frac", number(config["xpe_frac"]), "a number in [0, 1]"),
+             ("prompt_len", whole(config["prompt_len"], 1), "a whole number of prompt vectors, at least 1"),
+             ("encoder_hidden", whole(config.get("encoder_hidden", 0), 0, MAX_HIDDEN),
+              f"a whole number from 0 to {MAX_HIDDEN}"),
+             ("num_labels", config.get("num_labels", len(labels)) == len(labels), "the number of labels"),
+             ("source", isinstance(config["source"], str) and config["source"].strip(), "the source languages"),
+             ("target", isinstance(config.get("target", ""), str), "a language code, or empty"),
+             ("seed", whole(config["seed"], 0), f"a whole number from 0 to {MAX_SEED}"),
+             ("source_languages", isinstance(config.get("source_languages", []), list)
+              and all(isinstance(x, str) for x in config.get("source_languages", [])), "a list of language codes"),
+             ("settings", isinstance(settings, dict), "an object of the run's settings"),
+             ("ended", ended is None or isinstance(ended, dict) and ended.get("why") in ENDINGS
+              and whole(ended.get("step"), 0), f'null or {{"why": one of {", ".join(ENDINGS)}, "step": N}}')]
+    rules += [(key, number(config.get(key, 0)) and 0 <= config.get(key, 0) < 1, "a probability in [0, 1)")
+              for key in ("encoder_dropout", "head_dropout")]
+    for key, valid, wanted in rules:
+        if not valid:
+            raise bad(key, config.get(key), wanted)
+    try:
+        split = xpe.split_prompt(config["method"], config["xpe_frac"], config["prompt_len"])
+    except UsageError as e:
+        raise UsageError(f"{what}: config.json: {e}") from None
+    if [config["n_spt"], config["n_xpe"]] != list(split):
+        raise bad("n_spt, n_xpe", [config["n_spt"], config["n_xpe"]], f"{list(split)} for its method and prompt_len")
+    for f in fields(TrainConfig):  # the recorded settings, each of its flag's type (a setting's identity compares them)
+        value, kind = settings.get(f.name), {int: int, float: (int, float), str: str}[f.type]
+        if f.name in settings and (isinstance(value, bool) or not isinstance(value, kind) or kind is not str
+                                   and not math.isfinite(value)):
+            raise bad(f"settings.{f.name}", value, f"a {'text' if kind is str else 'number'} as "
+                                                     f"--{f.name.replace('_', '-')} takes")
+    if not whole(settings.get("steps", 0), 0):
+        raise bad("settings.steps", settings["steps"], "a whole number, 0 or more")
+    if settings.get("precision", "fp32") not in xpe.PRECISIONS:
+        raise bad("settings.precision", settings["precision"], f"one of {', '.join(xpe.PRECISIONS)}")
+    for key in ("code", "backbone_weights"):
+        if not isinstance(settings.get(key, ""), str):
+            raise bad(f"settings.{key}", settings[key], "a fingerprint (text)")
+    if not isinstance(settings.get("init_settings", {}), dict):
+        raise bad("settings.init_settings", settings["init_settings"], "an object: its source run's settings")
+    return config
+
+
 def read_init(init_dir, given):
     config_path, weights = init_dir / "config.json", init_dir / "best.safetensors"
     if not config_path.is_file() or not weights.is_file():
         raise UsageError(f"--init {init_dir} is not a finished source run (config.json and best.safetensors needed)")
-    init_config = json.loads(config_path.read_text())
+    init_config = read_run_config(init_dir, f"--init {init_dir}")
     ended = init_config.get("ended")
     if not isinstance(ended, dict):
         raise UsageError(f"--init {init_dir} is not a finished source run (its config.json says it has not ended): "
@@ -436,6 +514,9 @@ class Ended(str, Enum):
     STEPS = "steps"
     EARLY = "early"
     NOT_FINITE = "not finite"
+
+
+ENDINGS = (*(e.value for e in Ended), "imported")  # config.json's ended "why"; imported: tools.peft_adapters made it
 
 
 @dataclass
@@ -837,6 +918,7 @@ def start_run(cfg, out, backbone, labels, sources, device, resume=False, pack=No
         "seed": cfg.seed, "source_languages": [] if cfg.target else sources,
         "target_languages": sources if cfg.target else [],
         "trainable_parameters": trainable, "total_parameters": total, "trainable_share_percent": percent,
+        "threads": torch.get_num_threads(),  # a pack's sums, in bf16 most, depend on how many threads split them
     }
     settings = {**asdict(cfg), **(made_by or {}), **({"init_settings": init_setting(cfg.init)} if cfg.init else {})}
     config["settings"] = {k: v for k, v in settings.items() if k not in config}  # each once (settings_of)

@@ -320,6 +320,22 @@ def test_an_unfinished_run_is_refused_naming_it_and_its_step(tmp_path, runs, cap
     assert "‡" in (out / "table1.md").read_text()
 
 
+@pytest.mark.parametrize("key, value, words", [  # train.read_run_config, walked in test_train.py
+    ("settings", "lr=1e-3", "config.json's settings is \"lr=1e-3\""), ("seed", -1, "config.json's seed is -1"),
+    ("labels", [1, 2], "config.json's labels is [1, 2]"), ("ended", {"why": 1}, "config.json's ended is")])
+@pytest.mark.parametrize("mode", ["score", "predict"])
+def test_a_run_config_out_of_range_is_one_line_in_every_mode(tmp_path, runs, capsys, key, value, words, mode):
+    run = copy_run(runs, "a", tmp_path)
+    (run / "config.json").write_text(json.dumps({**json.loads((run / "config.json").read_text()), key: value}))
+    (tmp_path / "texts.txt").write_text("one\n")
+    args = ["--group", "fra_Latn"] if mode == "score" else ["--predict", str(tmp_path / "texts.txt")]
+    code, out = evaluate_main(tmp_path, "--runs", str(run), *args) if mode == "score" else \
+        (evaluate.main(["--runs", str(run), *args]), tmp_path / "results")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and words in err and str(run) in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
+
+
 def test_a_flag_of_another_mode_is_refused(tmp_path, runs, capsys):
     texts = tmp_path / "t.txt"
     texts.write_text("one\n")

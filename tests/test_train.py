@@ -351,7 +351,7 @@ def test_init_from_another_backbone_or_prompt_length_is_refused(tmp_path, tiny_m
     code, out = run(tmp_path, tiny_model_dir, "--target", "fra_Latn", "--init", str(source), name="t1")
     assert code == 2 and "trained with model 'xlm-roberta-base'" in capsys.readouterr().err
     assert not out.exists()
-    config["model"], config["prompt_len"] = str(tiny_model_dir), 10
+    config.update(model=str(tiny_model_dir), prompt_len=10, n_spt=0, n_xpe=10)  # an xpe run of 10 vectors
     (source / "config.json").write_text(json.dumps(config))
     code, out = run(tmp_path, tiny_model_dir, "--target", "fra_Latn", "--init", str(source), "--prompt-len", "20",
                     name="t2")
@@ -911,6 +911,62 @@ def noisy(tmp_path_factory, tiny_model_dir):
     return inits, root / "targets"
 
 
+CONFIG_BAD = [  # every key of a run's config.json that --init and evaluate.py read, out of its range
+    ("model", ["tiny"], "config.json's model is"), ("model", " ", "config.json's model is"),
+    ("labels", "travel", "config.json's labels is"), ("labels", ["travel", "travel"], "config.json's labels is"),
+    ("labels", 7, "config.json's labels is 7"),
+    ("max_length", 2, "config.json's max_length is 2: it must be a whole number of tokens, at least 3"),
+    ("max_length", "164", "config.json's max_length is"),
+    ("method", "lora", "config.json's method is"), ("method", None, "config.json's method is"),
+    ("xpe_frac", 1.5, "xpe_frac must lie in [0, 1]"), ("xpe_frac", "0.7", "config.json's xpe_frac is"),
+    ("prompt_len", 0, "config.json's prompt_len is 0"), ("prompt_len", "MISSING", "config.json lacks prompt_len"),
+    ("encoder_hidden", -1, "config.json's encoder_hidden is -1"),
+    ("encoder_dropout", 1, "config.json's encoder_dropout is 1: it must be a probability in [0, 1)"),
+    ("head_dropout", "0.1", "config.json's head_dropout is"),
+    ("num_labels", 3, "config.json's num_labels is 3: it must be the number of labels"),
+    ("n_spt", 5, "config.json's n_spt, n_xpe is"), ("n_xpe", 0, "config.json's n_spt, n_xpe is"),
+    ("source", "", "config.json's source is"), ("target", 5, "config.json's target is"),
+    ("seed", -1, "config.json's seed is -1"), ("seed", 1.5, "config.json's seed is"),
+    ("seed", True, "config.json's seed is true"), ("seed", "MISSING", "config.json lacks seed"),
+    ("source_languages", "eng_Latn", "config.json's source_languages is"),
+    ("settings", ["steps"], "config.json's settings is"),
+    ("ended", {"why": "done", "step": 4}, "config.json's ended is"), ("ended", {"why": "steps"}, "config.json's ended is"),
+    ("settings.steps", -1, "config.json's settings.steps is -1"),
+    ("settings.precision", "fp16", "config.json's settings.precision is"),
+    ("settings.code", 5, "config.json's settings.code is 5"),
+    ("settings.backbone_weights", None, "config.json's settings.backbone_weights is null"),
+    ("settings.init_settings", 5, "config.json's settings.init_settings is 5"),
+] + [(f"settings.{f.name}", [], f"config.json's settings.{f.name} is []")  # each setting's type
+     for f in dataclasses.fields(train.TrainConfig)]
+
+
+@pytest.mark.parametrize("key, value, words", CONFIG_BAD)
+def test_a_config_field_out_of_range_is_one_line_and_writes_nothing(tmp_path, tiny_model_dir, noisy, capsys, key,
+                                                                     value, words):
+    init = tmp_path / "init"
+    shutil.copytree(noisy[0][0], init)
+    config = json.loads((init / "config.json").read_text())
+    where, name = (config["settings"], key.split(".")[1]) if key.startswith("settings.") else (config, key)
+    if value == "MISSING":
+        del where[name]
+    else:
+        where[name] = value
+    (init / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert train.main(target_argv(tiny_model_dir, [str(init)], tmp_path / "out", target="fra_Latn")) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and f"--init {init}" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_config_field_that_is_read_is_walked(noisy):
+    walked = {key for key, _, _ in CONFIG_BAD}
+    for run in (Path(noisy[0][0]), noisy[1] / NAMES[0]):  # a source run and a target run
+        config = json.loads((run / "config.json").read_text())
+        assert set(config) - set(train.RECORD_ONLY) <= walked
+        assert {f"settings.{k}" for k in config["settings"]} <= walked
+
+
 def test_each_packed_target_run_trains_as_it_would_alone(tmp_path, quiet_model_dir, quiet_sources):
     # patience 1 from the start: runs leave the pack at different evaluations while the others go on
     flags = [*QUIET, "--patience", "1", "--stop-after", "0"]
@@ -987,9 +1043,11 @@ def test_table3_from_one_target_call(tmp_path, noisy, capsys):
     assert "Table 3" in capsys.readouterr().out
 
 
-def test_a_call_spread_over_torchrun_processes_writes_the_runs_of_one_process(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_call_spread_over_torchrun_processes_writes_the_runs_of_one_process(tmp_path, tiny_model_dir, precision):
+    """Each pack as one process with as many threads trains it: torchrun gives each process one thread."""
     argv = ["--model", str(tiny_model_dir), *BASE, "--source", "eng_Latn", "--method", "spt", "--seed", "1-3",
-            "--steps", "4", "--eval-every", "2"]
+            "--steps", "4", "--eval-every", "2", "--precision", precision]
     env = dict(os.environ, TQDM_DISABLE="1")
     env.pop("OMP_NUM_THREADS", None)  # torchrun's default: a thread a process
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -1008,6 +1066,7 @@ def test_a_call_spread_over_torchrun_processes_writes_the_runs_of_one_process(tm
     assert sorted(p.name for p in (tmp_path / "spread").iterdir()) == names
     for name in names:
         same_files(tmp_path / "one" / name, tmp_path / "spread" / name)
+        assert json.loads((tmp_path / "spread" / name / "config.json").read_text())["threads"] == 1
 
 
 def test_target_call_in_two_processes_writes_the_runs_of_one(tmp_path, tiny_model_dir, noisy, monkeypatch):
