@@ -244,6 +244,16 @@ def test_an_adapter_that_export_did_not_write_is_never_overwritten(tmp_path, tin
 
 
 
+
+@pytest.mark.parametrize("key, value", [("labels", 7), ("seed", "one"), ("settings", None)])
+def test_export_of_a_run_whose_config_is_out_of_range_is_one_line(tmp_path, tiny_run, capsys, key, value):
+    run = shutil.copytree(tiny_run, tmp_path / "run")  # train.read_run_config, walked in test_train.py
+    (run / "config.json").write_text(json.dumps({**json.loads((run / "config.json").read_text()), key: value}))
+    assert peft_adapters.main(["export", str(run), str(tmp_path / "peft")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"config.json's {key} is {json.dumps(value)}" in err[0], err
+    assert not (tmp_path / "peft").exists()
+
 # ---- import: adapters trained by peft, and the authors' layout --------------------------------------------------------
 
 LANGS = ["eng_Latn", "fra_Latn", "nqo_Nkoo"]
@@ -603,3 +613,178 @@ def test_an_adapter_config_that_is_not_an_object_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "adapter_config.json" in err[0] and "JSON object" in err[0], err
     assert not (tmp_path / "run").exists()
+
+
+# ---- import: every field of adapter_config.json it reads, the file as a whole and the weights, each bad ------------
+
+MISSING = object()  # the field left out
+SIB_LABELS = {str(i): name for i, name in enumerate(data.LABELS)}
+
+
+def valid_adapter(folder, model_dir, layout):
+    """An adapter the import takes without flags: peft's PROMPT_TUNING with its id2label, or the authors' (ratio 1)."""
+    if layout == "authors":
+        authors_adapter(folder, model_dir, 1)
+    else:
+        write_adapter(folder, {**PROMPT, "base_model_name_or_path": str(model_dir), "token_dim": 32,
+                               "num_transformer_submodules": 1, "encoder_hidden_size": 16, "id2label": SIB_LABELS},
+                      {"prompt_embeddings": torch.randn(4, 32), **xlmr_head()})
+    return folder
+
+
+COUNT = "must be a whole number of at least 1, got "
+CONFIG_WALK = [  # (layout, field, bad value, words): one field changed at a time
+    ("prompt", "peft_type", MISSING, "peft_type None is not a prompt"),
+    ("prompt", "peft_type", None, "peft_type None is not a prompt"),
+    ("prompt", "peft_type", ["PROMPT_TUNING"], 'peft_type must be a string, got ["PROMPT_TUNING"]'),
+    ("prompt", "peft_type", "PREFIX_TUNING", "peft_type 'PREFIX_TUNING' is not a prompt"),
+    ("prompt", "task_type", MISSING, "task_type None is not SEQ_CLS"),
+    ("prompt", "task_type", 7, "task_type must be a string, got 7"),
+    ("prompt", "task_type", "TOKEN_CLS", "task_type 'TOKEN_CLS' is not SEQ_CLS"),
+    ("prompt", "base_model_name_or_path", MISSING, "names no base_model_name_or_path: give the backbone (--model)"),
+    ("prompt", "base_model_name_or_path", "", "names no base_model_name_or_path: give the backbone (--model)"),
+    ("prompt", "base_model_name_or_path", ["x"], 'base_model_name_or_path must be a string, got ["x"]'),
+    ("prompt", "base_model_name_or_path", "{tmp}/nowhere", "it is a path, and {tmp}/nowhere is no folder"),
+    ("prompt", "num_virtual_tokens", MISSING, "lacks num_virtual_tokens"),
+    ("prompt", "num_virtual_tokens", None, "lacks num_virtual_tokens"),
+    ("prompt", "num_virtual_tokens", "4", 'num_virtual_tokens ' + COUNT + '"4"'),
+    ("prompt", "num_virtual_tokens", 4.5, "num_virtual_tokens " + COUNT + "4.5"),
+    ("prompt", "num_virtual_tokens", True, "num_virtual_tokens " + COUNT + "true"),
+    ("prompt", "num_virtual_tokens", 0, "num_virtual_tokens " + COUNT + "0"),
+    ("prompt", "num_virtual_tokens", -1, "num_virtual_tokens " + COUNT + "-1"),
+    ("prompt", "num_virtual_tokens", 10 ** 9, "prompt_embeddings is (4, 32), expected 1000000000 x any"),
+    ("authors", "num_virtual_tokens", MISSING, "lacks num_virtual_tokens"),
+    ("authors", "num_virtual_tokens", [10], "num_virtual_tokens " + COUNT + "[10]"),
+    ("authors", "num_virtual_tokens", 11, "prompt_encoder.xpe_embedding.weight is (10, 32), expected 11 x any"),
+    ("prompt", "token_dim", 64, "token_dim is 64, but"),
+    ("prompt", "token_dim", "32", 'token_dim ' + COUNT + '"32"'),
+    ("prompt", "token_dim", 0, "token_dim " + COUNT + "0"),
+    ("prompt", "num_transformer_submodules", 2, "num_transformer_submodules 2 is not 1"),
+    ("authors", "num_transformer_submodules", 2, "num_transformer_submodules 2 is not 1"),
+    ("prompt", "num_transformer_submodules", 0, "num_transformer_submodules " + COUNT + "0"),
+    ("prompt", "num_transformer_submodules", "1", 'num_transformer_submodules ' + COUNT + '"1"'),
+    ("authors", "encoder_ratio", "1", 'encoder_ratio must be a number, got "1"'),
+    ("authors", "encoder_ratio", [1], "encoder_ratio must be a number, got [1]"),
+    ("authors", "encoder_ratio", True, "encoder_ratio must be a number, got true"),
+    ("authors", "encoder_ratio", float("nan"), "encoder_ratio must be a number, got NaN"),
+    ("authors", "encoder_ratio", 1.5, "xpe_frac must lie in [0, 1]"),
+    ("authors", "encoder_ratio", -0.5, "xpe_frac must lie in [0, 1]"),
+    ("authors", "encoder_reparameterization_type", "LSTM", "encoder_reparameterization_type 'LSTM'"),
+    ("authors", "encoder_reparameterization_type", 5, "encoder_reparameterization_type must be a string, got 5"),
+    ("prompt", "encoder_hidden_size", "16", 'encoder_hidden_size ' + COUNT + '"16"'),
+    ("prompt", "encoder_hidden_size", -1, "encoder_hidden_size " + COUNT + "-1"),
+    ("prompt", "encoder_hidden_size", [16], "encoder_hidden_size " + COUNT + "[16]"),
+    ("prompt", "id2label", list(data.LABELS), "id2label must be an object of label names"),
+    ("prompt", "id2label", "science", 'id2label must be an object of label names, got "science"'),
+    ("prompt", "id2label", {k: i for i, k in enumerate(SIB_LABELS)}, "id2label must be an object of label names"),
+    ("prompt", "id2label", {"0": "science"}, "1 labels (science) for a head of 7 outputs"),
+    ("prompt", "id2label", {str(int(k) + 1): v for k, v in SIB_LABELS.items()}, "id2label is keyed"),
+]
+
+
+def refused(adapter, run, capsys):
+    """The import's one line; it exits 2 and writes no run folder."""
+    capsys.readouterr()  # what building the adapter printed
+    code = peft_adapters.main(["import", str(adapter), str(run)])
+    printed = capsys.readouterr()
+    assert code == 2 and printed.out == "", printed
+    (line,) = printed.err.strip().splitlines()
+    assert line.startswith("tools.peft_adapters import: error: "), line
+    assert not run.exists()
+    return line
+
+
+@pytest.mark.parametrize("layout", ["prompt", "authors"])
+def test_the_walks_adapters_import(tmp_path, tiny_model_dir, capsys, layout):
+    """What each walk below changes is the one thing wrong with it."""
+    adapter = valid_adapter(tmp_path / "adapter", tiny_model_dir, layout)
+    assert peft_adapters.main(["import", str(adapter), str(tmp_path / "run")]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("layout, field, value, words", CONFIG_WALK)
+def test_every_config_field_out_of_range_is_one_line_and_writes_nothing(tmp_path, tiny_model_dir, capsys, layout,
+                                                                        field, value, words):
+    adapter = valid_adapter(tmp_path / "adapter", tiny_model_dir, layout)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert field in config  # a field of a valid adapter changed, not one added
+    if value is MISSING:
+        del config[field]
+    else:
+        config[field] = value.replace("{tmp}", str(tmp_path)) if isinstance(value, str) else value
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    line = refused(adapter, tmp_path / "run", capsys)
+    assert words.replace("{tmp}", str(tmp_path)) in line, line
+
+
+def test_every_config_field_the_import_reads_is_walked(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    """The import reads exactly peft_adapters.CONFIG_FIELDS (recorded on a valid adapter of each layout), and the
+    walk changes each of them."""
+    read = set()
+
+    class Recorded(dict):
+        def get(self, key, default=None):
+            read.add(key)
+            return super().get(key, default)
+
+        def __getitem__(self, key):
+            read.add(key)
+            return super().__getitem__(key)
+
+        def __contains__(self, key):
+            read.add(key)
+            return super().__contains__(key)
+
+    real = peft_adapters.read_adapter
+    monkeypatch.setattr(peft_adapters, "read_adapter", lambda folder: (Recorded(real(folder)[0]), real(folder)[1]))
+    for layout in ("prompt", "authors"):
+        adapter = valid_adapter(tmp_path / f"{layout}-adapter", tiny_model_dir, layout)
+        assert peft_adapters.main(["import", str(adapter), str(tmp_path / f"{layout}-run")]) == 0, \
+            capsys.readouterr().err
+    assert read == set(peft_adapters.CONFIG_FIELDS)
+    assert {field for _, field, _, _ in CONFIG_WALK} == set(peft_adapters.CONFIG_FIELDS)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("", "adapter_config.json is not JSON"),
+    ("{", "adapter_config.json is not JSON"),
+    (b"\xff\xfe{}", "adapter_config.json is not JSON"),
+    ("[1, 2]", "holds a JSON list, not the JSON object PEFT writes"),
+    ('"PROMPT_TUNING"', "holds a JSON str, not the JSON object PEFT writes"),
+    (None, "is not a PEFT adapter: adapter_config.json is missing"),
+])
+def test_an_adapter_config_that_is_no_object_is_one_line(tmp_path, tiny_model_dir, capsys, text, words):
+    adapter = valid_adapter(tmp_path / "adapter", tiny_model_dir, "prompt")
+    path = adapter / "adapter_config.json"
+    if text is None:
+        path.unlink()
+    else:
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    line = refused(adapter, tmp_path / "run", capsys)
+    assert words in line, line
+
+
+@pytest.mark.parametrize("change, words", [
+    (dict(prompt_embeddings=torch.randn(4, 32, 1)), "prompt_embeddings is (4, 32, 1), expected 4 x any"),
+    (dict(prompt_embeddings=torch.randn(5, 32)), "prompt_embeddings is (5, 32), expected 4 x any"),
+    ({"base_model.classifier.dense.weight": torch.randn(32, 16)}, "are not a dense d x d and an out_proj labels x d"),
+    ({"base_model.classifier.out_proj.bias": torch.zeros(3)}, "are not a dense d x d and an out_proj labels x d"),
+    ({"base_model.classifier.out_proj.bias": torch.full((7,), float("inf"))},
+     "head.out_proj.bias holds values that are not finite"),
+    (dict(prompt_embeddings=torch.full((4, 32), float("nan"))), "prompt holds values that are not finite"),
+    (dict(prompt_embeddings=None), "lacks prompt_embeddings"),
+    ({"base_model.classifier.dense.bias": None}, "lacks base_model.classifier.dense.bias"),
+    ("not safetensors", "cannot read the adapter's weights"),
+    ("no file", "holds no adapter_model.safetensors (nor adapter_model.bin)"),
+])
+def test_bad_adapter_weights_are_one_line_and_write_nothing(tmp_path, tiny_model_dir, capsys, change, words):
+    adapter = valid_adapter(tmp_path / "adapter", tiny_model_dir, "prompt")
+    weights = adapter / "adapter_model.safetensors"
+    if change == "not safetensors":
+        weights.write_bytes(b"\x00" * 64)
+    elif change == "no file":
+        weights.unlink()
+    else:
+        tensors = {**load_file(str(weights)), **change}
+        save_file({k: v.contiguous() for k, v in tensors.items() if v is not None}, str(weights))
+    line = refused(adapter, tmp_path / "run", capsys)
+    assert words in line, line

@@ -24,6 +24,7 @@ is; BERT's is tanh(pooler.dense(h[:, 0])) then one Linear, so `bert.pooler.dense
 """
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -50,6 +51,19 @@ HEADS = {"xlm-roberta": {"dense": "classifier.dense", "out_proj": "classifier.ou
 EXPORT_MODULES = {"bert": ["pooler"]}
 EXPORT_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
 LABELS_KEY = "xpe_labels"  # an export's labels, in the weights' metadata
+TEXT = ("a string", lambda v: isinstance(v, str))
+COUNT = ("a whole number of at least 1", lambda v: type(v) is int and v >= 1)  # type(), for True is no count
+# Every field of adapter_config.json that the import reads, with what it must hold when it is there (null: not
+# there), so that a wrong type is one line and not a traceback further on; what a value means (a prompt's
+# peft_type, one submodule, a ratio in [0, 1]) is checked where it is used.
+CONFIG_FIELDS = {
+    "peft_type": TEXT, "task_type": TEXT, "base_model_name_or_path": TEXT, "num_virtual_tokens": COUNT,
+    "token_dim": COUNT, "num_transformer_submodules": COUNT, "encoder_hidden_size": COUNT,
+    "encoder_ratio": ("a number", lambda v: type(v) in (int, float) and math.isfinite(v)),
+    "encoder_reparameterization_type": TEXT,
+    "id2label": ("an object of label names",
+                 lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values())),
+}
 
 
 def read_adapter(adapter_dir):
@@ -64,6 +78,9 @@ def read_adapter(adapter_dir):
         raise UsageError(f"{config_path} is not JSON ({e})") from None
     if not isinstance(config, dict):
         raise UsageError(f"{config_path} holds a JSON {type(config).__name__}, not the JSON object PEFT writes")
+    for field, (kind, holds) in CONFIG_FIELDS.items():
+        if config.get(field) is not None and not holds(config[field]):
+            raise UsageError(f"{config_path}: {field} must be {kind}, got {json.dumps(config[field])}")
     try:
         if (folder / ADAPTER_WEIGHTS).is_file():
             tensors = load_file(str(folder / ADAPTER_WEIGHTS))
@@ -100,14 +117,14 @@ def mlp_output(tensors, prefix, x, stride, where):
 def authors_prompt(config, tensors, where):
     """(prompt, method, xpe_frac, keys used) of the authors' CrossPromptEncoder, as its forward builds it."""
     ratio = float(config["encoder_ratio"])
-    kind = str(config.get("encoder_reparameterization_type", "MLP")).split(".")[-1].upper()
+    kind = (config.get("encoder_reparameterization_type") or "MLP").split(".")[-1].upper()
     if kind not in ("MLP", "NONE") and ratio > 0:
         raise UsageError(f"{where}: encoder_reparameterization_type {kind!r} of {AUTHORS} is not supported "
                            f"(MLP and NONE are)")
-    if int(config.get("num_transformer_submodules") or 1) != 1:
+    if (config.get("num_transformer_submodules") or 1) != 1:
         raise UsageError(f"{where}: num_transformer_submodules {config['num_transformer_submodules']} is not 1: "
                            f"an encoder-decoder prompt")
-    total = int(config["num_virtual_tokens"])
+    total = config["num_virtual_tokens"]
     method = "spt" if ratio == 0 else "xpe" if ratio == 1 else "dual"
     try:  # their split: n_xpe = max(1, min(P - 1, int(P * ratio))), ours by the same rule
         n_spt, n_xpe = xpe.split_prompt(method, ratio, total)
@@ -147,21 +164,24 @@ def tensor_of(tensors, key, shape, where):
 
 def adapter_prompt(config, tensors, where):
     """(P x d prompt, method, xpe_frac, layout, keys used) of a prompt adapter."""
-    peft_type = str(config.get("peft_type", "")).split(".")[-1]
-    task = str(config.get("task_type", "")).split(".")[-1]
+    peft_type = (config.get("peft_type") or "").split(".")[-1]
+    task = (config.get("task_type") or "").split(".")[-1]
     if task != "SEQ_CLS":
         raise UsageError(f"{where}: task_type {task or None!r} is not SEQ_CLS: only sequence-classification "
                            f"adapters have a head to score with")
-    if peft_type == "P_TUNING" and "encoder_ratio" in config:
-        prompt, method, frac, used = authors_prompt(config, tensors, where)
-        return prompt, method, frac, AUTHORS, used
     if peft_type not in ("PROMPT_TUNING", "P_TUNING"):
         raise UsageError(f"{where}: peft_type {peft_type or None!r} is not a prompt (PROMPT_TUNING or P_TUNING); "
                            f"prefix tuning and LoRA change the backbone itself")
-    if int(config.get("num_transformer_submodules") or 1) != 1:
+    if config.get("num_virtual_tokens") is None:
+        raise UsageError(f"{where}: {ADAPTER_CONFIG} lacks num_virtual_tokens, the prompt's length, which PEFT "
+                           f"writes and needs to load it")
+    if peft_type == "P_TUNING" and config.get("encoder_ratio") is not None:
+        prompt, method, frac, used = authors_prompt(config, tensors, where)
+        return prompt, method, frac, AUTHORS, used
+    if (config.get("num_transformer_submodules") or 1) != 1:
         raise UsageError(f"{where}: num_transformer_submodules {config['num_transformer_submodules']} is not 1: "
                            f"an encoder-decoder prompt")
-    prompt = tensor_of(tensors, "prompt_embeddings", (int(config.get("num_virtual_tokens", 0)) or None, None), where)
+    prompt = tensor_of(tensors, "prompt_embeddings", (config["num_virtual_tokens"], None), where)
     # P-tuning's prompt_embeddings are its prompt encoder's output, as peft's own model prepends them.
     method, frac = ("spt", 0.0) if peft_type == "PROMPT_TUNING" else ("xpe", 1.0)
     return prompt, method, frac, f"peft {peft_type}", ["prompt_embeddings"]
@@ -315,10 +335,10 @@ def import_adapter(adapter_dir, out_dir, labels=None, model=None, source="import
         raise UsageError(f"{where}: cannot map the adapter's {left[0]}" + (f" (and {len(left) - 1} more)" if len(left) > 1
                            else "") + f"; the import knows {layout}'s prompt and the classification head")
     d = backbone.hidden_size
-    if prompt.shape[1] != d or head["dense.weight"].shape[1] != d:
-        raise UsageError(f"{where}: the prompt is {tuple(prompt.shape)} and the head takes "
-                           f"{head['dense.weight'].shape[1]} features, but {name} has hidden size {d}: give the "
-                           f"backbone the adapter was trained on (--model)")
+    if prompt.shape[1] != d or head["dense.weight"].shape[1] != d or (config.get("token_dim") or d) != d:
+        raise UsageError(f"{where}: the prompt is {tuple(prompt.shape)}, the head takes "
+                           f"{head['dense.weight'].shape[1]} features and token_dim is {config.get('token_dim')}, but "
+                           f"{name} has hidden size {d}: give the backbone the adapter was trained on (--model)")
     offset = backbone.pad_token_id + 1 if backbone.model_type in ("xlm-roberta", "roberta") else 0
     room = backbone.max_position_embeddings - offset - prompt.shape[0]
     if max_length > room:
@@ -366,10 +386,8 @@ def export_peft(run_dir, out_dir):
     """
     from safetensors.torch import save_file
 
-    tensors, config = xpe.read_artifact(run_dir)
-    for key in ("model", "labels"):
-        if key not in config:
-            raise UsageError(f"{run_dir}/{xpe.ARTIFACT_CONFIG} lacks {key!r}: not written by train.py")
+    tensors, _ = xpe.read_artifact(run_dir)
+    config = train.read_run_config(run_dir, str(run_dir))
     backbone = backbone_config(config["model"], run_dir)
     if backbone.model_type not in HEADS:
         raise UsageError(f"export supports the backbones {', '.join(sorted(HEADS))} (model_type), "
