@@ -4,6 +4,8 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
+import time
 
 import pytest
 import torch
@@ -173,3 +175,76 @@ def test_a_torch_without_the_probes_has_no_native_bf16(monkeypatch):
     for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
         monkeypatch.delattr(torch.cpu, name, raising=False)
     assert bench.native_bf16("cpu") is False
+
+
+# Every flag of tools.bench with a value out of its range: one line (argparse's own refusals end in one), exit 2,
+# refused before anything is built or timed. {tmp}: the test's folder, which holds a-file.
+BENCH_FLAGS = [
+    (["--quick=yes"], "argument --quick: ignored explicit argument 'yes'"),
+    (["--config", "huge"], "argument --config: invalid choice: 'huge'"),
+    (["--device", "tpu"], "--device tpu: not a device; use cpu, cuda or cuda:N"),
+    (["--device", "cuda:x"], "--device cuda:x: not a device"),
+    (["--steps", "0"], "--steps must be at least 1, got 0"),
+    (["--warmup-steps", "0"], "--warmup-steps must be at least 1, got 0"),
+    (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    (["--max-length", "0"], "--max-length must be at least 1, got 0"),
+    (["--max-length", "1000"], "--max-length 1000 and 20 prompt vectors need more positions than"),
+    (["--method", "lstm"], "argument --method: invalid choice: 'lstm'"),
+    (["--source", "xyz_Latn"], "unknown language or group 'xyz_Latn'"),
+    (["--targets", "xyz_Latn"], "unknown language or group 'xyz_Latn'"),
+    (["--eval-languages", "xyz_Latn"], "unknown language or group 'xyz_Latn'"),
+    (["--eval-limit", "-1"], "--eval-limit must be 0 (all) or more, got -1"),
+    (["--eval-batch-size", "0"], "--eval-batch-size must be at least 1, got 0"),
+    (["--no-eval=yes"], "argument --no-eval: ignored explicit argument 'yes'"),
+    (["--no-peer=yes"], "argument --no-peer: ignored explicit argument 'yes'"),
+    (["--peak-tflops", "0"], "--peak-tflops must be a positive number of TFLOP/s, got 0"),
+    (["--peak-tflops", "nan"], "--peak-tflops must be a positive number of TFLOP/s, got nan"),
+    (["--data-dir", "{tmp}/a-file"], "data directory {tmp}/a-file does not exist"),
+    (["--tokenizer", "{tmp}/a-file"], "no tokenizer in {tmp}/a-file"),
+    (["--threads", "-1"], "--threads must be 0 (torch's choice) or more, got -1"),
+    (["--seed", "-1"], "--seed -1: use a number"),
+    (["--seed", "4294967296"], "numpy takes at most 4294967295: use a smaller --seed, or --no-peer"),
+    (["--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
+    (["--rounds", "0"], "--rounds must be at least 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("args, words", BENCH_FLAGS)
+def test_every_flag_out_of_range_is_one_line_and_nothing_is_timed(tmp_path, tiny_model_dir, sib200_dir, monkeypatch,
+                                                                  capsys, args, words):
+    from tools import bench
+
+    (tmp_path / "a-file").write_text("mine")
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where a timed run's folders would go
+    monkeypatch.setenv("TQDM_DISABLE", "1")  # bench.main sets it; the test gives it back afterwards
+
+    def timed(*_):
+        raise AssertionError("timed before the flags were checked")
+
+    monkeypatch.setattr(bench, "fit_seconds", timed)
+    monkeypatch.setattr(bench, "predict_seconds", timed)
+    fill = lambda text: text.replace("{tmp}", str(tmp_path))
+    # the peer's own limits are checked only with the peer; elsewhere it is left out, so that peft is not needed
+    peer = [] if any(a.startswith("--no-peer") for a in args) or "--no-peer" in words else ["--no-peer"]
+    argv = ["--quick", *peer, "--tokenizer", str(tiny_model_dir), "--data-dir", str(sib200_dir), *map(fill, args)]
+    threads, start = torch.get_num_threads(), time.perf_counter()
+    try:
+        code = bench.main(argv)
+    except SystemExit as e:  # argparse's refusals: its usage, then one line
+        code = e.code
+    finally:
+        torch.set_num_threads(threads)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err and fill(words) in err[-1], err
+    assert len(err) == 1 or ": error: argument --" in err[-1], err
+    assert time.perf_counter() - start < 60
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "tmp"] and not any((tmp_path / "tmp").iterdir())
+
+
+def test_every_bench_flag_is_walked():
+    from tools import bench
+
+    walked = {a.split("=")[0] for args, _ in BENCH_FLAGS for a in args if a.startswith("--")}
+    flags = {opt for action in bench.parser()._actions for opt in action.option_strings if opt.startswith("--")}
+    assert flags - walked == {"--help"} and walked <= flags

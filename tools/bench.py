@@ -48,6 +48,7 @@ import io
 import itertools
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -70,6 +71,7 @@ QUICK = dict(config="quick", device="cpu", steps=3, warmup_steps=1, source="eng_
 DEFAULTS = dict(config="large", device=None, steps=50, warmup_steps=10, source="joshi5",
                 eval_languages="all", eval_limit=0, eval_batch_size=128, threads=0)
 PACK = ("spt", "dual:0.3", "dual:0.7", "xpe")
+NUMPY_SEEDS = 2 ** 32 - 1  # numpy.random.seed's largest
 PEAKS = [  # (words in torch.cuda.get_device_name, dense bf16 TFLOP/s), the first match wins
     (("H100", "NVL"), 835.0), (("H100", "PCIe"), 756.0), (("H100",), 989.0), (("H200", "NVL"), 835.0),
     (("H200",), 989.0), (("A100",), 312.0)]
@@ -91,7 +93,7 @@ def native_bf16(device):
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
-def parse_args(argv=None):
+def parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true",
                    help=f"tiny backbone on the CPU, a few steps, a small eval subset ({QUICK})")
@@ -128,7 +130,15 @@ def parse_args(argv=None):
                         "bf16 on CUDA and on a CPU with native bf16 (AMX or AVX512-BF16), fp32 elsewhere)")
     p.add_argument("--rounds", type=int, help="rounds of the compared sides, in turn, the best of each kept "
                                               "(default 2 on a CPU, 1 on CUDA; 1 with --quick)")
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    """The flags, each in its range (a UsageError); argparse's own refusals (types, choices) exit 2 themselves."""
+    import train
+    from xpe import UsageError
+
+    args = parser().parse_args(argv)
     preset = QUICK if args.quick else DEFAULTS
     for key, value in preset.items():
         if getattr(args, key) is None:
@@ -137,10 +147,18 @@ def parse_args(argv=None):
         args.rounds = 1 if (args.device or "cuda").startswith("cuda") else 2
     for key in ("steps", "warmup_steps", "batch_size", "max_length", "eval_batch_size", "rounds"):
         if getattr(args, key) is not None and getattr(args, key) < 1:  # max_length None: xpe.MAX_LENGTH
-            p.error(f"--{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}"
-                    + (" (the first steps allocate memory and pick kernels)" if key == "warmup_steps" else ""))
-    if args.eval_limit < 0:
-        p.error(f"--eval-limit must be 0 (all) or more, got {args.eval_limit}")
+            raise UsageError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}"
+                             + (" (the first steps allocate memory and pick kernels)" if key == "warmup_steps" else ""))
+    for key, zero in (("eval_limit", "all"), ("threads", "torch's choice")):
+        if getattr(args, key) < 0:
+            raise UsageError(f"--{key.replace('_', '-')} must be 0 ({zero}) or more, got {getattr(args, key)}")
+    if args.peak_tflops is not None and not (math.isfinite(args.peak_tflops) and args.peak_tflops > 0):
+        raise UsageError(f"--peak-tflops must be a positive number of TFLOP/s, got {args.peak_tflops:g}")
+    for seed in (args.seed, args.seed + 1):  # the seeds section trains the next seed too
+        train.parse_seeds(str(seed))
+    if not args.no_peer and args.seed > NUMPY_SEEDS:  # the Trainer seeds numpy with it
+        raise UsageError(f"--seed {args.seed}: the peer's Trainer seeds numpy, and numpy takes at most {NUMPY_SEEDS}: "
+                         f"use a smaller --seed, or --no-peer")
     return args
 
 
@@ -154,7 +172,8 @@ def visible_devices(device, visible):
     index = int(device.partition(":")[2] or 0)
     ids = visible.split(",") if visible else [str(i) for i in range(index + 1)]
     if index >= len(ids):
-        raise ValueError(f"--device {device}: only {len(ids)} GPU(s) are visible")
+        from xpe import UsageError
+        raise UsageError(f"--device {device}: only {len(ids)} GPU(s) are visible")
     return ids[index]
 
 
@@ -170,55 +189,56 @@ def step_flops(widths, rows, enc, prompt_len, mlp_rows, mlp_weights, head_weight
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    os.environ["TQDM_DISABLE"] = "1"  # before tqdm's import: train.fit's bars would interleave with the figures
-    if args.device is None or args.device.startswith("cuda"):
-        # before torch sees CUDA: only the chosen GPU is visible, to both sides alike
-        try:
-            os.environ["CUDA_VISIBLE_DEVICES"] = visible_devices(args.device or "cuda",
-                                                                 os.environ.get("CUDA_VISIBLE_DEVICES"))
-        except ValueError as e:
-            print(f"tools.bench: error: {e}", file=sys.stderr)
-            return 2
+    os.environ["TQDM_DISABLE"] = "1"  # before tqdm's import (torch's brings it): train.fit's bars would interleave
+    from xpe import UsageError
+
+    try:
+        args = parse_args(argv)
+        return run(args, *prepare(args))
+    except UsageError as e:
+        print(f"tools.bench: error: {e}", file=sys.stderr)
+        return 2
+
+
+def prepare(args):
+    """(device, peak, train_langs, train_rows, test_rows, target_rows): every input checked and read, before
+    anything is built or timed."""
+    one_gpu = re.fullmatch(r"cuda(:[0-9]+)?", args.device or "cuda")
+    if one_gpu:
+        # before torch sees CUDA: only the chosen GPU is visible (as cuda:0), to both sides alike
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible_devices(args.device or "cuda",
+                                                             os.environ.get("CUDA_VISIBLE_DEVICES"))
+    import torch
+
+    import data
+    import xpe
+    device = xpe.pick_device("cuda" if args.device and one_gpu else args.device)
+    peak = args.peak_tflops if args.peak_tflops is not None else \
+        peak_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    if device.type == "cuda" and peak is None:
+        raise xpe.UsageError(f"no known peak for {torch.cuda.get_device_name(device)}: pass --peak-tflops with its "
+                             f"dense bf16 TFLOP/s")
     if not args.no_peer:
         try:
             import peft  # noqa: F401  (the peer side)
             from transformers import Trainer  # noqa: F401  (needs accelerate, which peft brings)
         except ImportError as e:
-            print(f"tools.bench: error: the peer side needs peft and accelerate ({e}): pip install peft, "
-                  f"or leave the peer out with --no-peer", file=sys.stderr)
-            return 2
-    import torch
-
-    import data
-    import xpe
+            raise xpe.UsageError(f"the peer side needs peft and accelerate ({e}): pip install peft, or leave the "
+                                 f"peer out with --no-peer") from None
     args.max_length = args.max_length or xpe.MAX_LENGTH
     if not any((Path(args.tokenizer) / name).exists() for name in ("tokenizer.json", "tokenizer_config.json")):
-        print(f"tools.bench: error: no tokenizer in {args.tokenizer}; pass --tokenizer with a folder holding XLM-R's "
-              f"tokenizer (e5-small's: ../shared/tools/e5small.py) or set XPE_E5_DIR", file=sys.stderr)
-        return 2
-    try:
-        train_langs = data.resolve_languages(args.source)
-        eval_langs = [] if args.no_eval else data.resolve_languages(args.eval_languages)
-        train_rows = data.load_split(train_langs, "train", args.data_dir)
-        target_rows = {lang: data.load_split([lang], "train", args.data_dir) for lang in
-                       data.resolve_languages(args.targets)}
-        test_rows = [r for lang in eval_langs for r in data.load_split([lang], "test", args.data_dir)
-                     [:args.eval_limit or None]]
-    except xpe.UsageError as e:
-        print(f"tools.bench: error: {e}", file=sys.stderr)
-        return 2
+        raise xpe.UsageError(f"no tokenizer in {args.tokenizer}; pass --tokenizer with a folder holding XLM-R's "
+                             f"tokenizer (e5-small's: ../shared/tools/e5small.py) or set XPE_E5_DIR")
+    train_langs = data.resolve_languages(args.source)
+    eval_langs = [] if args.no_eval else data.resolve_languages(args.eval_languages)
+    train_rows = data.load_split(train_langs, "train", args.data_dir)
+    target_rows = {lang: data.load_split([lang], "train", args.data_dir) for lang in
+                   data.resolve_languages(args.targets)}
+    test_rows = [r for lang in eval_langs for r in data.load_split([lang], "test", args.data_dir)
+                 [:args.eval_limit or None]]
     if args.threads:
         torch.set_num_threads(args.threads)
-    cuda = args.device != "cpu" and torch.cuda.is_available()
-    device = torch.device("cuda:0" if cuda else "cpu")  # cuda:0 is the one GPU left visible
-    peak = args.peak_tflops if args.peak_tflops is not None else \
-        peak_tflops(torch.cuda.get_device_name(device)) if cuda else None
-    if cuda and peak is None:
-        print(f"tools.bench: error: no known peak for {torch.cuda.get_device_name(device)}: pass --peak-tflops with its "
-              f"dense bf16 TFLOP/s", file=sys.stderr)
-        return 2
-    return run(args, device, peak, train_langs, train_rows, test_rows, target_rows)
+    return device, peak, train_langs, train_rows, test_rows, target_rows
 
 
 @dataclasses.dataclass
@@ -270,7 +290,8 @@ class Setup:
 
 
 def setup(args, device, peak, train_langs, train_rows, test_rows):
-    """The shared Setup, or an error line when the tokenizer is not XLM-R's."""
+    """The shared Setup; a UsageError when the tokenizer is not XLM-R's or --max-length leaves the backbone's
+    positions."""
     import torch
     from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaModel
 
@@ -278,19 +299,23 @@ def setup(args, device, peak, train_langs, train_rows, test_rows):
     import train
     import xpe
 
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     enc_cfg = XLMRobertaConfig(vocab_size=250002, max_position_embeddings=514, type_vocab_size=1,
                                num_labels=len(data.LABELS), **CONFIGS[args.config])
-    if len(tokenizer) > enc_cfg.vocab_size or tokenizer.pad_token_id != enc_cfg.pad_token_id:
-        return (f"{args.tokenizer} is not XLM-R's tokenizer ({len(tokenizer)} tokens, pad id "
-                f"{tokenizer.pad_token_id})")
-    torch.manual_seed(0)  # one random backbone for every measurement, ours and the peer's (bench_peer.make_peer)
-    backbone = XLMRobertaModel(enc_cfg, add_pooling_layer=False).requires_grad_(False).to(device)
     steps = args.warmup_steps + args.steps
     # eval_every = steps: the one dev evaluation comes after the timed steps; patience 0: nothing stops early
     common = train.TrainConfig(steps=steps, batch_size=args.batch_size, max_length=args.max_length,
                                eval_batch_size=args.eval_batch_size, eval_every=steps, patience=0, model="bench",
                                precision=xpe.resolve_precision(args.precision, device))
+    with torch.device("meta"):  # the position table alone, before a weight is drawn
+        shape = XLMRobertaModel(enc_cfg, add_pooling_layer=False)
+    train.check_positions(dataclasses.replace(common, model=f"the {args.config} backbone"),
+                          xpe.max_text_length(shape, common.prompt_len))
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    if len(tokenizer) > enc_cfg.vocab_size or tokenizer.pad_token_id != enc_cfg.pad_token_id:
+        raise xpe.UsageError(f"{args.tokenizer} is not XLM-R's tokenizer ({len(tokenizer)} tokens, pad id "
+                             f"{tokenizer.pad_token_id})")
+    torch.manual_seed(0)  # one random backbone for every measurement, ours and the peer's (bench_peer.make_peer)
+    backbone = XLMRobertaModel(enc_cfg, add_pooling_layer=False).requires_grad_(False).to(device)
     test_ids = data.encode(test_rows, tokenizer, args.max_length) if test_rows else []
     return Setup(args, device, peak, train_langs, tokenizer, enc_cfg, backbone, common,
                  data.encode(train_rows, tokenizer, args.max_length), torch.tensor([r.label for r in train_rows]),
@@ -577,9 +602,6 @@ def run(args, device, peak, train_langs, train_rows, test_rows, target_rows):
     import torch
 
     s = setup(args, device, peak, train_langs, train_rows, test_rows)
-    if isinstance(s, str):
-        print(f"tools.bench: error: {s}", file=sys.stderr)
-        return 2
     s.target_splits = target_splits(s, target_rows)
     shape = ", ".join(f"{k} {v}" for k, v in CONFIGS[args.config].items())
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
