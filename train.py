@@ -641,7 +641,11 @@ def clear(out):
 
 
 def load(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load raises several kinds on a torn or foreign file; the user needs one line
+        raise UsageError(f"--resume: {path} cannot be read ({type(e).__name__}): not a state train.py wrote; start "
+                         f"the run again with --overwrite") from None
 
 
 def settle(outs):
@@ -697,7 +701,8 @@ def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), pro
                              f"it with {', '.join(pack)}: resume with the first call's --method, --seed, "
                              f"--pack-seeds and --pack-size")
         states = [p for p in (out / STAGED, out / "state.pt") if p.is_file()]
-        if states and "progress" not in load(states[0]):
+        state = load(states[0]) if states else {"progress": None}
+        if not isinstance(state, dict) or "progress" not in state:
             raise UsageError(f"--resume: {states[0]} was written by an older train.py; resume it with that "
                              f"version, or start again with --overwrite")
     outs = outs if call_outs is None else call_outs

@@ -866,6 +866,11 @@ def test_a_state_pt_of_an_older_train_py_is_refused_on_resume(tmp_path, tiny_mod
     torch.save({"step": 2, "stopped": "", "log": []}, out / "state.pt")  # the layout before Progress
     assert train.main(four_steps_argv(tiny_model_dir, out, "--steps", "2", "--resume")) == 2
     assert "was written by an older train.py" in capsys.readouterr().err
+    for torn in (b"torn", None):  # bytes that are no state at all, and a state that is no dict
+        (out / "state.pt").write_bytes(torn) if torn else torch.save(torch.zeros(2), out / "state.pt")
+        assert train.main(four_steps_argv(tiny_model_dir, out, "--steps", "2", "--resume")) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and ("cannot be read" if torn else "older train.py") in err[0], err
 
 
 def test_half_written_files_of_a_killed_call_go_when_a_call_claims_the_folder(tmp_path, tiny_model_dir, one_backbone):
