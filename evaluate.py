@@ -580,7 +580,9 @@ def provenance(per_language):
                                          for (s, m), v in sorted(seeds.items()))
     codes = sorted({code_of(r) for r in per_language})
     pooled = " (pooled by --pool-code)" if len(codes) > 1 and any("code" in r for r in per_language) else ""
+    imported = all(r.get("ended") == "imported" for r in per_language)  # PEFT adapters: not trained here
     code_text = (f"code {', '.join(c or 'not recorded' for c in codes)}{pooled}" if any(codes) else
+                 "imported adapters, not trained here" if imported else
                  "training code not recorded (runs from before train.py named it)")
     precisions = sorted({r.get("precision") or "" for r in per_language})
     return " · ".join([f"backbone{'s' if len(backbones) > 1 else ''} {', '.join(backbones)}",

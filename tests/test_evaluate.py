@@ -1142,7 +1142,8 @@ def test_rows_scored_in_another_precision_are_another_setting_and_old_files_are_
                                      [dict(r, settings="", ended="steps") for r in rows]))
     read = evaluate.read_scores([old])
     assert {r["precision"] for r in read} == {""}
-    assert "training code not recorded" in evaluate.provenance(read)
+    assert "training code not recorded (runs from before" in evaluate.provenance(read)
+    assert "imported adapters, not trained here" in evaluate.provenance([dict(r, ended="imported") for r in read])
     assert "scored in a precision not recorded" in evaluate.provenance(read)
 
 
