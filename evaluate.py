@@ -70,7 +70,7 @@ def note(text):
 
 # ---- run folders, as evaluation reads them (train.py writes them) ---------------------------------------
 
-FINISHED = ("steps", "early", "imported")  # config.json's ended "why" of a finished run (imported: a PEFT adapter)
+FINISHED = tuple(why for why in train.ENDINGS if why != train.Ended.NOT_FINITE.value)  # config.json's "why" of a run to score
 
 
 def find_runs(paths, note, runs_root=Path("runs")):
