@@ -1,6 +1,10 @@
-"""Shared fixtures: the real SIB-200 copy and the e5-small folder, found through environment variables.
+"""Shared fixtures: the real SIB-200 copy and the e5-small folder, found through environment variables; the tiers.
 
 Outside CI a missing asset skips the tests that need it; under CI (CI set) it fails them.
+
+Two tiers: the fast one is the README's test command (`-m "not slow"`, a few minutes on 2 CPU cores); the slow one
+(`-m slow`), which CI runs too, holds every test of the real encoder (it trains e5-small) and the long kill chains
+and multi-process calls listed in SLOW, each of whose behaviours a faster test in the fast tier also holds.
 """
 import csv
 import importlib
@@ -13,7 +17,45 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 FIXTURE_SIB200 = ROOT / "tests" / "fixtures" / "sib200"
+# Tests of the slow tier besides those of e5-small, by node id (a parametrised test's id names one case), with the
+# seconds each took on the 2-core AMD EPYC (2026-12-07) and the fast test that keeps its behaviour in the fast tier.
+SLOW = {
+    "test_train.py::test_killed_pack_resumes_to_the_same_prompts": "53 s + 13 s; test_killed_run_resumes_to_the_same_prompt",
+    "test_train.py::test_a_sweep_trains_every_value_in_packs_each_run_as_it_would_alone": "48 s; test_each_packed_run_trains_as_it_would_alone",
+    "test_train.py::test_a_call_spread_over_torchrun_processes_writes_the_runs_of_one_process": "2 x 20 s; test_rank_and_world_come_from_torchrun_or_an_srun_step and the share tests",
+    "test_train.py::test_a_run_whose_loss_overflows_leaves_the_pack_and_the_others_go_on": "17 s; the kill walk's overflow cases",
+    "test_train.py::test_a_kill_after_any_write_resumes_to_the_same_runs[sweep]": "16 s; [seeds-packed]",
+    "test_train.py::test_a_kill_after_any_write_resumes_to_the_same_runs[seeds-in-turn]": "14 s; [seeds-packed]",
+    "test_train.py::test_a_kill_after_any_write_of_a_packed_target_call_resumes_to_the_same_runs": "13 s; the source walk",
+    "test_train.py::test_patience_0_turns_early_stopping_off": "12 s; test_early_stopping_follows_the_authors_callback",
+    "test_train.py::test_the_run_records_the_precision_it_trained_in[False-auto-fp32]": "11 s; the bf16 cases",
+    "test_train.py::test_the_run_records_the_precision_it_trained_in[True-auto-fp32]": "9 s; the bf16 cases",
+    "test_train.py::test_target_call_in_two_processes_writes_the_runs_of_one": "10 s; test_rank_and_world_come_from_torchrun_or_an_srun_step",
+    "test_train.py::test_killed_packed_target_call_resumes_to_the_same_prompts": "8 s; test_killed_run_resumes_to_the_same_prompt",
+}
+E5_FIXTURES = {"e5_dir", "e5_run"}  # a test that takes one of these is in the slow tier
 EXTRAS = {"peft": "pip install peft", "matplotlib": "pip install -r requirements-plot.txt"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: the slow tier (e5-small training, long kill chains): pytest -m slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the slow tier: the tests of e5-small and those SLOW names; a name in SLOW that matches no test is an
+    error, so that a renamed test cannot drop into the fast tier unnoticed."""
+    matched = set()
+    for item in items:
+        node = item.nodeid.split("tests/", 1)[-1]
+        names = [name for name in SLOW if node == name or node.startswith(name + "[")]
+        matched.update(names)
+        if names or E5_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+    whole_files = {i.nodeid.split("::")[0] for i in items} if not config.option.keyword and not any(
+        "::" in arg for arg in config.args) else set()  # only where every test of a file was collected
+    unmatched = [name for name in SLOW if "tests/" + name.split("::")[0] in whole_files and name not in matched]
+    if unmatched:
+        raise pytest.UsageError(f"tests/conftest.py SLOW names no test: {', '.join(unmatched)}")
 
 
 def require_extra(module):

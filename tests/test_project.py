@@ -4,13 +4,16 @@ import ast
 from conftest import ROOT
 
 
-def test_ci_runs_exactly_the_readme_test_command():
-    """Both passes of .ci/run (with the extras, then in a venv of requirements.txt alone) run the README's command."""
+def test_ci_runs_exactly_the_readme_test_command_and_the_slow_tier():
+    """.ci/run runs the README's command (the fast tier) and the slow tier with the extras, then the README's command
+    in a venv of requirements.txt alone; the README says how to run the slow tier."""
     lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
-    passes = [line for line in lines if " -m pytest" in line and not line.startswith("#")]
-    assert len(passes) == 2 and passes[0].startswith("python -m pytest"), passes
-    assert f"pip install -r requirements.txt && {passes[0]}\n" in (ROOT / "README.md").read_text()
-    assert passes[1].endswith("/venv/bin/python\" " + passes[0].removeprefix("python ")), passes
+    passes = [line.split("#")[0].strip() for line in lines if " -m pytest" in line and not line.startswith("#")]
+    assert len(passes) == 3 and passes[0] == 'python -m pytest -q -m "not slow" tests', passes
+    readme = (ROOT / "README.md").read_text()
+    assert f"pip install -r requirements.txt && {passes[0]}\n" in readme
+    assert passes[1] == "python -m pytest -q -m slow tests" and f"`{passes[1]}`" in readme, passes
+    assert passes[2].endswith("/venv/bin/python\" " + passes[0].removeprefix("python ")), passes
 
 
 def test_xpe_imports_only_torch_and_transformers():
