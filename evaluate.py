@@ -1123,7 +1123,8 @@ def power_at(margin, sd, n, level=LEVEL):
     if n < 2 or not sd:
         return None
     shift, critical = margin * math.sqrt(n) / sd, t_quantile(0.5 + level / 2, n - 1)
-    return chi_scale_expectation(lambda u: normal_cdf(shift - critical * u) + normal_cdf(-shift - critical * u), n - 1)
+    return min(1.0, chi_scale_expectation(lambda u: normal_cdf(shift - critical * u) + normal_cdf(-shift - critical * u),
+                                          n - 1))  # a chance: the quadrature's last 1e-12 not above 1
 
 
 def within_power(margin, sd, n, level=LEVEL):
@@ -1133,7 +1134,8 @@ def within_power(margin, sd, n, level=LEVEL):
     if n < 2 or not sd:
         return None
     shift, critical = margin * math.sqrt(n) / sd, t_quantile(0.5 + level / 2, n - 1)
-    return chi_scale_expectation(lambda u: 2 * normal_cdf(shift - critical * u) - 1, n - 1, below=shift / critical)
+    return min(1.0, chi_scale_expectation(lambda u: 2 * normal_cdf(shift - critical * u) - 1, n - 1,
+                                          below=shift / critical))
 
 
 def seeds_for_power(margin, sd, power=POWER, level=LEVEL, most=10_000):
