@@ -167,10 +167,17 @@ def preview_rows(runs, languages, precision):
     return [run_row(run, lang, 1, 0.0, precision) for run in runs for lang in targets_of(run, languages)[:1]]
 
 
+def backbone_label(model):
+    """A backbone as the outputs name it: a hub name as it is; a local folder, which a run records by its absolute
+    path (train.model_key, so that it is scored from any folder), by its folder's name, so that no output records
+    where a machine keeps it (its weights are told apart by backbone_weights in the settings)."""
+    return Path(model).name if Path(model).is_absolute() else model
+
+
 def run_row(run, lang, n, accuracy, precision):
     cfg = run["config"]
     return dict(run=str(run["dir"]), mode=run["mode"], method=cfg["method"], xpe_frac=float(cfg["xpe_frac"]),
-                source=cfg["source"], seed=cfg["seed"], backbone=cfg["model"],
+                source=cfg["source"], seed=cfg["seed"], backbone=backbone_label(cfg["model"]),
                 steps=cfg.get("settings", {}).get("steps", ""), language=lang, n=n, accuracy=accuracy,
                 precision=precision, settings=run["settings"], ended=run["ended"])
 

@@ -105,6 +105,17 @@ def test_supervised_run_is_scored_on_its_own_language(tmp_path, runs, tiny_model
     assert (row["language"], row["mode"]) == ("nqo_Nkoo", "supervised")
 
 
+def test_no_output_records_where_this_machine_keeps_a_local_backbone(tmp_path, runs, tiny_model_dir, capsys):
+    """A run records a local backbone by its absolute path (so that it is scored from anywhere); the outputs name it
+    by its folder (docs/sweep's tables said /work/main/.e5)."""
+    assert json.loads((runs / "a" / "config.json").read_text())["model"] == str(tiny_model_dir.resolve())
+    code, out = evaluate_main(tmp_path, "--runs", str(runs), "--group", "fra_Latn", "--compare", "xpe,spt")
+    assert code == 0
+    assert {r["backbone"] for r in read_csv(out / "per_language.csv")} == {tiny_model_dir.name}
+    written = capsys.readouterr().out + "".join(p.read_text() for p in out.iterdir())
+    assert str(tiny_model_dir.resolve()) not in written and f"backbone {tiny_model_dir.name}" in written
+
+
 def test_newest_run_is_the_default(tmp_path, runs, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").symlink_to(runs)
