@@ -1130,8 +1130,8 @@ def power_at(margin, sd, n, level=LEVEL):
     if n < 2 or not sd:
         return None
     shift, critical = margin * math.sqrt(n) / sd, t_quantile(0.5 + level / 2, n - 1)
-    return min(1.0, chi_scale_expectation(lambda u: normal_cdf(shift - critical * u) + normal_cdf(-shift - critical * u),
-                                          n - 1))  # a chance: the quadrature's last 1e-12 not above 1
+    both_tails = lambda u: normal_cdf(shift - critical * u) + normal_cdf(-shift - critical * u)
+    return min(1.0, chi_scale_expectation(both_tails, n - 1))  # a chance: the quadrature's last 1e-12 not above 1
 
 
 def within_power(margin, sd, n, level=LEVEL):
@@ -1270,7 +1270,8 @@ def compare_text(rows):
         known = r["mean_diff"] is not None
         lines.append([r["source"]] + ([r["backbone"]] if several else []) + [
             r["group"], f"{r['a']} - {r['b']}", f"{100 * unrounded(r, 'mean_diff'):+.2f}" if known else "-",
-            f"{100 * unrounded(r, 'sd'):.2f}" if r["sd"] is not None else "-", interval_text(r), r["verdict"], r["n_seeds"], r["wins"], r["ties"], r["losses"], r["languages"]])
+            f"{100 * unrounded(r, 'sd'):.2f}" if r["sd"] is not None else "-", interval_text(r), r["verdict"],
+            r["n_seeds"], r["wins"], r["ties"], r["losses"], r["languages"]])
     return aligned(header, lines)
 
 
@@ -1848,9 +1849,10 @@ def decision_outputs(args, per_language, group_langs):
         printed.append("\n".join([
             "Margins (accuracy points): whether each difference above rules out a difference of +M or more and of -M "
             "or less, by a one-sided t-test at 2.5 % each (as the 95 % interval's ends), decided as one table: Holm "
-            "over its differences and sides, a side's margins nested so that they count once; 'no effect of M either way': both ruled out. Power, exact and of each test "
-            "alone at the observed per-seed sd: to exclude 0 with this many seeds when the difference is M, and "
-            "P(within) at 0, the chance of 'no effect of M either way' when the difference is 0.",
+            "over its differences and sides, a side's margins nested so that they count once; 'no effect of M either "
+            "way': both ruled out. Power, exact and of each test alone at the observed per-seed sd: to exclude 0 with "
+            "this many seeds when the difference is M, and P(within) at 0, the chance of 'no effect of M either way' "
+            "when the difference is 0.",
             margin_text(margins)]))
         files["margins.csv"] = csv_text(MARGIN_FIELDS, margins)
     if args.claims:
