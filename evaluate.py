@@ -34,6 +34,7 @@ import time
 from collections import defaultdict
 from dataclasses import fields
 from datetime import datetime, timezone
+from decimal import Decimal
 from fractions import Fraction
 from itertools import groupby
 from pathlib import Path
@@ -166,10 +167,17 @@ def preview_rows(runs, languages, precision):
     return [run_row(run, lang, 1, 0.0, precision) for run in runs for lang in targets_of(run, languages)[:1]]
 
 
+def backbone_label(model):
+    """A backbone as the outputs name it: a hub name as it is; a local folder, which a run records by its absolute
+    path (train.model_key, so that it is scored from any folder), by its folder's name, so that no output records
+    where a machine keeps it (its weights are told apart by backbone_weights in the settings)."""
+    return Path(model).name if Path(model).is_absolute() else model
+
+
 def run_row(run, lang, n, accuracy, precision):
     cfg = run["config"]
     return dict(run=str(run["dir"]), mode=run["mode"], method=cfg["method"], xpe_frac=float(cfg["xpe_frac"]),
-                source=cfg["source"], seed=cfg["seed"], backbone=cfg["model"],
+                source=cfg["source"], seed=cfg["seed"], backbone=backbone_label(cfg["model"]),
                 steps=cfg.get("settings", {}).get("steps", ""), language=lang, n=n, accuracy=accuracy,
                 precision=precision, settings=run["settings"], ended=run["ended"])
 
@@ -859,6 +867,51 @@ def t_quantile(p, df):
     return (low + high) / 2
 
 
+def normal_cdf(x):
+    return 0.5 * math.erfc(-x / math.sqrt(2))
+
+
+def _chi_scale_density(u, df):
+    """The density of U = sqrt(V / df), V chi-square on df degrees of freedom: the sample sd over the true one."""
+    if u <= 0:
+        return math.sqrt(2 / math.pi) if u == 0 and df == 1 else 0.0
+    return math.exp(math.log(2) + df / 2 * math.log(df / 2) - math.lgamma(df / 2) + (df - 1) * math.log(u)
+                    - df * u * u / 2)
+
+
+def chi_scale_expectation(g, df, below=math.inf, tolerance=1e-11):
+    """E[g(U); U < below] for U = sqrt(V / df), V ~ chi-square(df), g bounded by 1: adaptive Simpson over 48
+    panels spanning U's mass (its mean 1 +- 12 of its sds, about 1 / sqrt(2 df)), each refined until two
+    halves agree within its share of the tolerance."""
+    spread = 12 / math.sqrt(2 * df)
+    low, high = max(0.0, 1 - spread), min(below, 1 + spread + (8 if df < 3 else 0))  # df 1, 2: long right tails
+    if high <= low:
+        return 0.0
+    f = lambda u: g(u) * _chi_scale_density(u, df)
+    panels, total = 48, 0.0
+    step = (high - low) / panels
+    for i in range(panels):
+        a, b = low + i * step, low + (i + 1) * step
+        fa, fm, fb = f(a), f((a + b) / 2), f(b)
+        stack = [(a, b, fa, fm, fb, (b - a) / 6 * (fa + 4 * fm + fb), tolerance / panels, 0)]
+        while stack:
+            a, b, fa, fm, fb, whole, tol, depth = stack.pop()
+            m = (a + b) / 2
+            flm, frm = f((a + m) / 2), f((m + b) / 2)
+            left, right = (m - a) / 6 * (fa + 4 * flm + fm), (b - m) / 6 * (fm + 4 * frm + fb)
+            if depth >= 40 or abs(left + right - whole) <= 15 * tol:
+                total += left + right + (left + right - whole) / 15
+            else:
+                stack += [(a, m, fa, flm, fm, left, tol / 2, depth + 1), (m, b, fm, frm, fb, right, tol / 2, depth + 1)]
+    return total
+
+
+def nct_cdf(t, df, noncentrality):
+    """P(T <= t) for the noncentral t, T = (Z + noncentrality) / sqrt(V / df): the mean over V ~ chi-square(df) of
+    P(Z <= t sqrt(V / df) - noncentrality), integrated numerically (chi_scale_expectation) to about 1e-10."""
+    return chi_scale_expectation(lambda u: normal_cdf(t * u - noncentrality), df)
+
+
 def seed_interval(diffs, level=LEVEL):
     """(n, mean, sd, low, high, verdict) of per-seed differences; sd "" below 2 seeds, no interval below 3."""
     n = len(diffs)
@@ -1014,43 +1067,94 @@ def compare_row(runs_a, runs_b, common, langs, head, counted):
                ci_low=None if low is None else round(low, 6), ci_high=None if high is None else round(high, 6),
                wins=sum(d > 0 for d in per_lang), ties=sum(d == 0 for d in per_lang),
                losses=sum(d < 0 for d in per_lang))
-    return {k: {**head, **row}[k] for k in COMPARE_FIELDS}
+    return {**{k: {**head, **row}[k] for k in COMPARE_FIELDS},
+            "unrounded": dict(mean_diff=mean, sd=sd, ci_low=low, ci_high=high)}
+
+
+def unrounded(row, key):
+    """A row's number as computed, before its CSV's rounding to 6 decimals: what the printed tables round, once."""
+    return row.get("unrounded", {}).get(key, row[key])
 
 
 # ---- margins: what an interval rules out, and the seeds a decision would need ------------------------------
 
 MARGIN_FIELDS = ["source", "backbone", "group", "a", "b", "margin", "languages", "n_seeds", "mean_diff", "ci_low",
-                 "ci_high", "sd", "rules_out_plus", "rules_out_minus", "decision", "power", "seeds_for_power"]
+                 "ci_high", "sd", "rules_out_plus", "rules_out_minus", "decision", "power", "seeds_for_power",
+                 "p_plus_holm", "p_minus_holm", "power_within"]
 POWER = 0.8
 
 
-def margin_decision(low, high, margin):
-    """(rules out +M, rules out -M, decision): what a 95 % interval [low, high] says of a difference of margin M
-    (> 0) or more, either way. decision "within": the interval lies inside (-M, +M), so no difference as large
-    as M either way; "below": it rules out +M or more only; "above": -M or less only; "neither": neither side.
-    """
-    plus, minus = high < margin, low > -margin
-    return plus, minus, "within" if plus and minus else "below" if plus else "above" if minus else "neither"
+def holm(p_values):
+    """Holm's adjusted p-values, in the order given: the k-th smallest of m times m - k + 1, never below the one
+    before it, at most 1. Rejecting each hypothesis whose adjusted p is below alpha keeps the chance of rejecting
+    any true one among the m at alpha, whatever their dependence."""
+    adjusted, running, m = [None] * len(p_values), 0.0, len(p_values)
+    for rank, i in enumerate(sorted(range(m), key=p_values.__getitem__)):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def nested_holm(tests):
+    """Holm-adjusted p-values, in the order given, of tests [(family, p)] whose hypotheses are nested within a
+    family (a difference of +M or more for several M: ruling out +1 rules out +2), so that a family counts once: the
+    closed test with Bonferroni's test of each intersection. The intersection of a family's hypotheses is its
+    strictest one, so the hardest intersection that holds a hypothesis pairs it with the largest p of each other
+    family; Holm over that list decides it."""
+    hardest = {}
+    for family, p in tests:
+        hardest[family] = max(p, hardest.get(family, 0.0))
+    return [holm([p] + [q for other, q in hardest.items() if other != family])[0] for family, p in tests]
+
+
+def t_test_p(mean, sd, n, value=0.0, side=0):
+    """The p of a paired t-test of per-seed differences (their mean, sd and number n) against a true difference of
+    value: side 0 two-sided, +1 that it is below value (small when the mean is far below), -1 above."""
+    distance = mean - value
+    if not sd:  # every seed alike: the data rule value out exactly when it is not their mean
+        return float(distance == 0 or (side and (distance > 0) == (side > 0)))
+    t = distance * math.sqrt(n) / sd
+    return 2 * t_cdf(-abs(t), n - 1) if side == 0 else t_cdf(t if side > 0 else -t, n - 1)
+
+
+def decision_of(plus, minus):
+    """decision "within": +M and -M both ruled out, so no difference as large as M either way; "below": +M or more
+    only; "above": -M or less only; "neither": neither side."""
+    return "within" if plus and minus else "below" if plus else "above" if minus else "neither"
 
 
 def power_at(margin, sd, n, level=LEVEL):
-    """The chance that n seeds of per-seed sd give an interval that excludes 0 when the difference is margin
-    (a paired t-test; the noncentral t approximated by a shifted central one)."""
+    """The chance that n seeds give an interval that excludes 0 (either way) when the true difference is margin
+    and the per-seed sd is sd: the two-sided paired t-test's power, exact (the noncentral t on n - 1 df with
+    noncentrality margin sqrt(n) / sd, nct_cdf's integral)."""
     if n < 2 or not sd:
         return None
-    return 1 - t_cdf(t_quantile(0.5 + level / 2, n - 1) - margin * math.sqrt(n) / sd, n - 1)
+    shift, critical = margin * math.sqrt(n) / sd, t_quantile(0.5 + level / 2, n - 1)
+    both_tails = lambda u: normal_cdf(shift - critical * u) + normal_cdf(-shift - critical * u)
+    return min(1.0, chi_scale_expectation(both_tails, n - 1))  # a chance: the quadrature's last 1e-12 not above 1
+
+
+def within_power(margin, sd, n, level=LEVEL):
+    """The chance of "within" M when the true difference is 0: that n seeds' interval lies inside (-M, +M), i.e.
+    |mean| < M - t s / sqrt(n) (the two one-sided tests' power). Exact: at a sample sd s = sd U it is
+    2 Phi(M sqrt(n) / sd - t U) - 1 where positive, averaged over U (chi_scale_expectation)."""
+    if n < 2 or not sd:
+        return None
+    shift, critical = margin * math.sqrt(n) / sd, t_quantile(0.5 + level / 2, n - 1)
+    return min(1.0, chi_scale_expectation(lambda u: 2 * normal_cdf(shift - critical * u) - 1, n - 1,
+                                          below=shift / critical))
 
 
 def seeds_for_power(margin, sd, power=POWER, level=LEVEL, most=10_000):
-    """The fewest seeds whose interval excludes 0 with the given power when the difference is margin, at the
-    observed per-seed sd: the smallest n with t(level, n-1) + t(power, n-1) <= margin * sqrt(n) / sd."""
+    """The fewest seeds (at least MIN_SEEDS) whose interval excludes 0 with the given power when the true
+    difference is margin, at per-seed sd (power_at, exact, which grows with n); None beyond most."""
     if not sd:
         return None
 
-    def enough(n):  # true from some n on: the left side falls and the right side grows with n
-        return t_quantile(0.5 + level / 2, n - 1) + t_quantile(power, n - 1) <= margin * math.sqrt(n) / sd
+    def enough(n):
+        return power_at(margin, sd, n, level) >= power
     high = MIN_SEEDS
-    while not enough(high):  # doubling, then halving: a few dozen quantiles, not one pair a candidate n
+    while not enough(high):  # doubling, then halving: a few dozen integrals, not one a candidate n
         if high >= most:
             return None
         high = min(2 * high, most)
@@ -1062,30 +1166,52 @@ def seeds_for_power(margin, sd, power=POWER, level=LEVEL, most=10_000):
 
 
 def power_of(row, size):
-    """(power, seeds for POWER) of a compare row at a difference of size (> 0): the chance its seeds had to exclude 0,
-    None without an interval; the seeds that would give POWER at its per-seed sd, None without one."""
+    """(power, seeds for POWER) of a compare row at a difference of size (> 0), from its sd as compare.csv writes
+    it: the chance its seeds had to exclude 0 (power_at, unrounded), None without an interval; the seeds that
+    would give POWER at its per-seed sd, None without one."""
     power = power_at(size, row["sd"], row["n_seeds"]) if row["ci_low"] is not None else None
-    return None if power is None else round(power, 3), seeds_for_power(size, row["sd"]) if row["sd"] else None
+    return power, seeds_for_power(size, row["sd"]) if row["sd"] else None
+
+
+def from_points(points):
+    """Accuracy points as a fraction, the decimal the user wrote divided exactly: 1.3 -> 0.013, not 1.3 / 100
+    (0.013000000000000001), so that CSVs write it as given."""
+    return float(Decimal(repr(float(points))) / 100)
 
 
 def margin_rows(compared, margins):
-    """MARGIN_FIELDS rows: each compare row with a per-seed sd, against each margin (a fraction, e.g. 0.02); below
-    MIN_SEEDS seeds, no interval: no decision, but the seeds a decision would need."""
-    rows = []
+    """MARGIN_FIELDS rows: each compare row with a per-seed sd, against each margin (a fraction, e.g. 0.02), decided
+    as one table: each row's two one-sided t-tests (a difference of +M or more; of -M or less) at 2.5 % each, as
+    the 95 % interval's two ends, Holm-adjusted over the table's differences and sides, the margins of one side of
+    one difference nested (nested_holm; p_plus_holm, p_minus_holm). power: the
+    chance of excluding 0 at a true difference of M; power_within: of "within" at a true 0 (each test alone,
+    before Holm). Below MIN_SEEDS seeds, no decision, but the seeds a decision would need."""
+    rows, tests = [], []
     for r in compared:
         if r["sd"] is None:
             continue
+        mean, sd, n = r["mean_diff"], r["sd"], r["n_seeds"]  # as compare.csv writes them: recomputable from it
         for margin in margins:
-            if r["ci_low"] is None:
-                plus, minus, decision = None, None, "too few seeds"
-            else:
-                plus, minus, decision = margin_decision(r["ci_low"], r["ci_high"], margin)
             power, seeds = power_of(r, margin)
-            rows.append({**{k: r[k] for k in ("source", "backbone", "group", "a", "b", "languages", "n_seeds",
-                                              "mean_diff", "ci_low", "ci_high", "sd")},
-                         "margin": round(margin, 6), "rules_out_plus": {True: "yes", False: "no"}.get(plus, ""),
-                         "rules_out_minus": {True: "yes", False: "no"}.get(minus, ""), "decision": decision,
-                         "power": power, "seeds_for_power": seeds})
+            within = within_power(margin, sd, n) if r["ci_low"] is not None else None
+            row = {**{k: r[k] for k in ("source", "backbone", "group", "a", "b", "languages", "n_seeds", "mean_diff",
+                                        "ci_low", "ci_high", "sd")},
+                   "margin": margin, "rules_out_plus": "", "rules_out_minus": "", "decision": "too few seeds",
+                   "power": None if power is None else round(power, 3), "seeds_for_power": seeds,
+                   "p_plus_holm": None, "p_minus_holm": None,
+                   "power_within": None if within is None else round(within, 3),
+                   "unrounded": {**r.get("unrounded", {}), "power": power, "power_within": within}}
+            if r["ci_low"] is not None:
+                difference = tuple(r[k] for k in ("source", "backbone", "group", "a", "b"))
+                tests += [(row, "plus", (difference, "plus"), t_test_p(mean, sd, n, margin, side=+1)),
+                          (row, "minus", (difference, "minus"), t_test_p(mean, sd, n, -margin, side=-1))]
+            rows.append(row)
+    one_side = (1 - LEVEL) / 2
+    for (row, side, _, _), adjusted in zip(tests, nested_holm([(family, p) for _, _, family, p in tests])):
+        row[f"p_{side}_holm"], row[f"rules_out_{side}"] = round(adjusted, 6), "yes" if adjusted < one_side else "no"
+    for row in rows:
+        if row["rules_out_plus"]:
+            row["decision"] = decision_of(row["rules_out_plus"] == "yes", row["rules_out_minus"] == "yes")
     return rows
 
 
@@ -1100,16 +1226,27 @@ def aligned(header, lines):
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + lines)
 
 
+def interval_text(row):
+    """A row's 95 % interval in accuracy points, rounded once from the numbers as computed; "-" without one."""
+    low, high = unrounded(row, "ci_low"), unrounded(row, "ci_high")
+    return "-" if low is None else f"[{100 * low:+.2f}, {100 * high:+.2f}]"
+
+
+def chance_text(row, key):
+    value = unrounded(row, key)
+    return "-" if value is None else f"{value:.2f}"
+
+
 def margin_text(rows):
     """margin_rows as an aligned table, in accuracy points."""
     header = ["source", "group", "A - B", "M (pp)", "95 % t-interval (pp)", "rules out +M", "rules out -M",
-              "decision", "seeds", "power at M", f"seeds for {POWER:.0%} power"]
-    lines = [[r["source"], r["group"], f"{r['a']} - {r['b']}", f"{100 * r['margin']:g}",
-              "-" if r["ci_low"] is None else f"[{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]",
+              "decision (Holm)", "seeds", "power to exclude 0 at M", f"seeds for {POWER:.0%} power",
+              "P(within) at 0"]
+    lines = [[r["source"], r["group"], f"{r['a']} - {r['b']}", f"{100 * r['margin']:g}", interval_text(r),
               r["rules_out_plus"] or "-", r["rules_out_minus"] or "-",
-              decision_text(r["decision"], 100 * r["margin"]), r["n_seeds"],
-              "-" if r["power"] is None else f"{r['power']:.2f}",
-              "-" if r["seeds_for_power"] is None else r["seeds_for_power"]] for r in rows]
+              decision_text(r["decision"], 100 * r["margin"]), r["n_seeds"], chance_text(r, "power"),
+              "-" if r["seeds_for_power"] is None else r["seeds_for_power"], chance_text(r, "power_within")]
+             for r in rows]
     return aligned(header, lines)
 
 
@@ -1132,10 +1269,9 @@ def compare_text(rows):
     for r in rows:
         known = r["mean_diff"] is not None
         lines.append([r["source"]] + ([r["backbone"]] if several else []) + [
-            r["group"], f"{r['a']} - {r['b']}", f"{100 * r['mean_diff']:+.2f}" if known else "-",
-            f"{100 * r['sd']:.2f}" if r["sd"] is not None else "-",
-            f"[{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]" if r["ci_low"] is not None else "-",
-            r["verdict"], r["n_seeds"], r["wins"], r["ties"], r["losses"], r["languages"]])
+            r["group"], f"{r['a']} - {r['b']}", f"{100 * unrounded(r, 'mean_diff'):+.2f}" if known else "-",
+            f"{100 * unrounded(r, 'sd'):.2f}" if r["sd"] is not None else "-", interval_text(r), r["verdict"],
+            r["n_seeds"], r["wins"], r["ties"], r["losses"], r["languages"]])
     return aligned(header, lines)
 
 
@@ -1148,7 +1284,7 @@ def print_compare(rows):
 CLAIM_COLUMNS = ["a", "b", "group", "reported"]  # and study, optional: who reported it
 CLAIM_FIELDS = ["study", "a", "b", "group", "reported", "source", "backbone", "setting_a", "setting_b", "differ",
                 "languages", "wins", "ties", "losses", "n_seeds", "mean_diff", "ci_low", "ci_high", "sd", "verdict",
-                "against_reported", "power", "seeds_for_power"]
+                "against_reported", "power", "seeds_for_power", "p_zero_holm", "p_reported_holm"]
 
 
 def read_claims(path):
@@ -1183,24 +1319,26 @@ def read_claims(path):
             except UsageError as e:
                 raise UsageError(f"{where}: {e}") from None
         claims.append(dict(study=(r.get("study") or "").strip(), a=r["a"].strip(), b=r["b"].strip(),
-                           group=r["group"].strip(), reported=reported / 100))
+                           group=r["group"].strip(), reported=from_points(reported)))
     if not claims:
         raise UsageError(f"--claims {path} holds no claim: a line a,b,group,reported each, e.g. xpe,spt,lowperf,3.1")
     return claims
 
 
-def against_reported(low, high, reported):
-    """What an interval [low, high] of A - B says of the reported difference: "rules it out (above)" or "(below)"
-    when the interval lies on one side of it, else "cannot rule it out"."""
-    if high < reported:
-        return "rules it out (below)"
-    return "rules it out (above)" if low > reported else "cannot rule it out"
+def against_reported(adjusted, mean, reported):
+    """What A - B says of the reported difference at a Holm-adjusted p (claim_rows): "rules it out (below)" or
+    "(above)" when the adjusted p is below 1 - LEVEL, on the side the mean lies, else "cannot rule it out"."""
+    if adjusted >= 1 - LEVEL:
+        return "cannot rule it out"
+    return "rules it out (below)" if mean < reported else "rules it out (above)"
 
 
 def claim_rows(per_language, claims, group_langs):
-    """CLAIM_FIELDS rows: each claim's paired difference (compare) per source, decided against 0 (the verdict) and
-    against the reported difference, with the power the seeds had at it and the seeds 80 % power would need at
-    the observed per-seed sd."""
+    """CLAIM_FIELDS rows: each claim's paired difference (compare) per source, decided as one table: against 0 (the
+    verdict), Holm over the table's distinct differences, and against the reported difference, Holm over its
+    claims; each a two-sided t-test at 5 % (p_zero_holm, p_reported_holm: Holm-adjusted p). Beside them the power
+    the seeds had at the reported difference (each test alone) and the seeds 80 % power would need at the
+    observed per-seed sd."""
     rows, compared = [], {}
     for c in claims:
         if (c["a"], c["b"]) not in compared:
@@ -1209,29 +1347,43 @@ def claim_rows(per_language, claims, group_langs):
             if r["group"] != c["group"]:
                 continue
             size = abs(c["reported"])
-            decided = r["ci_low"] is not None
             power, seeds = power_of(r, size) if size else (None, None)
             rows.append({**c, **{k: r[k] for k in ("source", "backbone", "differ", "languages", "wins", "ties", "losses",
                                                    "n_seeds", "mean_diff", "ci_low", "ci_high", "sd", "verdict")},
-                         "setting_a": r["a"], "setting_b": r["b"],
-                         "against_reported": against_reported(r["ci_low"], r["ci_high"], c["reported"]) if decided
-                         else r["verdict"],
-                         "power": power, "seeds_for_power": seeds})
+                         "setting_a": r["a"], "setting_b": r["b"], "against_reported": r["verdict"],
+                         "power": None if power is None else round(power, 3), "seeds_for_power": seeds,
+                         "p_zero_holm": None, "p_reported_holm": None,
+                         "unrounded": {**r.get("unrounded", {}), "power": power}})
+    decided = [r for r in rows if r["ci_low"] is not None]
+    test = lambda r, value: t_test_p(r["mean_diff"], r["sd"], r["n_seeds"], value)  # from the CSV's numbers
+    differences = {tuple(r[k] for k in ("source", "backbone", "setting_a", "setting_b", "group")): r for r in decided}
+    at_zero = dict(zip(differences, holm([test(r, 0.0) for r in differences.values()])))
+    for r, adjusted in zip(decided, holm([test(r, r["reported"]) for r in decided])):
+        zero = at_zero[tuple(r[k] for k in ("source", "backbone", "setting_a", "setting_b", "group"))]
+        mean = r["mean_diff"]
+        r.update(p_zero_holm=round(zero, 6), p_reported_holm=round(adjusted, 6),
+                 verdict="undecided" if zero >= 1 - LEVEL else "holds" if mean > 0 else "fails",
+                 against_reported=against_reported(adjusted, mean, r["reported"]))
     return rows
 
 
+def p_text(p):
+    return "" if p is None else f", Holm p {'< 0.001' if p < 0.001 else f'{p:.3f}'}"
+
+
 def claims_markdown(rows):
-    """claim_rows as a Markdown table, differences in accuracy points."""
+    """claim_rows as a Markdown table, differences in accuracy points, each rounded once from its computed value."""
     pp = lambda x: "-" if x is None else f"{100 * x:+.2f}"
     lines = ["| claim | reported by | reported (pp) | source | here: A − B (pp) | 95 % t-interval over seeds (pp) "
              "| seeds | languages won / tied / lost | against 0 | against the reported | power at the reported "
              "| seeds for 80 % power |", "|" + " --- |" * 12]
     for r in rows:
-        interval = "-" if r["ci_low"] is None else f"[{pp(r['ci_low'])}, {pp(r['ci_high'])}]"
-        power = "-" if r["power"] is None else f"{r['power']:.2f}"
         lines.append(f"| {r['setting_a']} − {r['setting_b']} on {r['group']} | {r['study'] or '-'} "
-                     f"| {pp(r['reported'])} | {r['source']} | {pp(r['mean_diff'])} | {interval} | {r['n_seeds']} "
-                     f"| {r['wins']} / {r['ties']} / {r['losses']} of {r['languages']} | **{r['verdict']}** | **{r['against_reported']}** | {power} | {r['seeds_for_power'] or '-'} |")
+                     f"| {pp(r['reported'])} | {r['source']} | {pp(unrounded(r, 'mean_diff'))} | {interval_text(r)} "
+                     f"| {r['n_seeds']} | {r['wins']} / {r['ties']} / {r['losses']} of {r['languages']} "
+                     f"| **{r['verdict']}**{p_text(r['p_zero_holm'])} "
+                     f"| **{r['against_reported']}**{p_text(r['p_reported_holm'])} | {chance_text(r, 'power')} "
+                     f"| {r['seeds_for_power'] or '-'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -1295,7 +1447,8 @@ def sweep_rows(per_language, group_langs, key):
                     _, lead, _, lead_low, lead_high, verdict = seed_interval(diffs) if diffs else (0, None, None,
                                                                                                    None, None, "no seeds")
                     row.update(next=ranked[1], lead=lead, lead_low=lead_low, lead_high=lead_high, lead_verdict=verdict)
-                rows.append({k: round(x, 6) if isinstance(x, float) and k != "value" else x for k, x in row.items()})
+                rows.append({**{k: round(x, 6) if isinstance(x, float) and k != "value" else x for k, x in row.items()},
+                             "unrounded": row})
     return rows
 
 
@@ -1317,17 +1470,19 @@ def sweep_markdown(rows):
             cells = []
             for g in groups:
                 r = cell.get((v, g))
-                text = "-" if r is None or r["mean"] is None else pct(r["mean"]) + (
-                    f" [{pct(r['ci_low'])}, {pct(r['ci_high'])}]" if r["ci_low"] is not None else "") + f" ({r['seeds']})"
+                text = "-" if r is None or r["mean"] is None else pct(unrounded(r, "mean")) + (
+                    f" [{pct(unrounded(r, 'ci_low'))}, {pct(unrounded(r, 'ci_high'))}]" if r["ci_low"] is not None
+                    else "") + f" ({r['seeds']})"
                 cells.append(f"**{text}**" if r is not None and r["best"] else text)
             lines.append("| " + " | ".join([_value(v)] + cells) + " |")
         lines.append("")
         for r in rs:
             if r["best"] and r["next"] is not None:
-                lead = "-" if r["lead"] is None else f"{100 * r['lead']:+.2f} points" + (
-                    f" [{100 * r['lead_low']:+.2f}, {100 * r['lead_high']:+.2f}]" if r["lead_low"] is not None else "")
+                lead = "-" if r["lead"] is None else f"{100 * unrounded(r, 'lead'):+.2f} points" + (
+                    f" [{100 * unrounded(r, 'lead_low'):+.2f}, {100 * unrounded(r, 'lead_high'):+.2f}]"
+                    if r["lead_low"] is not None else "")
                 lines.append(f"- {r['group']}: best {key} {_value(r['value'])}, {lead} over the next "
-                             f"({_value(r['next'])}), paired by seed: {r['lead_verdict']}")
+                             f"({_value(r['next'])}), paired by seed: {r['lead_verdict']} (per group, uncorrected)")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
@@ -1683,26 +1838,31 @@ def decision_outputs(args, per_language, group_langs):
                 r["left_out"]]  # a group of the source's own languages has nothing zero-shot to compare
         printed.append("\n".join([f"Paired difference {a} - {b} (accuracy points): per seed, the mean over the "
                                   f"group's languages; 95 % t-interval over seeds (none below "
-                                  f"{MIN_SEEDS} seeds). {provenance(zero_shot)}",
+                                  f"{MIN_SEEDS} seeds); each verdict is its row's alone, not corrected for the "
+                                  f"number of rows. {provenance(zero_shot)}",
                                   compare_text(rows)] + compare_notes(rows)))
         compared += rows
     if compared:
         files["compare.csv"] = csv_text(COMPARE_FIELDS, compared)
     if compared and args.margin:
-        margins = margin_rows(compared, [m / 100 for m in args.margin])
+        margins = margin_rows(compared, [from_points(m) for m in args.margin])
         printed.append("\n".join([
-            "Margins (accuracy points): whether each 95 % t-interval above rules out a difference of +M or more and "
-            "of -M or less; 'no effect of M either way': it lies inside (-M, +M). Power: the chance that this many "
-            "seeds, at the observed per-seed sd, give an interval that excludes 0 when the difference is M.",
+            "Margins (accuracy points): whether each difference above rules out a difference of +M or more and of -M "
+            "or less, by a one-sided t-test at 2.5 % each (as the 95 % interval's ends), decided as one table: Holm "
+            "over its differences and sides, a side's margins nested so that they count once; 'no effect of M either "
+            "way': both ruled out. Power, exact and of each test alone at the observed per-seed sd: to exclude 0 with "
+            "this many seeds when the difference is M, and P(within) at 0, the chance of 'no effect of M either way' "
+            "when the difference is 0.",
             margin_text(margins)]))
         files["margins.csv"] = csv_text(MARGIN_FIELDS, margins)
     if args.claims:
         claimed = claim_rows(per_language, args.claims, group_langs)
         files["decisions.csv"], files["decisions.md"] = csv_text(CLAIM_FIELDS, claimed), claims_markdown(claimed)
         printed.append("Claims: each reported difference A - B against ours, paired by seed (95 % t-interval over "
-                       "seeds); against 0 the verdict, against the reported difference whether the interval rules "
-                       f"it out; power at the reported difference and the seeds {POWER:.0%} power would need at the "
-                       f"observed per-seed sd. {provenance(zero_shot)}\n\n" + files["decisions.md"].rstrip())
+                       "seeds), decided as one table by two-sided t-tests at 5 %, Holm-adjusted: against 0 over its "
+                       "distinct differences (the verdict), against the reported difference over its claims; power "
+                       f"at the reported difference (exact, of one test alone) and the seeds {POWER:.0%} power would "
+                       f"need at the observed per-seed sd. {provenance(zero_shot)}\n\n" + files["decisions.md"].rstrip())
     return files, printed
 
 

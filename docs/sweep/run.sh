@@ -7,7 +7,7 @@ set -euo pipefail
 D=docs/sweep; STAGE=${STAGE:-all}
 if [ "$STAGE" != score ]; then
 lscpu > $D/lscpu.txt
-/usr/bin/time -v -o $D/train-time.log python train.py --model "$PWD/.e5" --data-dir ../shared/sib200 --source joshi5 \
+/usr/bin/time -v -o $D/train-time.log python train.py --model .e5 --data-dir ../shared/sib200 --source joshi5 \
   --method xpe --lr-prompt 5e-3,5e-4,5e-5 --seed 1-3 --steps 200 --batch-size 16 --lr 1e-3 --eval-every 100 \
   --out runs/sweep --device cpu --precision fp32 2>&1 | tr '\r' '\n' | grep -v 'it/s[],]\|s/it[],]' > $D/train.log
 fi
