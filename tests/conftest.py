@@ -13,7 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 FIXTURE_SIB200 = ROOT / "tests" / "fixtures" / "sib200"
-EXTRAS = {"peft": "pip install peft", "matplotlib": "pip install -r requirements-plot.txt"}
+EXTRAS = {"peft": "pip install peft", "matplotlib": "pip install -r requirements-plot.txt",
+          "tensorboard": "pip install -r requirements-plot.txt"}
 
 
 def require_extra(module):
