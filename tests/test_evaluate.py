@@ -10,6 +10,7 @@ import shutil
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -1836,3 +1837,14 @@ def test_curves_with_scoring_are_part_of_the_output_set(tmp_path, runs, capsys):
                               "--curves", str(path), "--plot-size", "640x480")
     assert code == 0, capsys.readouterr().err
     assert {"curves.png", "curves.csv", "per_language.csv"} <= set(json.loads((out / "outputs.json").read_text())["files"])
+
+
+def test_the_readmes_curves_are_what_the_committed_logs_give(monkeypatch):
+    """docs/curves/replication.csv (the README's figure's numbers) is what --curves makes of the committed logs."""
+    require_extra("matplotlib")
+    monkeypatch.chdir(ROOT)
+    runs = [evaluate.read_run(d) for d in evaluate.find_runs(["docs/replication/runs"], print)]
+    files = evaluate.curves_files(runs, Path("docs/curves/replication.png"), (1800, 700))
+    assert files[Path("docs/curves/replication.csv")] == (ROOT / "docs" / "curves" / "replication.csv").read_bytes()
+    assert "--runs docs/replication/runs --curves docs/curves/replication.png" in (
+        ROOT / "docs" / "curves" / "run.sh").read_text()
