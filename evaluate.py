@@ -5,6 +5,7 @@
     python evaluate.py --scores results/per_language.csv --baseline    # the tables again, without scoring
     python evaluate.py --scores results/per_language.csv --claims claims.csv --sweep lr_prompt
     python evaluate.py --runs runs/xpe-joshi5-s1 --predict texts.txt > predictions.csv
+    python evaluate.py --runs runs/ --curves results/curves.png   # training curves from the logs; nothing scored
     python -m tools.peft_adapters export runs/xpe-joshi5-s1 peft/xpe-joshi5-s1   # PEFT in and out: a command of its own
 
 The data flows one way, top to bottom in this file: run folders or --scores -> per-language rows (score, or

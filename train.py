@@ -753,6 +753,7 @@ def check_board(board_dir, outs, resume, overwrite):
     replaces them."""
     for out in outs:
         folder = Path(board_dir) / out.name
+        xpe.check_writable(folder, "--tensorboard")
         if not (resume or overwrite) and folder.is_dir() and any(folder.glob("events.out.tfevents.*")):
             raise UsageError(f"--tensorboard: {folder} already holds events: pass --resume to continue that run's "
                              f"curves or --overwrite to replace them, or choose another --tensorboard")
@@ -1281,8 +1282,9 @@ def train(cfgs, outs, plan, languages, labels, rows, backbone, tokenizer, device
         members = [start_run(cfgs[i], outs[i], backbone, labels, languages[data_key(cfgs[i])], device, resume,
                              pack=names, made_by=made_by) for i in pack]
         rejoin(members)
-        for r in members if board_dir else ():
-            r.board = open_board(board_dir, r)
+        if board_dir:
+            for r in members:
+                r.board = open_board(board_dir, r)
         try:
             fit(members, splits, tokenizer.pad_token_id, device)
         finally:
