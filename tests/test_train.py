@@ -71,7 +71,7 @@ NORM_PARTS = {"spt": ["spt", "head"], "xpe": ["pseudo", "mlp", "head"], "dual": 
 def test_the_log_explains_the_curves_with_the_norms_of_the_parts_a_method_has(tmp_path, tiny_model_dir, method):
     """Each evaluation logs the share of the steps done, the gradient norms of its step and the parameter norms of
     the parts the method has (the others empty) and the static prompt's mean row norm; pandas reads it as it is."""
-    pandas = pytest.importorskip("pandas")
+    import pandas  # in requirements.txt through datasets
     code, out = run(tmp_path, tiny_model_dir, "--method", method)
     assert code == 0
     assert (out / "log.csv").read_text().splitlines()[0].split(",") == train.LOG_FIELDS
