@@ -739,13 +739,13 @@ def write_log(path, rows):
 
 
 def check_tensorboard(board_dir):
-    """--tensorboard, before anything is read: tensorboard installed and DIR a folder this process can write."""
+    """--tensorboard, before anything is read: DIR a folder this process can write, and tensorboard installed."""
+    xpe.check_writable(board_dir, "--tensorboard")
     try:
         import torch.utils.tensorboard  # noqa: F401
     except ImportError:
         raise UsageError("--tensorboard needs the tensorboard package: pip install tensorboard (or pip install -r "
                          "requirements-plot.txt)") from None
-    xpe.check_writable(board_dir, "--tensorboard")
 
 
 def check_board(board_dir, outs, resume, overwrite):

@@ -1405,6 +1405,8 @@ EVERY_FLAG = [
     (["--scores", "{scores}", "--plot-size", "10x10", "--plot", "{tmp}/f.png"], "too small to read"),
     (["--scores", "{scores}", "--plot-baselines", "gpt5"], "unknown column 'gpt5'"),
     (["--runs", "{tmp}/nowhere", "--predict", "{tmp}/nowhere.txt"], "does not exist"),
+    (["--scores", "{scores}", "--curves", "{tmp}/c.png"], "--curves draws the runs' log.csv: give --runs"),
+    (["--runs", "{tmp}/nowhere", "--curves", "{tmp}/c.jpg"], "ending in .png"),
 ]
 
 

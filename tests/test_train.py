@@ -373,6 +373,7 @@ BAD_INPUT = [  # every flag, each with the values outside the range where it mea
     (["--pack-seeds", "--method", "spt,spt"], "names a run twice"),
     (["--max-runs", "0"], "--max-runs must be at least 1, got 0"),
     (["--seed", "1,2", "--max-runs", "1"], "this call plans 2 runs"),  # a switch: only the runs it packs can be wrong
+    (["--tensorboard", "/dev/null/board"], "--tensorboard /dev/null/board is below /dev/null, which is a file"),
 ]
 
 
