@@ -137,8 +137,8 @@ def build_parser(description=None):
     p.add_argument("--overwrite", action="store_true", help="replace the runs in the run folders (only train.py's "
                                                             "own files there are removed)")
     p.add_argument("--tensorboard", metavar="DIR", default=None,
-                   help="also write log.csv's numbers as TensorBoard events, each run in DIR/<its folder's name> "
-                        "(needs tensorboard: pip install -r requirements-plot.txt)")
+                   help="also write log.csv's numbers as TensorBoard events, each run in DIR/<its folder's name>; "
+                        "needs tensorboard: pip install -r requirements-plot.txt (default none)")
     return p
 
 
