@@ -5,6 +5,7 @@
     python evaluate.py --scores results/per_language.csv --baseline    # the tables again, without scoring
     python evaluate.py --scores results/per_language.csv --claims claims.csv --sweep lr_prompt
     python evaluate.py --runs runs/xpe-joshi5-s1 --predict texts.txt > predictions.csv
+    python evaluate.py --runs runs/ --curves results/curves.png   # training curves from the logs; nothing scored
     python -m tools.peft_adapters export runs/xpe-joshi5-s1 peft/xpe-joshi5-s1   # PEFT in and out: a command of its own
 
 The data flows one way, top to bottom in this file: run folders or --scores -> per-language rows (score, or
@@ -61,7 +62,8 @@ MODE_FLAGS = {"predict": {"predict", "batch_size", "device", "precision"},
               "score": {"scores", "group", "groups", "groups_file", "data_dir", "out", "batch_size", "device",
                         "baseline", "compare", "margin", "claims", "sweep", "sweep_plot", "plot", "plot_sort", "plot_size",
                         "plot_baselines", "unfinished",
-                        "precision", "pool_code"}}
+                        "precision", "pool_code", "curves"},
+              "curves": {"curves", "plot_size"}}  # --curves alone draws the runs' logs: nothing is scored
 
 
 def note(text):
@@ -1748,6 +1750,190 @@ def png_bytes(fig):
     return png.getvalue()
 
 
+# ==== training curves: the runs' log.csv against the step ========================================================
+# curves_numbers reads each run's log.csv (train.LOG_FIELDS; a log from before a column was logged lacks it) into
+# series: a run's own, and per setting of several seeds their mean with a band of one sd over seeds; curves_png
+# draws them, a panel per column any run logged; curves_files gives the PNG and its numbers as a CSV.
+
+CURVE_PANELS = {"train_loss": "training loss", "dev_loss": "dev loss", "dev_accuracy": "dev accuracy",
+                "grad_norm": "gradient norm, all parts (before clipping)",
+                **{f"grad_norm_{part}": f"gradient norm: {name}" for part, name in (
+                    ("spt", "SPT part"), ("pseudo", "pseudo-prompts"), ("mlp", "MLP"), ("head", "head"))},
+                **{f"param_norm_{part}": f"parameter norm: {name}" for part, name in (
+                    ("spt", "SPT part"), ("pseudo", "pseudo-prompts"), ("mlp", "MLP"), ("head", "head"))},
+                "prompt_row_norm": "static prompt: mean row norm"}
+CURVE_FIELDS = ["panel", "series", "run", "seed", "step", "value", "runs", "sd"]
+
+
+def read_log(run_dir):
+    """A run's log.csv as rows {column: float or None} (None: empty, or a column its train.py did not log yet),
+    in step order; [] where there is none (an imported adapter). A cell that is no number is a UsageError."""
+    path = Path(run_dir) / "log.csv"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path} cannot be read ({type(e).__name__}): not a log train.py wrote") from None
+    reader = csv.DictReader(io.StringIO(text))
+    if "step" not in (reader.fieldnames or []):
+        raise UsageError(f"{path} has no step column: not a log train.py wrote")
+    rows = []
+    for line, raw in enumerate(reader, 2):
+        row = {}
+        for column in ("step", *CURVE_PANELS):
+            cell = (raw.get(column) or "").strip()
+            try:
+                row[column] = float(cell) if cell else None
+            except ValueError:
+                raise UsageError(f"{path}, line {line}: {column} {cell[:40]!r} is not a number: not a log train.py "
+                                 f"wrote") from None
+        if row["step"] is None or not row["step"].is_integer() or row["step"] < 0:
+            raise UsageError(f"{path}, line {line}: step {raw.get('step')!r} is not a step: not a log train.py wrote")
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["step"])
+
+
+def swept_key(settings):
+    """The setting a sweep varies, or None: the one recorded setting (with those equal to it in every run) in which
+    the settings differ, its values numbers."""
+    recorded = {s: described(s) for s in settings}
+    keys = sorted({k for d in recorded.values() for k in d})
+    varied = [k for k in keys if len({json.dumps(d.get(k)) for d in recorded.values()}) > 1]
+    for key in varied:
+        values = [d.get(key) for d in recorded.values()]
+        if (all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+                and all(all(d.get(k) == d.get(key) for d in recorded.values()) for k in varied if k != key)):
+            return key
+    return None
+
+
+def curves_numbers(runs):
+    """(series, panels, swept setting or None, CSV rows) of the runs' logs. A series: label, setting, swept value
+    (or None), runs [(run dir, seed, rows)] and, with several seeds, mean {panel: [(step, mean, sd, n)]}; panels: the
+    columns any run logged, in CURVE_PANELS' order."""
+    by_setting_seed, missing = defaultdict(dict), []
+    for run in runs:
+        rows = read_log(run["dir"])
+        if not rows:
+            missing.append(str(run["dir"]))
+            continue
+        setting = setting_of(run_row(run, run["only"], 0, 0.0, "")) + (run["only"],)
+        seed = run["config"]["seed"]
+        if seed in by_setting_seed[setting]:
+            raise UsageError(f"{by_setting_seed[setting][seed][0]} and {run['dir']} are both {name_of(setting)} from "
+                             f"{setting[2]} with seed {seed} and the same settings: one would hide the other in the "
+                             f"means over seeds; draw them apart")
+        by_setting_seed[setting][seed] = (str(run["dir"]), rows, str(run["ended"]).startswith("unfinished"))
+    if missing:
+        note(f"no log.csv, so no curves: {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+    if not by_setting_seed:
+        raise UsageError("no run of --runs has a log.csv to draw: train one with train.py")
+    panels = [c for c in CURVE_PANELS if any(r[c] is not None for seeds in by_setting_seed.values()
+                                            for _, rows, _ in seeds.values() for r in rows)]
+    labels, key = setting_labels({s[:6]: None for s in by_setting_seed}), swept_key({s[:6] for s in by_setting_seed})
+    series, out = [], []
+    for setting in sorted(by_setting_seed, key=lambda s: (s[2], s[6], method_order(name_of(s)),
+                                                        value_order(described(s).get(key, 0)), labels[s[:6]])):
+        seeds = by_setting_seed[setting]
+        label = labels[setting[:6]] + (f" → {setting[6]}" if setting[6] else f" ({setting[2]})") + \
+            (" ‡ unfinished" if any(u for _, _, u in seeds.values()) else "")
+        s = dict(label=label, setting=setting, value=described(setting).get(key) if key else None,
+                 runs=[(d, seed, rows) for seed, (d, rows, _) in sorted(seeds.items())], mean={})
+        for d, seed, rows in s["runs"]:
+            out += [dict(panel=c, series=label, run=d, seed=seed, step=int(r["step"]), value=r[c], runs="", sd="")
+                    for c in panels for r in rows if r[c] is not None]
+        if len(seeds) > 1:
+            for c in panels:
+                at = defaultdict(list)
+                for _, _, rows in s["runs"]:
+                    for r in rows:
+                        if r[c] is not None:
+                            at[int(r["step"])].append(r[c])
+                s["mean"][c] = [(step, statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else None, len(v))
+                                for step, v in sorted(at.items())]
+                out += [dict(panel=c, series=label, run="mean", seed="", step=step, value=round(m, 6),
+                             runs=n, sd="" if sd is None else round(sd, 6)) for step, m, sd, n in s["mean"][c]]
+        series.append(s)
+    return series, panels, key, out
+
+
+def curves_png(series, panels, key, size, caption):
+    """The curves drawn: a panel per column, a thin line per run, and for a setting of several seeds its mean (bold)
+    with a band of one sd over the seeds; a sweep's settings coloured by the swept value on one colour scale (the
+    methods then by line style); PNG bytes of size (width, height) pixels."""
+    from matplotlib import colormaps
+    from matplotlib.colors import LogNorm, Normalize
+
+    width = size[0]
+    values = [s["value"] for s in series if s["value"] is not None]
+    if key and values:
+        log = min(values) > 0 and max(values) >= 10 * min(values)
+        scale = (LogNorm if log else Normalize)(min(values), max(values))
+        colour = {id(s): colormaps["viridis"](0.9 * scale(s["value"])) for s in series}  # 0.9: no pale yellow
+    else:
+        palette = colormaps["tab10"].colors
+        colour = {id(s): palette[i % len(palette)] for i, s in enumerate(series)}
+    styles = dict(zip(dict.fromkeys(name_of(s["setting"]) for s in series),  # by colour a setting, else a method
+                      ["-", "--", ":", "-."] * 10 if key and values else ["-"] * len(series)))
+    fig = blank_figure(size)
+    columns = min(len(panels), 4)
+    axes = fig.subplots(-(-len(panels) // columns), columns, squeeze=False).ravel()
+    for ax, panel in zip(axes, panels):
+        for s in series:
+            style = dict(color=colour[id(s)], linestyle=styles[name_of(s["setting"])])
+            several = bool(s["mean"])
+            for i, (_, _, rows) in enumerate(s["runs"]):
+                points = [(r["step"], r[panel]) for r in rows if r[panel] is not None]
+                if points:
+                    ax.plot(*zip(*points), linewidth=0.8 if several else 1.6, alpha=0.35 if several else 1.0,
+                            label=None if several or i else s["label"], **style)
+            if several and s["mean"].get(panel):
+                steps, means, sds, _ = zip(*s["mean"][panel])
+                ax.plot(steps, means, linewidth=2.2, label=f"{s['label']}, mean of {len(s['runs'])} seeds", **style)
+                banded = [(x, m, sd) for x, m, sd in zip(steps, means, sds) if sd is not None]
+                if banded:
+                    xs, ms, sd = zip(*banded)
+                    ax.fill_between(xs, [m - d for m, d in zip(ms, sd)], [m + d for m, d in zip(ms, sd)],
+                                    color=style["color"], alpha=0.18, linewidth=0)
+        if panel.startswith("grad_norm") and all(y > 0 for line in ax.get_lines() for y in line.get_ydata()):
+            ax.set_yscale("log")  # gradient norms span orders of magnitude
+        ax.set_title(CURVE_PANELS[panel], loc="left", fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    handles, labels = {}, {}
+    for ax in axes[:len(panels)]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.suptitle("Training curves from log.csv\n" + textwrap.fill(
+        f"{caption} · thin: a run; bold: the mean over a setting's seeds, band: ± one sd over them"
+        + (f" · colour: {key}" if key and values else ""), max(40, int(width / 9))), fontsize=11)
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 3),
+               fontsize=9, frameon=False)
+    return png_bytes(fig)
+
+
+def write_figure(files):
+    """--curves alone: the numbers, then the PNG ({path: bytes}), each whole or not at all; no set in --out (a
+    drawing of the logs replaces none of the tables there)."""
+    for target, content in sorted(files.items(), key=lambda kv: kv[0].suffix != ".csv"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        xpe.atomic_write(target, lambda tmp, content=content: Path(tmp).write_bytes(content))
+
+
+def curves_files(runs, path, size=PLOT_SIZE):
+    """{path: bytes} of the curves' PNG and, beside it, their numbers (path with .csv); nothing is written."""
+    path = Path(path)
+    width, height = check_figure(path, size)
+    series, panels, key, rows = curves_numbers(runs)
+    seeds = sorted({seed for s in series for _, seed, _ in s["runs"]})
+    caption = f"{sum(len(s['runs']) for s in series)} runs, seeds {seed_list(seeds)}"
+    png = curves_png(series, panels, key, (width, height), caption)
+    return {path: png, path.with_suffix(".csv"): csv_text(CURVE_FIELDS, rows).encode("utf-8")}
+
+
 # ---- the report: every output file, in memory -----------------------------------------------------------
 
 def for_tables(args, per_language):
@@ -2059,6 +2245,11 @@ def parser():
                                                             "the tables' note names the code versions pooled")
     p.add_argument("--plot", metavar="FILE.png", help="the paper's Figure 2: accuracy per language, seen and unseen "
                                                       "panels; its numbers go to FILE.csv (needs matplotlib)")
+    p.add_argument("--curves", metavar="FILE.png", help="training curves from the runs' log.csv: losses, dev accuracy "
+                                                        "and the norms against the step, a line a run, a setting's "
+                                                        "seeds also as their mean with a band; its numbers go to "
+                                                        "FILE.csv (needs matplotlib); with --runs alone, nothing is "
+                                                        "scored")
     p.add_argument("--plot-sort", metavar="METHOD[@SOURCE]",
                    help="order the figure's languages by this setting, highest first, e.g. dual:0.7 or "
                         "dual:0.7@joshi5, or a series' label (default: the first setting)")
@@ -2072,8 +2263,11 @@ def parser():
 
 
 def mode_of(args, defaults):
-    """predict or score; a flag given that belongs to the other mode is a UsageError."""
-    mode = "predict" if args.predict is not None else "score"
+    """predict, curves (--curves with no flag of scoring) or score; a flag given that belongs to another mode is a
+    UsageError."""
+    given = {k for k, v in vars(args).items() if k != "runs" and v != defaults[k]}
+    mode = ("predict" if args.predict is not None else
+            "curves" if args.curves and given <= MODE_FLAGS["curves"] else "score")
     stray = [k for k, v in vars(args).items() if k != "runs" and k not in MODE_FLAGS[mode] and v != defaults[k]]
     if stray:
         flags = ", ".join("--" + k.replace("_", "-") for k in stray)
@@ -2127,12 +2321,20 @@ def check_flags(args):
                          f"claims elsewhere")
     if args.plot and args.sweep_plot and Path(args.plot).resolve() == Path(args.sweep_plot).resolve():
         raise UsageError("--plot and --sweep-plot name one file: give each its own")
+    for flag, other in (("--plot", args.plot), ("--sweep-plot", args.sweep_plot)):
+        if args.curves and other and Path(args.curves).resolve() == Path(other).resolve():
+            raise UsageError(f"--curves and {flag} name one file: give each its own")
+    if args.curves and args.scores:
+        raise UsageError("--curves draws the runs' log.csv: give --runs, not --scores")
     if args.plot:
         xpe.check_writable(args.plot, "--plot", "file")
         check_figure(args.plot, parse_size(args.plot_size))
     if args.sweep_plot:
         xpe.check_writable(args.sweep_plot, "--sweep-plot", "file")
         check_figure(args.sweep_plot, parse_size(args.plot_size))
+    if args.curves:
+        xpe.check_writable(args.curves, "--curves", "file")
+        check_figure(args.curves, parse_size(args.plot_size))
     for column in (args.plot_baselines or "").split(","):
         if column and column not in BASELINE_COLUMNS:
             raise UsageError(f"--plot-baselines: unknown column {column!r}; use some of {', '.join(BASELINE_COLUMNS)}")
@@ -2149,6 +2351,12 @@ def main(argv=None):
         if mode == "predict":
             return predict_texts(args, device)
         check_flags(args)
+        curves = curves_files([read_run(d) for d in find_runs(args.runs, note if mode == "curves" else lambda text: None)],
+                              args.curves, parse_size(args.plot_size)) if args.curves else {}
+        if mode == "curves":
+            write_figure(curves)
+            note(f"curves written to {args.curves}, their numbers to {Path(args.curves).with_suffix('.csv')}")
+            return 0
         groups, codes = data.groups_and_codes(args.groups_file, args.data_dir)
         specs = [args.group] if args.group else (args.groups.split(",") if args.groups else
                                                  list(groups) if args.groups_file else TABLE2_GROUPS.split(","))
@@ -2161,13 +2369,14 @@ def main(argv=None):
             per_language, found = score_runs(args, group_langs, device)
         files, pictures, printed = report(args, per_language, group_langs, groups, codes)
         out = Path(args.out)
-        write_outputs(out, {out / name: text.encode("utf-8") for name, text in files.items()} | pictures, argv)
+        write_outputs(out, {out / name: text.encode("utf-8") for name, text in files.items()} | pictures | curves,
+                      argv)
     except UsageError as e:
         print(f"evaluate.py: error: {e}", file=sys.stderr)
         return 2
     for text in printed:
         print(f"\n{text}")
-    for png in (args.plot, args.sweep_plot):
+    for png in (args.plot, args.sweep_plot, args.curves):
         if png:
             note(f"figure written to {png}, its numbers to {Path(png).with_suffix('.csv')}")
     note(f"{len(per_language)} language results{f' from {len(found)} run(s)' if found else ''} in "

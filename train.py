@@ -136,6 +136,9 @@ def build_parser(description=None):
     p.add_argument("--resume", action="store_true", help="continue the call's runs from their last evaluation")
     p.add_argument("--overwrite", action="store_true", help="replace the runs in the run folders (only train.py's "
                                                             "own files there are removed)")
+    p.add_argument("--tensorboard", metavar="DIR", default=None,
+                   help="also write log.csv's numbers as TensorBoard events, each run in DIR/<its folder's name>; "
+                        "needs tensorboard: pip install -r requirements-plot.txt (default none)")
     return p
 
 
@@ -506,7 +509,14 @@ STAGED = "state.next.pt"
 # so that a kill halfway leaves no state to resume from, and config.json (which says "a run is here") last
 OUTPUTS = (STAGED, "state.pt", "best.safetensors", "prompt.safetensors", "log.csv", "config.json")
 TMP = re.compile(r"\.(" + "|".join(re.escape(n) for n in OUTPUTS) + r")\.[^/]*\.tmp")  # xpe.atomic_write's
-LOG_FIELDS = ["step", "train_loss", "lr_prompt", "lr_spt", "lr", "dev_loss", "dev_accuracy", "seconds"]  # log.csv's columns
+PARTS = ("spt", "pseudo", "mlp", "head")  # the trainable parts: the SPT part, the pseudo-prompts, the MLP, the head
+# log.csv's columns: the evaluation's numbers, then what explains them (as the Hugging Face Trainer's grad_norm and
+# nanoGPT's share of the run): the share of the steps done, the gradient norm of the evaluation's step before
+# clipping (all parts, then each), each part's parameter norm and the static prompt's mean row norm; a part the
+# method lacks is empty. Logs from before these columns lack them: readers take a missing column as empty.
+LOG_FIELDS = ["step", "train_loss", "lr_prompt", "lr_spt", "lr", "dev_loss", "dev_accuracy", "seconds",
+              "budget_used", "grad_norm", *(f"grad_norm_{part}" for part in PARTS),
+              *(f"param_norm_{part}" for part in PARTS), "prompt_row_norm"]
 
 
 class Ended(str, Enum):
@@ -728,6 +738,46 @@ def write_log(path, rows):
     xpe.atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
 
 
+def check_tensorboard(board_dir):
+    """--tensorboard, before anything is read: DIR a folder this process can write, and tensorboard installed."""
+    xpe.check_writable(board_dir, "--tensorboard")
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        raise UsageError("--tensorboard needs the tensorboard package: pip install tensorboard (or pip install -r "
+                         "requirements-plot.txt)") from None
+
+
+def check_board(board_dir, outs, resume, overwrite):
+    """No run's subfolder of --tensorboard holds events from before, unless --resume continues them or --overwrite
+    replaces them."""
+    for out in outs:
+        folder = Path(board_dir) / out.name
+        xpe.check_writable(folder, "--tensorboard")
+        if not (resume or overwrite) and folder.is_dir() and any(folder.glob("events.out.tfevents.*")):
+            raise UsageError(f"--tensorboard: {folder} already holds events: pass --resume to continue that run's "
+                             f"curves or --overwrite to replace them, or choose another --tensorboard")
+
+
+def open_board(board_dir, run):
+    """The run's TensorBoard writer, in board_dir/<its folder's name>. Every event there from before is dropped
+    (purged from step 0) and the run's log written again, so that the curves hold each step once and equal log.csv
+    whatever a killed call, an --overwrite or a call without --tensorboard left."""
+    from torch.utils.tensorboard import SummaryWriter
+    board = SummaryWriter(str(Path(board_dir) / run.out.name), purge_step=0)
+    for row in run.progress.log:
+        write_scalars(board, row)
+    return board
+
+
+def write_scalars(board, row):
+    """A log.csv row as TensorBoard scalars, each under its column's name at the row's step; flushed."""
+    for key, value in row.items():
+        if key != "step" and value is not None and value != "":
+            board.add_scalar(key, float(value), int(row["step"]))
+    board.flush()
+
+
 def stage(out, state):
     """The first phase of a pack's save: the run's next state.pt, under another name."""
     xpe.atomic_write(out / STAGED, lambda tmp: torch.save(state, tmp))
@@ -838,6 +888,9 @@ class Run:
     best: dict = None                # the best model's trainable weights and artifact tensors, on the CPU
     loss_sum: torch.Tensor = None    # training loss since the last evaluation, summed on the device
     first_bad: torch.Tensor = None   # the first step with a non-finite loss, found without a sync
+    parts: dict = None               # {part of PARTS: its trainable parameters} (parts_of)
+    grad_norms: dict = None          # {log.csv column: norm} of the last step's gradients, on the device
+    board: object = None             # its TensorBoard writer (--tensorboard), or None
 
 
 def ending(cfg, p):
@@ -934,7 +987,7 @@ def start_run(cfg, out, backbone, labels, sources, device, resume=False, pack=No
         config["settings"]["code"] = f"{earlier}+{config['settings']['code']}"  # resumed under other code
     zero = torch.zeros((), device=device)
     run = Run(cfg, out, model, optimizer, [g["lr"] for g in optimizer.param_groups], config, Progress(),
-              loss_sum=zero.clone(), first_bad=zero.long() - 1)
+              loss_sum=zero.clone(), first_bad=zero.long() - 1, parts=parts_of(model))
     if not resume:  # the folder is empty or train.py's own (check_folders): what a killed call left goes
         out.mkdir(parents=True, exist_ok=True)
         clear(out)
@@ -954,14 +1007,36 @@ def start_run(cfg, out, backbone, labels, sources, device, resume=False, pack=No
     return run
 
 
+def parts_of(model):
+    """{part of PARTS: its trainable parameters}, the parts the model has (an SPT run: no pseudo-prompts, no MLP)."""
+    parts = {}
+    for name, p in itertools.chain(model.prompt.named_parameters("prompt"), model.head.named_parameters("head")):
+        if p.requires_grad:
+            part = ("spt" if name == "prompt.spt" else "pseudo" if name == "prompt.xpe.pseudo" else
+                    "mlp" if name.startswith("prompt.xpe.mlp.") else "head")
+            parts.setdefault(part, []).append(p)
+    return parts
+
+
+def norm_of(tensors):
+    """The L2 norm of tensors taken together, as a tensor on their device (no sync)."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.detach()) for t in tensors]))
+
+
 def update(run, loss):
-    """One optimiser step of a run whose gradients are in place: rate, clip, step, track the loss."""
+    """One optimiser step of a run whose gradients are in place: rate, clip, step, track the loss. The gradient
+    norms before clipping stay for the next evaluation's log (clipping computes the whole one anyway)."""
     scale = lr_scale(run.progress.step, run.cfg)
     for group, base in zip(run.optimizer.param_groups, run.base_lrs):
         group["lr"] = base * scale
+    grads = {part: [p.grad for p in params if p.grad is not None] for part, params in run.parts.items()}
+    norms = {f"grad_norm_{part}": norm_of(g) for part, g in grads.items() if g}
     if run.cfg.grad_clip:
         params = [p for g in run.optimizer.param_groups for p in g["params"]]
-        torch.nn.utils.clip_grad_norm_(params, run.cfg.grad_clip)
+        total = torch.nn.utils.clip_grad_norm_(params, run.cfg.grad_clip)
+    else:
+        total = torch.linalg.vector_norm(torch.stack(list(norms.values())))
+    run.grad_norms = {"grad_norm": total, **norms}
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     run.progress.step += 1
@@ -983,8 +1058,10 @@ def evaluate_run(run, logits, labels, seconds, pack_step):
     p.log.append(dict(step=p.step, train_loss=round(run.loss_sum.item() / max(since, 1), 6),
                       lr_prompt=cfg.lr_prompt * scale, lr_spt=cfg.lr_spt * scale, lr=cfg.lr * scale,
                       dev_loss=round(dev_loss, 6),
-                      dev_accuracy=round(dev_acc, 6), seconds=round(p.seconds, 2)))
+                      dev_accuracy=round(dev_acc, 6), seconds=round(p.seconds, 2), **norm_columns(run)))
     run.loss_sum.zero_()
+    if run.board:  # before the save: a kill after it finds the events at least as far as state.pt
+        write_scalars(run.board, p.log[-1])
     if dev_acc > p.best_accuracy:
         p.best_step, p.best_accuracy = p.step, dev_acc
         run.best = dict(model=trainable_state(run.model), artifact=xpe.artifact_tensors(run.model))
@@ -996,6 +1073,16 @@ def evaluate_run(run, logits, labels, seconds, pack_step):
     p.ended = ending(cfg, p)
     if p.ended:
         p.ended_step, p.left_at = p.step, pack_step
+
+
+def norm_columns(run):
+    """log.csv's columns after seconds (LOG_FIELDS), at an evaluation: None (empty) for a part the run lacks."""
+    six = lambda x: None if x is None else float(f"{x:.6g}")  # noqa: E731  (six significant digits)
+    grads = {k: v.item() for k, v in (run.grad_norms or {}).items()}
+    params = {f"param_norm_{part}": norm_of(ps).item() for part, ps in run.parts.items()}
+    rows = torch.linalg.vector_norm(run.model.static_prompt(), dim=-1).mean().item()  # dropout off: no random draw
+    columns = dict(budget_used=round(run.progress.step / run.cfg.steps, 6), prompt_row_norm=six(rows))
+    return {**columns, **{k: six(grads.get(k, params.get(k))) for k in LOG_FIELDS if k.startswith(("grad_", "param_"))}}
 
 
 def end_not_finite(run, bad_step, pack_step):
@@ -1180,8 +1267,10 @@ def encode_splits(rows, tokenizer, max_length):
             for key, (train_rows, dev_rows) in rows.items()}
 
 
-def train(cfgs, outs, plan, languages, labels, rows, backbone, tokenizer, device, resume=False, made_by=None):
-    """Train the runs of the packs in plan into their claimed folders, pack after pack; 0 if all ended well."""
+def train(cfgs, outs, plan, languages, labels, rows, backbone, tokenizer, device, resume=False, made_by=None,
+          board_dir=None):
+    """Train the runs of the packs in plan into their claimed folders, pack after pack; 0 if all ended well.
+    board_dir: --tensorboard's folder, or None."""
     call_names = run_names(cfgs)
     keys = dict.fromkeys(data_key(cfgs[i]) for pack in plan for i in pack)
     splits = encode_splits({key: rows[key] for key in keys}, tokenizer, cfgs[0].max_length)
@@ -1193,7 +1282,15 @@ def train(cfgs, outs, plan, languages, labels, rows, backbone, tokenizer, device
         members = [start_run(cfgs[i], outs[i], backbone, labels, languages[data_key(cfgs[i])], device, resume,
                              pack=names, made_by=made_by) for i in pack]
         rejoin(members)
-        fit(members, splits, tokenizer.pad_token_id, device)
+        if board_dir:
+            for r in members:
+                r.board = open_board(board_dir, r)
+        try:
+            fit(members, splits, tokenizer.pad_token_id, device)
+        finally:
+            for r in members:
+                if r.board:
+                    r.board.close()
         runs += members
     return 0 if all([print_ending(r) for r in runs]) else 1
 
@@ -1203,6 +1300,8 @@ def main(argv=None):
     fds = []
     try:
         cfgs = resolve_configs(args)
+        if args.tensorboard:
+            check_tensorboard(args.tensorboard)
         rank, world, local_rank = rank_world()
         device = xpe.pick_device(args.device, local_rank if world > 1 else None)
         precision = xpe.resolve_precision(cfgs[0].precision, device)  # the runs record what they train in
@@ -1225,6 +1324,8 @@ def main(argv=None):
             [outs[i] for i in mine], [asdict(cfgs[i]) for i in mine], [names[i] for i in mine], args.resume,
             args.overwrite, NOT_IDENTITY, call_outs=outs, **kw)
         check()
+        if args.tensorboard:
+            check_board(args.tensorboard, [outs[i] for i in mine], args.resume, args.overwrite)
         if not mine:
             print(f"train.py: process {rank} of {world}: the call's {len(names)} runs are in other processes' packs")
             return 0
@@ -1236,7 +1337,8 @@ def main(argv=None):
             for i in mine:
                 clear(outs[i])
         made_by = {"code": code_fingerprint(), "backbone_weights": weights_fingerprint(cfg.model)}
-        return train(cfgs, outs, plan, languages, labels, rows, backbone, tokenizer, device, args.resume, made_by)
+        return train(cfgs, outs, plan, languages, labels, rows, backbone, tokenizer, device, args.resume, made_by,
+                     args.tensorboard)
     except UsageError as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2

@@ -34,7 +34,8 @@ SLOW = {
     "test_train.py::test_killed_packed_target_call_resumes_to_the_same_prompts": "8 s; test_killed_run_resumes_to_the_same_prompt",
 }
 E5_FIXTURES = {"e5_dir", "e5_run"}  # a test that takes one of these is in the slow tier
-EXTRAS = {"peft": "pip install peft", "matplotlib": "pip install -r requirements-plot.txt"}
+EXTRAS = {"peft": "pip install peft", "matplotlib": "pip install -r requirements-plot.txt",
+          "tensorboard": "pip install -r requirements-plot.txt"}
 
 
 def pytest_configure(config):

@@ -10,6 +10,7 @@ import shutil
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -1416,6 +1417,8 @@ EVERY_FLAG = [
     (["--scores", "{scores}", "--plot-size", "10x10", "--plot", "{tmp}/f.png"], "too small to read"),
     (["--scores", "{scores}", "--plot-baselines", "gpt5"], "unknown column 'gpt5'"),
     (["--runs", "{tmp}/nowhere", "--predict", "{tmp}/nowhere.txt"], "does not exist"),
+    (["--scores", "{scores}", "--curves", "{tmp}/c.png"], "--curves draws the runs' log.csv: give --runs"),
+    (["--runs", "{tmp}/nowhere", "--curves", "{tmp}/c.jpg"], "ending in .png"),
 ]
 
 
@@ -1835,3 +1838,139 @@ def test_printed_numbers_are_rounded_once_from_the_computed_ones():
     assert "[-1.23, +1.23]" in evaluate.compare_text([row])
     line = evaluate.margin_text([row]).splitlines()[1]
     assert "[-1.23, +1.23]" in line and " 0.97 " in line and " 0.96 " not in line
+# ---- --curves: the runs' log.csv against the step ---------------------------------------------------------
+
+def curves_main(tmp_path, *args):
+    return evaluate.main(["--plot-size", "640x480", *args])
+
+
+def test_curves_alone_draw_the_logs_without_scoring(tmp_path, runs, monkeypatch, capsys):
+    """Two seeds of a setting (a, b) and a run of another (c): each run's numbers as its log.csv holds them, the two
+    seeds' mean with its sd at every step, a panel per logged column; no backbone is loaded and no set written."""
+    image = require_extra("matplotlib.image")
+    monkeypatch.setattr(xpe, "load_backbone", lambda *a, **k: pytest.fail("--curves alone scores nothing"))
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "figs" / "curves.png"
+    assert curves_main(tmp_path, "--runs", str(runs / "a"), str(runs / "b"), str(runs / "c"), "--curves",
+                       str(path)) == 0, capsys.readouterr().err
+    assert image.imread(path).shape[:2] == (480, 640)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["curves.csv", "curves.png"]
+    table = read_csv(path.with_suffix(".csv"))
+    assert list(table[0]) == evaluate.CURVE_FIELDS
+    logs = {name: list(csv.DictReader(open(runs / name / "log.csv"))) for name in "abc"}
+    panels = [c for c in evaluate.CURVE_PANELS if any(r[c] for rows in logs.values() for r in rows)]
+    assert {r["panel"] for r in table} == set(panels)
+    assert {"grad_norm_mlp", "param_norm_spt", "prompt_row_norm"} <= set(panels)
+    for name, rows in logs.items():
+        mine = {(r["panel"], int(r["step"])): float(r["value"]) for r in table if r["run"] == str(runs / name)}
+        assert mine == {(c, int(r["step"])): float(r[c]) for c in panels for r in rows if r[c]}, name
+    means = {(r["panel"], int(r["step"])): r for r in table if r["run"] == "mean"}
+    assert {int(r["runs"]) for r in means.values()} == {2}  # a and b; c is a setting of one seed
+    for (panel, step), r in means.items():
+        values = [float(x[panel]) for name in "ab" for x in logs[name] if int(x["step"]) == step]
+        assert float(r["value"]) == pytest.approx(statistics.fmean(values), abs=1e-6)
+        assert float(r["sd"]) == pytest.approx(statistics.stdev(values), abs=1e-6)
+
+
+def test_curves_of_logs_from_before_the_norms_draw_what_they_hold(tmp_path, runs, capsys):
+    require_extra("matplotlib")
+    old = copy_run(runs, "a", tmp_path)
+    rows = list(csv.DictReader(open(old / "log.csv")))
+    columns = ["step", "train_loss", "lr_prompt", "lr", "dev_loss", "dev_accuracy", "seconds"]  # the first log.csv
+    (old / "log.csv").write_text(evaluate.csv_text(columns, rows))
+    assert evaluate.last_logged_step(old) == 12
+    path = tmp_path / "curves.png"
+    assert curves_main(tmp_path, "--runs", str(old), "--curves", str(path)) == 0, capsys.readouterr().err
+    assert {r["panel"] for r in read_csv(path.with_suffix(".csv"))} == {"train_loss", "dev_loss", "dev_accuracy"}
+
+
+def test_a_sweeps_curves_are_coloured_by_the_swept_value(tmp_path, tiny_model_dir):
+    sweep = tmp_path / "sweep"
+    assert train.main(["--model", str(tiny_model_dir), *TINY, "--steps", "4", "--eval-every", "2", "--source",
+                       "eng_Latn", "--method", "xpe", "--lr-prompt", "5e-3,5e-5", "--out", str(sweep)]) == 0
+    runs = [evaluate.read_run(d) for d in evaluate.find_runs([str(sweep)], print)]
+    series, _, key, _ = evaluate.curves_numbers(runs)
+    assert key == "lr_prompt" and sorted(s["value"] for s in series) == [5e-5, 5e-3]
+    _, _, key, _ = evaluate.curves_numbers(runs[:1])
+    assert key is None  # one setting: no sweep
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--curves", "c.pdf"], "the figure is a PNG"),
+    (["--curves", "c.png", "--plot-size", "100x100"], "too small to read"),
+    (["--curves", "c.png", "--plot", "c.png", "--group", "fra_Latn"], "--curves and --plot name one file"),
+    (["--curves", "c.png", "--sweep", "lr", "--sweep-plot", "c.png", "--group", "fra_Latn"],
+     "--curves and --sweep-plot name one file"),
+    (["--curves", "dir"], "is a folder: name a file"),
+])
+def test_curves_refuse_what_the_other_figures_refuse(tmp_path, runs, monkeypatch, capsys, flags, expected):
+    require_extra("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dir").mkdir()
+    assert evaluate.main(["--runs", str(runs / "a"), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir"]
+
+
+def test_curves_without_matplotlib_or_with_scores_are_one_line(tmp_path, runs, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.csv").write_text("run\n")
+    assert evaluate.main(["--scores", "s.csv", "--curves", "c.png"]) == 2
+    assert "give --runs, not --scores" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert evaluate.main(["--runs", str(runs / "a"), "--curves", "c.png"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "requirements-plot.txt" in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("step,train_loss\n4,abc\n", "line 2: train_loss 'abc' is not a number"),
+    ("step,train_loss\nfour,1.0\n", "line 2: step 'four' is not a number"),
+    ("step,train_loss\n2.5,1.0\n", "line 2: step '2.5' is not a step"),
+    ("step,train_loss\n-4,1.0\n", "is not a step"),
+    ("train_loss\n1.0\n", "has no step column"),
+    ("", "has no step column"),
+])
+def test_a_log_that_train_py_did_not_write_is_one_line(tmp_path, text, expected):
+    (tmp_path / "log.csv").write_text(text)
+    with pytest.raises(xpe.UsageError) as excinfo:
+        evaluate.read_log(tmp_path)
+    assert expected in one_line_usage_error(excinfo) and str(tmp_path / "log.csv") in str(excinfo.value)
+
+
+def test_any_log_text_reads_as_rows_or_one_line(tmp_path):
+    """Random cells and lines (a seeded stream): read_log gives rows of numbers or a one-line UsageError, nothing else."""
+    rng, cells = random.Random(7), ["", "1", "2.5", "-3", "nan", "inf", "x", "1e400", '"4"', "5,6", "\n", "\r", "é"]
+    for _ in range(60):
+        header = rng.sample(["step", "train_loss", "dev_loss", "grad_norm_mlp", "other"], rng.randint(1, 5))
+        lines = [",".join(header)] + [",".join(rng.choice(cells) for _ in header) for _ in range(rng.randint(0, 4))]
+        (tmp_path / "log.csv").write_text("\n".join(lines) + rng.choice(["", "\n"]))
+        try:
+            rows = evaluate.read_log(tmp_path)
+        except xpe.UsageError as e:
+            assert "\n" not in str(e)
+            continue
+        assert all(isinstance(r["step"], float) and r["step"].is_integer() for r in rows)
+        assert all(v is None or isinstance(v, float) for r in rows for v in r.values())
+
+
+def test_curves_with_scoring_are_part_of_the_output_set(tmp_path, runs, capsys):
+    require_extra("matplotlib")
+    path = tmp_path / "results" / "curves.png"
+    code, out = evaluate_main(tmp_path, "--runs", str(runs / "a"), str(runs / "c"), "--group", "fra_Latn",
+                              "--curves", str(path), "--plot-size", "640x480")
+    assert code == 0, capsys.readouterr().err
+    assert {"curves.png", "curves.csv", "per_language.csv"} <= set(json.loads((out / "outputs.json").read_text())["files"])
+
+
+def test_the_readmes_curves_are_what_the_committed_logs_give(monkeypatch):
+    """docs/curves/replication.csv (the README's figure's numbers) is what --curves makes of the committed logs."""
+    require_extra("matplotlib")
+    monkeypatch.chdir(ROOT)
+    runs = [evaluate.read_run(d) for d in evaluate.find_runs(["docs/replication/runs"], print)]
+    files = evaluate.curves_files(runs, Path("docs/curves/replication.png"), (1800, 700))
+    assert files[Path("docs/curves/replication.csv")] == (ROOT / "docs" / "curves" / "replication.csv").read_bytes()
+    assert "--runs docs/replication/runs --curves docs/curves/replication.png" in (
+        ROOT / "docs" / "curves" / "run.sh").read_text()

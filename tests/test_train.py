@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 import evaluate
 import train
 import xpe
-from conftest import FIXTURE_SIB200, ROOT, cpu_bf16
+from conftest import FIXTURE_SIB200, ROOT, cpu_bf16, require_extra
 
 SOURCE = "eng_Latn,fra_Latn"
 
@@ -62,6 +62,59 @@ def test_each_method_trains_and_writes_a_run(tmp_path, tiny_model_dir, method, f
         assert math.isclose(float(r["lr_spt"]) / 2e-3, float(r["lr_prompt"]) / 5e-3, rel_tol=1e-9)
     model, _ = xpe.load_artifact(out, xpe.load_backbone(str(tiny_model_dir))[0])
     assert model.prompt.prompt.shape == (20, 32)
+
+
+NORM_PARTS = {"spt": ["spt", "head"], "xpe": ["pseudo", "mlp", "head"], "dual": ["spt", "pseudo", "mlp", "head"]}
+
+
+@pytest.mark.parametrize("method", ["spt", "xpe", "dual"])
+def test_the_log_explains_the_curves_with_the_norms_of_the_parts_a_method_has(tmp_path, tiny_model_dir, method):
+    """Each evaluation logs the share of the steps done, the gradient norms of its step and the parameter norms of
+    the parts the method has (the others empty) and the static prompt's mean row norm; pandas reads it as it is."""
+    import pandas  # in requirements.txt through datasets
+    code, out = run(tmp_path, tiny_model_dir, "--method", method)
+    assert code == 0
+    assert (out / "log.csv").read_text().splitlines()[0].split(",") == train.LOG_FIELDS
+    rows, parts = log_of(out), NORM_PARTS[method]
+    assert [float(r["budget_used"]) for r in rows] == pytest.approx([1 / 3, 2 / 3, 1.0], abs=1e-6)
+    for r in rows:
+        for part in train.PARTS:
+            for column in (f"grad_norm_{part}", f"param_norm_{part}"):
+                assert (r[column] != "") == (part in parts), (column, r)
+                assert r[column] == "" or math.isfinite(float(r[column])) and float(r[column]) > 0, (column, r)
+        # the whole gradient norm is the parts' together
+        assert float(r["grad_norm"]) == pytest.approx(math.hypot(*(float(r[f"grad_norm_{p}"]) for p in parts)),
+                                                      rel=1e-4)
+    # the parameter norms are those of the last evaluation's weights (state.pt), the prompt's row norm that of the
+    # best evaluation's prompt (prompt.safetensors)
+    weights = torch.load(out / "state.pt", weights_only=True)["model"]
+    named = {"spt": ["prompt.spt"], "pseudo": ["prompt.xpe.pseudo"],
+             "mlp": [k for k in weights if k.startswith("prompt.xpe.mlp.")],
+             "head": [k for k in weights if k.startswith("head.")]}
+    for part in parts:
+        norm = math.sqrt(sum(weights[k].double().pow(2).sum().item() for k in named[part]))
+        assert float(rows[-1][f"param_norm_{part}"]) == pytest.approx(norm, rel=1e-5), part
+    best = torch.load(out / "state.pt", weights_only=True)["progress"]["best_step"]
+    prompt = load_file(str(out / "prompt.safetensors"))["prompt"]
+    (at_best,) = [r for r in rows if int(r["step"]) == best]
+    assert float(at_best["prompt_row_norm"]) == pytest.approx(prompt.norm(dim=-1).mean().item(), rel=1e-5)
+    frame = pandas.read_csv(out / "log.csv")
+    assert list(frame.columns) == train.LOG_FIELDS and len(frame) == 3
+    assert frame[[f"grad_norm_{p}" for p in train.PARTS if p not in parts]].isna().all().all()
+
+
+def test_the_logged_gradient_norms_are_taken_before_clipping(tiny_model_dir, tmp_path):
+    backbone = xpe.load_backbone(str(tiny_model_dir))[0]
+    cfg = train.TrainConfig(method="dual", xpe_frac=0.5, grad_clip=1.0, model=str(tiny_model_dir))
+    r = train.start_run(cfg, tmp_path / "run", backbone, ["a", "b"], ["eng_Latn"], torch.device("cpu"))
+    for params in r.parts.values():
+        for p in params:
+            p.grad = torch.full_like(p, 3.0)
+    sizes = {part: sum(p.numel() for p in params) for part, params in r.parts.items()}
+    train.update(r, torch.tensor(1.0))
+    got = {k: v.item() for k, v in r.grad_norms.items()}
+    assert got == pytest.approx({"grad_norm": 3 * math.sqrt(sum(sizes.values())),
+                                 **{f"grad_norm_{part}": 3 * math.sqrt(n) for part, n in sizes.items()}})
 
 
 def test_schedule_follows_the_closed_form(tiny_model_dir):
@@ -162,9 +215,62 @@ def test_killed_run_resumes_to_the_same_prompt(tmp_path, tiny_model_dir):
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     seconds_before = float(log_of(out)[-1]["seconds"])
     assert train.main(argv + ["--resume"]) == 0
-    same_files(whole, out)
+    same_files(whole, out)  # the norms too: the resumed step's gradients are those of the unbroken run
+    assert all(r[f"grad_norm_{part}"] and r[f"param_norm_{part}"] for r in log_of(out) for part in train.PARTS)
     seconds = [float(r["seconds"]) for r in log_of(out)]
     assert seconds == sorted(seconds) and seconds[-1] > seconds_before  # a resumed run keeps counting its time
+
+
+def events_of(folder):
+    """{tag: [(step, value)]} of the scalars in a TensorBoard folder, read by tensorboard's own reader."""
+    accumulator = require_extra("tensorboard.backend.event_processing.event_accumulator").EventAccumulator(str(folder))
+    accumulator.Reload()
+    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+
+
+def logged_scalars(out):
+    """log.csv's numbers as TensorBoard holds them: {column: [(step, value as a float32)]}, empty cells left out."""
+    rows = log_of(out)
+    as_float32 = lambda text: torch.tensor(float(text), dtype=torch.float32).item()  # noqa: E731
+    return {k: [(int(r["step"]), as_float32(r[k])) for r in rows if r[k]] for k in train.LOG_FIELDS[1:]
+            if any(r[k] for r in rows)}
+
+
+def test_tensorboard_events_equal_the_log_and_a_resumed_run_writes_no_step_twice(tmp_path, tiny_model_dir):
+    require_extra("tensorboard")
+    board = tmp_path / "board"
+    code, whole = run(tmp_path, tiny_model_dir, "--method", "dual", "--tensorboard", str(board), name="whole")
+    assert code == 0
+    assert events_of(board / "whole") == logged_scalars(whole)
+    assert len(logged_scalars(whole)) == len(train.LOG_FIELDS) - 1  # every column of a DUAL run, the step aside
+    argv = argv_of(tmp_path, tiny_model_dir, "--method", "dual", "--tensorboard", str(board), name="killed")
+    killed(argv, 25)  # between evaluations 20 and 30: the events of 10 and 20 are written
+    assert [step for step, _ in events_of(board / "killed")["dev_loss"]] == [10, 20]
+    assert train.main(argv + ["--resume"]) == 0
+    events = events_of(board / "killed")
+    assert events == logged_scalars(tmp_path / "killed")
+    assert [step for step, _ in events["grad_norm_mlp"]] == [10, 20, 30]
+    strip = lambda scalars: {k: v for k, v in scalars.items() if k != "seconds"}  # noqa: E731
+    assert strip(events) == strip(events_of(board / "whole"))
+
+
+def test_tensorboard_not_installed_is_one_line_before_training(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as where it is not installed
+    monkeypatch.delitem(sys.modules, "torch.utils.tensorboard", raising=False)
+    code, out = run(tmp_path, tiny_model_dir, "--tensorboard", str(tmp_path / "board"))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "train.py: error: --tensorboard needs the tensorboard package" in err
+    assert not out.exists() and not (tmp_path / "board").exists()
+
+
+def test_tensorboard_folder_holding_another_runs_events_is_refused(tmp_path, tiny_model_dir, capsys):
+    require_extra("tensorboard")
+    (tmp_path / "board" / "run").mkdir(parents=True)
+    (tmp_path / "board" / "run" / "events.out.tfevents.1.host.1.0").write_bytes(b"another run's")
+    code, out = run(tmp_path, tiny_model_dir, "--tensorboard", str(tmp_path / "board"))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "already holds events: pass --resume" in err
+    assert not out.exists()
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_state(tmp_path, tiny_model_dir, capsys):
@@ -267,6 +373,7 @@ BAD_INPUT = [  # every flag, each with the values outside the range where it mea
     (["--pack-seeds", "--method", "spt,spt"], "names a run twice"),
     (["--max-runs", "0"], "--max-runs must be at least 1, got 0"),
     (["--seed", "1,2", "--max-runs", "1"], "this call plans 2 runs"),  # a switch: only the runs it packs can be wrong
+    (["--tensorboard", "/dev/null/board"], "--tensorboard /dev/null/board is below /dev/null, which is a file"),
 ]
 
 
