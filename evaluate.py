@@ -1512,7 +1512,7 @@ def figure_files(per_language, groups, path, size=PLOT_SIZE, sort_by=None, basel
     width, height = check_figure(path, size)
     series, key, panels, rows = figure_numbers(per_language, groups, sort_by, baselines)
     png = draw_png(series, key, panels, (width, height), provenance(per_language))
-    return {path: png, path.with_suffix(".csv"): csv_text(PLOT_FIELDS, rows).encode("utf-8")}, rows
+    return {path: png, numbers_path(path): csv_text(PLOT_FIELDS, rows).encode("utf-8")}, rows
 
 
 def plot_languages(per_language, groups, path, size=PLOT_SIZE, sort_by=None, baselines=None):
@@ -1717,7 +1717,7 @@ def sweep_outputs(args, per_language, group_langs):
     if args.sweep_plot:
         png = Path(args.sweep_plot)
         pictures = {png: sweep_png(swept, parse_size(args.plot_size), provenance(zero_shot)),
-                    png.with_suffix(".csv"): files["sweep.csv"].encode("utf-8")}
+                    numbers_path(png): files["sweep.csv"].encode("utf-8")}
     return files, pictures, [f"Sweep of {args.sweep}. {provenance(zero_shot)}\n\n" + files["sweep.md"].rstrip()]
 
 
@@ -1727,13 +1727,117 @@ def digest(content):
     return hashlib.sha256(content).hexdigest()
 
 
+# Where a call writes is known before anything is scored (check_plan): the set's files in --out, each figure and
+# its numbers. None of them may be an input of the call or another of its outputs, lie in a run's folder or the
+# data, or replace a file that evaluate.py did not write: an existing file is replaced only where the manifest of
+# --out lists it as it is (previous_set), as train.py only ever writes into a folder of its own.
+
+def set_names(args):
+    """The files of --out this call may write (which of table1 and table3 it does follows from the rows)."""
+    names = {"per_language.csv", "per_group.csv", "table1.md", "table1.csv", "table3.md", "table3.csv"}
+    for given, more in ((args.baseline, {"table2.md", "table2.csv"}), (args.compare, {"compare.csv"}),
+                        (args.margin, {"margins.csv"}), (args.claims_file, {"decisions.csv", "decisions.md"}),
+                        (args.sweep, {"sweep.csv", "sweep.md"})):
+        names |= more if given else set()
+    return [name for name in OUTPUT_FILES if name in names]
+
+
+def numbers_path(png):
+    """Where a figure's numbers go: beside it, FILE.csv."""
+    return Path(png).with_suffix(".csv")
+
+
+def planned_outputs(args):
+    """[(what, path)]: every file the call may write, the manifest with them."""
+    out = Path(args.out)
+    planned = [(f"--out's {name}", out / name) for name in set_names(args) + [MANIFEST]]
+    for flag, png in (("--plot", args.plot), ("--sweep-plot", args.sweep_plot)):
+        if png:
+            planned += [(f"{flag} {png}", Path(png)), (f"the numbers of {flag} {png}", numbers_path(png))]
+    return planned
+
+
+def call_inputs(args):
+    """[(what, path)]: the files the call reads, which it must never write over."""
+    inputs = [(f"--scores {path}", Path(path)) for path in args.scores or []]
+    inputs.append(("--groups-file", Path(args.groups_file)) if args.groups_file else ("groups.json", data.GROUPS_PATH))
+    inputs.append(("baselines.csv", BASELINES_PATH))
+    if args.claims_file:
+        inputs.append((f"--claims {args.claims_file}", Path(args.claims_file)))
+    return inputs
+
+
+def path_key(path):
+    """One key for the names of one file: resolved (links, ..) and case-folded, since a case-insensitive file system
+    (macOS's, Windows') takes a.PNG and a.png for one file."""
+    return str(Path(path).resolve()).casefold()
+
+
+def one_file(a, b):
+    try:
+        return path_key(a) == path_key(b) or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_plan(args):
+    """Every path the call writes against its inputs, each other, and what is there now; before anything is
+    scored. An interrupted set in --out is finished first (or refused: finish_pending), so its manifest is current."""
+    out = Path(args.out)
+    if out.is_dir():
+        finish_pending(out)
+    planned = planned_outputs(args)
+    for i, (what, path) in enumerate(planned):
+        other = next((w for w, p in planned[:i] if one_file(p, path)), None)
+        if other:
+            raise UsageError(f"{other} and {what} are one file ({path}): give each output its own path")
+        taken = next((w for w, p in call_inputs(args) if one_file(p, path)), None)
+        if taken:
+            raise UsageError(f"{what} ({path}) is {taken}, which this call reads: write it elsewhere")
+    data_dir = Path(args.data_dir).resolve() if args.data_dir else None
+    ours = {path_key(p) for p in previous_set(out)} if out.is_dir() else set()
+    manifest = read_manifest(out) if out.is_dir() else {}
+    for what, path in planned:
+        folder = path.parent
+        if (folder / train.MARK).exists() or (folder / xpe.ARTIFACT_CONFIG).exists():
+            raise UsageError(f"{what} ({path}) would go into {folder}, the folder of a run (or of a model), which "
+                             f"holds that run alone: write it elsewhere")
+        if data_dir and (path.resolve() == data_dir or data_dir in path.resolve().parents):
+            raise UsageError(f"{what} ({path}) would go into --data-dir {args.data_dir}, which this call reads: "
+                             f"write it elsewhere")
+        if not (path.exists() or path.is_symlink()):
+            continue
+        if path.is_dir():
+            raise UsageError(f"{what} ({path}) is a folder: name another path")
+        if path.name == MANIFEST and path.parent == out and manifest is None:
+            raise UsageError(f"{path} is not an {MANIFEST} that evaluate.py wrote, so it will not be replaced: move "
+                             f"it aside or choose another --out")
+        if path.name != MANIFEST and path_key(path) not in ours:
+            raise UsageError(f"{what} ({path}) is a file that evaluate.py did not write (the {MANIFEST} of --out "
+                             f"{out} does not list it as it is), so it will not be replaced: move it aside or "
+                             f"choose another path")
+
+
+def read_manifest(out):
+    """The manifest of out as evaluate.py writes it ({"command": "python evaluate.py ...", "files": {name: sha256}});
+    {} where out has none, None where its outputs.json is not one evaluate.py wrote."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        return None
+    if (isinstance(manifest, dict) and isinstance(manifest.get("files"), dict)
+            and str(manifest.get("command", "")).startswith("python evaluate.py")):
+        return manifest
+    return None
+
+
 def previous_set(out):
     """{path: sha256} of the files an earlier call wrote, as its manifest lists them, and unchanged since: the only
-    files of --out a call removes when it does not write them again. Without a manifest, none."""
-    try:
-        listed = json.loads((out / MANIFEST).read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
+    files a call removes when it does not write them again, and the only ones it replaces. Without a manifest,
+    none."""
+    listed = (read_manifest(out) or {}).get("files", {})
     stale = {}
     for name, sha in listed.items():
         path = (out / name).resolve()  # an absolute name stays itself
@@ -1749,16 +1853,28 @@ def finish_pending(out):
     """Carry out the journal (PENDING) of a set being put in place: rename each file not yet renamed, remove the
     earlier set's files the new one does not hold (while unchanged), write the manifest, drop the journal. A call
     killed at any moment of this is finished so by the next call into the folder (or that reads a file of it),
-    since every step can be taken again."""
+    since every step can be taken again. Only to exactly the set the journal names: where a file of it is neither
+    its temporary nor in place as written (a temporary removed since), the call is refused and nothing changes."""
     try:
         journal = json.loads((out / PENDING).read_text())
+        renames, listed = [(path, tmp) for path, tmp in journal["renames"]], journal["manifest"]["files"]
+        shas = [listed[os.path.relpath(path, out)] for path, _ in renames]
     except FileNotFoundError:
         return False
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise UsageError(f"{out / PENDING}: an interrupted set's journal that cannot be read ({e}): move it and the "
                          f"folder's files aside, and evaluate again") from None
+    for (path, tmp), sha in zip(renames, shas):  # before anything changes: each file is the one the call wrote
+        try:
+            whole = digest(Path(tmp if os.path.exists(tmp) else path).read_bytes()) == sha
+        except OSError:
+            whole = False
+        if not whole:
+            raise UsageError(f"{out / PENDING}: the set an interrupted call was putting in place is no longer whole "
+                             f"({path} is missing or not the file it wrote), so nothing was changed: remove "
+                             f"{PENDING} to keep the folder as it is, and evaluate again")
     (out / MANIFEST).unlink(missing_ok=True)  # until the new one, the folder claims no whole set
-    for path, tmp in journal["renames"]:
+    for path, tmp in renames:
         if os.path.exists(tmp):
             os.replace(tmp, path)
     for path, sha in journal["stale"].items():
@@ -1777,6 +1893,8 @@ def write_outputs(out, files, argv):
     (finish_pending), which puts them in place, removes the earlier set's files this call does not write and
     writes the manifest. A kill before the journal leaves the earlier set; after it, the next call finishes the new
     one."""
+    out = out.absolute()  # the journal's paths hold from any working folder
+    files = {path.absolute(): content for path, content in files.items()}
     out.mkdir(parents=True, exist_ok=True)
     finish_pending(out)
     temps = {}
@@ -1784,6 +1902,7 @@ def write_outputs(out, files, argv):
         for path, content in files.items():
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.fchmod(fd, xpe.plain_mode())  # not mkstemp's 0600: the mode open() would give
             with os.fdopen(fd, "wb") as f:
                 f.write(content)
             temps[path] = tmp
@@ -1962,11 +2081,6 @@ def check_flags(args):
             raise UsageError("--sweep is empty: name the swept setting as config.json's settings do, e.g. lr_prompt")
     args.out = args.out or "results"
     xpe.check_writable(args.out, "--out")
-    if args.claims and Path(args.claims_file).resolve() in {(Path(args.out) / name).resolve() for name in OUTPUT_FILES}:
-        raise UsageError(f"--claims {args.claims_file} is a file evaluate.py writes into --out {args.out}: keep the "
-                         f"claims elsewhere")
-    if args.plot and args.sweep_plot and Path(args.plot).resolve() == Path(args.sweep_plot).resolve():
-        raise UsageError("--plot and --sweep-plot name one file: give each its own")
     if args.plot:
         xpe.check_writable(args.plot, "--plot", "file")
         check_figure(args.plot, parse_size(args.plot_size))
@@ -1976,6 +2090,7 @@ def check_flags(args):
     for column in (args.plot_baselines or "").split(","):
         if column and column not in BASELINE_COLUMNS:
             raise UsageError(f"--plot-baselines: unknown column {column!r}; use some of {', '.join(BASELINE_COLUMNS)}")
+    check_plan(args)
 
 
 def main(argv=None):
@@ -2009,7 +2124,7 @@ def main(argv=None):
         print(f"\n{text}")
     for png in (args.plot, args.sweep_plot):
         if png:
-            note(f"figure written to {png}, its numbers to {Path(png).with_suffix('.csv')}")
+            note(f"figure written to {png}, its numbers to {numbers_path(png)}")
     note(f"{len(per_language)} language results{f' from {len(found)} run(s)' if found else ''} in "
          f"{time.time() - start:.1f} s; written to {out}/ ({MANIFEST} lists the set)")
     return 0
