@@ -575,9 +575,10 @@ def check_own(out, what):
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise UsageError(f"{out} holds files that train.py did not write ({shown}), so it will not {what} there: "
                           f"choose another --out")
-    if not is_own(out) and (out / "config.json").exists():
-        raise UsageError(f"{out} holds a config.json that train.py did not write, so it will not {what} there: "
-                          f"choose another --out")
+    theirs = [name for name in OUTPUTS if (out / name).exists()] if not is_own(out) else []
+    if theirs:  # a file of train.py's names in a folder train.py did not make is the user's
+        raise UsageError(f"{out} holds {' and '.join('a ' + name for name in theirs)} that train.py did not write, "
+                         f"so it will not {what} there: choose another --out")
 
 
 def is_locked(out):
