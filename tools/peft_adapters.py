@@ -307,6 +307,8 @@ def check_out(out_dir):
             foreign = [] if "imported_from" in json.loads(earlier.read_text()) else [earlier.name]
         except ValueError:
             foreign = [earlier.name]
+    elif not foreign and (out / xpe.ARTIFACT_WEIGHTS).exists():  # no config.json of an import says it is ours
+        foreign = [xpe.ARTIFACT_WEIGHTS]
     if foreign:
         raise UsageError(f"{out} holds files of another run or of yours ({', '.join(foreign[:3])}"
                            f"{', ...' if len(foreign) > 3 else ''}): name a new folder, an empty one or an earlier import")
@@ -429,7 +431,7 @@ def export_peft(run_dir, out_dir):
         # module is wrapped by peft 0.17 and later: trained on and saved again. peft 0.14 to 0.16 have no such
         # field; they warn that they ignore it and load the same weights.
         adapter["modules_to_save"] = extra_modules
-    check_earlier_export(out / EXPORT_FILES[0], adapter)
+    check_earlier_export(out, adapter)
     out.mkdir(parents=True, exist_ok=True)
     # the labels ride in the weights' metadata (peft reads none of it), so that an import takes them back
     metadata = {"format": "pt", LABELS_KEY: json.dumps(list(config["labels"]))}
@@ -438,19 +440,25 @@ def export_peft(run_dir, out_dir):
     return adapter, num_labels
 
 
-def check_earlier_export(config_path, adapter):
-    """An adapter_config.json already there is replaced only when it is one export wrote: its fields exactly
-    those of a PROMPT_TUNING export (another adapter, a LoRA or peft's own save, has others)."""
-    if not config_path.is_file():
-        return
-    try:
-        theirs = json.loads(config_path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        theirs = None
-    if not isinstance(theirs, dict) or set(theirs) != set(adapter) or theirs.get("peft_type") != "PROMPT_TUNING":
-        kind = theirs.get("peft_type") if isinstance(theirs, dict) else None
-        raise UsageError(f"export: {config_path.parent} holds an adapter that export did not write "
-                         f"({kind or 'not one of ours'}): name a new folder, an empty one or a previous export")
+def check_earlier_export(out, adapter):
+    """The files of an export already in out are replaced only where they are one export wrote: an
+    adapter_config.json with exactly the fields of a PROMPT_TUNING export (another adapter, a LoRA, has others), and
+    the weights with our labels in their metadata (LABELS_KEY), which peft's own save of a prompt-tuning adapter,
+    fields and all like ours, lacks. The weights are written first: a kill between leaves them alone, still ours."""
+    config_path = out / ADAPTER_CONFIG
+    if config_path.is_file():
+        try:
+            theirs = json.loads(config_path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            theirs = None
+        if not isinstance(theirs, dict) or set(theirs) != set(adapter) or theirs.get("peft_type") != "PROMPT_TUNING":
+            kind = theirs.get("peft_type") if isinstance(theirs, dict) else None
+            raise UsageError(f"export: {out} holds an adapter that export did not write "
+                             f"({kind or 'not one of ours'}): name a new folder, an empty one or a previous export")
+    there = [name for name in EXPORT_FILES if (out / name).exists()]
+    if there and exported_labels(out) is None:
+        raise UsageError(f"export: {out} holds {' and '.join(there)} that export did not write (no labels of ours in "
+                         f"its weights): name a new folder, an empty one or a previous export")
 
 
 def peft_load_line(adapter, num_labels, out_dir):
