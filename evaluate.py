@@ -1780,6 +1780,17 @@ def one_file(a, b):
         return False
 
 
+def rewritten_input(args, files):
+    """The tables again in place (--scores results/per_language.csv, --out results): the set's per_language.csv may
+    be a --scores file of the call, only where the call writes it again byte for byte (the rows of that file alone),
+    so that it is left as it is (write_outputs writes no file that is there already as it would be)."""
+    path = Path(args.out) / "per_language.csv"
+    read = next((p for p in args.scores or [] if one_file(Path(p), path)), None)
+    if read and path.read_bytes() != files["per_language.csv"].encode("utf-8"):
+        raise UsageError(f"--scores {read} is the per_language.csv of --out {args.out}, which this call would write "
+                         f"with other rows (those of every --scores file): write the set elsewhere (--out)")
+
+
 def check_plan(args):
     """Every path the call writes against its inputs, each other, and what is there now; before anything is
     scored. An interrupted set in --out is finished first (or refused: finish_pending), so its manifest is current."""
@@ -1792,7 +1803,7 @@ def check_plan(args):
         if other:
             raise UsageError(f"{other} and {what} are one file ({path}): give each output its own path")
         taken = next((w for w, p in call_inputs(args) if one_file(p, path)), None)
-        if taken:
+        if taken and not (taken.startswith("--scores") and path.name == "per_language.csv"):  # see rewritten_input
             raise UsageError(f"{what} ({path}) is {taken}, which this call reads: write it elsewhere")
     data_dir = Path(args.data_dir).resolve() if args.data_dir else None
     ours = {path_key(p) for p in previous_set(out)} if out.is_dir() else set()
@@ -1900,6 +1911,8 @@ def write_outputs(out, files, argv):
     temps = {}
     try:
         for path, content in files.items():
+            if path.is_file() and path.read_bytes() == content:
+                continue  # there as it would be written (rewritten_input): left alone, listed in the manifest
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             os.fchmod(fd, xpe.plain_mode())  # not mkstemp's 0600: the mode open() would give
@@ -2115,6 +2128,7 @@ def main(argv=None):
         else:
             per_language, found = score_runs(args, group_langs, device)
         files, pictures, printed = report(args, per_language, group_langs, groups, codes)
+        rewritten_input(args, files)
         out = Path(args.out)
         write_outputs(out, {out / name: text.encode("utf-8") for name, text in files.items()} | pictures, argv)
     except UsageError as e:

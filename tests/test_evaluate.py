@@ -1904,3 +1904,24 @@ def test_every_file_a_call_writes_has_the_mode_of_a_plain_open(tmp_path, capsys)
         os.umask(old)
     modes = {str(p): stat.S_IMODE(p.stat().st_mode) for p in paths}
     assert len(modes) >= 18 and set(modes.values()) == {0o644}, modes
+
+
+def test_the_tables_again_in_place_leave_the_per_language_file_they_read_as_it_is(tmp_path, capsys):
+    """README's --scores results/per_language.csv --baseline (--out results by default): the set's own
+    per_language.csv is the input, written again byte for byte, so it stays as it is; with another --scores file
+    beside it the call would write other rows over its input, and is refused before anything is written."""
+    import os
+    code, out = scores_main(tmp_path, rows_of("xpe") + rows_of("spt"))
+    assert code == 0
+    scores = out / "per_language.csv"
+    inode, content = os.stat(scores).st_ino, scores.read_bytes()
+    assert evaluate.main(["--scores", str(scores), "--baseline", "--group", ",".join(LANGS), "--out", str(out)]) == 0
+    assert os.stat(scores).st_ino == inode and scores.read_bytes() == content
+    assert "table2.md" in json.loads((out / evaluate.MANIFEST).read_text())["files"]
+    other = write_scores(tmp_path / "other.csv", rows_of("dual", frac=0.7))
+    before = tree(tmp_path)
+    capsys.readouterr()
+    assert evaluate.main(["--scores", str(scores), str(other), "--group", ",".join(LANGS), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "would write with other rows" in err, err
+    assert tree(tmp_path) == before
