@@ -1803,7 +1803,7 @@ def check_plan(args):
         if other:
             raise UsageError(f"{other} and {what} are one file ({path}): give each output its own path")
         taken = next((w for w, p in call_inputs(args) if one_file(p, path)), None)
-        if taken and not (taken.startswith("--scores") and path.name == "per_language.csv"):  # see rewritten_input
+        if taken and not (taken.startswith("--scores") and path == out / "per_language.csv"):  # rewritten_input
             raise UsageError(f"{what} ({path}) is {taken}, which this call reads: write it elsewhere")
     data_dir = Path(args.data_dir).resolve() if args.data_dir else None
     ours = {path_key(p) for p in previous_set(out)} if out.is_dir() else set()

@@ -1800,6 +1800,7 @@ def test_an_out_folder_with_a_users_own_set_files_and_no_manifest_is_refused(tmp
     (["--plot", "S/Victim.PNG"], "S/victim.csv"),  # one file on a case-insensitive file system
     (["--plot", "S/mine.png"], "S/mine.csv"),  # any X.csv beside the named PNG
     (["--out", "S"], "S/per_language.csv"),  # --scores S/per_language.csv --out S
+    (["--plot", "S/per_language.png"], "S/per_language.csv"),
 ])
 def test_a_figure_or_an_output_never_replaces_an_input_or_a_users_file(tmp_path, capsys, flags, victim):
     """The issue's cases: the figure's numbers (X.csv beside X.png) were written over the --scores file, the --claims
