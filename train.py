@@ -679,7 +679,14 @@ def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), pro
     run's TrainConfig as a dict; packs: the names of the runs of each run's pack. call_outs: every folder of
     the call, where outs are one process's share (torchrun, srun), for what --resume finds.
     """
+    read = {Path(s["init"]).resolve(): "--init" for s in settings if s.get("init")}  # what the call reads
+    read |= {Path(s["data_dir"]).resolve(): "--data-dir" for s in settings if s.get("data_dir")}
     for out, mine, pack in zip(outs, settings, packs):
+        flag = next((f for folder, f in read.items() if folder == out.resolve() or folder in out.resolve().parents),
+                    None)
+        if flag:  # --overwrite would clear the source run a target run starts from; a run in the data, a language
+            raise UsageError(f"{out} is {'in ' if out.resolve() not in read else ''}the {flag} folder of this call, "
+                             f"which it reads: choose another --out")
         check_own(out, "continue a run" if resume else "replace anything" if overwrite else "train")
         if probe_locks and out.is_dir() and is_locked(out):
             raise UsageError(f"{out} is in use: another train.py call is training into it; wait for it or "
