@@ -269,8 +269,11 @@ def test_no_file_export_or_import_writes_replaces_one_of_the_users(tmp_path, tin
             assert files_of(out) == {name: b"the user's own " + name.encode()}
             walked.append(name)
         before = files_of(source)
-        assert peft_adapters.main([command, str(source), str(source)]) == 2
-        assert len(capsys.readouterr().err.strip().splitlines()) == 1 and files_of(source) == before
+        for out in (source, source / "inside"):  # the folder it reads, or a folder in it, where it is a stranger's
+            assert peft_adapters.main([command, str(source), str(out)]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and "the folder this call reads" in err[0], err
+            assert files_of(source) == before
     assert sorted(walked) == sorted(peft_adapters.EXPORT_FILES + peft_adapters.RUN_FILES)
 
 

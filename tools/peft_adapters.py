@@ -470,12 +470,21 @@ def peft_load_line(adapter, num_labels, out_dir):
 
 # ---- the command line ------------------------------------------------------------------------------------
 
+def check_apart(read, out, what):
+    """The folder a command writes is neither the folder it reads nor in it (where it would be a stranger's file)."""
+    read, written = Path(read).resolve(), Path(out).resolve()
+    if written == read or read in written.parents:
+        raise UsageError(f"{what} {out} is {'' if written == read else 'in '}{read}, the folder this call reads: "
+                         f"name a folder elsewhere")
+
+
 def export_main(args):
     """export RUN ADAPTER_DIR: one run's artifact as a PEFT adapter; nothing is scored."""
     found = evaluate.find_runs([args.run], evaluate.note)
     if len(found) != 1:
         raise UsageError(f"export takes one run; {args.run} holds {len(found)}: name one of them")
     xpe.check_writable(args.adapter, "export's ADAPTER_DIR")
+    check_apart(found[0], args.adapter, "export's ADAPTER_DIR")
     adapter, num_labels = export_peft(found[0], args.adapter)
     print(f"wrote {found[0]} as a PEFT prompt-tuning adapter ({adapter['num_virtual_tokens']} virtual tokens, "
           f"{num_labels} labels) to {args.adapter} ({', '.join(EXPORT_FILES)}); load it with: "
@@ -493,6 +502,7 @@ def import_main(args):
         groups, codes = data.groups_and_codes(args.groups_file, args.data_dir)
         source_languages = data.resolve_languages(args.source, groups, codes)
     labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
+    check_apart(args.adapter, args.run, "import's RUN")
     out = import_adapter(args.adapter, args.run, labels=labels, model=args.model, source=args.source or "imported",
                          source_languages=source_languages, seed=seeds[0])
     print(f"wrote {args.adapter} as the run {out}; score it with: python evaluate.py --runs {out}")
