@@ -10,6 +10,7 @@ import shutil
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -1801,12 +1802,16 @@ def test_an_out_folder_with_a_users_own_set_files_and_no_manifest_is_refused(tmp
     (["--plot", "S/mine.png"], "S/mine.csv"),  # any X.csv beside the named PNG
     (["--out", "S"], "S/per_language.csv"),  # --scores S/per_language.csv --out S
     (["--plot", "S/per_language.png"], "S/per_language.csv"),
+    (["--groups-file", "S/outputs.json", "--out", "S"], "S/outputs.json"),  # the manifest over the groups file
+    (["--plot", "S/baselines.png"], "S/baselines.csv"),  # the published figures the tables read
 ])
-def test_a_figure_or_an_output_never_replaces_an_input_or_a_users_file(tmp_path, capsys, flags, victim):
+def test_a_figure_or_an_output_never_replaces_an_input_or_a_users_file(tmp_path, capsys, monkeypatch, flags, victim):
     """The issue's cases: the figure's numbers (X.csv beside X.png) were written over the --scores file, the --claims
     file, or any file there, exit 0. Now one line, exit 2, before anything is written."""
     require_extra("matplotlib")
     (tmp_path / "S").mkdir()
+    (tmp_path / "S/outputs.json").write_text(json.dumps({"groups": {"mine": {"languages": LANGS}}}))
+    monkeypatch.setattr(evaluate, "BASELINES_PATH", Path(shutil.copy(evaluate.BASELINES_PATH, tmp_path / "S")))
     rows = [dict(r, ended="steps") for r in sweep(LANGS)] if "--sweep" in flags else rows_of("xpe") + rows_of("spt")
     scores = write_scores(tmp_path / victim if victim.endswith("per_language.csv") else tmp_path / "S/victim.csv",
                           rows)
