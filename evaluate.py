@@ -1869,15 +1869,17 @@ def finish_pending(out):
     try:
         journal = json.loads((out / PENDING).read_text())
         renames, listed = [(path, tmp) for path, tmp in journal["renames"]], journal["manifest"]["files"]
-        shas = [listed[os.path.relpath(path, out)] for path, _ in renames]
+        temps = {os.path.relpath(path, out): tmp for path, tmp in renames}
+        shas, stale = {name: str(sha) for name, sha in listed.items()}, dict(journal["stale"])
     except FileNotFoundError:
         return False
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise UsageError(f"{out / PENDING}: an interrupted set's journal that cannot be read ({e}): move it and the "
                          f"folder's files aside, and evaluate again") from None
-    for (path, tmp), sha in zip(renames, shas):  # before anything changes: each file is the one the call wrote
+    for name, sha in shas.items():  # before anything changes: each file of the set is the one the call wrote
+        path, tmp = out / name, temps.get(name, "")
         try:
-            whole = digest(Path(tmp if os.path.exists(tmp) else path).read_bytes()) == sha
+            whole = digest(Path(tmp if tmp and os.path.exists(tmp) else path).read_bytes()) == sha
         except OSError:
             whole = False
         if not whole:
@@ -1888,7 +1890,7 @@ def finish_pending(out):
     for path, tmp in renames:
         if os.path.exists(tmp):
             os.replace(tmp, path)
-    for path, sha in journal["stale"].items():
+    for path, sha in stale.items():
         try:
             if digest(Path(path).read_bytes()) == sha:
                 os.unlink(path)
