@@ -1638,6 +1638,7 @@ def test_a_kill_at_any_rename_leaves_the_earlier_set_or_one_the_next_call_finish
         assert files(out) == {**new_set, "mine.txt": b"mine"}, kill_at
         listed = json.loads((out / "outputs.json").read_text())["files"]
         assert set(listed) == set(new_set) and not (out / evaluate.PENDING).exists()
+        assert all(evaluate.digest((out / name).read_bytes()) == sha for name, sha in listed.items()), kill_at
     assert ends == [False] + [True] * (len(renames) - 1)  # killed writing the journal, or after it
 
 
