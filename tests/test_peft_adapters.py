@@ -300,7 +300,8 @@ def test_every_file_export_and_import_write_has_the_mode_of_a_plain_open(tmp_pat
         assert peft_adapters.main(["import", str(tmp_path / "peft"), str(tmp_path / "back")]) == 0
     finally:
         os.umask(old)
-    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for folder in ("peft", "back") for p in (tmp_path / folder).iterdir()}
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for folder in ("peft", "back")
+             for p in (tmp_path / folder).iterdir()}
     assert len(modes) == 4 and set(modes.values()) == {0o644}, modes
 
 
