@@ -607,7 +607,7 @@ def claim(outs):
             if not out.is_dir():
                 out.mkdir(parents=True)
                 made.append(out)
-            fd = os.open(out / MARK, os.O_RDWR | os.O_CREAT, 0o644)  # never replaced: the lock is on this file
+            fd = os.open(out / MARK, os.O_RDWR | os.O_CREAT, 0o666)  # never replaced: the lock is on this file
             fds.append(fd)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

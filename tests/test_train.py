@@ -693,18 +693,20 @@ def test_a_run_is_never_written_into_a_folder_the_call_reads(tmp_path, tiny_mode
     assert not (source / "to-fra").exists() and not (data_dir / "run").exists()
 
 
-def test_every_file_of_a_run_has_the_mode_of_a_plain_open(tmp_path, tiny_model_dir, one_backbone):
-    """mkstemp's 0600 made config.json and the other run files unreadable to a group's shared folder (umask 022)."""
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_every_file_of_a_run_has_the_mode_of_a_plain_open(tmp_path, tiny_model_dir, one_backbone, umask):
+    """mkstemp's 0600 made config.json and the other run files unreadable to a group's shared folder (umask 022),
+    and the lock was 0644 under a group's umask 002."""
     import os
     import stat
-    old = os.umask(0o022)
+    old = os.umask(umask)
     try:
         assert train.main(four_steps_argv(tiny_model_dir, tmp_path / "run")) == 0
     finally:
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "run").iterdir()}
-    assert {"config.json", "log.csv", "prompt.safetensors", "state.pt", "best.safetensors"} <= set(modes)
-    assert set(modes.values()) == {0o644}, modes
+    assert {"config.json", "log.csv", "prompt.safetensors", "state.pt", "best.safetensors", train.MARK} <= set(modes)
+    assert set(modes.values()) == {0o666 & ~umask}, modes
 
 
 def test_overwrite_removes_only_train_pys_files(tmp_path, tiny_model_dir, one_backbone, capsys):
