@@ -1669,7 +1669,7 @@ def figure_files(per_language, groups, path, size=PLOT_SIZE, sort_by=None, basel
     width, height = check_figure(path, size)
     series, key, panels, rows = figure_numbers(per_language, groups, sort_by, baselines)
     png = draw_png(series, key, panels, (width, height), provenance(per_language))
-    return {path: png, path.with_suffix(".csv"): csv_text(PLOT_FIELDS, rows).encode("utf-8")}, rows
+    return {path: png, numbers_path(path): csv_text(PLOT_FIELDS, rows).encode("utf-8")}, rows
 
 
 def plot_languages(per_language, groups, path, size=PLOT_SIZE, sort_by=None, baselines=None):
@@ -1744,10 +1744,42 @@ def blank_figure(size):
     return fig
 
 
-def png_bytes(fig):
+def png_bytes(fig, metadata=None):
+    """The PNG's bytes; metadata: text chunks to add ({key: text})."""
     png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=PLOT_DPI)
+    fig.savefig(png, format="png", dpi=PLOT_DPI, **({"metadata": metadata} if metadata else {}))
     return png.getvalue()
+
+
+CURVES_MARK = "xpe-curves-numbers-sha256"  # a --curves PNG's text chunk: the digest of the numbers written beside it
+
+
+def png_text(path):
+    """{keyword: text} of a PNG file's tEXt chunks; {} for a file that is no PNG or cannot be read."""
+    try:
+        content = Path(path).read_bytes()
+    except OSError:
+        return {}
+    if not content.startswith(b"\x89PNG\r\n\x1a\n"):
+        return {}
+    texts, at = {}, 8
+    while at + 8 <= len(content):
+        size, kind = int.from_bytes(content[at:at + 4], "big"), content[at + 4:at + 8]
+        if kind == b"tEXt":
+            key, _, value = content[at + 8:at + 8 + size].partition(b"\0")
+            texts[key.decode("latin-1")] = value.decode("latin-1")
+        at += 12 + size
+    return texts
+
+
+def curves_pair_is_ours(png):
+    """A --curves PNG and its numbers, both as that call wrote them: the PNG names the digest of the CSV beside it.
+    --curves alone writes no set in --out, so this is how a later call knows the pair is its own to replace."""
+    mark = png_text(png).get(CURVES_MARK)
+    try:
+        return mark is not None and mark == digest(numbers_path(png).read_bytes())
+    except OSError:
+        return False
 
 
 # ==== training curves: the runs' log.csv against the step ========================================================
@@ -1858,7 +1890,7 @@ def curves_numbers(runs):
     return series, panels, key, out
 
 
-def curves_png(series, panels, key, size, caption):
+def curves_png(series, panels, key, size, caption, metadata=None):
     """The curves drawn: a panel per column, a thin line per run, and for a setting of several seeds its mean (bold)
     with a band of one sd over the seeds; a sweep's settings coloured by the swept value on one colour scale (the
     methods then by line style); PNG bytes of size (width, height) pixels."""
@@ -1912,7 +1944,7 @@ def curves_png(series, panels, key, size, caption):
         + (f" · colour: {key}" if key and values else ""), max(40, int(width / 9))), fontsize=11)
     fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 3),
                fontsize=9, frameon=False)
-    return png_bytes(fig)
+    return png_bytes(fig, metadata)
 
 
 def write_figure(files):
@@ -1930,8 +1962,9 @@ def curves_files(runs, path, size=PLOT_SIZE):
     series, panels, key, rows = curves_numbers(runs)
     seeds = sorted({seed for s in series for _, seed, _ in s["runs"]})
     caption = f"{sum(len(s['runs']) for s in series)} runs, seeds {seed_list(seeds)}"
-    png = curves_png(series, panels, key, (width, height), caption)
-    return {path: png, path.with_suffix(".csv"): csv_text(CURVE_FIELDS, rows).encode("utf-8")}
+    numbers = csv_text(CURVE_FIELDS, rows).encode("utf-8")
+    png = curves_png(series, panels, key, (width, height), caption, {CURVES_MARK: digest(numbers)})
+    return {path: png, numbers_path(path): numbers}
 
 
 # ---- the report: every output file, in memory -----------------------------------------------------------
@@ -2063,7 +2096,7 @@ def sweep_outputs(args, per_language, group_langs):
     if args.sweep_plot:
         png = Path(args.sweep_plot)
         pictures = {png: sweep_png(swept, parse_size(args.plot_size), provenance(zero_shot)),
-                    png.with_suffix(".csv"): files["sweep.csv"].encode("utf-8")}
+                    numbers_path(png): files["sweep.csv"].encode("utf-8")}
     return files, pictures, [f"Sweep of {args.sweep}. {provenance(zero_shot)}\n\n" + files["sweep.md"].rstrip()]
 
 
@@ -2073,13 +2106,135 @@ def digest(content):
     return hashlib.sha256(content).hexdigest()
 
 
+# Where a call writes is known before anything is scored (check_plan): the set's files in --out, each figure and
+# its numbers. None of them may be an input of the call or another of its outputs, lie in a run's folder or the
+# data, or replace a file that evaluate.py did not write: an existing file is replaced only where the manifest of
+# --out lists it as it is (previous_set), as train.py only ever writes into a folder of its own.
+
+def set_names(args):
+    """The files of --out this call may write (which of table1 and table3 it does follows from the rows)."""
+    names = {"per_language.csv", "per_group.csv", "table1.md", "table1.csv", "table3.md", "table3.csv"}
+    for given, more in ((args.baseline, {"table2.md", "table2.csv"}), (args.compare, {"compare.csv"}),
+                        (args.margin, {"margins.csv"}), (args.claims_file, {"decisions.csv", "decisions.md"}),
+                        (args.sweep, {"sweep.csv", "sweep.md"})):
+        names |= more if given else set()
+    return [name for name in OUTPUT_FILES if name in names]
+
+
+def curves_alone(args):
+    """--curves with no flag of scoring: the runs' logs drawn, nothing scored, no set written into --out."""
+    return getattr(args, "curves_alone", False)  # main sets it from mode_of
+
+
+def numbers_path(png):
+    """Where a figure's numbers go: beside it, FILE.csv."""
+    return Path(png).with_suffix(".csv")
+
+
+def planned_outputs(args):
+    """[(what, path)]: every file the call may write, the manifest with them."""
+    out = Path(args.out)
+    planned = [] if curves_alone(args) else [(f"--out's {name}", out / name) for name in set_names(args) + [MANIFEST]]
+    for flag, png in (("--plot", args.plot), ("--sweep-plot", args.sweep_plot), ("--curves", args.curves)):
+        if png:
+            planned += [(f"{flag} {png}", Path(png)), (f"the numbers of {flag} {png}", numbers_path(png))]
+    return planned
+
+
+def call_inputs(args):
+    """[(what, path)]: the files the call reads, which it must never write over."""
+    inputs = [(f"--scores {path}", Path(path)) for path in args.scores or []]
+    inputs.append(("--groups-file", Path(args.groups_file)) if args.groups_file else ("groups.json", data.GROUPS_PATH))
+    inputs.append(("baselines.csv", BASELINES_PATH))
+    if args.claims_file:
+        inputs.append((f"--claims {args.claims_file}", Path(args.claims_file)))
+    return inputs
+
+
+def path_key(path):
+    """One key for the names of one file: resolved (links, ..) and case-folded, since a case-insensitive file system
+    (macOS's, Windows') takes a.PNG and a.png for one file."""
+    return str(Path(path).resolve()).casefold()
+
+
+def one_file(a, b):
+    try:
+        return path_key(a) == path_key(b) or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def rewritten_input(args, files):
+    """The tables again in place (--scores results/per_language.csv, --out results): the set's per_language.csv may
+    be a --scores file of the call, only where the call writes it again byte for byte (the rows of that file alone),
+    so that it is left as it is (write_outputs writes no file that is there already as it would be)."""
+    path = Path(args.out) / "per_language.csv"
+    read = next((p for p in args.scores or [] if one_file(Path(p), path)), None)
+    if read and path.read_bytes() != files["per_language.csv"].encode("utf-8"):
+        raise UsageError(f"--scores {read} is the per_language.csv of --out {args.out}, which this call would write "
+                         f"with other rows (those of every --scores file): write the set elsewhere (--out)")
+
+
+def check_plan(args):
+    """Every path the call writes against its inputs, each other, and what is there now; before anything is
+    scored. An interrupted set in --out is finished first (or refused: finish_pending), so its manifest is current."""
+    out = Path(args.out)
+    if out.is_dir():
+        finish_pending(out)
+    planned = planned_outputs(args)
+    for i, (what, path) in enumerate(planned):
+        other = next((w for w, p in planned[:i] if one_file(p, path)), None)
+        if other:
+            raise UsageError(f"{other} and {what} are one file ({path}): give each output its own path")
+        taken = next((w for w, p in call_inputs(args) if one_file(p, path)), None)
+        if taken and not (taken.startswith("--scores") and path == out / "per_language.csv"):  # rewritten_input
+            raise UsageError(f"{what} ({path}) is {taken}, which this call reads: write it elsewhere")
+    data_dir = Path(args.data_dir).resolve() if args.data_dir else None
+    ours = {path_key(p) for p in previous_set(out)} if out.is_dir() else set()
+    manifest = read_manifest(out) if out.is_dir() else {}
+    for what, path in planned:
+        folder = path.parent
+        if (folder / train.MARK).exists() or (folder / xpe.ARTIFACT_CONFIG).exists():
+            raise UsageError(f"{what} ({path}) would go into {folder}, the folder of a run (or of a model), which "
+                             f"holds that run alone: write it elsewhere")
+        if data_dir and (path.resolve() == data_dir or data_dir in path.resolve().parents):
+            raise UsageError(f"{what} ({path}) would go into --data-dir {args.data_dir}, which this call reads: "
+                             f"write it elsewhere")
+        if not (path.exists() or path.is_symlink()):
+            continue
+        if path.is_dir():
+            raise UsageError(f"{what} ({path}) is a folder: name another path")
+        if path.name == MANIFEST and path.parent == out and manifest is None:
+            raise UsageError(f"{path} is not an {MANIFEST} that evaluate.py wrote, so it will not be replaced: move "
+                             f"it aside or choose another --out")
+        if path.name != MANIFEST and path_key(path) not in ours and not (
+                args.curves and path_key(path) in {path_key(args.curves), path_key(numbers_path(args.curves))}
+                and curves_pair_is_ours(args.curves)):
+            raise UsageError(f"{what} ({path}) is a file that evaluate.py did not write (the {MANIFEST} of --out "
+                             f"{out} does not list it as it is), so it will not be replaced: move it aside or "
+                             f"choose another path")
+
+
+def read_manifest(out):
+    """The manifest of out as evaluate.py writes it ({"command": "python evaluate.py ...", "files": {name: sha256}});
+    {} where out has none, None where its outputs.json is not one evaluate.py wrote."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        return None
+    if (isinstance(manifest, dict) and isinstance(manifest.get("files"), dict)
+            and str(manifest.get("command", "")).startswith("python evaluate.py")):
+        return manifest
+    return None
+
+
 def previous_set(out):
     """{path: sha256} of the files an earlier call wrote, as its manifest lists them, and unchanged since: the only
-    files of --out a call removes when it does not write them again. Without a manifest, none."""
-    try:
-        listed = json.loads((out / MANIFEST).read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
+    files a call removes when it does not write them again, and the only ones it replaces. Without a manifest,
+    none."""
+    listed = (read_manifest(out) or {}).get("files", {})
     stale = {}
     for name, sha in listed.items():
         path = (out / name).resolve()  # an absolute name stays itself
@@ -2095,19 +2250,33 @@ def finish_pending(out):
     """Carry out the journal (PENDING) of a set being put in place: rename each file not yet renamed, remove the
     earlier set's files the new one does not hold (while unchanged), write the manifest, drop the journal. A call
     killed at any moment of this is finished so by the next call into the folder (or that reads a file of it),
-    since every step can be taken again."""
+    since every step can be taken again. Only to exactly the set the journal names: where a file of it is neither
+    its temporary nor in place as written (a temporary removed since), the call is refused and nothing changes."""
     try:
         journal = json.loads((out / PENDING).read_text())
+        renames, listed = [(path, tmp) for path, tmp in journal["renames"]], journal["manifest"]["files"]
+        temps = {os.path.relpath(path, out): tmp for path, tmp in renames}
+        shas, stale = {name: str(sha) for name, sha in listed.items()}, dict(journal["stale"])
     except FileNotFoundError:
         return False
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise UsageError(f"{out / PENDING}: an interrupted set's journal that cannot be read ({e}): move it and the "
                          f"folder's files aside, and evaluate again") from None
+    for name, sha in shas.items():  # before anything changes: each file of the set is the one the call wrote
+        path, tmp = out / name, temps.get(name, "")
+        try:
+            whole = digest(Path(tmp if tmp and os.path.exists(tmp) else path).read_bytes()) == sha
+        except OSError:
+            whole = False
+        if not whole:
+            raise UsageError(f"{out / PENDING}: the set an interrupted call was putting in place is no longer whole "
+                             f"({path} is missing or not the file it wrote), so nothing was changed: remove "
+                             f"{PENDING} to keep the folder as it is, and evaluate again")
     (out / MANIFEST).unlink(missing_ok=True)  # until the new one, the folder claims no whole set
-    for path, tmp in journal["renames"]:
+    for path, tmp in renames:
         if os.path.exists(tmp):
             os.replace(tmp, path)
-    for path, sha in journal["stale"].items():
+    for path, sha in stale.items():
         try:
             if digest(Path(path).read_bytes()) == sha:
                 os.unlink(path)
@@ -2123,13 +2292,18 @@ def write_outputs(out, files, argv):
     (finish_pending), which puts them in place, removes the earlier set's files this call does not write and
     writes the manifest. A kill before the journal leaves the earlier set; after it, the next call finishes the new
     one."""
+    out = out.absolute()  # the journal's paths hold from any working folder
+    files = {path.absolute(): content for path, content in files.items()}
     out.mkdir(parents=True, exist_ok=True)
     finish_pending(out)
     temps = {}
     try:
         for path, content in files.items():
+            if path.is_file() and path.read_bytes() == content:
+                continue  # there as it would be written (rewritten_input): left alone, listed in the manifest
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.fchmod(fd, xpe.plain_mode())  # not mkstemp's 0600: the mode open() would give
             with os.fdopen(fd, "wb") as f:
                 f.write(content)
             temps[path] = tmp
@@ -2316,14 +2490,6 @@ def check_flags(args):
             raise UsageError("--sweep is empty: name the swept setting as config.json's settings do, e.g. lr_prompt")
     args.out = args.out or "results"
     xpe.check_writable(args.out, "--out")
-    if args.claims and Path(args.claims_file).resolve() in {(Path(args.out) / name).resolve() for name in OUTPUT_FILES}:
-        raise UsageError(f"--claims {args.claims_file} is a file evaluate.py writes into --out {args.out}: keep the "
-                         f"claims elsewhere")
-    if args.plot and args.sweep_plot and Path(args.plot).resolve() == Path(args.sweep_plot).resolve():
-        raise UsageError("--plot and --sweep-plot name one file: give each its own")
-    for flag, other in (("--plot", args.plot), ("--sweep-plot", args.sweep_plot)):
-        if args.curves and other and Path(args.curves).resolve() == Path(other).resolve():
-            raise UsageError(f"--curves and {flag} name one file: give each its own")
     if args.curves and args.scores:
         raise UsageError("--curves draws the runs' log.csv: give --runs, not --scores")
     if args.plot:
@@ -2338,6 +2504,7 @@ def check_flags(args):
     for column in (args.plot_baselines or "").split(","):
         if column and column not in BASELINE_COLUMNS:
             raise UsageError(f"--plot-baselines: unknown column {column!r}; use some of {', '.join(BASELINE_COLUMNS)}")
+    check_plan(args)
 
 
 def main(argv=None):
@@ -2347,6 +2514,7 @@ def main(argv=None):
     start = time.time()
     try:
         mode = mode_of(args, defaults)
+        args.curves_alone = mode == "curves"  # set after mode_of, which reads the flags alone
         device = xpe.pick_device(args.device)
         if mode == "predict":
             return predict_texts(args, device)
@@ -2355,7 +2523,7 @@ def main(argv=None):
                               args.curves, parse_size(args.plot_size)) if args.curves else {}
         if mode == "curves":
             write_figure(curves)
-            note(f"curves written to {args.curves}, their numbers to {Path(args.curves).with_suffix('.csv')}")
+            note(f"curves written to {args.curves}, their numbers to {numbers_path(args.curves)}")
             return 0
         groups, codes = data.groups_and_codes(args.groups_file, args.data_dir)
         specs = [args.group] if args.group else (args.groups.split(",") if args.groups else
@@ -2368,6 +2536,7 @@ def main(argv=None):
         else:
             per_language, found = score_runs(args, group_langs, device)
         files, pictures, printed = report(args, per_language, group_langs, groups, codes)
+        rewritten_input(args, files)
         out = Path(args.out)
         write_outputs(out, {out / name: text.encode("utf-8") for name, text in files.items()} | pictures | curves,
                       argv)
@@ -2378,7 +2547,7 @@ def main(argv=None):
         print(f"\n{text}")
     for png in (args.plot, args.sweep_plot, args.curves):
         if png:
-            note(f"figure written to {png}, its numbers to {Path(png).with_suffix('.csv')}")
+            note(f"figure written to {png}, its numbers to {numbers_path(png)}")
     note(f"{len(per_language)} language results{f' from {len(found)} run(s)' if found else ''} in "
          f"{time.time() - start:.1f} s; written to {out}/ ({MANIFEST} lists the set)")
     return 0

@@ -585,9 +585,10 @@ def check_own(out, what):
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise UsageError(f"{out} holds files that train.py did not write ({shown}), so it will not {what} there: "
                           f"choose another --out")
-    if not is_own(out) and (out / "config.json").exists():
-        raise UsageError(f"{out} holds a config.json that train.py did not write, so it will not {what} there: "
-                          f"choose another --out")
+    theirs = [name for name in OUTPUTS if (out / name).exists()] if not is_own(out) else []
+    if theirs:  # a file of train.py's names in a folder train.py did not make is the user's
+        raise UsageError(f"{out} holds {' and '.join('a ' + name for name in theirs)} that train.py did not write, "
+                         f"so it will not {what} there: choose another --out")
 
 
 def is_locked(out):
@@ -616,7 +617,7 @@ def claim(outs):
             if not out.is_dir():
                 out.mkdir(parents=True)
                 made.append(out)
-            fd = os.open(out / MARK, os.O_RDWR | os.O_CREAT, 0o644)  # never replaced: the lock is on this file
+            fd = os.open(out / MARK, os.O_RDWR | os.O_CREAT, 0o666)  # never replaced: the lock is on this file
             fds.append(fd)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -688,7 +689,14 @@ def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), pro
     run's TrainConfig as a dict; packs: the names of the runs of each run's pack. call_outs: every folder of
     the call, where outs are one process's share (torchrun, srun), for what --resume finds.
     """
+    read = {Path(s["init"]).resolve(): "--init" for s in settings if s.get("init")}  # what the call reads
+    read |= {Path(s["data_dir"]).resolve(): "--data-dir" for s in settings if s.get("data_dir")}
     for out, mine, pack in zip(outs, settings, packs):
+        flag = next((f for folder, f in read.items() if folder == out.resolve() or folder in out.resolve().parents),
+                    None)
+        if flag:  # --overwrite would clear the source run a target run starts from; a run in the data, a language
+            raise UsageError(f"{out} is {'in ' if out.resolve() not in read else ''}the {flag} folder of this call, "
+                             f"which it reads: choose another --out")
         check_own(out, "continue a run" if resume else "replace anything" if overwrite else "train")
         if probe_locks and out.is_dir() and is_locked(out):
             raise UsageError(f"{out} is in use: another train.py call is training into it; wait for it or "

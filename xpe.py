@@ -425,13 +425,23 @@ def check_writable(path, what, kind="folder"):
         raise UsageError(f"{what} {path}: {there} is read-only for this process: name a {kind} elsewhere")
 
 
+def plain_mode():
+    """The mode open() gives a new file under this process's umask (0644 under umask 022). mkstemp makes its
+    files 0600, which a group's shared folder cannot read: what is renamed into place gets this mode instead."""
+    mask = os.umask(0o077)  # the only way to read the umask; for the moment between, the stricter one
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path, write):
-    """Call write(tmp_path), then rename into place: a kill never leaves a torn file."""
+    """Call write(tmp_path), then rename into place: a kill never leaves a torn file. The file gets the mode a
+    plain open() would give it (plain_mode)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, plain_mode())  # after write: a writer that makes the file anew must not undo it
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

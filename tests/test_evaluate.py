@@ -1285,7 +1285,7 @@ CLAIMS_BAD = [  # every column of a claims file out of its range, and the file i
     ("file", "a,b,group,reported\nxpe,spt,lowperf,1,2\n", "line 2: give 4 fields"),
     ("file", b"a,b,group,reported\n\xff\n", "cannot read it"),
     ("file", None, "cannot read it"),
-    ("file", "in-out", "is a file evaluate.py writes into --out"),
+    ("file", "in-out", "which this call reads"),
 ]
 
 
@@ -1368,7 +1368,7 @@ def test_sweep_table_and_figure_from_the_command_line(tmp_path, capsys):
     (["--sweep", " "], "--sweep is empty"),
     (["--sweep-plot", "s.png"], "--sweep-plot draws the table of --sweep"),
     (["--sweep", "lr_prompt", "--sweep-plot", "s.pdf"], "the figure is a PNG"),
-    (["--sweep", "lr_prompt", "--sweep-plot", "s.png", "--plot", "s.png"], "name one file"),
+    (["--sweep", "lr_prompt", "--sweep-plot", "s.png", "--plot", "s.png"], "are one file"),
 ])
 def test_sweep_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, words):
     rows = [dict(r, ended="steps") for r in sweep(LANGS)]
@@ -1652,6 +1652,7 @@ def test_a_kill_at_any_rename_leaves_the_earlier_set_or_one_the_next_call_finish
         assert files(out) == {**new_set, "mine.txt": b"mine"}, kill_at
         listed = json.loads((out / "outputs.json").read_text())["files"]
         assert set(listed) == set(new_set) and not (out / evaluate.PENDING).exists()
+        assert all(evaluate.digest((out / name).read_bytes()) == sha for name, sha in listed.items()), kill_at
     assert ends == [False] + [True] * (len(renames) - 1)  # killed writing the journal, or after it
 
 
@@ -1895,12 +1896,31 @@ def test_a_sweeps_curves_are_coloured_by_the_swept_value(tmp_path, tiny_model_di
     assert key is None  # one setting: no sweep
 
 
+@pytest.mark.parametrize("victim", ["c.png", "c.csv"])
+def test_curves_alone_replace_only_their_own_pair(tmp_path, runs, monkeypatch, capsys, victim):
+    """--curves alone writes no set into --out, so its PNG names the digest of the numbers beside it: a second call
+    replaces that pair, and a user's file at either path (or a pair whose CSV changed since) is refused."""
+    require_extra("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    assert evaluate.main(["--runs", str(runs / "a"), "--curves", "c.png"]) == 0
+    assert evaluate.main(["--runs", str(runs / "a"), "--curves", "c.png"]) == 0  # its own pair, drawn again
+    assert evaluate.curves_pair_is_ours("c.png")
+    capsys.readouterr()
+    (tmp_path / victim).write_bytes(b"a user's own file\n")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert evaluate.main(["--runs", str(runs / "a"), "--curves", "c.png"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "did not write" in err and len(err.splitlines()) == 1, err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
 @pytest.mark.parametrize("flags, expected", [
     (["--curves", "c.pdf"], "the figure is a PNG"),
     (["--curves", "c.png", "--plot-size", "100x100"], "too small to read"),
-    (["--curves", "c.png", "--plot", "c.png", "--group", "fra_Latn"], "--curves and --plot name one file"),
+    (["--curves", "c.png", "--plot", "c.png", "--group", "fra_Latn"], "--plot c.png and --curves c.png are one file"),
+    (["--curves", "c.PNG", "--plot", "c.png", "--group", "fra_Latn"], "are one file"),  # one c.csv beside both
     (["--curves", "c.png", "--sweep", "lr", "--sweep-plot", "c.png", "--group", "fra_Latn"],
-     "--curves and --sweep-plot name one file"),
+     "--sweep-plot c.png and --curves c.png are one file"),
     (["--curves", "dir"], "is a folder: name a file"),
 ])
 def test_curves_refuse_what_the_other_figures_refuse(tmp_path, runs, monkeypatch, capsys, flags, expected):
@@ -1974,3 +1994,222 @@ def test_the_readmes_curves_are_what_the_committed_logs_give(monkeypatch):
     assert files[Path("docs/curves/replication.csv")] == (ROOT / "docs" / "curves" / "replication.csv").read_bytes()
     assert "--runs docs/replication/runs --curves docs/curves/replication.png" in (
         ROOT / "docs" / "curves" / "run.sh").read_text()
+# ---- every path a call writes is its own: not an input, not another output, not a file evaluate.py did not write --
+
+def tree(folder):
+    """{relative path: (bytes, mode)} of every file below folder: what a refused call must leave as it was."""
+    import stat
+    return {str(p.relative_to(folder)): (p.read_bytes(), stat.S_IMODE(p.stat().st_mode))
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def every_output_call(where, kind):
+    """A call that writes every file of its kind: the tables, comparisons, claims and Figure 2 ("tables"), or a
+    sweep with its figure ("sweep"); its scores and claims are written into where."""
+    if kind == "sweep":
+        rows, args = [dict(r, ended="steps") for r in sweep(LANGS)], ["--sweep", "lr-prompt"]
+        args += ["--sweep-plot", str(where / "figs" / "sweep.png")]
+    else:
+        rows = rows_of("xpe", base=0.6) + rows_of("spt")
+        (where / "claims.csv").write_text(f"a,b,group,reported\nxpe,spt,{LANGS[0]},3.1\n")
+        args = ["--baseline", "--compare", "xpe,spt", "--margin", "2", "--claims", str(where / "claims.csv"),
+                "--plot", str(where / "figs" / "fig.png")]
+    write_scores(where / "scores.csv", rows)
+    return ["--scores", str(where / "scores.csv"), "--group", ",".join(LANGS), "--out", str(where / "results"),
+            "--plot-size", "640x480", *args]
+
+
+def written_by(where, kind):
+    """The files a clean call of every_output_call writes, relative to where, as its manifest lists them."""
+    where.mkdir()
+    assert evaluate.main(every_output_call(where, kind)) == 0
+    listed = json.loads((where / "results" / evaluate.MANIFEST).read_text())["files"]
+    return [str((where / "results" / name).resolve().relative_to(where.resolve())) for name in listed] + [
+        f"results/{evaluate.MANIFEST}"]
+
+
+@pytest.mark.parametrize("kind", ["tables", "sweep"])
+def test_no_file_a_call_writes_replaces_one_evaluate_did_not_write(tmp_path, capsys, kind):
+    """Walked over every file the call writes (found by a clean call, not listed here): a file of the user's at that
+    path, and no manifest listing it, makes the call refuse in one line before anything, the folder as it was."""
+    require_extra("matplotlib")
+    paths = written_by(tmp_path / "clean", kind)
+    assert len(paths) >= (5 if kind == "sweep" else 13)
+    for i, name in enumerate(paths):
+        where = tmp_path / f"case{i}"
+        where.mkdir()
+        args = every_output_call(where, kind)
+        (where / name).parent.mkdir(parents=True, exist_ok=True)
+        (where / name).write_bytes(b"the user's own " + name.encode())
+        before = tree(where)
+        capsys.readouterr()
+        assert evaluate.main(args) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(where / name) in err, (name, err)
+        assert tree(where) == before, name
+
+
+def test_a_file_changed_since_the_call_that_wrote_it_is_not_replaced(tmp_path, capsys):
+    """A set's own file, edited by hand after: the manifest no longer lists it as it is, so it is the user's."""
+    args = every_output_call(tmp_path, "tables")
+    args = args[:args.index("--plot")]
+    assert evaluate.main(args) == 0
+    (tmp_path / "results" / "table1.md").write_text("my edits")
+    before = tree(tmp_path)
+    capsys.readouterr()
+    assert evaluate.main(args) == 2
+    assert "table1.md" in capsys.readouterr().err and tree(tmp_path) == before
+
+
+def test_an_out_folder_with_a_users_own_set_files_and_no_manifest_is_refused(tmp_path, capsys):
+    """The issue's case: DIR holds a user's per_group.csv and table1.md, no outputs.json; train.py refuses such a
+    folder, and so does evaluate.py, in one line, both files as they were. A user's own outputs.json too."""
+    for own in (["per_group.csv", "table1.md"], [evaluate.MANIFEST]):
+        where = tmp_path / own[0]
+        (where / "DIR").mkdir(parents=True)
+        for name in own:
+            (where / "DIR" / name).write_text(f"mine: {name}")
+        before = tree(where)
+        code, _ = scores_main(where, rows_of("xpe") + rows_of("spt"), out=where / "DIR")
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and "will not be replaced" in err, err
+        assert tree(where) == {**before, "scores.csv": tree(where)["scores.csv"]}
+
+
+@pytest.mark.parametrize("flags, victim", [
+    (["--plot", "S/victim.png"], "S/victim.csv"),
+    (["--sweep", "lr-prompt", "--sweep-plot", "S/victim.png"], "S/victim.csv"),
+    (["--claims", "S/claims.csv", "--plot", "S/claims.png"], "S/claims.csv"),
+    (["--plot", "S/Victim.PNG"], "S/victim.csv"),  # one file on a case-insensitive file system
+    (["--plot", "S/mine.png"], "S/mine.csv"),  # any X.csv beside the named PNG
+    (["--out", "S"], "S/per_language.csv"),  # --scores S/per_language.csv --out S
+    (["--plot", "S/per_language.png"], "S/per_language.csv"),
+    (["--groups-file", "S/outputs.json", "--out", "S"], "S/outputs.json"),  # the manifest over the groups file
+    (["--plot", "S/baselines.png"], "S/baselines.csv"),  # the published figures the tables read
+])
+def test_a_figure_or_an_output_never_replaces_an_input_or_a_users_file(tmp_path, capsys, monkeypatch, flags, victim):
+    """The issue's cases: the figure's numbers (X.csv beside X.png) were written over the --scores file, the --claims
+    file, or any file there, exit 0. Now one line, exit 2, before anything is written."""
+    require_extra("matplotlib")
+    (tmp_path / "S").mkdir()
+    (tmp_path / "S/outputs.json").write_text(json.dumps({"groups": {"mine": {"languages": LANGS}}}))
+    monkeypatch.setattr(evaluate, "BASELINES_PATH", Path(shutil.copy(evaluate.BASELINES_PATH, tmp_path / "S")))
+    rows = [dict(r, ended="steps") for r in sweep(LANGS)] if "--sweep" in flags else rows_of("xpe") + rows_of("spt")
+    scores = write_scores(tmp_path / victim if victim.endswith("per_language.csv") else tmp_path / "S/victim.csv",
+                          rows)
+    (tmp_path / "S/claims.csv").write_text(f"a,b,group,reported\nxpe,spt,{LANGS[0]},3.1\n")
+    (tmp_path / "S/mine.csv").write_text("mine")
+    before = tree(tmp_path)
+    args = [str(tmp_path / f) if f.startswith("S") else f for f in flags]
+    out = [] if "--out" in flags else ["--out", str(tmp_path / "O")]
+    code = evaluate.main(["--scores", str(scores), "--group", ",".join(LANGS), *out, "--plot-size", "640x480", *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert tree(tmp_path) == before and not (tmp_path / "O").exists()
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--plot", "OUT/per_language.png"], "are one file"),  # its numbers would be the set's per_language.csv
+    (["--plot", "OUT/table1.png"], "are one file"),
+    (["--plot", "a.PNG", "--sweep", "lr-prompt", "--sweep-plot", "a.png"], "are one file"),
+    (["--plot", "a.png", "--sweep", "lr-prompt", "--sweep-plot", "b/../a.png"], "are one file"),
+])
+def test_two_outputs_of_one_call_on_one_path_are_refused(tmp_path, capsys, flags, words):
+    """--plot OUT/per_language.png --out OUT wrote the figure's numbers over the set's per_language.csv and listed them
+    in outputs.json; --plot a.PNG --sweep-plot a.png wrote one a.csv. Now refused, nothing written."""
+    require_extra("matplotlib")
+    (tmp_path / "b").mkdir()
+    rows = [dict(r, ended="steps") for r in sweep(LANGS)]
+    args = [str(tmp_path / f) if f.endswith((".png", ".PNG")) else f for f in flags]
+    code, out = scores_main(tmp_path, rows, "--plot-size", "640x480", *[a.replace("OUT", "results") for a in args],
+                            out=tmp_path / "results")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and words in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "scores.csv"]
+
+
+def test_outputs_into_a_run_folder_or_the_data_are_refused(tmp_path, capsys):
+    """A run's folder holds that run alone (train.py refuses it after), and --data-dir is read by the call."""
+    require_extra("matplotlib")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "log.csv").write_text("step\n")
+    data_dir = tmp_path / "data"
+    shutil.copytree(FIXTURE_SIB200, data_dir)
+    scores = write_scores(tmp_path / "scores.csv", rows_of("xpe") + rows_of("spt"))
+    for flags, words in ((["--out", str(run)], "the folder of a run"),
+                         (["--plot", str(run / "log.png")], "the folder of a run"),
+                         (["--data-dir", str(data_dir), "--out", str(data_dir / "results")], "which this call reads")):
+        before = tree(tmp_path)
+        code = evaluate.main(["--scores", str(scores), "--group", ",".join(LANGS), "--plot-size", "640x480", *flags])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and words in err and len(err.splitlines()) == 1, err
+        assert tree(tmp_path) == before
+
+
+def test_a_journal_whose_files_are_gone_is_refused_and_changes_nothing(tmp_path, monkeypatch, capsys):
+    """Killed right after the journal was written, the .tmp files then removed: the next call "finished" the set,
+    removed the old set's other files and wrote an outputs.json whose digests did not match the files. Now the
+    journal completes only to exactly the set it names; else the call refuses in one line and changes nothing."""
+    import os
+    real = os.replace
+    out = tmp_path / "results"
+    _, out = scores_main(tmp_path, rows_of("xpe") + rows_of("spt"), "--compare", "xpe,spt", "--baseline", out=out)
+    calls = []
+
+    def killed(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # the journal is in place; the first file of the set would be renamed now
+            raise SystemExit("killed")
+        return real(src, dst)
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(SystemExit):
+        scores_main(tmp_path, rows_of("xpe", base=0.2) + rows_of("spt"), out=out)
+    monkeypatch.setattr(os, "replace", real)
+    assert (out / evaluate.PENDING).exists()
+    for tmp in out.glob(".*.tmp"):
+        tmp.unlink()
+    before = tree(tmp_path)
+    for args in (["--scores", str(out / "per_language.csv"), "--out", str(tmp_path / "again")],
+                 ["--scores", str(tmp_path / "scores.csv"), "--out", str(out)]):
+        capsys.readouterr()
+        assert evaluate.main(args + ["--group", ",".join(LANGS)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "no longer whole" in err, err
+        assert tree(tmp_path) == before and not (tmp_path / "again").exists()
+
+
+def test_every_file_a_call_writes_has_the_mode_of_a_plain_open(tmp_path, capsys):
+    """mkstemp's 0600 left the set and the figures unreadable to a group's shared folder under umask 022."""
+    import os
+    import stat
+    require_extra("matplotlib")
+    old = os.umask(0o022)
+    try:
+        paths = [tmp_path / kind / p for kind in ("tables", "sweep") for p in written_by(tmp_path / kind, kind)]
+    finally:
+        os.umask(old)
+    modes = {str(p): stat.S_IMODE(p.stat().st_mode) for p in paths}
+    assert len(modes) >= 18 and set(modes.values()) == {0o644}, modes
+
+
+def test_the_tables_again_in_place_leave_the_per_language_file_they_read_as_it_is(tmp_path, capsys):
+    """README's --scores results/per_language.csv --baseline (--out results by default): the set's own
+    per_language.csv is the input, written again byte for byte, so it stays as it is; with another --scores file
+    beside it the call would write other rows over its input, and is refused before anything is written."""
+    import os
+    code, out = scores_main(tmp_path, rows_of("xpe") + rows_of("spt"))
+    assert code == 0
+    scores = out / "per_language.csv"
+    inode, content = os.stat(scores).st_ino, scores.read_bytes()
+    assert evaluate.main(["--scores", str(scores), "--baseline", "--group", ",".join(LANGS), "--out", str(out)]) == 0
+    assert os.stat(scores).st_ino == inode and scores.read_bytes() == content
+    assert "table2.md" in json.loads((out / evaluate.MANIFEST).read_text())["files"]
+    other = write_scores(tmp_path / "other.csv", rows_of("dual", frac=0.7))
+    before = tree(tmp_path)
+    capsys.readouterr()
+    assert evaluate.main(["--scores", str(scores), str(other), "--group", ",".join(LANGS), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "would write with other rows" in err, err
+    assert tree(tmp_path) == before

@@ -245,6 +245,66 @@ def test_an_adapter_that_export_did_not_write_is_never_overwritten(tmp_path, tin
 
 
 
+def files_of(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_no_file_export_or_import_writes_replaces_one_of_the_users(tmp_path, tiny_run, capsys):
+    """Walked over every file export and import write (found by a clean call of each): a folder holding the user's
+    own file of that name alone is refused in one line, the file as it was; nor does either write into the folder it
+    reads. A user's adapter_model.safetensors or prompt.safetensors alone was written over, exit 0."""
+    export(tiny_run, tmp_path / "clean-export", capsys)
+    assert peft_adapters.main(["import", str(tmp_path / "clean-export"), str(tmp_path / "clean-import")]) == 0
+    capsys.readouterr()
+    walked = []
+    for command, source, clean in (("export", tiny_run, "clean-export"), ("import", tmp_path / "clean-export",
+                                                                            "clean-import")):
+        for name in sorted(files_of(tmp_path / clean)):
+            out = tmp_path / command / name
+            out.mkdir(parents=True)
+            (out / name).write_bytes(b"the user's own " + name.encode())
+            assert peft_adapters.main([command, str(source), str(out)]) == 2, (command, name)
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and name in err[0], err
+            assert files_of(out) == {name: b"the user's own " + name.encode()}
+            walked.append(name)
+        before = files_of(source)
+        for out in (source, source / "inside"):  # the folder it reads, or a folder in it, where it is a stranger's
+            assert peft_adapters.main([command, str(source), str(out)]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and "the folder this call reads" in err[0], err
+            assert files_of(source) == before
+    assert sorted(walked) == sorted(peft_adapters.EXPORT_FILES + peft_adapters.RUN_FILES)
+
+
+def test_peft_s_own_save_of_a_prompt_tuning_adapter_is_not_taken_for_an_export(tmp_path, tiny_run, capsys):
+    """peft's save_pretrained writes the very fields of our export, but no labels in the weights' metadata: an
+    adapter trained elsewhere and saved so was replaced as "a previous export"."""
+    theirs = tmp_path / "theirs"
+    export(tiny_run, theirs, capsys)
+    weights = theirs / peft_adapters.ADAPTER_WEIGHTS
+    save_file(load_file(str(weights)), str(weights), metadata={"format": "pt"})  # as peft saves it
+    before = files_of(theirs)
+    assert peft_adapters.main(["export", str(tiny_run), str(theirs)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "that export did not write" in err[0], err
+    assert files_of(theirs) == before
+
+
+def test_every_file_export_and_import_write_has_the_mode_of_a_plain_open(tmp_path, tiny_run, capsys):
+    """mkstemp's 0600 left an export and an import unreadable to a group's shared folder under umask 022."""
+    import stat
+    old = os.umask(0o022)
+    try:
+        export(tiny_run, tmp_path / "peft", capsys)
+        assert peft_adapters.main(["import", str(tmp_path / "peft"), str(tmp_path / "back")]) == 0
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for folder in ("peft", "back")
+             for p in (tmp_path / folder).iterdir()}
+    assert len(modes) == 4 and set(modes.values()) == {0o644}, modes
+
+
 @pytest.mark.parametrize("key, value", [("labels", 7), ("seed", "one"), ("settings", None)])
 def test_export_of_a_run_whose_config_is_out_of_range_is_one_line(tmp_path, tiny_run, capsys, key, value):
     run = shutil.copytree(tiny_run, tmp_path / "run")  # train.read_run_config, walked in test_train.py

@@ -759,6 +759,63 @@ def test_a_config_json_of_someone_else_is_refused(tmp_path, tiny_model_dir, caps
     assert (tmp_path / "project" / "config.json").read_text() == '{"name": "my project"}'
 
 
+def test_no_file_train_py_writes_replaces_one_of_the_users(tmp_path, tiny_model_dir, one_backbone, capsys):
+    """Walked over every name train.py writes into a run folder (OUTPUTS; its lock, MARK, it never writes over): a
+    folder that train.py did not make, holding the user's own file of that name, is refused in one line with or
+    without --overwrite, the file as it was. A user's log.csv, state.pt or best.safetensors was trained over, exit 0."""
+    for name in train.OUTPUTS:
+        for flag in ([], ["--overwrite"], ["--resume"]):
+            out = tmp_path / f"{name}{''.join(flag)}"
+            out.mkdir()
+            (out / name).write_bytes(b"the user's own " + name.encode())
+            capsys.readouterr()
+            code = train.main(four_steps_argv(tiny_model_dir, out, *flag))
+            err = capsys.readouterr().err.strip()
+            assert {p.name: p.read_bytes() for p in out.iterdir()} == {name: b"the user's own " + name.encode()}, \
+                (name, flag)
+            assert code == 2 and len(err.splitlines()) == 1 and f"a {name} that train.py did not write" in err, err
+
+
+def test_a_run_is_never_written_into_a_folder_the_call_reads(tmp_path, tiny_model_dir, one_backbone, capsys):
+    """--target ... --init SRC --out SRC --overwrite cleared the source run it starts from, then ended in a traceback;
+    a run into --data-dir made a language folder of the data. Each is one line, nothing changed."""
+    source = tmp_path / "source"
+    assert train.main(four_steps_argv(tiny_model_dir, source)) == 0
+    data_dir = shutil.copytree(FIXTURE_SIB200, tmp_path / "data")
+    before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    for argv in (["--model", str(tiny_model_dir), *BASE, "--target", "fra_Latn", "--init", str(source), "--steps",
+                  "2", "--eval-every", "2", "--out", str(out), *flag]
+                 for out in (source, source / "to-fra") for flag in ([], ["--overwrite"])):
+        capsys.readouterr()
+        assert train.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "the --init folder of this call" in err, err
+    for out in (data_dir, data_dir / "run"):
+        argv = four_steps_argv(tiny_model_dir, out)
+        argv[argv.index(str(FIXTURE_SIB200))] = str(data_dir)
+        assert train.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "the --data-dir folder of this call" in err, err
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
+    assert not (source / "to-fra").exists() and not (data_dir / "run").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_every_file_of_a_run_has_the_mode_of_a_plain_open(tmp_path, tiny_model_dir, one_backbone, umask):
+    """mkstemp's 0600 made config.json and the other run files unreadable to a group's shared folder (umask 022),
+    and the lock was 0644 under a group's umask 002."""
+    import os
+    import stat
+    old = os.umask(umask)
+    try:
+        assert train.main(four_steps_argv(tiny_model_dir, tmp_path / "run")) == 0
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "run").iterdir()}
+    assert {"config.json", "log.csv", "prompt.safetensors", "state.pt", "best.safetensors", train.MARK} <= set(modes)
+    assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
 def test_overwrite_removes_only_train_pys_files(tmp_path, tiny_model_dir, one_backbone, capsys):
     out = tmp_path / "run"
     assert train.main(four_steps_argv(tiny_model_dir, out)) == 0

@@ -419,3 +419,24 @@ def test_the_float32_guard_is_a_no_op_where_there_is_no_autocast():
     """A meta device (a model built without weights) has no autocast to turn off: the guard must not raise."""
     with xpe.trainable_in_fp32(torch.device("meta")):
         assert torch.ones(2, device="meta").dtype == torch.float32
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_files_written_by_a_rename_get_the_mode_of_a_plain_open(tmp_path, umask):
+    """mkstemp makes 0600 files: renamed into place as they were, a group's shared folder could not read an artifact.
+    Each file gets the mode a plain open() gives under the umask, as a file made by open() here does."""
+    import os
+    import stat
+    cfg = PromptConfig(method="xpe", xpe_frac=1.0)
+    model = build_classifier(tiny_backbone(), cfg)
+    old = os.umask(umask)
+    try:
+        open(tmp_path / "plain", "w").close()
+        save_artifact(xpe.artifact_tensors(model), tmp_path / "artifact", artifact_config(cfg))
+        xpe.atomic_write(tmp_path / "bytes", lambda tmp: open(tmp, "wb").write(b"x"))
+    finally:
+        os.umask(old)
+    wanted = stat.S_IMODE((tmp_path / "plain").stat().st_mode)
+    assert wanted == 0o666 & ~umask
+    for path in [tmp_path / "bytes", *(tmp_path / "artifact").iterdir()]:
+        assert stat.S_IMODE(path.stat().st_mode) == wanted, path

@@ -307,6 +307,8 @@ def check_out(out_dir):
             foreign = [] if "imported_from" in json.loads(earlier.read_text()) else [earlier.name]
         except ValueError:
             foreign = [earlier.name]
+    elif not foreign and (out / xpe.ARTIFACT_WEIGHTS).exists():  # no config.json of an import says it is ours
+        foreign = [xpe.ARTIFACT_WEIGHTS]
     if foreign:
         raise UsageError(f"{out} holds files of another run or of yours ({', '.join(foreign[:3])}"
                            f"{', ...' if len(foreign) > 3 else ''}): name a new folder, an empty one or an earlier import")
@@ -429,7 +431,7 @@ def export_peft(run_dir, out_dir):
         # module is wrapped by peft 0.17 and later: trained on and saved again. peft 0.14 to 0.16 have no such
         # field; they warn that they ignore it and load the same weights.
         adapter["modules_to_save"] = extra_modules
-    check_earlier_export(out / EXPORT_FILES[0], adapter)
+    check_earlier_export(out, adapter)
     out.mkdir(parents=True, exist_ok=True)
     # the labels ride in the weights' metadata (peft reads none of it), so that an import takes them back
     metadata = {"format": "pt", LABELS_KEY: json.dumps(list(config["labels"]))}
@@ -438,19 +440,25 @@ def export_peft(run_dir, out_dir):
     return adapter, num_labels
 
 
-def check_earlier_export(config_path, adapter):
-    """An adapter_config.json already there is replaced only when it is one export wrote: its fields exactly
-    those of a PROMPT_TUNING export (another adapter, a LoRA or peft's own save, has others)."""
-    if not config_path.is_file():
-        return
-    try:
-        theirs = json.loads(config_path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        theirs = None
-    if not isinstance(theirs, dict) or set(theirs) != set(adapter) or theirs.get("peft_type") != "PROMPT_TUNING":
-        kind = theirs.get("peft_type") if isinstance(theirs, dict) else None
-        raise UsageError(f"export: {config_path.parent} holds an adapter that export did not write "
-                         f"({kind or 'not one of ours'}): name a new folder, an empty one or a previous export")
+def check_earlier_export(out, adapter):
+    """The files of an export already in out are replaced only where they are one export wrote: an
+    adapter_config.json with exactly the fields of a PROMPT_TUNING export (another adapter, a LoRA, has others), and
+    the weights with our labels in their metadata (LABELS_KEY), which peft's own save of a prompt-tuning adapter,
+    fields and all like ours, lacks. The weights are written first: a kill between leaves them alone, still ours."""
+    config_path = out / ADAPTER_CONFIG
+    if config_path.is_file():
+        try:
+            theirs = json.loads(config_path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            theirs = None
+        if not isinstance(theirs, dict) or set(theirs) != set(adapter) or theirs.get("peft_type") != "PROMPT_TUNING":
+            kind = theirs.get("peft_type") if isinstance(theirs, dict) else None
+            raise UsageError(f"export: {out} holds an adapter that export did not write "
+                             f"({kind or 'not one of ours'}): name a new folder, an empty one or a previous export")
+    there = [name for name in EXPORT_FILES if (out / name).exists()]
+    if there and exported_labels(out) is None:
+        raise UsageError(f"export: {out} holds {' and '.join(there)} that export did not write (no labels of ours in "
+                         f"its weights): name a new folder, an empty one or a previous export")
 
 
 def peft_load_line(adapter, num_labels, out_dir):
@@ -462,12 +470,21 @@ def peft_load_line(adapter, num_labels, out_dir):
 
 # ---- the command line ------------------------------------------------------------------------------------
 
+def check_apart(read, out, what):
+    """The folder a command writes is neither the folder it reads nor in it (where it would be a stranger's file)."""
+    read, written = Path(read).resolve(), Path(out).resolve()
+    if written == read or read in written.parents:
+        raise UsageError(f"{what} {out} is {'' if written == read else 'in '}{read}, the folder this call reads: "
+                         f"name a folder elsewhere")
+
+
 def export_main(args):
     """export RUN ADAPTER_DIR: one run's artifact as a PEFT adapter; nothing is scored."""
     found = evaluate.find_runs([args.run], evaluate.note)
     if len(found) != 1:
         raise UsageError(f"export takes one run; {args.run} holds {len(found)}: name one of them")
     xpe.check_writable(args.adapter, "export's ADAPTER_DIR")
+    check_apart(found[0], args.adapter, "export's ADAPTER_DIR")
     adapter, num_labels = export_peft(found[0], args.adapter)
     print(f"wrote {found[0]} as a PEFT prompt-tuning adapter ({adapter['num_virtual_tokens']} virtual tokens, "
           f"{num_labels} labels) to {args.adapter} ({', '.join(EXPORT_FILES)}); load it with: "
@@ -485,6 +502,7 @@ def import_main(args):
         groups, codes = data.groups_and_codes(args.groups_file, args.data_dir)
         source_languages = data.resolve_languages(args.source, groups, codes)
     labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
+    check_apart(args.adapter, args.run, "import's RUN")
     out = import_adapter(args.adapter, args.run, labels=labels, model=args.model, source=args.source or "imported",
                          source_languages=source_languages, seed=seeds[0])
     print(f"wrote {args.adapter} as the run {out}; score it with: python evaluate.py --runs {out}")
