@@ -110,8 +110,24 @@ METHOD_FRAC = dict(spt=0.0, xpe=1.0, dual=0.7)
 NOT_IDENTITY = {"eval_batch_size"}  # settings a resumed run may change without becoming another run
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser for every command of xpe: its own refusals (an unknown flag, a missing value, a bad type or
+    choice) read as a UsageError's, one line naming the flag and exit 2, without the usage above it."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def path_text(text):
+    """argparse's type for a flag that names a file or folder: an empty name is refused, for it would read as the
+    flag's default or as the working folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is an empty name: name a file or folder, or leave the flag out")
+    return text
+
+
 def build_parser(description=None):
-    p = argparse.ArgumentParser(description=description)
+    p = Parser(prog="train.py", description=description)
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         default = getattr(defaults, f.name)
@@ -119,9 +135,10 @@ def build_parser(description=None):
         kind = (str if f.name in ("method", "seed") + SWEEPABLE  # lists: parsed below
                 else one_value(type(default)) if type(default) in (int, float) else type(default))
         # None marks "not given", so that method- and target-dependent defaults can fill it.
+        kind = path_text if f.name in ("model", "init") else kind
         p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None, nargs="+" if f.name == "init" else None,
                        help=f"{f.metadata['help']} (default {shown})")
-    p.add_argument("--out", default=None, help="the run's folder, or with several runs the folder that holds them "
+    p.add_argument("--out", type=path_text, default=None, help="the run's folder, or with several runs the folder that holds them "
                                                "(default runs/, each run named like dual0.7-joshi5-s42)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cuda when there is one; "
                                                   "see --precision for what auto picks there)")

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 import evaluate
 import train
 import xpe
-from conftest import FIXTURE_SIB200, ROOT, cpu_bf16
+from conftest import FIXTURE_SIB200, ROOT, argparse_refusals, cpu_bf16, refused_in_one_line
 
 SOURCE = "eng_Latn,fra_Latn"
 
@@ -283,6 +283,17 @@ def test_bad_input_walks_every_flag():
     walked = {arg for args, _ in BAD_INPUT for arg in args if arg.startswith("--")}
     flags = {opt for action in train.build_parser()._actions for opt in action.option_strings if opt.startswith("--")}
     assert flags - walked == {"--help", "--out"}  # --out: the tests below (a file, folders of others, in use)
+
+
+def test_argparse_refusals_are_one_line_naming_the_flag(tmp_path, monkeypatch, capsys):
+    """An unknown flag, a missing value, a bad type and an empty --out, --model or --init: one line, exit 2, no usage,
+    nothing written (an empty --out trained into runs/)."""
+    monkeypatch.chdir(tmp_path)
+    cases = argparse_refusals(train.build_parser())
+    assert {"--out", "--model", "--init", "--steps", "--max-runs", "--pack-size"} <= {flag for _, flag in cases}
+    for argv, flag in cases:
+        assert flag in refused_in_one_line(train.main, argv, capsys, "train.py")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_out_that_is_a_file_is_refused(tmp_path, tiny_model_dir, capsys):

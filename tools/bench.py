@@ -94,7 +94,9 @@ def native_bf16(device):
 
 
 def parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    import train  # here, not at the top: main sets TQDM_DISABLE before torch (which train imports) loads tqdm
+
+    p, path = train.Parser(prog="tools.bench", description=__doc__.split("\n")[0]), train.path_text
     p.add_argument("--quick", action="store_true",
                    help=f"tiny backbone on the CPU, a few steps, a small eval subset ({QUICK})")
     p.add_argument("--config", choices=sorted(CONFIGS), help="backbone shape (default large)")
@@ -117,9 +119,9 @@ def parser():
     p.add_argument("--no-peer", action="store_true", help="leave out the peer (PEFT + Trainer): no peft needed")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="the device's peak for MFU (default: read from the GPU's name; none on the CPU)")
-    p.add_argument("--data-dir", default=os.environ.get("XPE_SIB200_DIR") or str(ROOT.parent / "shared" / "sib200"),
+    p.add_argument("--data-dir", type=path, default=os.environ.get("XPE_SIB200_DIR") or str(ROOT.parent / "shared" / "sib200"),
                    help="SIB-200 copy (default env XPE_SIB200_DIR or ../shared/sib200)")
-    p.add_argument("--tokenizer", default=os.environ.get("XPE_E5_DIR") or str(ROOT / ".e5"),
+    p.add_argument("--tokenizer", type=path, default=os.environ.get("XPE_E5_DIR") or str(ROOT / ".e5"),
                    help="a folder with XLM-R's tokenizer, e.g. e5-small's (default env XPE_E5_DIR or ./.e5)")
     p.add_argument("--threads", type=int,
                    help="CPU threads for torch (default 0: torch's choice; 1 with --quick); 1 is steadier on a "
