@@ -254,11 +254,14 @@ def resolve_configs(args):
     else:
         runs = parse_methods(given.pop("method", TrainConfig.method), given.pop("xpe_frac", None))
         seeds = parse_seeds(given.pop("seed", str(TrainConfig.seed)))
-        combos = [dict(zip(sweeps, values)) for values in itertools.product(*sweeps.values())]
-        if len(seeds) * len(combos) * len(runs) > args.max_runs:
-            raise UsageError(f"this call plans {len(seeds) * len(combos) * len(runs):,} runs ({len(runs)} methods x "
-                             f"{len(combos)} combinations of the listed settings x {len(seeds)} seeds), more than "
+        combinations = math.prod(len(values) for values in sweeps.values())  # counted before any is built
+        if len(seeds) * combinations * len(runs) > args.max_runs:
+            raise UsageError(f"this call plans {len(seeds) * combinations * len(runs):,} runs ({len(runs)} methods x "
+                             f"{combinations:,} combinations of the listed settings x {len(seeds)} seeds), more than "
                              f"--max-runs {args.max_runs}: give --max-runs to confirm, or split it")
+        combos = [dict(zip(sweeps, values)) for values in itertools.product(*sweeps.values())]
+        for method, frac in runs:
+            check_read(method, frac, given.get("prompt_len", TrainConfig.prompt_len), sweeps, combos)
         cfgs = [TrainConfig(**given, **combo, method=method, xpe_frac=frac, seed=seed)
                 for seed in seeds for combo in combos for method, frac in runs]
     for c in cfgs:
@@ -266,6 +269,39 @@ def resolve_configs(args):
     for c in {json.dumps(asdict(c), sort_keys=True): c for c in cfgs}.values():  # each distinct setting once
         check_ranges(c)
     return cfgs
+
+
+def unread_settings(method, xpe_frac, prompt_len):
+    """The swept settings that a run of this method never reads: lr_spt without an SPT part; the prompt encoder's
+    without a prompt encoder, and lr_prompt too (spt's prompt learns at lr_spt, which only follows lr_prompt)."""
+    n_spt, n_xpe = xpe.split_prompt(method, xpe_frac, prompt_len)
+    return ({"lr_spt"} if not n_spt else set()) | ({"lr_prompt", "encoder_hidden", "encoder_dropout"} if not n_xpe
+                                                  else set())
+
+
+def check_read(method, xpe_frac, prompt_len, sweeps, combos):
+    """Refuse a sweep that would train one run of this method several times: over a setting the method never reads,
+    or over lr_spt values that come to the same (below 0: lr_prompt's)."""
+    unread, name = unread_settings(method, xpe_frac, prompt_len), xpe.method_name(method, xpe_frac)
+    seen = {}
+    for combo in combos:
+        lr_prompt, lr_spt = combo.get("lr_prompt", TrainConfig.lr_prompt), combo.get("lr_spt", -1.0)
+        effective = {**combo, "lr_spt": lr_prompt if lr_spt < 0 else lr_spt}  # as TrainConfig resolves it
+        key = tuple(sorted((k, v) for k, v in effective.items() if k not in unread))
+        if key not in seen:
+            seen[key] = combo
+            continue
+        other, text = seen[key], lambda values: ",".join(map(xpe.value_text, values))
+        differ = [k for k in combo if combo[k] != other[k]]
+        if any(k in unread for k in differ):
+            k = next(k for k in differ if k in unread)
+            why = {"lr_spt": "it has no SPT part", "lr_prompt": "its prompt learns at --lr-spt alone"
+                   if "lr_spt" in sweeps else "it has no pseudo-prompts"}.get(k, "it has no prompt encoder")
+            raise UsageError(f"--{k.replace('_', '-')} {text(sweeps[k])}: {name} never reads {k} ({why}), so its "
+                             f"values would train the same {name} run again: train {name} in a call without that list")
+        raise UsageError(f"--lr-spt {text(sweeps['lr_spt'])}: a value below 0 stands for the prompt learning rate, "
+                         f"{xpe.value_text(effective['lr_spt'])}, so {xpe.value_text(other['lr_spt'])} and "
+                         f"{xpe.value_text(combo['lr_spt'])} are one run: give each learning rate once")
 
 
 def model_key(model):

@@ -38,11 +38,20 @@ ARTIFACT_WEIGHTS = "prompt.safetensors"
 ARTIFACT_CONFIG = "config.json"
 
 
+def value_text(value):
+    """A setting's value as labels and folder names print it: %g where that reads back as the very value (5e-05,
+    0.005, 64), else the shortest text that does (0.0050000001), so that two values never print alike."""
+    if not isinstance(value, float):
+        return str(value)
+    short = f"{value:g}"
+    return short if not math.isfinite(value) or float(short) == value else repr(value)
+
+
 def method_name(method, xpe_frac):
     """A method as one name, the grammar of train.py --method lists and evaluate.py: spt, xpe, dual:0.7."""
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
-    return f"dual:{float(xpe_frac):g}" if method == "dual" else method
+    return f"dual:{value_text(float(xpe_frac))}" if method == "dual" else method
 
 
 def parse_method(name):

@@ -9,6 +9,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -503,6 +504,67 @@ def test_bad_sweeps_are_refused_in_one_line_before_anything_is_written(tmp_path,
     err = capsys.readouterr().err
     assert code == 2 and words in err, err
     assert not out.exists()
+
+
+def test_a_sweep_is_counted_before_it_is_built(tmp_path):
+    """400 values in each of three lists are 64 M runs: refused in one line from the product of the lists' lengths,
+    in a process that has 1 GiB of memory to spare (building the combinations took a MemoryError, or the machine's)."""
+    values = ",".join(f"{i}e-6" for i in range(1, 401))
+    code = ("import resource, sys, train\n"
+            "used = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (used + 2 ** 30, resource.RLIM_INFINITY))\n"
+            "sys.exit(train.main(sys.argv[1:]))\n")
+    argv = ["--lr", values, "--lr-prompt", values, "--weight-decay", values, "--out", str(tmp_path / "runs")]
+    done = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(err) == 1, done.stderr[-2000:]
+    assert "this call plans 64,000,000 runs (1 methods x 64,000,000 combinations" in err[0], err
+    assert "--max-runs 64" in err[0] and list(tmp_path.iterdir()) == []
+
+
+UNREAD = [  # (method, flags, the swept flag, words): a list over a setting that the method never reads
+    ("xpe", ["--lr-spt", "1e-3,1e-4"], "--lr-spt", "xpe never reads lr_spt (it has no SPT part)"),
+    ("spt", ["--encoder-hidden", "64,128"], "--encoder-hidden",
+     "spt never reads encoder_hidden (it has no prompt encoder)"),
+    ("spt", ["--encoder-dropout", "0,0.1"], "--encoder-dropout",
+     "spt never reads encoder_dropout (it has no prompt encoder)"),
+    ("spt", ["--lr-spt", "1e-3", "--lr-prompt", "1e-3,1e-4"], "--lr-prompt",
+     "spt never reads lr_prompt (its prompt learns at --lr-spt alone)"),
+    ("spt,xpe", ["--encoder-hidden", "64,128"], "--encoder-hidden", "spt never reads encoder_hidden"),  # xpe's differ
+    ("xpe,dual:0.5", ["--lr-spt=-1,1e-3", "--seed", "1-2"], "--lr-spt", "xpe never reads lr_spt"),
+]
+
+
+@pytest.mark.parametrize("method, flags, flag, words", UNREAD)
+def test_a_list_over_a_setting_the_method_never_reads_is_refused(tmp_path, capsys, method, flags, flag, words):
+    """Each method with each swept setting it never reads: one line before anything, naming the list and never a
+    flag the call did not give; a method that reads it sweeps it."""
+    argv = ["--method", method, *flags, "--out", str(tmp_path / "runs")]
+    code = train.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and words in err[0], err
+    assert err[0].startswith(f"train.py: error: {flag} ") and list(tmp_path.iterdir()) == []
+    assert set(re.findall(r"--[a-z-]+", err[0])) <= {a.split("=")[0] for a in argv if a.startswith("--")}, err
+    reads = "dual:0.5" if "spt" in method else "spt" if "lr_spt" in words else "xpe"
+    cfgs = train.resolve_configs(train.parse_args(["--method", reads, *flags]))
+    assert len({json.dumps(dataclasses.asdict(c), sort_keys=True) for c in cfgs}) == len(cfgs) > 1
+
+
+def test_every_method_and_setting_it_never_reads_is_walked():
+    walked = {(m, flag.strip("-").replace("-", "_")) for methods, _, flag, words in UNREAD
+              for m in methods.split(",") if f"{m} never reads" in words}
+    unread = {(m, k) for m, frac in (("spt", 0.0), ("xpe", 1.0), ("dual", 0.5))
+              for k in train.unread_settings(m, frac, 20)}
+    assert unread == walked and train.unread_settings("dual", 0.5, 20) == set()
+
+
+def test_lr_spt_below_0_and_the_prompt_rate_are_one_run_and_said_so(tmp_path, capsys):
+    """--lr-spt=-1,5e-3 with the default --lr-prompt 5e-3: one line about what -1 means, not about --init."""
+    code = train.main(["--method", "dual", "--lr-spt=-1,5e-3", "--out", str(tmp_path / "runs")])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "a value below 0 stands for the prompt learning rate, 0.005, so -1 and 0.005 are one run" \
+        in line and "--init" not in line and "--lr-prompt" not in line, line
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_target_call_takes_one_value_a_setting(tmp_path, tiny_model_dir, capsys):
