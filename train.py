@@ -623,7 +623,7 @@ def check_own(out, what):
     if runs and len(runs) == len(foreign):  # the folder of an earlier call of several runs
         raise UsageError(f"{out} holds the run folders of a call of several runs ({', '.join(runs[:3])}"
                          f"{', ...' if len(runs) > 3 else ''}), and with one run --out is that run's own folder: "
-                         f"give --out {out / runs[0]} (the run's folder), or the call's whole --method and --seed")
+                         f"give --out {out / runs[0]} (a run's folder), or choose another --out")
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise UsageError(f"{out} holds files that train.py did not write ({shown}), so it will not {what} there: "
@@ -724,12 +724,47 @@ def settle(outs):
             (out / STAGED).unlink()
 
 
-def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), probe_locks=True, call_outs=None):
+def check_holder(out, runs):
+    """A call of several runs puts each into a folder inside out: refuse a run's own folder there (the reverse,
+    one run into a folder of runs, is check_own's)."""
+    if runs > 1 and out.is_dir() and is_own(out):
+        raise UsageError(f"{out} is the folder of one run, and a call of {runs} runs puts each into a folder of its "
+                         f"own inside --out: choose another --out")
+
+
+def pack_change(out, theirs, mine, call_settings):
+    """What to resume with when out was trained in the pack theirs and this call packs it in mine: the flags whose
+    values differ between the two packs' runs, as the first call gave them."""
+    old = [settings_of(json.loads(path.read_text())) for name in theirs
+           for path in [(out if name == out.name else out.parent / name) / "config.json"] if path.is_file()]
+    new = [call_settings[name] for name in mine]
+
+    def values(runs, key):
+        return sorted({xpe.method_name(r["method"], r["xpe_frac"]) if key == "method" else r.get(key) for r in runs},
+                      key=lambda v: (str(type(v)), v))
+    changed = []
+    seeds = [values(old, "seed"), values(new, "seed")]
+    if (len(seeds[0]) > 1) != (len(seeds[1]) > 1):  # seeds packed together in one call, apart in the other
+        changed.append("--pack-seeds" if len(seeds[0]) > 1 else "no --pack-seeds")
+    for key in ("method", "seed", *SWEEPABLE):
+        if key == "seed" and changed:
+            continue
+        follows = key == "lr_spt" and all(r.get("lr_spt") == r.get("lr_prompt") for r in old + new)  # not given
+        if values(old, key) != values(new, key) and not follows:
+            changed.append(f"--{key.replace('_', '-')} {','.join(map(xpe.value_text, values(old, key)))}")
+    shown = lambda names: ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")  # noqa
+    return (f"--resume: {out} was trained in a pack of {shown(theirs)}, this call packs it with {shown(mine)}: resume "
+            f"with the first call's {' and '.join(changed) or '--pack-size'}")
+
+
+def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), probe_locks=True, call_outs=None,
+                  call_settings=None):
     """Refuse to mix runs: a folder holding a run needs --resume (the same run, in the same pack) or --overwrite.
 
     Only an empty folder or one of train.py's own is ever trained into; one in use is refused. settings: each
     run's TrainConfig as a dict; packs: the names of the runs of each run's pack. call_outs: every folder of
-    the call, where outs are one process's share (torchrun, srun), for what --resume finds.
+    the call, where outs are one process's share (torchrun, srun), for what --resume finds; call_settings: every
+    run's settings by name, for what a pack that changed differs in.
     """
     for out, mine, pack in zip(outs, settings, packs):
         check_own(out, "continue a run" if resume else "replace anything" if overwrite else "train")
@@ -750,9 +785,8 @@ def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), pro
             raise UsageError(f"--resume: {out} holds a different run ({theirs}); "
                              f"resume with the same settings or choose another --out")
         if config.get("pack", pack) != pack:  # the runs of a pack share the random stream: another pack diverges
-            raise UsageError(f"--resume: {out} was trained in a pack of {', '.join(config['pack'])}, this call packs "
-                             f"it with {', '.join(pack)}: resume with the first call's --method, --seed, "
-                             f"--pack-seeds and --pack-size")
+            raise UsageError(pack_change(out, config["pack"], pack, call_settings or dict(zip(
+                [o.name for o in outs], settings))))
         states = [p for p in (out / STAGED, out / "state.pt") if p.is_file()]
         state = load(states[0]) if states else {"progress": None}
         if not isinstance(state, dict) or "progress" not in state:
@@ -761,8 +795,11 @@ def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), pro
     outs = outs if call_outs is None else call_outs
     resumable = any((out / name).is_file() for out in outs for name in (STAGED, "state.pt"))
     if resume and not any(out.is_dir() for out in outs):
-        raise UsageError(f"--resume: {outs[0] if len(outs) == 1 else outs[0].parent} does not exist, so there is "
-                         f"nothing to resume: leave --resume out to start the {'run' if len(outs) == 1 else 'runs'}")
+        where = outs[0] if len(outs) == 1 else outs[0].parent
+        held = (f"holds none of this call's {len(outs)} run folders ({outs[0].name}, ...)" if where.is_dir()
+                else "does not exist")
+        raise UsageError(f"--resume: {where} {held}, so there is nothing to resume: leave --resume out to start the "
+                         f"{'run' if len(outs) == 1 else 'runs'}")
     if resume and not any((out / "config.json").is_file() for out in outs):  # empty, or only a lock
         raise UsageError(f"--resume: {'no folder of this call holds' if len(outs) > 1 else f'{outs[0]} holds no'} "
                          f"run, so there is nothing to resume: leave --resume out to start "
@@ -1274,9 +1311,10 @@ def main(argv=None):
                   f"{max(map(len, plan))}{f' (swept: {swept})' if swept else ''}")
         plan = share(plan, rank, world)  # torchrun, srun: this process's packs
         mine = [i for pack in plan for i in pack]
+        check_holder(Path(args.out or "runs"), len(cfgs))
         check = lambda **kw: check_folders(  # noqa: E731
             [outs[i] for i in mine], [asdict(cfgs[i]) for i in mine], [names[i] for i in mine], args.resume,
-            args.overwrite, NOT_IDENTITY, call_outs=outs, **kw)
+            args.overwrite, NOT_IDENTITY, call_outs=outs, call_settings=dict(zip(call_names, map(asdict, cfgs))), **kw)
         check()
         if not mine:
             print(f"train.py: process {rank} of {world}: the call's {len(names)} runs are in other processes' packs")

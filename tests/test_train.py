@@ -858,10 +858,12 @@ def test_a_resume_in_another_pack_is_refused(tmp_path, tiny_model_dir, one_backb
     argv = four_steps_argv(tiny_model_dir, tmp_path / "runs", *TWO_BY_TWO, "--pack-seeds", "--steps", "2")
     assert train.main(argv) == 0
     before = {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*")  if p.is_file()}
-    for other in (["--method", "spt,xpe", "--seed", "1-2"], ["--method", "spt", "--seed", "1-2", "--pack-seeds"]):
+    for other, changed in ((["--method", "spt,xpe", "--seed", "1-2"], "with the first call's --pack-seeds"),
+                           (["--method", "spt", "--seed", "1-2", "--pack-seeds"], "with the first call's --method "
+                                                                                  "spt,xpe\n")):
         code = train.main(four_steps_argv(tiny_model_dir, tmp_path / "runs", *other, "--steps", "2", "--resume"))
         err = capsys.readouterr().err
-        assert code == 2 and "was trained in a pack of" in err and "--pack-seeds" in err, err
+        assert code == 2 and "was trained in a pack of" in err and changed in err, err
     assert {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*") if p.is_file()} == before
     assert train.main(argv + ["--resume"]) == 0  # the same pack: nothing left to do, and accepted
 
@@ -874,6 +876,60 @@ def test_resume_of_one_run_of_a_call_of_several_names_the_run_folder(tmp_path, t
     err = capsys.readouterr().err
     assert code == 2 and "holds the run folders of a call of several runs" in err and len(err.splitlines()) == 1
     assert f"give --out {tmp_path / 'runs'}/" in err and "did not write" not in err
+
+
+def flags_in(line):
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", line))
+
+
+def files_under(root):
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_run_folder_and_a_folder_of_runs_never_take_the_other(tmp_path, tiny_model_dir, one_backbone, capsys):
+    """A sweep given a single run's folder as --out (it trained inside it; with --resume it said the folder "does not
+    exist") and a single run given a sweep's: both refused in one line naming the folder, nothing written, and no
+    flag named that the call did not give."""
+    single, sweep = tmp_path / "single", tmp_path / "sweep"
+    assert train.main(four_steps_argv(tiny_model_dir, single, "--steps", "2")) == 0
+    assert train.main(four_steps_argv(tiny_model_dir, sweep, "--steps", "2", "--lr", "1e-3,1e-4")) == 0
+    capsys.readouterr()
+    before = files_under(tmp_path)
+    calls = [(single, ["--lr", "1e-3,1e-4"], f"{single} is the folder of one run"),
+             (single, ["--lr", "1e-3,1e-4", "--resume"], f"{single} is the folder of one run"),
+             (single, ["--seed", "1-2", "--overwrite"], f"{single} is the folder of one run"),
+             (sweep, [], f"{sweep} holds the run folders of a call of several runs"),
+             (sweep, ["--resume"], f"{sweep} holds the run folders of a call of several runs"),
+             (sweep, ["--lr", "1e-3", "--overwrite"], f"{sweep} holds the run folders of a call of several runs")]
+    for out, extra, words in calls:
+        argv = four_steps_argv(tiny_model_dir, out, "--steps", "2", *extra)
+        code = train.main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and words in err[0], (extra, err)
+        assert flags_in(err[0]) <= {a for a in argv if a.startswith("--")}, (extra, err)
+    assert files_under(tmp_path) == before
+
+
+@pytest.mark.parametrize("first, then, named", [
+    (["--lr", "1e-3,1e-4"], ["--lr", "1e-3,1e-4,1e-5"], "--lr"),  # a value added
+    (["--lr", "1e-3,1e-4"], ["--lr", "1e-3,1e-5"], "--lr"),  # another list
+    (["--lr", "1e-3,1e-4", "--method", "spt,xpe"], ["--lr", "1e-3,1e-4", "--method", "xpe"], "--method"),
+    (["--lr", "1e-3,1e-4", "--seed", "1-2", "--pack-seeds"], ["--lr", "1e-3,1e-4", "--seed", "1-2"], "--pack-seeds"),
+])
+def test_a_resume_with_other_lists_names_what_changed(tmp_path, tiny_model_dir, one_backbone, capsys, first, then,
+                                                     named):
+    """The message names the flag whose list changed (it asked for --method, --seed and the pack flags, whatever
+    changed), and never a flag that neither call gave."""
+    out = tmp_path / "runs"
+    assert train.main(four_steps_argv(tiny_model_dir, out, "--steps", "2", *first)) == 0
+    capsys.readouterr()
+    before = files_under(tmp_path)
+    argv = four_steps_argv(tiny_model_dir, out, "--steps", "2", *then, "--resume")
+    code = train.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "was trained in a pack of" in err[0], err
+    assert named in flags_in(err[0]) and flags_in(err[0]) - {"--resume"} <= {named}, err
+    assert files_under(tmp_path) == before
 
 
 def test_resume_of_a_folder_that_does_not_exist_says_so(tmp_path, tiny_model_dir, capsys):
