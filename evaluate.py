@@ -330,7 +330,8 @@ def name_of(setting):
 
 
 def _value(v):
-    return f"{v:g}" if isinstance(v, float) else str(v)
+    """A recorded value as labels print it, reading back as itself (xpe.value_text)."""
+    return xpe.value_text(v)
 
 
 def differs(recorded, key):
@@ -1294,7 +1295,8 @@ def sweep_rows(per_language, group_langs, key):
                     _, lead, _, lead_low, lead_high, verdict = seed_interval(diffs) if diffs else (0, None, None,
                                                                                                    None, None, "no seeds")
                     row.update(next=ranked[1], lead=lead, lead_low=lead_low, lead_high=lead_high, lead_verdict=verdict)
-                rows.append({k: round(x, 6) if isinstance(x, float) and k != "value" else x for k, x in row.items()})
+                rows.append({k: round(x, 6) if isinstance(x, float) and k not in ("value", "next") else x
+                             for k, x in row.items()})  # the swept values as they were, rounded to none
     return rows
 
 

@@ -481,7 +481,7 @@ def run_name(cfg, swept=()):
     call's swept settings (swept_settings) and the source and seed: dual0.7-joshi5-s42, xpe-lr_prompt5e-05-joshi5-s1."""
     if cfg.target:
         return f"{Path(cfg.init).name}-to-{cfg.target}"
-    values = "".join(f"-{name}{getattr(cfg, name):g}" for name in swept)
+    values = "".join(f"-{name}{xpe.value_text(getattr(cfg, name))}" for name in swept)
     return f"{xpe.method_name(cfg.method, cfg.xpe_frac).replace(':', '')}{values}-{cfg.source.replace(',', '+')}-s{cfg.seed}"
 
 
@@ -1233,7 +1233,8 @@ def print_ending(run):
         kept = (f"the last good state, from step {p.log[-1]['step']}, is kept" if p.log else
                 "nothing is kept: it stopped before its first evaluation")
         print(f"train.py: {run.out}: stopped: the loss was not finite at step {p.ended_step} "
-              f"(--lr-prompt {cfg.lr_prompt:g}, --lr-spt {cfg.lr_spt:g}, --lr {cfg.lr:g}); {kept}: "
+              f"(--lr-prompt {xpe.value_text(cfg.lr_prompt)}, --lr-spt {xpe.value_text(cfg.lr_spt)}, --lr "
+              f"{xpe.value_text(cfg.lr)}); {kept}: "
               f"lower the learning rates", file=sys.stderr)
         return False
     why = f"early stop at step {p.step}" if p.ended is Ended.EARLY else f"{p.step} steps"
@@ -1305,7 +1306,7 @@ def main(argv=None):
         call_names = run_names(cfgs)
         names = {i: [call_names[j] for j in pack] for pack in plan for i in pack}
         if len(cfgs) > 1:
-            swept = ", ".join(f"{k} {' '.join(sorted({f'{getattr(c, k):g}' for c in cfgs}))}"
+            swept = ", ".join(f"{k} {' '.join(sorted({xpe.value_text(getattr(c, k)) for c in cfgs}))}"
                               for k in swept_settings(cfgs))
             print(f"train.py: {len(cfgs)} runs in {len(plan)} pack{'s' if len(plan) > 1 else ''} of at most "
                   f"{max(map(len, plan))}{f' (swept: {swept})' if swept else ''}")

@@ -13,6 +13,7 @@ import time
 
 import pytest
 import torch
+from hypothesis import example, given, settings, strategies as st
 
 import data
 import evaluate
@@ -1328,6 +1329,19 @@ def test_a_sweep_is_a_row_per_value_with_the_t_interval_over_seeds_and_the_best_
     assert all(r["lead"] is None for r in rows if not r["best"])
 
 
+def test_a_sweep_of_close_values_keeps_each_value_exact_in_every_column_and_line():
+    """0.0005 and 0.00050000001: value and next as they were (next was rounded to 6 places, as 0.0005), and the
+    table's lines print them apart."""
+    close = 5e-4 + 1e-11
+    rows = (with_settings(results("xpe", noisy(SEEN, bonus=0.02)), lr_prompt=5e-4, lr_spt=5e-4)
+            + with_settings(results("xpe", noisy(SEEN)), lr_prompt=close, lr_spt=close))
+    swept = evaluate.sweep_rows(rows, {"seen": SEEN}, "lr_prompt")
+    assert [(r["value"], r["next"]) for r in swept if r["best"]] == [(5e-4, close)]
+    assert len({r["setting"] for r in swept}) == 2
+    table = evaluate.sweep_markdown(swept)
+    assert f"| {close!r} |" in table and "| 0.0005 |" in table and f"over the next ({close!r})" in table, table
+
+
 def test_sweep_table_and_figure_from_the_command_line(tmp_path, capsys):
     image = require_extra("matplotlib.image")
     rows = [dict(r, ended="steps") for r in sweep(LANGS)]
@@ -1720,3 +1734,38 @@ def test_a_bad_margin_is_one_line_and_writes_nothing(tmp_path, capsys, args, wor
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and words in err[0], err
     assert not out.exists()
+
+
+# ---- setting labels, generated -------------------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=2, max_size=4, unique=True),
+       st.lists(st.floats(0, 1, exclude_min=True, exclude_max=True), min_size=1, max_size=3, unique=True))
+@example([0.005, 0.0050000001], [0.7])
+@example([5e-05, 0.005], [0.7, 0.70000001])
+def test_setting_labels_name_each_setting_exactly_and_read_back(lrs, fracs):
+    """Settings that differ in a value (lr, dual's fraction) never share a label (%g printed 0.005 and 0.0050000001
+    alike), and each label given back to --compare picks exactly its own setting."""
+    table = [("dual", frac, "joshi5", "m", "zero-shot", evaluate.settings_text({"lr": lr, "steps": 4}))
+             for lr in lrs for frac in fracs]
+    for across in (False, True):
+        labels = evaluate.setting_labels(table, across_methods=across)
+        assert len(set(labels.values())) == len(table), labels
+        for setting, label in labels.items():
+            name, picks = evaluate.parse_side(label)
+            chosen = [s for s in table if evaluate.name_of(s) == name and all(
+                k in evaluate.described(s) and evaluate.same_value(evaluate.described(s)[k], v) for k, v in picks.items())]
+            assert chosen == [setting], (label, chosen)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=30))
+@example("xpe lr")
+@example("dual:1e400 lr=1")
+def test_a_compare_side_is_read_or_refused_in_one_line(text):
+    try:
+        name, picks = evaluate.parse_side(text)
+    except evaluate.UsageError as e:
+        assert "\n" not in str(e)
+        return
+    assert xpe.method_name(*xpe.parse_method(name)) == name and all(isinstance(v, str) for v in picks.values())

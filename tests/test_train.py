@@ -4,8 +4,10 @@ kill after any write resumes identically); target calls in packs and calls sprea
 """
 import argparse
 import csv
+import contextlib
 import dataclasses
 import fcntl
+import io
 import json
 import math
 import os
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import assume, example, given, settings, strategies as st
 from safetensors.torch import load_file, save_file
 
 import evaluate
@@ -1253,3 +1256,74 @@ def test_bad_target_calls_exit_2_with_one_line_and_write_nothing(tmp_path, quiet
     err = capsys.readouterr().err.strip()
     assert code == 2 and words in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+# ---- flag values and folder names, generated ---------------------------------------------------------
+
+NUMBER_TEXTS = st.one_of(st.floats().map(repr), st.integers(-10, 10 ** 6).map(str), st.sampled_from(
+    ["nan", "inf", "-inf", "1e400", "-0.0", "0x10", "1_0", " 3", "", " ", "5e-3", "²", "1,", "٣"]))
+NUMBER_FLAGS = [f.name for f in dataclasses.fields(train.TrainConfig) if f.type in ("int", "float", int, float)]
+
+
+def resolved_or_refused(argv):
+    """(configs, None) or (None, the one line of the refusal): argparse's or a UsageError's; anything else raises."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            return train.resolve_configs(train.parse_args(argv)), None
+    except SystemExit as e:
+        lines = err.getvalue().strip().splitlines()
+        assert e.code == 2 and len(lines) == 1 and lines[0].startswith("train.py: error: argument --"), lines
+        return None, lines[0]
+    except train.UsageError as e:
+        assert "\n" not in str(e)
+        return None, str(e)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(NUMBER_FLAGS), st.lists(NUMBER_TEXTS, min_size=1, max_size=4))
+@example("lr_spt", ["-1", "5e-3"])
+@example("lr", ["0.005", "0.0050000001"])
+def test_a_number_flag_reads_back_as_the_values_it_names_or_is_one_line(name, items):
+    """Every number flag (one value or a list, parse_values and one_value) given any text: each value the runs take is
+    the value its text means, or the call is refused in one line (argparse's own or a UsageError), never a
+    traceback."""
+    flag, text = "--" + name.replace("_", "-"), ",".join(items)
+    cfgs, refusal = resolved_or_refused([f"{flag}={text}"])
+    if cfgs is None:
+        return
+    kind = type(getattr(train.TrainConfig(), name))
+    meant = [kind(item) for item in items]
+    if name == "lr_spt":  # below 0: the prompt learning rate
+        meant = [train.TrainConfig.lr_prompt if v < 0 else v for v in meant]
+    assert sorted({getattr(c, name) for c in cfgs}) == sorted(set(meant)) and len(cfgs) == len(items)
+    assert all(math.isfinite(getattr(c, name)) for c in cfgs)
+    assert len({json.dumps(dataclasses.asdict(c), sort_keys=True) for c in cfgs}) == len(cfgs)  # each another run
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 12), st.integers(1, 200))
+def test_max_runs_refuses_exactly_the_calls_that_plan_more(values, seeds, most):
+    lrs = ",".join(f"{i}e-4" for i in range(1, values + 1))
+    cfgs, refusal = resolved_or_refused(["--lr", lrs, "--seed", f"1-{seeds}", "--max-runs", str(most)])
+    if values * seeds <= most:
+        assert refusal is None and len(cfgs) == values * seeds
+    else:
+        assert f"this call plans {values * seeds:,} runs" in refusal and f"--max-runs {most}" in refusal
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1, exclude_min=True, exclude_max=True))
+@example(0.005, 0.0050000001, 0.7)
+@example(5e-05, 0.005, 0.70000001)
+def test_distinct_values_name_distinct_folders_that_read_back(a, b, frac):
+    """Two values of a list never name one folder (%g printed 0.005 and 0.0050000001 alike), and the value in a
+    folder's name reads back as the run's; so does dual's fraction."""
+    assume(a != b)
+    cfgs = train.resolve_configs(train.parse_args(["--method", f"dual:{frac!r}", "--lr", f"{a!r},{b!r}"]))
+    names = train.run_names(cfgs)
+    assert len(set(names)) == 2
+    for cfg, name in zip(cfgs, names):
+        got_frac, got_lr = re.fullmatch(r"dual(.+)-lr(.+)-joshi5-s42", name).groups()
+        assert (float(got_frac), float(got_lr)) == (cfg.xpe_frac, cfg.lr), name
+        assert xpe.parse_method(xpe.method_name(cfg.method, cfg.xpe_frac)) == ("dual", cfg.xpe_frac)

@@ -138,6 +138,7 @@ def parser():
 def parse_args(argv=None):
     """The flags, each in its range (a UsageError); argparse's own refusals (types, choices) exit 2 themselves."""
     import train
+    import xpe
     from xpe import UsageError
 
     args = parser().parse_args(argv)
@@ -155,7 +156,7 @@ def parse_args(argv=None):
         if getattr(args, key) < 0:
             raise UsageError(f"--{key.replace('_', '-')} must be 0 ({zero}) or more, got {getattr(args, key)}")
     if args.peak_tflops is not None and not (math.isfinite(args.peak_tflops) and args.peak_tflops > 0):
-        raise UsageError(f"--peak-tflops must be a positive number of TFLOP/s, got {args.peak_tflops:g}")
+        raise UsageError(f"--peak-tflops must be a positive number of TFLOP/s, got {xpe.value_text(args.peak_tflops)}")
     for seed in (args.seed, args.seed + 1):  # the seeds section trains the next seed too
         train.parse_seeds(str(seed))
     if not args.no_peer and args.seed > NUMPY_SEEDS:  # the Trainer seeds numpy with it
@@ -407,12 +408,14 @@ SWEEP = (5e-3, 1e-3, 5e-4, 5e-5)  # --lr-prompt values of the sweep section: one
 
 def sweep_section(s):
     """A sweep (xpe, four --lr-prompt values, one seed) as one pack against the same runs one after another."""
+    import xpe
+
     sweep = [dataclasses.replace(cfg, lr_prompt=lr, lr_spt=lr) for cfg in s.configs(["xpe"], [s.args.seed])
              for lr in SWEEP]
     times = best_of(s, {"packed": lambda: fit_seconds(s, sweep)[0],
                         "alone": lambda: sum(fit_seconds(s, [cfg])[0] for cfg in sweep)})
     n = len(sweep) * s.args.steps
-    print(f"sweep packed (xpe, --lr-prompt {','.join(f'{v:g}' for v in SWEEP)}): {n / times['packed']:.4g} run-steps/s")
+    print(f"sweep packed (xpe, --lr-prompt {','.join(map(xpe.value_text, SWEEP))}): {n / times['packed']:.4g} run-steps/s")
     print(f"sweep one after another: {n / times['alone']:.4g} run-steps/s")
     return {"sweep pack / one after another": times["alone"] / times["packed"]}
 
