@@ -356,7 +356,7 @@ def check_ranges(cfg):
               (("patience", "0 turns early stopping off"), ("eval_every", "0 means one epoch"))]
     rules += [(key, finite(getattr(cfg, key)) and getattr(cfg, key) >= 0, "a finite number, 0 or more")
               for key in ("lr_prompt", "lr", "weight_decay")]
-    rules += [("lr_spt", finite(cfg.lr_spt), "a finite number (below 0: --lr-prompt)"),
+    rules += [("lr_spt", finite(cfg.lr_spt), "a finite number (below 0: the prompt learning rate)"),
               ("grad_clip", finite(cfg.grad_clip) and cfg.grad_clip >= 0, "a finite norm, or 0 for no clipping"),
               ("encoder_dropout", 0 <= cfg.encoder_dropout < 1, "a probability in [0, 1)"),
               ("head_dropout", 0 <= cfg.head_dropout < 1, "a probability in [0, 1)"),
@@ -502,9 +502,11 @@ def run_dirs(cfgs, out):
         return [Path(out) if out else Path("runs") / run_name(cfgs[0])]
     names = run_names(cfgs)
     twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
+    if twice and cfgs[0].target:
         raise UsageError(f"two runs of this call would share the folder {twice[0]}: give each --init a name "
                          f"of its own (the target runs are named <init folder>-to-<language>)")
+    if twice:  # resolve_configs refuses the lists that make one run twice; a folder name must never hide one
+        raise RuntimeError(f"two runs of this call are named {twice[0]}")
     return [Path(out or "runs") / name for name in names]
 
 
@@ -1344,8 +1346,8 @@ def check_positions(cfg, limit):
     if limit < 1:
         prompt_len = max(1, positions - cfg.max_length)
         raise UsageError(f"--prompt-len {cfg.prompt_len} leaves no position for text in {cfg.model}, which has "
-                         f"{positions}: use --prompt-len {prompt_len} or less with --max-length "
-                         f"{min(cfg.max_length, positions - prompt_len)}")
+                         f"{positions}: use --prompt-len {prompt_len} or less, which leaves "
+                         f"{min(cfg.max_length, positions - prompt_len)} for text")
     raise UsageError(f"--max-length {cfg.max_length} and {cfg.prompt_len} prompt vectors need more positions "
                      f"than {cfg.model} has: use --max-length {limit} or less")
 

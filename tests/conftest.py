@@ -160,3 +160,12 @@ def refused_in_one_line(main, argv, capsys, prog):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith(prog) and ": error: " in err[0], (argv, err)
     return err[0]
+
+
+def flags_not_given(line, argv):
+    """The flags a message names that argv does not give (a message names the cause the user can act on, never a
+    flag the call did not use, but for what to add: each command's ADVICE)."""
+    import re
+
+    given = {a.split("=")[0] for a in argv if a.startswith("--")}
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", line)) - given

@@ -19,7 +19,8 @@ import data
 import evaluate
 import train
 import xpe
-from conftest import FIXTURE_SIB200, ROOT, argparse_refusals, cpu_bf16, read_csv, refused_in_one_line, require_extra
+from conftest import (FIXTURE_SIB200, ROOT, argparse_refusals, cpu_bf16, flags_not_given, read_csv,
+                      refused_in_one_line, require_extra)
 
 PAPER_BASELINES = {  # SPEC §6: XLM-R large fine-tuned on English, zero-shot (Table 2)
     "lowperf": 33.5, "unseen": 54.0, "seen-wo-j5": 86.2, "all-wo-j5": 67.8}
@@ -1393,6 +1394,8 @@ def test_the_replications_scores_give_the_same_files_from_any_working_folder(tmp
 
 # Every flag of evaluate.py with a value out of its range: one line (argparse's own refusals end in one), exit 2,
 # nothing written. {scores}: a per_language.csv of three seeds of xpe and spt; {tmp}: the test's folder.
+# flags a refusal may name though the call did not give them: what to add to go on
+EVALUATE_ADVICE = {"--sweep", "--compare", "--runs"}  # e.g. --sweep-plot needs --sweep
 EVERY_FLAG = [
     (["--runs", "{tmp}/nowhere"], "does not exist: pass run directories or a folder of runs"),
     (["--scores", "{tmp}/nowhere.csv"], "--scores {tmp}/nowhere.csv: cannot read it"),
@@ -1437,6 +1440,7 @@ def test_every_flag_out_of_range_is_one_line_and_writes_nothing(tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and fill(words) in err[-1], err
     assert len(err) == 1, err
+    assert flags_not_given(err[0], argv) <= EVALUATE_ADVICE, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "scores.csv"]
 
 

@@ -19,7 +19,7 @@ import evaluate
 import train
 import xpe
 from tools import peft_adapters
-from conftest import FIXTURE_SIB200, ROOT, argparse_refusals, refused_in_one_line, require_extra
+from conftest import FIXTURE_SIB200, ROOT, argparse_refusals, flags_not_given, refused_in_one_line, require_extra
 
 # Every field of peft 0.14.0's PromptTuningConfig (dataclasses.fields): what 0.14 reads without a warning.
 PEFT_014_FIELDS = {"task_type", "peft_type", "auto_mapping", "base_model_name_or_path", "revision", "inference_mode",
@@ -218,6 +218,7 @@ def test_every_import_flag_out_of_range_is_one_line_and_writes_nothing(tmp_path,
     code = peft_adapters.main(["import", str(tmp_path / "peft"), str(tmp_path / "back"), *args])
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and words.replace("{tmp}", str(tmp_path)) in line, line
+    assert flags_not_given(line, args) <= {"--model", "--labels"}, line  # what to add to go on
     assert not (tmp_path / "back").exists()
 
 

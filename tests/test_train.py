@@ -239,7 +239,7 @@ BAD_INPUT = [  # every flag, each with the values outside the range where it mea
     (["--lr-prompt", "nan"], "--lr-prompt must be a finite number, 0 or more, got nan"),
     (["--lr-prompt", "inf"], "--lr-prompt must be a finite number, 0 or more, got inf"),
     (["--lr-prompt", "-0.001"], "--lr-prompt must be a finite number, 0 or more"),
-    (["--lr-spt", "nan"], "--lr-spt must be a finite number (below 0: --lr-prompt)"),
+    (["--lr-spt", "nan"], "--lr-spt must be a finite number (below 0: the prompt learning rate)"),
     (["--lr", "-0.001"], "--lr must be a finite number, 0 or more"),
     (["--lr", "inf"], "--lr must be a finite number, 0 or more"),
     (["--weight-decay", "-0.1"], "--weight-decay must be a finite number, 0 or more"),
@@ -253,7 +253,7 @@ BAD_INPUT = [  # every flag, each with the values outside the range where it mea
     (["--max-length", "2"], "--max-length must be at least 3"),  # every row would be <s></s>
     (["--max-length", "235"], "use --max-length 234 or less"),  # the tiny model has 256 positions, from 2
     (["--prompt-len", "0"], "prompt length"),
-    (["--prompt-len", "600"], "use --prompt-len 90 or less with --max-length 164"),
+    (["--prompt-len", "600"], "use --prompt-len 90 or less, which leaves 164 for text"),
     (["--encoder-hidden", "0"], "--encoder-hidden must be between 1 and 16384"),
     (["--encoder-hidden", "-4"], "--encoder-hidden must be between 1 and 16384"),
     (["--encoder-hidden", "100000000"], "--encoder-hidden must be between 1 and 16384"),
@@ -281,6 +281,20 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, tiny_model
     assert code == 2
     assert words in err and len(err.splitlines()) == 1, err
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+# flags a refusal may name though the call did not give them: what to add to go on (a --target needs --init; pass
+# --resume or --overwrite; allow more with --max-runs; choose another --out)
+ADVICE = {"--init", "--target", "--resume", "--overwrite", "--max-runs", "--out"}
+
+
+@pytest.mark.parametrize("args, words", BAD_INPUT)
+def test_a_refusal_names_no_setting_the_call_did_not_give(tmp_path, tiny_model_dir, capsys, args, words):
+    code, out = run(tmp_path, tiny_model_dir, *args)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    given = {a.split("=")[0] for a in args + ["--model", "--data-dir", "--source", "--steps", "--batch-size",
+                                                "--eval-every", "--lr", "--out", "--device"] if a.startswith("--")}
+    assert code == 2 and set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", line)) - given <= ADVICE, line
 
 
 def test_bad_input_walks_every_flag():
