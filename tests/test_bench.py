@@ -202,6 +202,7 @@ BENCH_FLAGS = [
     (["--data-dir", "{tmp}/a-file"], "data directory {tmp}/a-file does not exist"),
     (["--tokenizer", "{tmp}/a-file"], "no tokenizer in {tmp}/a-file"),
     (["--threads", "-1"], "--threads must be 0 (torch's choice) or more, got -1"),
+    (["--threads", "100000000"], "--threads 100000000: this machine has"),  # torch started them at the first step
     (["--seed", "-1"], "--seed -1: use a number"),
     (["--seed", "4294967296"], "numpy takes at most 4294967295: use a smaller --seed, or --no-peer"),
     (["--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),

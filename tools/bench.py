@@ -155,6 +155,8 @@ def parse_args(argv=None):
     for key, zero in (("eval_limit", "all"), ("threads", "torch's choice")):
         if getattr(args, key) < 0:
             raise UsageError(f"--{key.replace('_', '-')} must be 0 ({zero}) or more, got {getattr(args, key)}")
+    if args.threads > (os.cpu_count() or 1):  # torch would start them at the first parallel step
+        raise UsageError(f"--threads {args.threads}: this machine has {os.cpu_count() or 1} CPUs; use at most that")
     if args.peak_tflops is not None and not (math.isfinite(args.peak_tflops) and args.peak_tflops > 0):
         raise UsageError(f"--peak-tflops must be a positive number of TFLOP/s, got {xpe.value_text(args.peak_tflops)}")
     for seed in (args.seed, args.seed + 1):  # the seeds section trains the next seed too
