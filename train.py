@@ -135,7 +135,7 @@ def build_parser(description=None):
         kind = (str if f.name in ("method", "seed") + SWEEPABLE  # lists: parsed below
                 else one_value(type(default)) if type(default) in (int, float) else type(default))
         # None marks "not given", so that method- and target-dependent defaults can fill it.
-        kind = path_text if f.name in ("model", "init") else kind
+        kind = path_text if f.name in ("model", "init", "data_dir", "groups_file") else kind  # leave out: default
         p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None, nargs="+" if f.name == "init" else None,
                        help=f"{f.metadata['help']} (default {shown})")
     p.add_argument("--out", type=path_text, default=None, help="the run's folder, or with several runs the folder that holds them "

@@ -308,7 +308,8 @@ def test_argparse_refusals_are_one_line_naming_the_flag(tmp_path, monkeypatch, c
     nothing written (an empty --out trained into runs/)."""
     monkeypatch.chdir(tmp_path)
     cases = argparse_refusals(train.build_parser())
-    assert {"--out", "--model", "--init", "--steps", "--max-runs", "--pack-size"} <= {flag for _, flag in cases}
+    assert {"--out", "--model", "--init", "--data-dir", "--groups-file", "--steps", "--max-runs", "--pack-size"} <= {
+        flag for _, flag in cases}
     for argv, flag in cases:
         assert flag in refused_in_one_line(train.main, argv, capsys, "train.py")
     assert list(tmp_path.iterdir()) == []
@@ -958,6 +959,10 @@ def test_resume_of_a_folder_that_does_not_exist_says_so(tmp_path, tiny_model_dir
     assert train.main(four_steps_argv(tiny_model_dir, tmp_path / "empty", "--resume")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds no run, so there is nothing to resume: leave --resume out" in err[0], err
+    assert list((tmp_path / "empty").iterdir()) == []
+    assert train.main(four_steps_argv(tiny_model_dir, tmp_path / "empty", "--seed", "1-2", "--resume")) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # it exists: it holds none of the call's folders
+    assert len(err) == 1 and f"{tmp_path / 'empty'} holds none of this call's 2 run folders" in err[0], err
     assert list((tmp_path / "empty").iterdir()) == []
 
 
