@@ -206,6 +206,7 @@ def parse_methods(text, xpe_frac):
 MAX_SEED = 2 ** 64 - 1  # torch.manual_seed's largest
 MAX_HIDDEN = 16_384    # the prompt encoder's h: its h x h layer is then 268 M weights, 1 GiB
 MAX_SEEDS = 10_000     # seeds a call names: each is a run of every method
+MAX_COUNT = 2 ** 53    # steps, rows, cycles and the like: the schedule and the epochs compute them as floats
 
 
 def parse_seeds(text):
@@ -347,7 +348,10 @@ def target_configs(given):
 def check_ranges(cfg):
     """Every number of the settings against the range where it means something (shared by a call's runs)."""
     finite = math.isfinite
-    rules = [(key, getattr(cfg, key) >= 1, "at least 1") for key in ("steps", "batch_size", "cycles", "eval_batch_size")]
+    counts = ("steps", "batch_size", "cycles", "eval_batch_size", "patience", "eval_every")
+    rules = [(key, getattr(cfg, key) >= 1, "at least 1") for key in counts[:4]]
+    rules += [(key, getattr(cfg, key) <= MAX_COUNT, f"at most {MAX_COUNT:,} (2^53, the schedule counts in floats)")
+              for key in counts]
     rules += [("max_length", cfg.max_length >= 3, "at least 3 (<s>, a token of text and </s>; below, a tokenizer "
                                                    "keeps the whole text or none of it)"),
               ("encoder_hidden", 1 <= cfg.encoder_hidden <= MAX_HIDDEN, f"between 1 and {MAX_HIDDEN} (its h x h "

@@ -84,8 +84,9 @@ def split_prompt(method, xpe_frac, prompt_len=20):
     """Return (n_spt, n_xpe) for a method and an XPE fraction r; the SPT part comes first."""
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
-    if isinstance(prompt_len, bool) or not isinstance(prompt_len, int) or prompt_len < 1:
-        raise UsageError(f"prompt length must be an integer of at least 1, got {prompt_len!r}")
+    if isinstance(prompt_len, bool) or not isinstance(prompt_len, int) or not 1 <= prompt_len <= 2 ** 20:
+        raise UsageError(f"prompt length must be an integer from 1 to 2^20 (no backbone has more positions), got "
+                         f"{str(prompt_len)[:20]}")
     r = float(xpe_frac)
     if not 0.0 <= r <= 1.0 or math.isnan(r):
         raise UsageError(f"xpe_frac must lie in [0, 1] (0 = spt, 1 = xpe, between = dual), got {xpe_frac!r}")

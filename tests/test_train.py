@@ -246,6 +246,13 @@ BAD_INPUT = [  # every flag, each with the values outside the range where it mea
     (["--warmup", "1"], "--warmup must be a share of the steps in [0, 1)"),
     (["--warmup", "nan"], "--warmup must be a share of the steps in [0, 1)"),
     (["--cycles", "0"], "--cycles must be at least 1"),
+    (["--cycles", "1" + "0" * 400], "--cycles must be at most 9,007,199,254,740,992"),  # float(cycles): a traceback
+    (["--batch-size", str(2 ** 53 + 1)], "--batch-size must be at most 9,007,199,254,740,992"),
+    (["--steps", "9" * 20], "--steps must be at most 9,007,199,254,740,992"),
+    (["--patience", "9" * 20], "--patience must be at most 9,007,199,254,740,992"),
+    (["--eval-every", "9" * 20], "--eval-every must be at most 9,007,199,254,740,992"),
+    (["--eval-batch-size", "9" * 20], "--eval-batch-size must be at most 9,007,199,254,740,992"),
+    (["--method", "dual", "--prompt-len", "1" + "0" * 400], "prompt length must be"),  # float(prompt_len): a traceback
     (["--patience", "-1"], "--patience must be 0 or more"),
     (["--stop-after", "1.5"], "--stop-after must be a share of the steps in [0, 1]"),
     (["--max-length", "0"], "--max-length must be at least 3"),
