@@ -1286,7 +1286,8 @@ def test_bad_target_calls_exit_2_with_one_line_and_write_nothing(tmp_path, quiet
 
 # ---- flag values and folder names, generated ---------------------------------------------------------
 
-NUMBER_TEXTS = st.one_of(st.floats().map(repr), st.integers(-10, 10 ** 6).map(str), st.sampled_from(
+NUMBER_TEXTS = st.one_of(st.floats().map(repr), st.integers(-10, 10 ** 6).map(str), st.integers(-2 ** 70, 10 ** 450)
+                         .map(str), st.sampled_from(
     ["nan", "inf", "-inf", "1e400", "-0.0", "0x10", "1_0", " 3", "", " ", "5e-3", "²", "1,", "٣"]))
 NUMBER_FLAGS = [f.name for f in dataclasses.fields(train.TrainConfig) if f.type in ("int", "float", int, float)]
 
@@ -1307,15 +1308,18 @@ def resolved_or_refused(argv):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.sampled_from(NUMBER_FLAGS), st.lists(NUMBER_TEXTS, min_size=1, max_size=4))
-@example("lr_spt", ["-1", "5e-3"])
-@example("lr", ["0.005", "0.0050000001"])
-def test_a_number_flag_reads_back_as_the_values_it_names_or_is_one_line(name, items):
+@given(st.sampled_from(NUMBER_FLAGS), st.lists(NUMBER_TEXTS, min_size=1, max_size=4),
+       st.sampled_from(["xpe", "spt", "dual"]))
+@example("lr_spt", ["-1", "5e-3"], "xpe")
+@example("lr_spt", ["-1", "5e-3"], "dual")
+@example("lr", ["0.005", "0.0050000001"], "xpe")
+@example("prompt_len", ["1" + "0" * 400], "dual")
+def test_a_number_flag_reads_back_as_the_values_it_names_or_is_one_line(name, items, method):
     """Every number flag (one value or a list, parse_values and one_value) given any text: each value the runs take is
     the value its text means, or the call is refused in one line (argparse's own or a UsageError), never a
     traceback."""
     flag, text = "--" + name.replace("_", "-"), ",".join(items)
-    cfgs, refusal = resolved_or_refused([f"{flag}={text}"])
+    cfgs, refusal = resolved_or_refused(["--method", method, f"{flag}={text}"])
     if cfgs is None:
         return
     kind = type(getattr(train.TrainConfig(), name))
