@@ -138,8 +138,9 @@ def build_parser(description=None):
         kind = path_text if f.name in ("model", "init", "data_dir", "groups_file") else kind  # leave out: default
         p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None, nargs="+" if f.name == "init" else None,
                        help=f"{f.metadata['help']} (default {shown})")
-    p.add_argument("--out", type=path_text, default=None, help="the run's folder, or with several runs the folder that holds them "
-                                               "(default runs/, each run named like dual0.7-joshi5-s42)")
+    p.add_argument("--out", type=path_text, default=None,
+                   help="the run's folder, or with several runs the folder that holds them (default runs/, each run "
+                        "named like dual0.7-joshi5-s42)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cuda when there is one; "
                                                   "see --precision for what auto picks there)")
     p.add_argument("--pack-seeds", action="store_true",
@@ -748,19 +749,19 @@ def pack_change(out, theirs, mine, call_settings):
     def values(runs, key):
         return sorted({xpe.method_name(r["method"], r["xpe_frac"]) if key == "method" else r.get(key) for r in runs},
                       key=lambda v: (str(type(v)), v))
-    changed = []
-    seeds = [values(old, "seed"), values(new, "seed")]
+    changed, seeds = [], [values(old, "seed"), values(new, "seed")]
     if (len(seeds[0]) > 1) != (len(seeds[1]) > 1):  # seeds packed together in one call, apart in the other
-        changed.append("--pack-seeds" if len(seeds[0]) > 1 else "no --pack-seeds")
+        together = len(seeds[0]) > 1
+        changed.append(f"{'with' if together else 'without'} --pack-seeds, as the first call")
     for key in ("method", "seed", *SWEEPABLE):
-        if key == "seed" and changed:
-            continue
         follows = key == "lr_spt" and all(r.get("lr_spt") == r.get("lr_prompt") for r in old + new)  # not given
-        if values(old, key) != values(new, key) and not follows:
-            changed.append(f"--{key.replace('_', '-')} {','.join(map(xpe.value_text, values(old, key)))}")
+        if values(old, key) != values(new, key) and not follows and not (key == "seed" and changed):
+            flag_values = ",".join(map(xpe.value_text, values(old, key)))
+            changed.append(f"with the first call's --{key.replace('_', '-')} {flag_values}")
     shown = lambda names: ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")  # noqa
+    advice = " and ".join(changed) or "with the first call's --pack-size"  # the same runs, cut into other packs
     return (f"--resume: {out} was trained in a pack of {shown(theirs)}, this call packs it with {shown(mine)}: resume "
-            f"with the first call's {' and '.join(changed) or '--pack-size'}")
+            f"{advice}")
 
 
 def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), probe_locks=True, call_outs=None,

@@ -883,7 +883,7 @@ def test_a_resume_in_another_pack_is_refused(tmp_path, tiny_model_dir, one_backb
     argv = four_steps_argv(tiny_model_dir, tmp_path / "runs", *TWO_BY_TWO, "--pack-seeds", "--steps", "2")
     assert train.main(argv) == 0
     before = {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*")  if p.is_file()}
-    for other, changed in ((["--method", "spt,xpe", "--seed", "1-2"], "with the first call's --pack-seeds"),
+    for other, changed in ((["--method", "spt,xpe", "--seed", "1-2"], "resume with --pack-seeds, as the first call"),
                            (["--method", "spt", "--seed", "1-2", "--pack-seeds"], "with the first call's --method "
                                                                                   "spt,xpe\n")):
         code = train.main(four_steps_argv(tiny_model_dir, tmp_path / "runs", *other, "--steps", "2", "--resume"))
