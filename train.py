@@ -115,6 +115,9 @@ class Parser(argparse.ArgumentParser):
     choice) read as a UsageError's, one line naming the flag and exit 2, without the usage above it."""
 
     def error(self, message):
+        flag = re.fullmatch(r"argument (--[\w-]+): expected one argument", message)
+        if flag:  # argparse takes a value such as -1,5e-3 for a flag
+            message += f" (a value that begins with '-' is written {flag[1]}=-1,5e-3)"
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 

@@ -319,6 +319,8 @@ def test_argparse_refusals_are_one_line_naming_the_flag(tmp_path, monkeypatch, c
         flag for _, flag in cases}
     for argv, flag in cases:
         assert flag in refused_in_one_line(train.main, argv, capsys, "train.py")
+    line = refused_in_one_line(train.main, ["--method", "dual", "--lr-spt", "-1,5e-3"], capsys, "train.py")
+    assert "--lr-spt: expected one argument (a value that begins with '-' is written --lr-spt=-1,5e-3)" in line
     assert list(tmp_path.iterdir()) == []
 
 
