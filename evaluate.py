@@ -1855,14 +1855,17 @@ def predict_texts(args, device):
 def parser():
     p = train.Parser(prog="evaluate.py", description=__doc__.split("\n")[0])
     path = train.path_text
-    p.add_argument("--runs", nargs="*", type=path, default=[], help="run folders or folders of runs (default: the newest in runs/)")
-    p.add_argument("--scores", type=path, nargs="+", help="make the tables, figure and comparisons from earlier per_language.csv "
-                                               "files instead of scoring runs (e.g. one per source, from a job array)")
+    p.add_argument("--runs", nargs="*", type=path, default=[],
+                   help="run folders or folders of runs (default: the newest in runs/)")
+    p.add_argument("--scores", type=path, nargs="+",
+                   help="make the tables, figure and comparisons from earlier per_language.csv "
+                        "files instead of scoring runs (e.g. one per source, from a job array)")
     p.add_argument("--group", help="one target set: a group, codes, or a mix such as unseen-lowperf")
     p.add_argument("--groups", help=f"target groups, comma-separated (default {TABLE2_GROUPS}; with --groups-file, "
                                     f"the file's groups)")
     p.add_argument("--groups-file", type=path, help="language groups in the form of groups.json (default groups.json)")
-    p.add_argument("--data-dir", type=path, help="local data laid out as DIR/<code>/test.tsv (default: SIB-200 from the hub)")
+    p.add_argument("--data-dir", type=path,
+                   help="local data laid out as DIR/<code>/test.tsv (default: SIB-200 from the hub)")
     p.add_argument("--out", type=path, default=None, help="folder for per_language.csv, per_group.csv, the tables and "
                                                "compare.csv, written as one set (default results)")
     p.add_argument("--batch-size", type=int, default=256, help="rows per backbone pass, shared by the runs scored "
@@ -1892,15 +1895,17 @@ def parser():
                    "train.py call with --lr-prompt 5e-3,5e-4,5e-5): per value and target group the mean over seeds "
                    "with its 95 %% t-interval over seeds, the best in bold and its lead over the next, paired by seed; "
                    "to sweep.csv and sweep.md")
-    p.add_argument("--sweep-plot", type=path, metavar="FILE.png", help="with --sweep: accuracy against the swept value, a panel "
-                                                            "per target group, the interval as a band; its numbers to "
-                                                            "FILE.csv (needs matplotlib)")
+    p.add_argument("--sweep-plot", type=path, metavar="FILE.png",
+                   help="with --sweep: accuracy against the swept value, a panel "
+                        "per target group, the interval as a band; its numbers to "
+                        "FILE.csv (needs matplotlib)")
     p.add_argument("--unfinished", action="store_true", help="score runs that have not finished too, marked ‡")
     p.add_argument("--pool-code", action="store_true", help="runs whose settings differ only in the code that trained "
                                                             "them (its fingerprint) make one column, not one each; "
                                                             "the tables' note names the code versions pooled")
-    p.add_argument("--plot", type=path, metavar="FILE.png", help="the paper's Figure 2: accuracy per language, seen and unseen "
-                                                      "panels; its numbers go to FILE.csv (needs matplotlib)")
+    p.add_argument("--plot", type=path, metavar="FILE.png",
+                   help="the paper's Figure 2: accuracy per language, seen and unseen "
+                        "panels; its numbers go to FILE.csv (needs matplotlib)")
     p.add_argument("--plot-sort", metavar="METHOD[@SOURCE]",
                    help="order the figure's languages by this setting, highest first, e.g. dual:0.7 or "
                         "dual:0.7@joshi5, or a series' label (default: the first setting)")
@@ -1908,8 +1913,9 @@ def parser():
                    help=f"the figures' size in pixels (default {PLOT_SIZE[0]}x{PLOT_SIZE[1]})")
     p.add_argument("--plot-baselines", help=f"baselines.csv columns drawn in the figure, comma-separated, from "
                                             f"{', '.join(BASELINE_COLUMNS)} (default with --baseline: xlt_eng,gpt4)")
-    p.add_argument("--predict", type=path, metavar="FILE", help="classify the texts of FILE (one a line; - reads standard input) "
-                                                     "with one run: CSV on standard output")
+    p.add_argument("--predict", type=path, metavar="FILE",
+                   help="classify the texts of FILE (one a line; - reads standard input) "
+                        "with one run: CSV on standard output")
     return p
 
 

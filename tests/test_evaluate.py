@@ -1758,7 +1758,8 @@ def test_setting_labels_name_each_setting_exactly_and_read_back(lrs, fracs):
         for setting, label in labels.items():
             name, picks = evaluate.parse_side(label)
             chosen = [s for s in table if evaluate.name_of(s) == name and all(
-                k in evaluate.described(s) and evaluate.same_value(evaluate.described(s)[k], v) for k, v in picks.items())]
+                k in evaluate.described(s) and evaluate.same_value(evaluate.described(s)[k], v)
+                for k, v in picks.items())]
             assert chosen == [setting], (label, chosen)
 
 

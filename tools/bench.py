@@ -119,7 +119,8 @@ def parser():
     p.add_argument("--no-peer", action="store_true", help="leave out the peer (PEFT + Trainer): no peft needed")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="the device's peak for MFU (default: read from the GPU's name; none on the CPU)")
-    p.add_argument("--data-dir", type=path, default=os.environ.get("XPE_SIB200_DIR") or str(ROOT.parent / "shared" / "sib200"),
+    p.add_argument("--data-dir", type=path,
+                   default=os.environ.get("XPE_SIB200_DIR") or str(ROOT.parent / "shared" / "sib200"),
                    help="SIB-200 copy (default env XPE_SIB200_DIR or ../shared/sib200)")
     p.add_argument("--tokenizer", type=path, default=os.environ.get("XPE_E5_DIR") or str(ROOT / ".e5"),
                    help="a folder with XLM-R's tokenizer, e.g. e5-small's (default env XPE_E5_DIR or ./.e5)")
@@ -417,7 +418,8 @@ def sweep_section(s):
     times = best_of(s, {"packed": lambda: fit_seconds(s, sweep)[0],
                         "alone": lambda: sum(fit_seconds(s, [cfg])[0] for cfg in sweep)})
     n = len(sweep) * s.args.steps
-    print(f"sweep packed (xpe, --lr-prompt {','.join(map(xpe.value_text, SWEEP))}): {n / times['packed']:.4g} run-steps/s")
+    values = ",".join(map(xpe.value_text, SWEEP))
+    print(f"sweep packed (xpe, --lr-prompt {values}): {n / times['packed']:.4g} run-steps/s")
     print(f"sweep one after another: {n / times['alone']:.4g} run-steps/s")
     return {"sweep pack / one after another": times["alone"] / times["packed"]}
 
