@@ -106,6 +106,7 @@ TARGET_DEFAULTS = dict(steps=6000, warmup=0.05, patience=30, encoder_dropout=0.0
 SWEEPABLE = ("lr_prompt", "lr_spt", "lr", "weight_decay", "warmup", "cycles", "grad_clip", "encoder_hidden",
              "encoder_dropout", "head_dropout", "patience", "stop_after")
 MAX_RUNS = 64  # runs a call trains unless --max-runs allows more
+MOST_RUNS = 100_000  # the most --max-runs allows
 METHOD_FRAC = dict(spt=0.0, xpe=1.0, dual=0.7)
 NOT_IDENTITY = {"eval_batch_size"}  # settings a resumed run may change without becoming another run
 
@@ -153,7 +154,7 @@ def build_parser(description=None):
                    help="most runs a pack trains in one backbone pass; the call goes pack after pack (default "
                         + ", ".join(f"{n} on {d}" for d, n in DEFAULT_PACK_SIZE.items()) + ")")
     p.add_argument("--max-runs", type=int, default=MAX_RUNS, help="most runs a call may plan (methods x seeds x swept "
-                                                                  f"values); more are refused (default {MAX_RUNS})")
+                                                                  f"values, at most {MOST_RUNS:,}); more are refused (default {MAX_RUNS})")
     p.add_argument("--resume", action="store_true", help="continue the call's runs from their last evaluation")
     p.add_argument("--overwrite", action="store_true", help="replace the runs in the run folders (only train.py's "
                                                             "own files there are removed)")
@@ -247,6 +248,9 @@ def resolve_configs(args):
         raise UsageError("--init needs --target LANGS: the languages of the full-supervision phase")
     if args.max_runs < 1:
         raise UsageError(f"--max-runs must be at least 1, got {args.max_runs}")
+    if args.max_runs > MOST_RUNS:  # the plan holds a TrainConfig a run: more would fill the memory before training
+        raise UsageError(f"--max-runs must be at most {MOST_RUNS:,} (each run is a folder and a model of its own), "
+                         f"got {args.max_runs:,}: split the call")
     if args.pack_size is not None and args.pack_size < 1:
         raise UsageError(f"--pack-size must be at least 1 (1: every run alone), got {args.pack_size}")
     sweeps = {name: parse_values(name, given.pop(name)) for name in SWEEPABLE if name in given}

@@ -277,6 +277,7 @@ BAD_INPUT = [  # every flag, each with the values outside the range where it mea
     (["--resume", "--overwrite"], "give one of them"),
     (["--pack-seeds", "--method", "spt,spt"], "names a run twice"),
     (["--max-runs", "0"], "--max-runs must be at least 1, got 0"),
+    (["--max-runs", "1" + "0" * 12], "--max-runs must be at most 100,000"),  # 64 M runs were then built
     (["--seed", "1,2", "--max-runs", "1"], "this call plans 2 runs"),  # a switch: only the runs it packs can be wrong
 ]
 
@@ -542,11 +543,14 @@ def test_a_sweep_is_counted_before_it_is_built(tmp_path):
             "resource.setrlimit(resource.RLIMIT_AS, (used + 2 ** 30, resource.RLIM_INFINITY))\n"
             "sys.exit(train.main(sys.argv[1:]))\n")
     argv = ["--lr", values, "--lr-prompt", values, "--weight-decay", values, "--out", str(tmp_path / "runs")]
-    done = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    err = done.stderr.strip().splitlines()
-    assert done.returncode == 2 and len(err) == 1, done.stderr[-2000:]
-    assert "this call plans 64,000,000 runs (1 methods x 64,000,000 combinations" in err[0], err
-    assert "--max-runs 64" in err[0] and list(tmp_path.iterdir()) == []
+    for most, words in ((None, "this call plans 64,000,000 runs (1 methods x 64,000,000 combinations"),
+                        ("100000000", "--max-runs must be at most 100,000")):  # a --max-runs that allowed them
+        more = ["--max-runs", most] if most else []
+        done = subprocess.run([sys.executable, "-c", code, *argv, *more], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+        err = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(err) == 1 and words in err[0], done.stderr[-2000:]
+        assert list(tmp_path.iterdir()) == []
 
 
 UNREAD = [  # (method, flags, the swept flag, words): a list over a setting that the method never reads
