@@ -1313,10 +1313,11 @@ def main(argv=None):
         precision = xpe.resolve_precision(cfgs[0].precision, device)  # the runs record what they train in
         cfgs = [replace(c, precision=precision) for c in cfgs]
         cfg = cfgs[0]
+        outs = run_dirs(cfgs, args.out)  # the folder plan before the data is read
+        check_holder(Path(args.out or "runs"), len(cfgs))
         languages, labels, rows = load_rows(cfgs)
         plan = packs_of(cfgs, args.pack_seeds, args.pack_size or DEFAULT_PACK_SIZE[device.type],
                         [len(rows[data_key(c)][0]) for c in cfgs])
-        outs = run_dirs(cfgs, args.out)
         call_names = run_names(cfgs)
         names = {i: [call_names[j] for j in pack] for pack in plan for i in pack}
         if len(cfgs) > 1:
@@ -1326,7 +1327,6 @@ def main(argv=None):
                   f"{max(map(len, plan))}{f' (swept: {swept})' if swept else ''}")
         plan = share(plan, rank, world)  # torchrun, srun: this process's packs
         mine = [i for pack in plan for i in pack]
-        check_holder(Path(args.out or "runs"), len(cfgs))
         check = lambda **kw: check_folders(  # noqa: E731
             [outs[i] for i in mine], [asdict(cfgs[i]) for i in mine], [names[i] for i in mine], args.resume,
             args.overwrite, NOT_IDENTITY, call_outs=outs, call_settings=dict(zip(call_names, map(asdict, cfgs))), **kw)
