@@ -313,6 +313,20 @@ def check_read(method, xpe_frac, prompt_len, sweeps, combos):
                          f"{xpe.value_text(combo['lr_spt'])} are one run: give each learning rate once")
 
 
+def unread_notes(args, cfgs):
+    """A line for each setting given one value that some of the call's methods never read: the runs record it, and
+    train as they would without it (a list of them is refused, check_read)."""
+    notes = {}
+    follows = args.lr_spt is None or all(v < 0 for v in parse_values("lr_spt", args.lr_spt))  # spt reads lr_prompt
+    for c in cfgs:
+        for key in sorted(unread_settings(c.method, c.xpe_frac, c.prompt_len) - ({"lr_prompt"} if follows else set())):
+            if getattr(args, key, None) is not None:
+                name = xpe.method_name(c.method, c.xpe_frac)
+                notes[name, key] = (f"train.py: note: {name} never reads --{key.replace('_', '-')}: its runs record "
+                                    f"{xpe.value_text(getattr(c, key))} and train as they would without it")
+    return list(notes.values())
+
+
 def model_key(model):
     """A backbone as a run records it: a local folder by its absolute path, a hub name as it is."""
     return str(Path(model).resolve()) if Path(model).is_dir() else model
@@ -1315,6 +1329,8 @@ def main(argv=None):
         cfg = cfgs[0]
         outs = run_dirs(cfgs, args.out)  # the folder plan before the data is read
         check_holder(Path(args.out or "runs"), len(cfgs))
+        for line in unread_notes(args, cfgs) if rank == 0 else []:
+            print(line, file=sys.stderr)
         languages, labels, rows = load_rows(cfgs)
         plan = packs_of(cfgs, args.pack_seeds, args.pack_size or DEFAULT_PACK_SIZE[device.type],
                         [len(rows[data_key(c)][0]) for c in cfgs])

@@ -589,6 +589,19 @@ def test_every_method_and_setting_it_never_reads_is_walked():
     assert unread == walked and train.unread_settings("dual", 0.5, 20) == set()
 
 
+@pytest.mark.parametrize("method, flags, flag, words", UNREAD[:4])
+def test_one_value_of_a_setting_the_method_never_reads_is_said_before_training(method, flags, flag, words):
+    """One value (no list) is taken, and the call says that the method never reads it; a method that reads every
+    setting given, nothing."""
+    one = [a.split(",")[0] for a in flags]
+    args = train.parse_args(["--method", method, *one])
+    notes = train.unread_notes(args, train.resolve_configs(args))
+    assert any(f"{method} never reads {flag}:" in line for line in notes), notes
+    for reads in (["--method", "dual", *one], ["--method", "spt", "--lr-prompt", "1e-3"]):  # spt's follows it
+        args = train.parse_args(reads)
+        assert train.unread_notes(args, train.resolve_configs(args)) == []
+
+
 def test_lr_spt_below_0_and_the_prompt_rate_are_one_run_and_said_so(tmp_path, capsys):
     """--lr-spt=-1,5e-3 with the default --lr-prompt 5e-3: one line about what -1 means, not about --init."""
     code = train.main(["--method", "dual", "--lr-spt=-1,5e-3", "--out", str(tmp_path / "runs")])
