@@ -1296,7 +1296,7 @@ def sweep_rows(per_language, group_langs, key):
                                                                                                    None, None, "no seeds")
                     row.update(next=ranked[1], lead=lead, lead_low=lead_low, lead_high=lead_high, lead_verdict=verdict)
                 rows.append({k: round(x, 6) if isinstance(x, float) and k not in ("value", "next") else x
-                             for k, x in row.items()})  # the swept values as they were, rounded to none
+                             for k, x in row.items()})  # the swept values kept exact: they name the rows
     return rows
 
 
