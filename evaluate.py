@@ -20,7 +20,6 @@ run's prompt in front of its own copy of the batch). A source run is scored zero
 languages it was not trained on; a target run (train.py --target) on its own language. A setting is
 every training setting but the seed (BOOKKEEPING lists what else is not the experiment).
 """
-import argparse
 import csv
 import hashlib
 import io
@@ -341,7 +340,8 @@ def name_of(setting):
 
 
 def _value(v):
-    return f"{v:g}" if isinstance(v, float) else str(v)
+    """A recorded value as labels print it, reading back as itself (xpe.value_text)."""
+    return xpe.value_text(v)
 
 
 def differs(recorded, key):
@@ -1449,8 +1449,8 @@ def sweep_rows(per_language, group_langs, key):
                     _, lead, _, lead_low, lead_high, verdict = seed_interval(diffs) if diffs else (0, None, None,
                                                                                                    None, None, "no seeds")
                     row.update(next=ranked[1], lead=lead, lead_low=lead_low, lead_high=lead_high, lead_verdict=verdict)
-                rows.append({**{k: round(x, 6) if isinstance(x, float) and k != "value" else x for k, x in row.items()},
-                             "unrounded": row})
+                rows.append({**{k: round(x, 6) if isinstance(x, float) and k not in ("value", "next") else x
+                                for k, x in row.items()}, "unrounded": row})  # the swept values kept exact: they name rows
     return rows
 
 
@@ -2372,16 +2372,20 @@ def predict_texts(args, device):
 # ---- the command line --------------------------------------------------------------------------------
 
 def parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--runs", nargs="*", default=[], help="run folders or folders of runs (default: the newest in runs/)")
-    p.add_argument("--scores", nargs="+", help="make the tables, figure and comparisons from earlier per_language.csv "
-                                               "files instead of scoring runs (e.g. one per source, from a job array)")
+    p = train.Parser(prog="evaluate.py", description=__doc__.split("\n")[0])
+    path = train.path_text
+    p.add_argument("--runs", nargs="*", type=path, default=[],
+                   help="run folders or folders of runs (default: the newest in runs/)")
+    p.add_argument("--scores", type=path, nargs="+",
+                   help="make the tables, figure and comparisons from earlier per_language.csv "
+                        "files instead of scoring runs (e.g. one per source, from a job array)")
     p.add_argument("--group", help="one target set: a group, codes, or a mix such as unseen-lowperf")
     p.add_argument("--groups", help=f"target groups, comma-separated (default {TABLE2_GROUPS}; with --groups-file, "
                                     f"the file's groups)")
-    p.add_argument("--groups-file", help="language groups in the form of groups.json (default groups.json)")
-    p.add_argument("--data-dir", help="local data laid out as DIR/<code>/test.tsv (default: SIB-200 from the hub)")
-    p.add_argument("--out", default=None, help="folder for per_language.csv, per_group.csv, the tables and "
+    p.add_argument("--groups-file", type=path, help="language groups in the form of groups.json (default groups.json)")
+    p.add_argument("--data-dir", type=path,
+                   help="local data laid out as DIR/<code>/test.tsv (default: SIB-200 from the hub)")
+    p.add_argument("--out", type=path, default=None, help="folder for per_language.csv, per_group.csv, the tables and "
                                                "compare.csv, written as one set (default results)")
     p.add_argument("--batch-size", type=int, default=256, help="rows per backbone pass, shared by the runs scored "
                                                                "together (default 256)")
@@ -2401,7 +2405,7 @@ def parser():
                         "each interval is read against: whether it rules out +M or more and -M or less ('no effect "
                         "of M either way' when it lies inside (-M, +M)), the power its seeds had at M and the seeds "
                         "80 %% power would need at the observed per-seed sd; to margins.csv")
-    p.add_argument("--claims", metavar="FILE.csv",
+    p.add_argument("--claims", type=path, metavar="FILE.csv",
                    help="differences other studies reported, a line a,b,group,reported (accuracy points; a study "
                         "column optional), e.g. xpe,spt,lowperf,3.1: each decided by our paired seeds against 0 "
                         "(holds, fails, undecided) and against the reported difference (rules it out, or cannot), "
@@ -2410,20 +2414,21 @@ def parser():
                    "train.py call with --lr-prompt 5e-3,5e-4,5e-5): per value and target group the mean over seeds "
                    "with its 95 %% t-interval over seeds, the best in bold and its lead over the next, paired by seed; "
                    "to sweep.csv and sweep.md")
-    p.add_argument("--sweep-plot", metavar="FILE.png", help="with --sweep: accuracy against the swept value, a panel "
-                                                            "per target group, the interval as a band; its numbers to "
-                                                            "FILE.csv (needs matplotlib)")
+    p.add_argument("--sweep-plot", type=path, metavar="FILE.png",
+                   help="with --sweep: accuracy against the swept value, a panel "
+                        "per target group, the interval as a band; its numbers to "
+                        "FILE.csv (needs matplotlib)")
     p.add_argument("--unfinished", action="store_true", help="score runs that have not finished too, marked ‡")
     p.add_argument("--pool-code", action="store_true", help="runs whose settings differ only in the code that trained "
                                                             "them (its fingerprint) make one column, not one each; "
                                                             "the tables' note names the code versions pooled")
-    p.add_argument("--plot", metavar="FILE.png", help="the paper's Figure 2: accuracy per language, seen and unseen "
-                                                      "panels; its numbers go to FILE.csv (needs matplotlib)")
-    p.add_argument("--curves", metavar="FILE.png", help="training curves from the runs' log.csv: losses, dev accuracy "
-                                                        "and the norms against the step, a line a run, a setting's "
-                                                        "seeds also as their mean with a band; its numbers go to "
-                                                        "FILE.csv (needs matplotlib); with --runs alone, nothing is "
-                                                        "scored")
+    p.add_argument("--plot", type=path, metavar="FILE.png",
+                   help="the paper's Figure 2: accuracy per language, seen and unseen "
+                        "panels; its numbers go to FILE.csv (needs matplotlib)")
+    p.add_argument("--curves", type=path, metavar="FILE.png",
+                   help="training curves from the runs' log.csv: losses, dev accuracy and the norms against the step, "
+                        "a line a run, a setting's seeds also as their mean with a band; its numbers go to FILE.csv "
+                        "(needs matplotlib); with --runs alone, nothing is scored")
     p.add_argument("--plot-sort", metavar="METHOD[@SOURCE]",
                    help="order the figure's languages by this setting, highest first, e.g. dual:0.7 or "
                         "dual:0.7@joshi5, or a series' label (default: the first setting)")
@@ -2431,8 +2436,9 @@ def parser():
                    help=f"the figures' size in pixels (default {PLOT_SIZE[0]}x{PLOT_SIZE[1]})")
     p.add_argument("--plot-baselines", help=f"baselines.csv columns drawn in the figure, comma-separated, from "
                                             f"{', '.join(BASELINE_COLUMNS)} (default with --baseline: xlt_eng,gpt4)")
-    p.add_argument("--predict", metavar="FILE", help="classify the texts of FILE (one a line; - reads standard input) "
-                                                     "with one run: CSV on standard output")
+    p.add_argument("--predict", type=path, metavar="FILE",
+                   help="classify the texts of FILE (one a line; - reads standard input) "
+                        "with one run: CSV on standard output")
     return p
 
 

@@ -106,12 +106,32 @@ TARGET_DEFAULTS = dict(steps=6000, warmup=0.05, patience=30, encoder_dropout=0.0
 SWEEPABLE = ("lr_prompt", "lr_spt", "lr", "weight_decay", "warmup", "cycles", "grad_clip", "encoder_hidden",
              "encoder_dropout", "head_dropout", "patience", "stop_after")
 MAX_RUNS = 64  # runs a call trains unless --max-runs allows more
+MOST_RUNS = 100_000  # the most --max-runs allows
 METHOD_FRAC = dict(spt=0.0, xpe=1.0, dual=0.7)
 NOT_IDENTITY = {"eval_batch_size"}  # settings a resumed run may change without becoming another run
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser for every command of xpe: its own refusals (an unknown flag, a missing value, a bad type or
+    choice) read as a UsageError's, one line naming the flag and exit 2, without the usage above it."""
+
+    def error(self, message):
+        flag = re.fullmatch(r"argument (--[\w-]+): expected one argument", message)
+        if flag:  # argparse takes a value such as -1,5e-3 for a flag
+            message += f" (a value that begins with '-' is written {flag[1]}=-1,5e-3)"
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def path_text(text):
+    """argparse's type for a flag that names a file or folder: an empty name is refused, for it would read as the
+    flag's default or as the working folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is an empty name: name a file or folder, or leave the flag out")
+    return text
+
+
 def build_parser(description=None):
-    p = argparse.ArgumentParser(description=description)
+    p = Parser(prog="train.py", description=description)
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         default = getattr(defaults, f.name)
@@ -119,10 +139,12 @@ def build_parser(description=None):
         kind = (str if f.name in ("method", "seed") + SWEEPABLE  # lists: parsed below
                 else one_value(type(default)) if type(default) in (int, float) else type(default))
         # None marks "not given", so that method- and target-dependent defaults can fill it.
+        kind = path_text if f.name in ("model", "init", "data_dir", "groups_file") else kind  # leave out: default
         p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None, nargs="+" if f.name == "init" else None,
                        help=f"{f.metadata['help']} (default {shown})")
-    p.add_argument("--out", default=None, help="the run's folder, or with several runs the folder that holds them "
-                                               "(default runs/, each run named like dual0.7-joshi5-s42)")
+    p.add_argument("--out", type=path_text, default=None,
+                   help="the run's folder, or with several runs the folder that holds them (default runs/, each run "
+                        "named like dual0.7-joshi5-s42)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cuda when there is one; "
                                                   "see --precision for what auto picks there)")
     p.add_argument("--pack-seeds", action="store_true",
@@ -132,7 +154,7 @@ def build_parser(description=None):
                    help="most runs a pack trains in one backbone pass; the call goes pack after pack (default "
                         + ", ".join(f"{n} on {d}" for d, n in DEFAULT_PACK_SIZE.items()) + ")")
     p.add_argument("--max-runs", type=int, default=MAX_RUNS, help="most runs a call may plan (methods x seeds x swept "
-                                                                  f"values); more are refused (default {MAX_RUNS})")
+                                                                  f"values, at most {MOST_RUNS:,}); more are refused (default {MAX_RUNS})")
     p.add_argument("--resume", action="store_true", help="continue the call's runs from their last evaluation")
     p.add_argument("--overwrite", action="store_true", help="replace the runs in the run folders (only train.py's "
                                                             "own files there are removed)")
@@ -192,6 +214,7 @@ def parse_methods(text, xpe_frac):
 MAX_SEED = 2 ** 64 - 1  # torch.manual_seed's largest
 MAX_HIDDEN = 16_384    # the prompt encoder's h: its h x h layer is then 268 M weights, 1 GiB
 MAX_SEEDS = 10_000     # seeds a call names: each is a run of every method
+MAX_COUNT = 2 ** 53    # steps, rows, cycles and the like: the schedule and the epochs compute them as floats
 
 
 def parse_seeds(text):
@@ -228,6 +251,9 @@ def resolve_configs(args):
         raise UsageError("--init needs --target LANGS: the languages of the full-supervision phase")
     if args.max_runs < 1:
         raise UsageError(f"--max-runs must be at least 1, got {args.max_runs}")
+    if args.max_runs > MOST_RUNS:  # the plan holds a TrainConfig a run: more would fill the memory before training
+        raise UsageError(f"--max-runs must be at most {MOST_RUNS:,} (each run is a folder and a model of its own), "
+                         f"got {args.max_runs:,}: split the call")
     if args.pack_size is not None and args.pack_size < 1:
         raise UsageError(f"--pack-size must be at least 1 (1: every run alone), got {args.pack_size}")
     sweeps = {name: parse_values(name, given.pop(name)) for name in SWEEPABLE if name in given}
@@ -240,11 +266,14 @@ def resolve_configs(args):
     else:
         runs = parse_methods(given.pop("method", TrainConfig.method), given.pop("xpe_frac", None))
         seeds = parse_seeds(given.pop("seed", str(TrainConfig.seed)))
-        combos = [dict(zip(sweeps, values)) for values in itertools.product(*sweeps.values())]
-        if len(seeds) * len(combos) * len(runs) > args.max_runs:
-            raise UsageError(f"this call plans {len(seeds) * len(combos) * len(runs):,} runs ({len(runs)} methods x "
-                             f"{len(combos)} combinations of the listed settings x {len(seeds)} seeds), more than "
+        combinations = math.prod(len(values) for values in sweeps.values())  # counted before any is built
+        if len(seeds) * combinations * len(runs) > args.max_runs:
+            raise UsageError(f"this call plans {len(seeds) * combinations * len(runs):,} runs ({len(runs)} methods x "
+                             f"{combinations:,} combinations of the listed settings x {len(seeds)} seeds), more than "
                              f"--max-runs {args.max_runs}: give --max-runs to confirm, or split it")
+        combos = [dict(zip(sweeps, values)) for values in itertools.product(*sweeps.values())]
+        for method, frac in runs:
+            check_read(method, frac, given.get("prompt_len", TrainConfig.prompt_len), sweeps, combos)
         cfgs = [TrainConfig(**given, **combo, method=method, xpe_frac=frac, seed=seed)
                 for seed in seeds for combo in combos for method, frac in runs]
     for c in cfgs:
@@ -252,6 +281,53 @@ def resolve_configs(args):
     for c in {json.dumps(asdict(c), sort_keys=True): c for c in cfgs}.values():  # each distinct setting once
         check_ranges(c)
     return cfgs
+
+
+def unread_settings(method, xpe_frac, prompt_len):
+    """The swept settings that a run of this method never reads: lr_spt without an SPT part; the prompt encoder's
+    without a prompt encoder, and lr_prompt too (spt's prompt learns at lr_spt, which only follows lr_prompt)."""
+    n_spt, n_xpe = xpe.split_prompt(method, xpe_frac, prompt_len)
+    return ({"lr_spt"} if not n_spt else set()) | ({"lr_prompt", "encoder_hidden", "encoder_dropout"} if not n_xpe
+                                                  else set())
+
+
+def check_read(method, xpe_frac, prompt_len, sweeps, combos):
+    """Refuse a sweep that would train one run of this method several times: over a setting the method never reads,
+    or over lr_spt values that come to the same (below 0: lr_prompt's)."""
+    unread, name = unread_settings(method, xpe_frac, prompt_len), xpe.method_name(method, xpe_frac)
+    seen = {}
+    for combo in combos:
+        lr_prompt, lr_spt = combo.get("lr_prompt", TrainConfig.lr_prompt), combo.get("lr_spt", -1.0)
+        effective = {**combo, "lr_spt": lr_prompt if lr_spt < 0 else lr_spt}  # as TrainConfig resolves it
+        key = tuple(sorted((k, v) for k, v in effective.items() if k not in unread))
+        if key not in seen:
+            seen[key] = combo
+            continue
+        other, text = seen[key], lambda values: ",".join(map(xpe.value_text, values))
+        differ = [k for k in combo if combo[k] != other[k]]
+        if any(k in unread for k in differ):
+            k = next(k for k in differ if k in unread)
+            why = {"lr_spt": "it has no SPT part", "lr_prompt": "its prompt learns at --lr-spt alone"
+                   if "lr_spt" in sweeps else "it has no pseudo-prompts"}.get(k, "it has no prompt encoder")
+            raise UsageError(f"--{k.replace('_', '-')} {text(sweeps[k])}: {name} never reads {k} ({why}), so its "
+                             f"values would train the same {name} run again: train {name} in a call without that list")
+        raise UsageError(f"--lr-spt {text(sweeps['lr_spt'])}: a value below 0 stands for the prompt learning rate, "
+                         f"{xpe.value_text(effective['lr_spt'])}, so {xpe.value_text(other['lr_spt'])} and "
+                         f"{xpe.value_text(combo['lr_spt'])} are one run: give each learning rate once")
+
+
+def unread_notes(args, cfgs):
+    """A line for each setting given one value that some of the call's methods never read: the runs record it, and
+    train as they would without it (a list of them is refused, check_read)."""
+    notes = {}
+    follows = args.lr_spt is None or all(v < 0 for v in parse_values("lr_spt", args.lr_spt))  # spt reads lr_prompt
+    for c in cfgs:
+        for key in sorted(unread_settings(c.method, c.xpe_frac, c.prompt_len) - ({"lr_prompt"} if follows else set())):
+            if getattr(args, key, None) is not None:
+                name = xpe.method_name(c.method, c.xpe_frac)
+                notes[name, key] = (f"train.py: note: {name} never reads --{key.replace('_', '-')}: its runs record "
+                                    f"{xpe.value_text(getattr(c, key))} and train as they would without it")
+    return list(notes.values())
 
 
 def model_key(model):
@@ -297,7 +373,10 @@ def target_configs(given):
 def check_ranges(cfg):
     """Every number of the settings against the range where it means something (shared by a call's runs)."""
     finite = math.isfinite
-    rules = [(key, getattr(cfg, key) >= 1, "at least 1") for key in ("steps", "batch_size", "cycles", "eval_batch_size")]
+    counts = ("steps", "batch_size", "cycles", "eval_batch_size", "patience", "eval_every")
+    rules = [(key, getattr(cfg, key) >= 1, "at least 1") for key in counts[:4]]
+    rules += [(key, getattr(cfg, key) <= MAX_COUNT, f"at most {MAX_COUNT:,} (2^53, the schedule counts in floats)")
+              for key in counts]
     rules += [("max_length", cfg.max_length >= 3, "at least 3 (<s>, a token of text and </s>; below, a tokenizer "
                                                    "keeps the whole text or none of it)"),
               ("encoder_hidden", 1 <= cfg.encoder_hidden <= MAX_HIDDEN, f"between 1 and {MAX_HIDDEN} (its h x h "
@@ -306,7 +385,7 @@ def check_ranges(cfg):
               (("patience", "0 turns early stopping off"), ("eval_every", "0 means one epoch"))]
     rules += [(key, finite(getattr(cfg, key)) and getattr(cfg, key) >= 0, "a finite number, 0 or more")
               for key in ("lr_prompt", "lr", "weight_decay")]
-    rules += [("lr_spt", finite(cfg.lr_spt), "a finite number (below 0: --lr-prompt)"),
+    rules += [("lr_spt", finite(cfg.lr_spt), "a finite number (below 0: the prompt learning rate)"),
               ("grad_clip", finite(cfg.grad_clip) and cfg.grad_clip >= 0, "a finite norm, or 0 for no clipping"),
               ("encoder_dropout", 0 <= cfg.encoder_dropout < 1, "a probability in [0, 1)"),
               ("head_dropout", 0 <= cfg.head_dropout < 1, "a probability in [0, 1)"),
@@ -431,7 +510,7 @@ def run_name(cfg, swept=()):
     call's swept settings (swept_settings) and the source and seed: dual0.7-joshi5-s42, xpe-lr_prompt5e-05-joshi5-s1."""
     if cfg.target:
         return f"{Path(cfg.init).name}-to-{cfg.target}"
-    values = "".join(f"-{name}{getattr(cfg, name):g}" for name in swept)
+    values = "".join(f"-{name}{xpe.value_text(getattr(cfg, name))}" for name in swept)
     return f"{xpe.method_name(cfg.method, cfg.xpe_frac).replace(':', '')}{values}-{cfg.source.replace(',', '+')}-s{cfg.seed}"
 
 
@@ -452,9 +531,11 @@ def run_dirs(cfgs, out):
         return [Path(out) if out else Path("runs") / run_name(cfgs[0])]
     names = run_names(cfgs)
     twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
+    if twice and cfgs[0].target:
         raise UsageError(f"two runs of this call would share the folder {twice[0]}: give each --init a name "
                          f"of its own (the target runs are named <init folder>-to-<language>)")
+    if twice:  # resolve_configs refuses the lists that make one run twice; a folder name must never hide one
+        raise RuntimeError(f"two runs of this call are named {twice[0]}")
     return [Path(out or "runs") / name for name in names]
 
 
@@ -580,7 +661,7 @@ def check_own(out, what):
     if runs and len(runs) == len(foreign):  # the folder of an earlier call of several runs
         raise UsageError(f"{out} holds the run folders of a call of several runs ({', '.join(runs[:3])}"
                          f"{', ...' if len(runs) > 3 else ''}), and with one run --out is that run's own folder: "
-                         f"give --out {out / runs[0]} (the run's folder), or the call's whole --method and --seed")
+                         f"give --out {out / runs[0]} (a run's folder), or choose another --out")
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise UsageError(f"{out} holds files that train.py did not write ({shown}), so it will not {what} there: "
@@ -682,12 +763,47 @@ def settle(outs):
             (out / STAGED).unlink()
 
 
-def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), probe_locks=True, call_outs=None):
+def check_holder(out, runs):
+    """A call of several runs puts each into a folder inside out: refuse a run's own folder there (the reverse,
+    one run into a folder of runs, is check_own's)."""
+    if runs > 1 and out.is_dir() and is_own(out):
+        raise UsageError(f"{out} is the folder of one run, and a call of {runs} runs puts each into a folder of its "
+                         f"own inside --out: choose another --out")
+
+
+def pack_change(out, theirs, mine, call_settings):
+    """What to resume with when out was trained in the pack theirs and this call packs it in mine: the flags whose
+    values differ between the two packs' runs, as the first call gave them."""
+    old = [settings_of(json.loads(path.read_text())) for name in theirs
+           for path in [(out if name == out.name else out.parent / name) / "config.json"] if path.is_file()]
+    new = [call_settings[name] for name in mine]
+
+    def values(runs, key):
+        return sorted({xpe.method_name(r["method"], r["xpe_frac"]) if key == "method" else r.get(key) for r in runs},
+                      key=lambda v: (str(type(v)), v))
+    changed, seeds = [], [values(old, "seed"), values(new, "seed")]
+    if (len(seeds[0]) > 1) != (len(seeds[1]) > 1):  # seeds packed together in one call, apart in the other
+        together = len(seeds[0]) > 1
+        changed.append(f"{'with' if together else 'without'} --pack-seeds, as the first call")
+    for key in ("method", "seed", *SWEEPABLE):
+        follows = key == "lr_spt" and all(r.get("lr_spt") == r.get("lr_prompt") for r in old + new)  # not given
+        if values(old, key) != values(new, key) and not follows and not (key == "seed" and changed):
+            flag_values = ",".join(map(xpe.value_text, values(old, key)))
+            changed.append(f"with the first call's --{key.replace('_', '-')} {flag_values}")
+    shown = lambda names: ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")  # noqa
+    advice = " and ".join(changed) or "with the first call's --pack-size"  # the same runs, cut into other packs
+    return (f"--resume: {out} was trained in a pack of {shown(theirs)}, this call packs it with {shown(mine)}: resume "
+            f"{advice}")
+
+
+def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), probe_locks=True, call_outs=None,
+                  call_settings=None):
     """Refuse to mix runs: a folder holding a run needs --resume (the same run, in the same pack) or --overwrite.
 
     Only an empty folder or one of train.py's own is ever trained into; one in use is refused. settings: each
     run's TrainConfig as a dict; packs: the names of the runs of each run's pack. call_outs: every folder of
-    the call, where outs are one process's share (torchrun, srun), for what --resume finds.
+    the call, where outs are one process's share (torchrun, srun), for what --resume finds; call_settings: every
+    run's settings by name, for what a pack that changed differs in.
     """
     read = {Path(s["init"]).resolve(): "--init" for s in settings if s.get("init")}  # what the call reads
     read |= {Path(s["data_dir"]).resolve(): "--data-dir" for s in settings if s.get("data_dir")}
@@ -715,9 +831,8 @@ def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), pro
             raise UsageError(f"--resume: {out} holds a different run ({theirs}); "
                              f"resume with the same settings or choose another --out")
         if config.get("pack", pack) != pack:  # the runs of a pack share the random stream: another pack diverges
-            raise UsageError(f"--resume: {out} was trained in a pack of {', '.join(config['pack'])}, this call packs "
-                             f"it with {', '.join(pack)}: resume with the first call's --method, --seed, "
-                             f"--pack-seeds and --pack-size")
+            raise UsageError(pack_change(out, config["pack"], pack, call_settings or dict(zip(
+                [o.name for o in outs], settings))))
         states = [p for p in (out / STAGED, out / "state.pt") if p.is_file()]
         state = load(states[0]) if states else {"progress": None}
         if not isinstance(state, dict) or "progress" not in state:
@@ -726,8 +841,11 @@ def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), pro
     outs = outs if call_outs is None else call_outs
     resumable = any((out / name).is_file() for out in outs for name in (STAGED, "state.pt"))
     if resume and not any(out.is_dir() for out in outs):
-        raise UsageError(f"--resume: {outs[0] if len(outs) == 1 else outs[0].parent} does not exist, so there is "
-                         f"nothing to resume: leave --resume out to start the {'run' if len(outs) == 1 else 'runs'}")
+        where = outs[0] if len(outs) == 1 else outs[0].parent
+        held = (f"holds none of this call's {len(outs)} run folders ({outs[0].name}, ...)" if where.is_dir()
+                else "does not exist")
+        raise UsageError(f"--resume: {where} {held}, so there is nothing to resume: leave --resume out to start the "
+                         f"{'run' if len(outs) == 1 else 'runs'}")
     if resume and not any((out / "config.json").is_file() for out in outs):  # empty, or only a lock
         raise UsageError(f"--resume: {'no folder of this call holds' if len(outs) > 1 else f'{outs[0]} holds no'} "
                          f"run, so there is nothing to resume: leave --resume out to start "
@@ -1238,7 +1356,8 @@ def print_ending(run):
         kept = (f"the last good state, from step {p.log[-1]['step']}, is kept" if p.log else
                 "nothing is kept: it stopped before its first evaluation")
         print(f"train.py: {run.out}: stopped: the loss was not finite at step {p.ended_step} "
-              f"(--lr-prompt {cfg.lr_prompt:g}, --lr-spt {cfg.lr_spt:g}, --lr {cfg.lr:g}); {kept}: "
+              f"(--lr-prompt {xpe.value_text(cfg.lr_prompt)}, --lr-spt {xpe.value_text(cfg.lr_spt)}, --lr "
+              f"{xpe.value_text(cfg.lr)}); {kept}: "
               f"lower the learning rates", file=sys.stderr)
         return False
     why = f"early stop at step {p.step}" if p.ended is Ended.EARLY else f"{p.step} steps"
@@ -1315,14 +1434,17 @@ def main(argv=None):
         precision = xpe.resolve_precision(cfgs[0].precision, device)  # the runs record what they train in
         cfgs = [replace(c, precision=precision) for c in cfgs]
         cfg = cfgs[0]
+        outs = run_dirs(cfgs, args.out)  # the folder plan before the data is read
+        check_holder(Path(args.out or "runs"), len(cfgs))
+        for line in unread_notes(args, cfgs) if rank == 0 else []:
+            print(line, file=sys.stderr)
         languages, labels, rows = load_rows(cfgs)
         plan = packs_of(cfgs, args.pack_seeds, args.pack_size or DEFAULT_PACK_SIZE[device.type],
                         [len(rows[data_key(c)][0]) for c in cfgs])
-        outs = run_dirs(cfgs, args.out)
         call_names = run_names(cfgs)
         names = {i: [call_names[j] for j in pack] for pack in plan for i in pack}
         if len(cfgs) > 1:
-            swept = ", ".join(f"{k} {' '.join(sorted({f'{getattr(c, k):g}' for c in cfgs}))}"
+            swept = ", ".join(f"{k} {' '.join(sorted({xpe.value_text(getattr(c, k)) for c in cfgs}))}"
                               for k in swept_settings(cfgs))
             print(f"train.py: {len(cfgs)} runs in {len(plan)} pack{'s' if len(plan) > 1 else ''} of at most "
                   f"{max(map(len, plan))}{f' (swept: {swept})' if swept else ''}")
@@ -1330,7 +1452,7 @@ def main(argv=None):
         mine = [i for pack in plan for i in pack]
         check = lambda **kw: check_folders(  # noqa: E731
             [outs[i] for i in mine], [asdict(cfgs[i]) for i in mine], [names[i] for i in mine], args.resume,
-            args.overwrite, NOT_IDENTITY, call_outs=outs, **kw)
+            args.overwrite, NOT_IDENTITY, call_outs=outs, call_settings=dict(zip(call_names, map(asdict, cfgs))), **kw)
         check()
         if args.tensorboard:
             check_board(args.tensorboard, [outs[i] for i in mine], args.resume, args.overwrite)
@@ -1362,8 +1484,8 @@ def check_positions(cfg, limit):
     if limit < 1:
         prompt_len = max(1, positions - cfg.max_length)
         raise UsageError(f"--prompt-len {cfg.prompt_len} leaves no position for text in {cfg.model}, which has "
-                         f"{positions}: use --prompt-len {prompt_len} or less with --max-length "
-                         f"{min(cfg.max_length, positions - prompt_len)}")
+                         f"{positions}: use --prompt-len {prompt_len} or less, which leaves "
+                         f"{min(cfg.max_length, positions - prompt_len)} for text")
     raise UsageError(f"--max-length {cfg.max_length} and {cfg.prompt_len} prompt vectors need more positions "
                      f"than {cfg.model} has: use --max-length {limit} or less")
 

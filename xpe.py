@@ -38,11 +38,20 @@ ARTIFACT_WEIGHTS = "prompt.safetensors"
 ARTIFACT_CONFIG = "config.json"
 
 
+def value_text(value):
+    """A setting's value as labels and folder names print it: %g where that reads back as the very value (5e-05,
+    0.005, 64), else the shortest text that does (0.0050000001), so that two values never print alike."""
+    if not isinstance(value, float):
+        return str(value)
+    short = f"{value:g}"
+    return short if not math.isfinite(value) or float(short) == value else repr(value)
+
+
 def method_name(method, xpe_frac):
     """A method as one name, the grammar of train.py --method lists and evaluate.py: spt, xpe, dual:0.7."""
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
-    return f"dual:{float(xpe_frac):g}" if method == "dual" else method
+    return f"dual:{value_text(float(xpe_frac))}" if method == "dual" else method
 
 
 def parse_method(name):
@@ -75,8 +84,9 @@ def split_prompt(method, xpe_frac, prompt_len=20):
     """Return (n_spt, n_xpe) for a method and an XPE fraction r; the SPT part comes first."""
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
-    if isinstance(prompt_len, bool) or not isinstance(prompt_len, int) or prompt_len < 1:
-        raise UsageError(f"prompt length must be an integer of at least 1, got {prompt_len!r}")
+    if isinstance(prompt_len, bool) or not isinstance(prompt_len, int) or not 1 <= prompt_len <= 2 ** 20:
+        raise UsageError(f"prompt length must be an integer from 1 to 2^20 (no backbone has more positions), got "
+                         f"{str(prompt_len)[:20]}")
     r = float(xpe_frac)
     if not 0.0 <= r <= 1.0 or math.isnan(r):
         raise UsageError(f"xpe_frac must lie in [0, 1] (0 = spt, 1 = xpe, between = dual), got {xpe_frac!r}")

@@ -172,3 +172,43 @@ def quiet_model_dir(tiny_model_dir, tmp_path_factory):
     config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     (out / "config.json").write_text(json.dumps(config))
     return out
+
+
+def argparse_refusals(parser, before=()):
+    """[(argv, flag)]: every refusal that argparse itself makes of parser's flags: an unknown flag, every flag that
+    takes a value given none, every typed or choice flag given a value it does not take, every file or folder
+    given an empty name (argv after `before`, e.g. a subcommand and its positionals)."""
+    import train
+
+    cases = [([*before, "--no-such-flag"], "--no-such-flag")]
+    for action in parser._actions:
+        if not action.option_strings or action.nargs == 0:  # positionals; switches and --help take no value
+            continue
+        flag = action.option_strings[-1]
+        if action.nargs not in ("*", "?"):
+            cases.append(([*before, flag], flag))
+        if action.choices or action.type not in (None, str, train.path_text):
+            cases.append(([*before, flag, "no-such-value"], flag))
+        if action.type is train.path_text:
+            cases += [([*before, flag, ""], flag), ([*before, flag, " "], flag)]
+    return cases
+
+
+def refused_in_one_line(main, argv, capsys, prog):
+    """main(argv) exits 2 with one line `prog: error: ...` (prog: the command's name, or the start of it); that line."""
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith(prog) and ": error: " in err[0], (argv, err)
+    return err[0]
+
+
+def flags_not_given(line, argv):
+    """The flags a message names that argv does not give (a message names the cause the user can act on, never a
+    flag the call did not use, but for what to add: each command's ADVICE)."""
+    import re
+
+    given = {a.split("=")[0] for a in argv if a.startswith("--")}
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", line)) - given

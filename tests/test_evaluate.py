@@ -13,14 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
 import torch
+from hypothesis import example, given, settings, strategies as st
 
 import data
 import evaluate
 import train
 import xpe
-from conftest import FIXTURE_SIB200, ROOT, cpu_bf16, read_csv, require_extra
+from conftest import (FIXTURE_SIB200, ROOT, argparse_refusals, cpu_bf16, flags_not_given, read_csv,
+                      refused_in_one_line, require_extra)
 
 PAPER_BASELINES = {  # SPEC §6: XLM-R large fine-tuned on English, zero-shot (Table 2)
     "lowperf": 33.5, "unseen": 54.0, "seen-wo-j5": 86.2, "all-wo-j5": 67.8}
@@ -1341,6 +1342,19 @@ def test_a_sweep_is_a_row_per_value_with_the_t_interval_over_seeds_and_the_best_
     assert all(r["lead"] is None for r in rows if not r["best"])
 
 
+def test_a_sweep_of_close_values_keeps_each_value_exact_in_every_column_and_line():
+    """0.0005 and 0.00050000001: value and next as they were (next was rounded to 6 places, as 0.0005), and the
+    table's lines print them apart."""
+    close = 5e-4 + 1e-11
+    rows = (with_settings(results("xpe", noisy(SEEN, bonus=0.02)), lr_prompt=5e-4, lr_spt=5e-4)
+            + with_settings(results("xpe", noisy(SEEN)), lr_prompt=close, lr_spt=close))
+    swept = evaluate.sweep_rows(rows, {"seen": SEEN}, "lr_prompt")
+    assert [(r["value"], r["next"]) for r in swept if r["best"]] == [(5e-4, close)]
+    assert len({r["setting"] for r in swept}) == 2
+    table = evaluate.sweep_markdown(swept)
+    assert f"| {close!r} |" in table and "| 0.0005 |" in table and f"over the next ({close!r})" in table, table
+
+
 def test_sweep_table_and_figure_from_the_command_line(tmp_path, capsys):
     image = require_extra("matplotlib.image")
     rows = [dict(r, ended="steps") for r in sweep(LANGS)]
@@ -1392,6 +1406,8 @@ def test_the_replications_scores_give_the_same_files_from_any_working_folder(tmp
 
 # Every flag of evaluate.py with a value out of its range: one line (argparse's own refusals end in one), exit 2,
 # nothing written. {scores}: a per_language.csv of three seeds of xpe and spt; {tmp}: the test's folder.
+# flags a refusal may name though the call did not give them: what to add to go on
+EVALUATE_ADVICE = {"--sweep", "--compare", "--runs"}  # e.g. --sweep-plot needs --sweep
 EVERY_FLAG = [
     (["--runs", "{tmp}/nowhere"], "does not exist: pass run directories or a folder of runs"),
     (["--scores", "{tmp}/nowhere.csv"], "--scores {tmp}/nowhere.csv: cannot read it"),
@@ -1433,12 +1449,24 @@ def test_every_flag_out_of_range_is_one_line_and_writes_nothing(tmp_path, capsys
                                       ["--out", str(tmp_path / "results")])
     try:
         code = evaluate.main(argv)
-    except SystemExit as e:  # argparse's refusals: its usage, then one line
+    except SystemExit as e:  # argparse's refusals: one line, as train.Parser makes them
         code = e.code
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and fill(words) in err[-1], err
-    assert len(err) == 1 or ": error: argument --" in err[-1], err
+    assert len(err) == 1, err
+    assert flags_not_given(err[0], argv) <= EVALUATE_ADVICE, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "scores.csv"]
+
+
+def test_argparse_refusals_are_one_line_naming_the_flag(tmp_path, monkeypatch, capsys):
+    """An unknown flag, a missing value, a bad choice and an empty --out (it wrote into results/), --runs, --plot
+    and every other file or folder: one line, exit 2, no usage, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    cases = argparse_refusals(evaluate.parser())
+    assert {"--out", "--runs", "--scores", "--plot", "--precision", "--batch-size"} <= {flag for _, flag in cases}
+    for argv, flag in cases:
+        assert flag in refused_in_one_line(evaluate.main, argv, capsys, "evaluate.py")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_every_flag_is_walked():
@@ -2213,3 +2241,37 @@ def test_the_tables_again_in_place_leave_the_per_language_file_they_read_as_it_i
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "would write with other rows" in err, err
     assert tree(tmp_path) == before
+# ---- setting labels, generated -------------------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=2, max_size=4, unique=True),
+       st.lists(st.floats(0, 1, exclude_min=True, exclude_max=True), min_size=1, max_size=3, unique=True))
+@example([0.005, 0.0050000001], [0.7])
+@example([5e-05, 0.005], [0.7, 0.70000001])
+def test_setting_labels_name_each_setting_exactly_and_read_back(lrs, fracs):
+    """Settings that differ in a value (lr, dual's fraction) never share a label (%g printed 0.005 and 0.0050000001
+    alike), and each label given back to --compare picks exactly its own setting."""
+    table = [("dual", frac, "joshi5", "m", "zero-shot", evaluate.settings_text({"lr": lr, "steps": 4}))
+             for lr in lrs for frac in fracs]
+    for across in (False, True):
+        labels = evaluate.setting_labels(table, across_methods=across)
+        assert len(set(labels.values())) == len(table), labels
+        for setting, label in labels.items():
+            name, picks = evaluate.parse_side(label)
+            chosen = [s for s in table if evaluate.name_of(s) == name and all(
+                k in evaluate.described(s) and evaluate.same_value(evaluate.described(s)[k], v)
+                for k, v in picks.items())]
+            assert chosen == [setting], (label, chosen)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=30))
+@example("xpe lr")
+@example("dual:1e400 lr=1")
+def test_a_compare_side_is_read_or_refused_in_one_line(text):
+    try:
+        name, picks = evaluate.parse_side(text)
+    except evaluate.UsageError as e:
+        assert "\n" not in str(e)
+        return
+    assert xpe.method_name(*xpe.parse_method(name)) == name and all(isinstance(v, str) for v in picks.values())

@@ -19,7 +19,7 @@ import evaluate
 import train
 import xpe
 from tools import peft_adapters
-from conftest import FIXTURE_SIB200, ROOT, require_extra
+from conftest import FIXTURE_SIB200, ROOT, argparse_refusals, flags_not_given, refused_in_one_line, require_extra
 
 # Every field of peft 0.14.0's PromptTuningConfig (dataclasses.fields): what 0.14 reads without a warning.
 PEFT_014_FIELDS = {"task_type", "peft_type", "auto_mapping", "base_model_name_or_path", "revision", "inference_mode",
@@ -218,6 +218,7 @@ def test_every_import_flag_out_of_range_is_one_line_and_writes_nothing(tmp_path,
     code = peft_adapters.main(["import", str(tmp_path / "peft"), str(tmp_path / "back"), *args])
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and words.replace("{tmp}", str(tmp_path)) in line, line
+    assert flags_not_given(line, args) <= {"--model", "--labels"}, line  # what to add to go on
     assert not (tmp_path / "back").exists()
 
 
@@ -225,6 +226,26 @@ def test_every_import_flag_is_walked():
     (_, into) = [a for a in peft_adapters.parser()._actions if a.dest == "command"][0].choices.items()
     flags = {opt for action in into[1]._actions for opt in action.option_strings if opt.startswith("--")}
     assert flags - {a for args, _ in IMPORT_FLAGS for a in args if a.startswith("--")} == {"--help"}
+
+
+def test_argparse_refusals_are_one_line_naming_the_flag(tmp_path, monkeypatch, capsys):
+    """Of both commands: a missing command or folder, an unknown flag, a missing value, an empty folder name (an
+    empty run folder read as the working folder): one line, exit 2, no usage, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    prog = "python -m tools.peft_adapters"
+    (command,) = [a for a in peft_adapters.parser()._actions if a.dest == "command"]
+    assert "the following arguments are required: command" in refused_in_one_line(peft_adapters.main, [], capsys, prog)
+    for name, sub in command.choices.items():
+        for argv, flag in argparse_refusals(sub, before=[name, "a", "b"]):
+            assert flag in refused_in_one_line(peft_adapters.main, argv, capsys, prog)
+        assert "required: " in refused_in_one_line(peft_adapters.main, [name], capsys, f"{prog} {name}")
+        for blank in range(2):  # each positional folder, empty
+            argv = [name, "a", "b"]
+            argv[1 + blank] = ""
+            words = [a.dest for a in sub._actions if not a.option_strings][blank]
+            assert f"argument {words}: '' is an empty name" in refused_in_one_line(peft_adapters.main, argv, capsys,
+                                                                                   f"{prog} {name}")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_adapter_that_export_did_not_write_is_never_overwritten(tmp_path, tiny_run, capsys):

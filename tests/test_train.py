@@ -4,11 +4,14 @@ kill after any write resumes identically); target calls in packs and calls sprea
 """
 import argparse
 import csv
+import contextlib
 import dataclasses
 import fcntl
+import io
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -18,12 +21,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import assume, example, given, settings, strategies as st
 from safetensors.torch import load_file, save_file
 
 import evaluate
 import train
 import xpe
-from conftest import FIXTURE_SIB200, ROOT, cpu_bf16, require_extra
+from conftest import FIXTURE_SIB200, ROOT, argparse_refusals, cpu_bf16, refused_in_one_line, require_extra
 
 SOURCE = "eng_Latn,fra_Latn"
 
@@ -341,13 +345,20 @@ BAD_INPUT = [  # every flag, each with the values outside the range where it mea
     (["--lr-prompt", "nan"], "--lr-prompt must be a finite number, 0 or more, got nan"),
     (["--lr-prompt", "inf"], "--lr-prompt must be a finite number, 0 or more, got inf"),
     (["--lr-prompt", "-0.001"], "--lr-prompt must be a finite number, 0 or more"),
-    (["--lr-spt", "nan"], "--lr-spt must be a finite number (below 0: --lr-prompt)"),
+    (["--lr-spt", "nan"], "--lr-spt must be a finite number (below 0: the prompt learning rate)"),
     (["--lr", "-0.001"], "--lr must be a finite number, 0 or more"),
     (["--lr", "inf"], "--lr must be a finite number, 0 or more"),
     (["--weight-decay", "-0.1"], "--weight-decay must be a finite number, 0 or more"),
     (["--warmup", "1"], "--warmup must be a share of the steps in [0, 1)"),
     (["--warmup", "nan"], "--warmup must be a share of the steps in [0, 1)"),
     (["--cycles", "0"], "--cycles must be at least 1"),
+    (["--cycles", "1" + "0" * 400], "--cycles must be at most 9,007,199,254,740,992"),  # float(cycles): a traceback
+    (["--batch-size", str(2 ** 53 + 1)], "--batch-size must be at most 9,007,199,254,740,992"),
+    (["--steps", "9" * 20], "--steps must be at most 9,007,199,254,740,992"),
+    (["--patience", "9" * 20], "--patience must be at most 9,007,199,254,740,992"),
+    (["--eval-every", "9" * 20], "--eval-every must be at most 9,007,199,254,740,992"),
+    (["--eval-batch-size", "9" * 20], "--eval-batch-size must be at most 9,007,199,254,740,992"),
+    (["--method", "dual", "--prompt-len", "1" + "0" * 400], "prompt length must be"),  # float(prompt_len): a traceback
     (["--patience", "-1"], "--patience must be 0 or more"),
     (["--stop-after", "1.5"], "--stop-after must be a share of the steps in [0, 1]"),
     (["--max-length", "0"], "--max-length must be at least 3"),
@@ -355,7 +366,7 @@ BAD_INPUT = [  # every flag, each with the values outside the range where it mea
     (["--max-length", "2"], "--max-length must be at least 3"),  # every row would be <s></s>
     (["--max-length", "235"], "use --max-length 234 or less"),  # the tiny model has 256 positions, from 2
     (["--prompt-len", "0"], "prompt length"),
-    (["--prompt-len", "600"], "use --prompt-len 90 or less with --max-length 164"),
+    (["--prompt-len", "600"], "use --prompt-len 90 or less, which leaves 164 for text"),
     (["--encoder-hidden", "0"], "--encoder-hidden must be between 1 and 16384"),
     (["--encoder-hidden", "-4"], "--encoder-hidden must be between 1 and 16384"),
     (["--encoder-hidden", "100000000"], "--encoder-hidden must be between 1 and 16384"),
@@ -372,6 +383,7 @@ BAD_INPUT = [  # every flag, each with the values outside the range where it mea
     (["--resume", "--overwrite"], "give one of them"),
     (["--pack-seeds", "--method", "spt,spt"], "names a run twice"),
     (["--max-runs", "0"], "--max-runs must be at least 1, got 0"),
+    (["--max-runs", "1" + "0" * 12], "--max-runs must be at most 100,000"),  # 64 M runs were then built
     (["--seed", "1,2", "--max-runs", "1"], "this call plans 2 runs"),  # a switch: only the runs it packs can be wrong
     (["--tensorboard", "/dev/null/board"], "--tensorboard /dev/null/board is below /dev/null, which is a file"),
 ]
@@ -386,10 +398,38 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, tiny_model
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+# flags a refusal may name though the call did not give them: what to add to go on (a --target needs --init; pass
+# --resume or --overwrite; allow more with --max-runs; choose another --out)
+ADVICE = {"--init", "--target", "--resume", "--overwrite", "--max-runs", "--out"}
+
+
+@pytest.mark.parametrize("args, words", BAD_INPUT)
+def test_a_refusal_names_no_setting_the_call_did_not_give(tmp_path, tiny_model_dir, capsys, args, words):
+    code, out = run(tmp_path, tiny_model_dir, *args)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    given = {a.split("=")[0] for a in args + ["--model", "--data-dir", "--source", "--steps", "--batch-size",
+                                                "--eval-every", "--lr", "--out", "--device"] if a.startswith("--")}
+    assert code == 2 and set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", line)) - given <= ADVICE, line
+
+
 def test_bad_input_walks_every_flag():
     walked = {arg for args, _ in BAD_INPUT for arg in args if arg.startswith("--")}
     flags = {opt for action in train.build_parser()._actions for opt in action.option_strings if opt.startswith("--")}
     assert flags - walked == {"--help", "--out"}  # --out: the tests below (a file, folders of others, in use)
+
+
+def test_argparse_refusals_are_one_line_naming_the_flag(tmp_path, monkeypatch, capsys):
+    """An unknown flag, a missing value, a bad type and an empty --out, --model or --init: one line, exit 2, no usage,
+    nothing written (an empty --out trained into runs/)."""
+    monkeypatch.chdir(tmp_path)
+    cases = argparse_refusals(train.build_parser())
+    assert {"--out", "--model", "--init", "--data-dir", "--groups-file", "--steps", "--max-runs", "--pack-size"} <= {
+        flag for _, flag in cases}
+    for argv, flag in cases:
+        assert flag in refused_in_one_line(train.main, argv, capsys, "train.py")
+    line = refused_in_one_line(train.main, ["--method", "dual", "--lr-spt", "-1,5e-3"], capsys, "train.py")
+    assert "--lr-spt: expected one argument (a value that begins with '-' is written --lr-spt=-1,5e-3)" in line
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_out_that_is_a_file_is_refused(tmp_path, tiny_model_dir, capsys):
@@ -599,6 +639,83 @@ def test_bad_sweeps_are_refused_in_one_line_before_anything_is_written(tmp_path,
     err = capsys.readouterr().err
     assert code == 2 and words in err, err
     assert not out.exists()
+
+
+def test_a_sweep_is_counted_before_it_is_built(tmp_path):
+    """400 values in each of three lists are 64 M runs: refused in one line from the product of the lists' lengths,
+    in a process that has 1 GiB of memory to spare (building the combinations took a MemoryError, or the machine's)."""
+    values = ",".join(f"{i}e-6" for i in range(1, 401))
+    code = ("import resource, sys, train\n"
+            "used = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (used + 2 ** 30, resource.RLIM_INFINITY))\n"
+            "sys.exit(train.main(sys.argv[1:]))\n")
+    argv = ["--lr", values, "--lr-prompt", values, "--weight-decay", values, "--out", str(tmp_path / "runs")]
+    for most, words in ((None, "this call plans 64,000,000 runs (1 methods x 64,000,000 combinations"),
+                        ("100000000", "--max-runs must be at most 100,000")):  # a --max-runs that allowed them
+        more = ["--max-runs", most] if most else []
+        done = subprocess.run([sys.executable, "-c", code, *argv, *more], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+        err = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(err) == 1 and words in err[0], done.stderr[-2000:]
+        assert list(tmp_path.iterdir()) == []
+
+
+UNREAD = [  # (method, flags, the swept flag, words): a list over a setting that the method never reads
+    ("xpe", ["--lr-spt", "1e-3,1e-4"], "--lr-spt", "xpe never reads lr_spt (it has no SPT part)"),
+    ("spt", ["--encoder-hidden", "64,128"], "--encoder-hidden",
+     "spt never reads encoder_hidden (it has no prompt encoder)"),
+    ("spt", ["--encoder-dropout", "0,0.1"], "--encoder-dropout",
+     "spt never reads encoder_dropout (it has no prompt encoder)"),
+    ("spt", ["--lr-spt", "1e-3", "--lr-prompt", "1e-3,1e-4"], "--lr-prompt",
+     "spt never reads lr_prompt (its prompt learns at --lr-spt alone)"),
+    ("spt,xpe", ["--encoder-hidden", "64,128"], "--encoder-hidden", "spt never reads encoder_hidden"),  # xpe's differ
+    ("xpe,dual:0.5", ["--lr-spt=-1,1e-3", "--seed", "1-2"], "--lr-spt", "xpe never reads lr_spt"),
+]
+
+
+@pytest.mark.parametrize("method, flags, flag, words", UNREAD)
+def test_a_list_over_a_setting_the_method_never_reads_is_refused(tmp_path, capsys, method, flags, flag, words):
+    """Each method with each swept setting it never reads: one line before anything, naming the list and never a
+    flag the call did not give; a method that reads it sweeps it."""
+    argv = ["--method", method, *flags, "--out", str(tmp_path / "runs")]
+    code = train.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and words in err[0], err
+    assert err[0].startswith(f"train.py: error: {flag} ") and list(tmp_path.iterdir()) == []
+    assert set(re.findall(r"--[a-z-]+", err[0])) <= {a.split("=")[0] for a in argv if a.startswith("--")}, err
+    reads = "dual:0.5" if "spt" in method else "spt" if "lr_spt" in words else "xpe"
+    cfgs = train.resolve_configs(train.parse_args(["--method", reads, *flags]))
+    assert len({json.dumps(dataclasses.asdict(c), sort_keys=True) for c in cfgs}) == len(cfgs) > 1
+
+
+def test_every_method_and_setting_it_never_reads_is_walked():
+    walked = {(m, flag.strip("-").replace("-", "_")) for methods, _, flag, words in UNREAD
+              for m in methods.split(",") if f"{m} never reads" in words}
+    unread = {(m, k) for m, frac in (("spt", 0.0), ("xpe", 1.0), ("dual", 0.5))
+              for k in train.unread_settings(m, frac, 20)}
+    assert unread == walked and train.unread_settings("dual", 0.5, 20) == set()
+
+
+@pytest.mark.parametrize("method, flags, flag, words", UNREAD[:4])
+def test_one_value_of_a_setting_the_method_never_reads_is_said_before_training(method, flags, flag, words):
+    """One value (no list) is taken, and the call says that the method never reads it; a method that reads every
+    setting given, nothing."""
+    one = [a.split(",")[0] for a in flags]
+    args = train.parse_args(["--method", method, *one])
+    notes = train.unread_notes(args, train.resolve_configs(args))
+    assert any(f"{method} never reads {flag}:" in line for line in notes), notes
+    for reads in (["--method", "dual", *one], ["--method", "spt", "--lr-prompt", "1e-3"]):  # spt's follows it
+        args = train.parse_args(reads)
+        assert train.unread_notes(args, train.resolve_configs(args)) == []
+
+
+def test_lr_spt_below_0_and_the_prompt_rate_are_one_run_and_said_so(tmp_path, capsys):
+    """--lr-spt=-1,5e-3 with the default --lr-prompt 5e-3: one line about what -1 means, not about --init."""
+    code = train.main(["--method", "dual", "--lr-spt=-1,5e-3", "--out", str(tmp_path / "runs")])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "a value below 0 stands for the prompt learning rate, 0.005, so -1 and 0.005 are one run" \
+        in line and "--init" not in line and "--lr-prompt" not in line, line
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_target_call_takes_one_value_a_setting(tmp_path, tiny_model_dir, capsys):
@@ -949,10 +1066,12 @@ def test_a_resume_in_another_pack_is_refused(tmp_path, tiny_model_dir, one_backb
     argv = four_steps_argv(tiny_model_dir, tmp_path / "runs", *TWO_BY_TWO, "--pack-seeds", "--steps", "2")
     assert train.main(argv) == 0
     before = {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*")  if p.is_file()}
-    for other in (["--method", "spt,xpe", "--seed", "1-2"], ["--method", "spt", "--seed", "1-2", "--pack-seeds"]):
+    for other, changed in ((["--method", "spt,xpe", "--seed", "1-2"], "resume with --pack-seeds, as the first call"),
+                           (["--method", "spt", "--seed", "1-2", "--pack-seeds"], "with the first call's --method "
+                                                                                  "spt,xpe\n")):
         code = train.main(four_steps_argv(tiny_model_dir, tmp_path / "runs", *other, "--steps", "2", "--resume"))
         err = capsys.readouterr().err
-        assert code == 2 and "was trained in a pack of" in err and "--pack-seeds" in err, err
+        assert code == 2 and "was trained in a pack of" in err and changed in err, err
     assert {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*") if p.is_file()} == before
     assert train.main(argv + ["--resume"]) == 0  # the same pack: nothing left to do, and accepted
 
@@ -967,6 +1086,60 @@ def test_resume_of_one_run_of_a_call_of_several_names_the_run_folder(tmp_path, t
     assert f"give --out {tmp_path / 'runs'}/" in err and "did not write" not in err
 
 
+def flags_in(line):
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", line))
+
+
+def files_under(root):
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_run_folder_and_a_folder_of_runs_never_take_the_other(tmp_path, tiny_model_dir, one_backbone, capsys):
+    """A sweep given a single run's folder as --out (it trained inside it; with --resume it said the folder "does not
+    exist") and a single run given a sweep's: both refused in one line naming the folder, nothing written, and no
+    flag named that the call did not give."""
+    single, sweep = tmp_path / "single", tmp_path / "sweep"
+    assert train.main(four_steps_argv(tiny_model_dir, single, "--steps", "2")) == 0
+    assert train.main(four_steps_argv(tiny_model_dir, sweep, "--steps", "2", "--lr", "1e-3,1e-4")) == 0
+    capsys.readouterr()
+    before = files_under(tmp_path)
+    calls = [(single, ["--lr", "1e-3,1e-4"], f"{single} is the folder of one run"),
+             (single, ["--lr", "1e-3,1e-4", "--resume"], f"{single} is the folder of one run"),
+             (single, ["--seed", "1-2", "--overwrite"], f"{single} is the folder of one run"),
+             (sweep, [], f"{sweep} holds the run folders of a call of several runs"),
+             (sweep, ["--resume"], f"{sweep} holds the run folders of a call of several runs"),
+             (sweep, ["--lr", "1e-3", "--overwrite"], f"{sweep} holds the run folders of a call of several runs")]
+    for out, extra, words in calls:
+        argv = four_steps_argv(tiny_model_dir, out, "--steps", "2", *extra)
+        code = train.main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and words in err[0], (extra, err)
+        assert flags_in(err[0]) <= {a for a in argv if a.startswith("--")}, (extra, err)
+    assert files_under(tmp_path) == before
+
+
+@pytest.mark.parametrize("first, then, named", [
+    (["--lr", "1e-3,1e-4"], ["--lr", "1e-3,1e-4,1e-5"], "--lr"),  # a value added
+    (["--lr", "1e-3,1e-4"], ["--lr", "1e-3,1e-5"], "--lr"),  # another list
+    (["--lr", "1e-3,1e-4", "--method", "spt,xpe"], ["--lr", "1e-3,1e-4", "--method", "xpe"], "--method"),
+    (["--lr", "1e-3,1e-4", "--seed", "1-2", "--pack-seeds"], ["--lr", "1e-3,1e-4", "--seed", "1-2"], "--pack-seeds"),
+])
+def test_a_resume_with_other_lists_names_what_changed(tmp_path, tiny_model_dir, one_backbone, capsys, first, then,
+                                                     named):
+    """The message names the flag whose list changed (it asked for --method, --seed and the pack flags, whatever
+    changed), and never a flag that neither call gave."""
+    out = tmp_path / "runs"
+    assert train.main(four_steps_argv(tiny_model_dir, out, "--steps", "2", *first)) == 0
+    capsys.readouterr()
+    before = files_under(tmp_path)
+    argv = four_steps_argv(tiny_model_dir, out, "--steps", "2", *then, "--resume")
+    code = train.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "was trained in a pack of" in err[0], err
+    assert named in flags_in(err[0]) and flags_in(err[0]) - {"--resume"} <= {named}, err
+    assert files_under(tmp_path) == before
+
+
 def test_resume_of_a_folder_that_does_not_exist_says_so(tmp_path, tiny_model_dir, capsys):
     assert train.main(four_steps_argv(tiny_model_dir, tmp_path / "nowhere", "--resume")) == 2
     err = capsys.readouterr().err
@@ -976,6 +1149,10 @@ def test_resume_of_a_folder_that_does_not_exist_says_so(tmp_path, tiny_model_dir
     assert train.main(four_steps_argv(tiny_model_dir, tmp_path / "empty", "--resume")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds no run, so there is nothing to resume: leave --resume out" in err[0], err
+    assert list((tmp_path / "empty").iterdir()) == []
+    assert train.main(four_steps_argv(tiny_model_dir, tmp_path / "empty", "--seed", "1-2", "--resume")) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # it exists: it holds none of the call's folders
+    assert len(err) == 1 and f"{tmp_path / 'empty'} holds none of this call's 2 run folders" in err[0], err
     assert list((tmp_path / "empty").iterdir()) == []
 
 
@@ -1288,3 +1465,78 @@ def test_bad_target_calls_exit_2_with_one_line_and_write_nothing(tmp_path, quiet
     err = capsys.readouterr().err.strip()
     assert code == 2 and words in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+# ---- flag values and folder names, generated ---------------------------------------------------------
+
+NUMBER_TEXTS = st.one_of(st.floats().map(repr), st.integers(-10, 10 ** 6).map(str), st.integers(-2 ** 70, 10 ** 450)
+                         .map(str), st.sampled_from(
+    ["nan", "inf", "-inf", "1e400", "-0.0", "0x10", "1_0", " 3", "", " ", "5e-3", "²", "1,", "٣"]))
+NUMBER_FLAGS = [f.name for f in dataclasses.fields(train.TrainConfig) if f.type in ("int", "float", int, float)]
+
+
+def resolved_or_refused(argv):
+    """(configs, None) or (None, the one line of the refusal): argparse's or a UsageError's; anything else raises."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            return train.resolve_configs(train.parse_args(argv)), None
+    except SystemExit as e:
+        lines = err.getvalue().strip().splitlines()
+        assert e.code == 2 and len(lines) == 1 and lines[0].startswith("train.py: error: argument --"), lines
+        return None, lines[0]
+    except train.UsageError as e:
+        assert "\n" not in str(e)
+        return None, str(e)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(NUMBER_FLAGS), st.lists(NUMBER_TEXTS, min_size=1, max_size=4),
+       st.sampled_from(["xpe", "spt", "dual"]))
+@example("lr_spt", ["-1", "5e-3"], "xpe")
+@example("lr_spt", ["-1", "5e-3"], "dual")
+@example("lr", ["0.005", "0.0050000001"], "xpe")
+@example("prompt_len", ["1" + "0" * 400], "dual")
+def test_a_number_flag_reads_back_as_the_values_it_names_or_is_one_line(name, items, method):
+    """Every number flag (one value or a list, parse_values and one_value) given any text: each value the runs take is
+    the value its text means, or the call is refused in one line (argparse's own or a UsageError), never a
+    traceback."""
+    flag, text = "--" + name.replace("_", "-"), ",".join(items)
+    cfgs, refusal = resolved_or_refused(["--method", method, f"{flag}={text}"])
+    if cfgs is None:
+        return
+    kind = type(getattr(train.TrainConfig(), name))
+    meant = [kind(item) for item in items]
+    if name == "lr_spt":  # below 0: the prompt learning rate
+        meant = [train.TrainConfig.lr_prompt if v < 0 else v for v in meant]
+    assert sorted({getattr(c, name) for c in cfgs}) == sorted(set(meant)) and len(cfgs) == len(items)
+    assert all(math.isfinite(getattr(c, name)) for c in cfgs)
+    assert len({json.dumps(dataclasses.asdict(c), sort_keys=True) for c in cfgs}) == len(cfgs)  # each another run
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 12), st.integers(1, 200))
+def test_max_runs_refuses_exactly_the_calls_that_plan_more(values, seeds, most):
+    lrs = ",".join(f"{i}e-4" for i in range(1, values + 1))
+    cfgs, refusal = resolved_or_refused(["--lr", lrs, "--seed", f"1-{seeds}", "--max-runs", str(most)])
+    if values * seeds <= most:
+        assert refusal is None and len(cfgs) == values * seeds
+    else:
+        assert f"this call plans {values * seeds:,} runs" in refusal and f"--max-runs {most}" in refusal
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1, exclude_min=True, exclude_max=True))
+@example(0.005, 0.0050000001, 0.7)
+@example(5e-05, 0.005, 0.70000001)
+def test_distinct_values_name_distinct_folders_that_read_back(a, b, frac):
+    """Two values of a list never name one folder (%g printed 0.005 and 0.0050000001 alike), and the value in a
+    folder's name reads back as the run's; so does dual's fraction."""
+    assume(a != b)
+    cfgs = train.resolve_configs(train.parse_args(["--method", f"dual:{frac!r}", "--lr", f"{a!r},{b!r}"]))
+    names = train.run_names(cfgs)
+    assert len(set(names)) == 2
+    for cfg, name in zip(cfgs, names):
+        got_frac, got_lr = re.fullmatch(r"dual(.+)-lr(.+)-joshi5-s42", name).groups()
+        assert (float(got_frac), float(got_lr)) == (cfg.xpe_frac, cfg.lr), name
+        assert xpe.parse_method(xpe.method_name(cfg.method, cfg.xpe_frac)) == ("dual", cfg.xpe_frac)

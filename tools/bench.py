@@ -94,7 +94,9 @@ def native_bf16(device):
 
 
 def parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    import train  # here, not at the top: main sets TQDM_DISABLE before torch (which train imports) loads tqdm
+
+    p, path = train.Parser(prog="tools.bench", description=__doc__.split("\n")[0]), train.path_text
     p.add_argument("--quick", action="store_true",
                    help=f"tiny backbone on the CPU, a few steps, a small eval subset ({QUICK})")
     p.add_argument("--config", choices=sorted(CONFIGS), help="backbone shape (default large)")
@@ -117,9 +119,10 @@ def parser():
     p.add_argument("--no-peer", action="store_true", help="leave out the peer (PEFT + Trainer): no peft needed")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="the device's peak for MFU (default: read from the GPU's name; none on the CPU)")
-    p.add_argument("--data-dir", default=os.environ.get("XPE_SIB200_DIR") or str(ROOT.parent / "shared" / "sib200"),
+    p.add_argument("--data-dir", type=path,
+                   default=os.environ.get("XPE_SIB200_DIR") or str(ROOT.parent / "shared" / "sib200"),
                    help="SIB-200 copy (default env XPE_SIB200_DIR or ../shared/sib200)")
-    p.add_argument("--tokenizer", default=os.environ.get("XPE_E5_DIR") or str(ROOT / ".e5"),
+    p.add_argument("--tokenizer", type=path, default=os.environ.get("XPE_E5_DIR") or str(ROOT / ".e5"),
                    help="a folder with XLM-R's tokenizer, e.g. e5-small's (default env XPE_E5_DIR or ./.e5)")
     p.add_argument("--threads", type=int,
                    help="CPU threads for torch (default 0: torch's choice; 1 with --quick); 1 is steadier on a "
@@ -136,6 +139,7 @@ def parser():
 def parse_args(argv=None):
     """The flags, each in its range (a UsageError); argparse's own refusals (types, choices) exit 2 themselves."""
     import train
+    import xpe
     from xpe import UsageError
 
     args = parser().parse_args(argv)
@@ -152,8 +156,10 @@ def parse_args(argv=None):
     for key, zero in (("eval_limit", "all"), ("threads", "torch's choice")):
         if getattr(args, key) < 0:
             raise UsageError(f"--{key.replace('_', '-')} must be 0 ({zero}) or more, got {getattr(args, key)}")
+    if args.threads > (os.cpu_count() or 1):  # torch would start them at the first parallel step
+        raise UsageError(f"--threads {args.threads}: this machine has {os.cpu_count() or 1} CPUs; use at most that")
     if args.peak_tflops is not None and not (math.isfinite(args.peak_tflops) and args.peak_tflops > 0):
-        raise UsageError(f"--peak-tflops must be a positive number of TFLOP/s, got {args.peak_tflops:g}")
+        raise UsageError(f"--peak-tflops must be a positive number of TFLOP/s, got {xpe.value_text(args.peak_tflops)}")
     for seed in (args.seed, args.seed + 1):  # the seeds section trains the next seed too
         train.parse_seeds(str(seed))
     if not args.no_peer and args.seed > NUMPY_SEEDS:  # the Trainer seeds numpy with it
@@ -405,12 +411,15 @@ SWEEP = (5e-3, 1e-3, 5e-4, 5e-5)  # --lr-prompt values of the sweep section: one
 
 def sweep_section(s):
     """A sweep (xpe, four --lr-prompt values, one seed) as one pack against the same runs one after another."""
+    import xpe
+
     sweep = [dataclasses.replace(cfg, lr_prompt=lr, lr_spt=lr) for cfg in s.configs(["xpe"], [s.args.seed])
              for lr in SWEEP]
     times = best_of(s, {"packed": lambda: fit_seconds(s, sweep)[0],
                         "alone": lambda: sum(fit_seconds(s, [cfg])[0] for cfg in sweep)})
     n = len(sweep) * s.args.steps
-    print(f"sweep packed (xpe, --lr-prompt {','.join(f'{v:g}' for v in SWEEP)}): {n / times['packed']:.4g} run-steps/s")
+    values = ",".join(map(xpe.value_text, SWEEP))
+    print(f"sweep packed (xpe, --lr-prompt {values}): {n / times['packed']:.4g} run-steps/s")
     print(f"sweep one after another: {n / times['alone']:.4g} run-steps/s")
     return {"sweep pack / one after another": times["alone"] / times["packed"]}
 

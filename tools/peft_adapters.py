@@ -22,7 +22,6 @@ The head: XLM-R's RobertaClassificationHead (`classifier.dense`, `classifier.out
 is; BERT's is tanh(pooler.dense(h[:, 0])) then one Linear, so `bert.pooler.dense` becomes our dense and
 `classifier` our out_proj. Whatever cannot be mapped is refused with an UsageError naming the key.
 """
-import argparse
 import json
 import math
 import re
@@ -510,23 +509,23 @@ def import_main(args):
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="python -m tools.peft_adapters", description=__doc__.split("\n")[0])
+    p, path = train.Parser(prog="python -m tools.peft_adapters", description=__doc__.split("\n")[0]), train.path_text
     commands = p.add_subparsers(dest="command", required=True)
     out = commands.add_parser("export", help="write one run as a PEFT prompt-tuning adapter that "
                                              "peft.PeftModel.from_pretrained loads")
-    out.add_argument("run", help="a run folder (config.json and prompt.safetensors)")
-    out.add_argument("adapter", help="the adapter folder to write: new, empty, or an earlier export")
+    out.add_argument("run", type=path, help="a run folder (config.json and prompt.safetensors)")
+    out.add_argument("adapter", type=path, help="the adapter folder to write: new, empty, or an earlier export")
     into = commands.add_parser("import", help="write a PEFT prompt-tuning or P-tuning adapter (or the paper's "
                                               "authors' layout) as a run folder")
-    into.add_argument("adapter", help="the adapter folder (adapter_config.json and its weights)")
-    into.add_argument("run", help="the run folder to write: new, empty, or an earlier import")
+    into.add_argument("adapter", type=path, help="the adapter folder (adapter_config.json and its weights)")
+    into.add_argument("run", type=path, help="the run folder to write: new, empty, or an earlier import")
     into.add_argument("--labels", help="the head's labels in order, comma-separated (default: the adapter's id2label)")
-    into.add_argument("--model", help="the backbone (default: the adapter's base_model_name_or_path)")
+    into.add_argument("--model", type=path, help="the backbone (default: the adapter's base_model_name_or_path)")
     into.add_argument("--source", help="the languages it was trained on, a spec as train.py takes (default: none, "
                                        "every language is zero-shot)")
     into.add_argument("--seed", default="0", help="the seed it was trained with (default 0)")
-    into.add_argument("--groups-file", help="language groups for --source (default groups.json)")
-    into.add_argument("--data-dir", help="local data laid out as DIR/<code>/test.tsv, for --source's codes")
+    into.add_argument("--groups-file", type=path, help="language groups for --source (default groups.json)")
+    into.add_argument("--data-dir", type=path, help="local data laid out as DIR/<code>/test.tsv, for --source's codes")
     return p
 
 
