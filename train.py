@@ -158,7 +158,7 @@ def build_parser(description=None):
     p.add_argument("--resume", action="store_true", help="continue the call's runs from their last evaluation")
     p.add_argument("--overwrite", action="store_true", help="replace the runs in the run folders (only train.py's "
                                                             "own files there are removed)")
-    p.add_argument("--tensorboard", metavar="DIR", default=None,
+    p.add_argument("--tensorboard", type=path_text, metavar="DIR", default=None,
                    help="also write log.csv's numbers as TensorBoard events, each run in DIR/<its folder's name>; "
                         "needs tensorboard: pip install -r requirements-plot.txt (default none)")
     return p

@@ -432,6 +432,26 @@ def test_argparse_refusals_are_one_line_naming_the_flag(tmp_path, monkeypatch, c
     assert list(tmp_path.iterdir()) == []
 
 
+def test_every_flag_that_names_a_file_or_folder_refuses_an_empty_name():
+    """The kind of `--out ""` (it trained into runs/): every flag of every command whose value is a path (its metavar
+    says FILE or DIR, or it is one of the path settings) takes train.path_text, so the walk above reaches it."""
+    import evaluate
+    from tools import bench, peft_adapters
+
+    parsers = {"train.py": train.build_parser(), "evaluate.py": evaluate.parser(), "tools.bench": bench.parser(),
+               "tools.peft_adapters": peft_adapters.parser()}
+    named = {"out", "model", "init", "data_dir", "groups_file", "runs", "scores", "tokenizer", "tensorboard"}
+    actions = [(prog, a) for prog, p in parsers.items() for a in p._actions]
+    actions += [(f"{prog} {name}", a) for prog, p in parsers.items() for action in p._actions
+                if getattr(action, "choices", None) and isinstance(action.choices, dict)
+                for name, sub in action.choices.items() for a in sub._actions]  # subcommands
+    paths = [(prog, a) for prog, a in actions if a.option_strings and a.nargs != 0 and (
+        a.dest in named or any(word in str(a.metavar or "") for word in ("FILE", "DIR")))]
+    assert {"--tensorboard", "--out", "--curves"} <= {a.option_strings[-1] for _, a in paths}
+    untyped = [f"{prog} {a.option_strings[-1]}" for prog, a in paths if a.type is not train.path_text]
+    assert not untyped, untyped
+
+
 def test_out_that_is_a_file_is_refused(tmp_path, tiny_model_dir, capsys):
     (tmp_path / "run").write_text("mine")
     code, out = run(tmp_path, tiny_model_dir)
