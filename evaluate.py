@@ -19,6 +19,12 @@ batches, every run that shares a max length and its target languages in the same
 run's prompt in front of its own copy of the batch). A source run is scored zero-shot on the target
 languages it was not trained on; a target run (train.py --target) on its own language. A setting is
 every training setting but the seed (BOOKKEEPING lists what else is not the experiment).
+
+Why the decisions (t-intervals, exact power, margins, claims decided with Holm, sweeps) stay in this file rather than
+a module of their own: they are a stage of the one flow above, reading the group means it makes and feeding the
+renderers and the one output set below them, and no other file uses them; a module of their own would import this
+one's settings and rows and be imported back for its outputs, so the flow would cross a file twice. A file holds one
+concern, however long: this one's is "from runs to the numbers a reader decides by".
 """
 import csv
 import hashlib
