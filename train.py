@@ -217,6 +217,8 @@ def resolve_configs(args):
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
     if "model" in given:  # a local folder by its absolute path, so that the run is scored from any working folder
         given["model"] = model_key(given["model"])
+    if "source" in given:  # one spelling a language set, so that equal specs are one source in the tables
+        given["source"] = data.canonical_spec(given["source"])
     if args.resume and args.overwrite:
         raise UsageError("--resume continues the runs in --out and --overwrite replaces them: give one of them")
     if given.get("target") and not given.get("init"):
@@ -344,9 +346,9 @@ def read_run_config(run_dir, what):
     def number(value):
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     labels, settings, ended = config["labels"], config.get("settings", {}), config.get("ended")
-    if not (isinstance(labels, list) and labels and all(isinstance(x, str) and x for x in labels)
-            and len(set(labels)) == len(labels)):
-        raise bad("labels", labels, "a list of distinct label names")
+    if not (isinstance(labels, list) and labels and all(isinstance(x, str) and x and x == x.strip() for x in labels)
+            and len(set(labels)) == len(labels)):  # data.py strips the labels it reads, so train.py writes none other
+        raise bad("labels", labels, "a list of distinct label names, none with spaces around it")
     rules = [("model", isinstance(config["model"], str) and config["model"].strip(), "a backbone's name or folder"),
              ("max_length", whole(config["max_length"], 3), "a whole number of tokens, at least 3"),
              ("method", config["method"] in xpe.METHODS, f"one of {', '.join(xpe.METHODS)}"),
@@ -370,6 +372,8 @@ def read_run_config(run_dir, what):
             raise bad(key, config.get(key), wanted)
     try:
         split = xpe.split_prompt(config["method"], config["xpe_frac"], config["prompt_len"])
+        # the source as train.py records it now (data.canonical_spec), whichever spelling an older run kept
+        config["source"] = data.canonical_spec(config["source"])
     except UsageError as e:
         raise UsageError(f"{what}: config.json: {e}") from None
     if [config["n_spt"], config["n_xpe"]] != list(split):

@@ -1709,3 +1709,12 @@ def test_a_bad_margin_is_one_line_and_writes_nothing(tmp_path, capsys, args, wor
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and words in err[0], err
     assert not out.exists()
+
+
+# ---- issue 42: every input counted once, every command's flags checked, no traceback --------------------------
+
+def test_scoring_runs_only_on_their_own_training_language_says_what_to_choose(tmp_path, runs, capsys):
+    code, out = evaluate_main(tmp_path, "--runs", str(runs / "a"), "--group", "eng_Latn")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "eng_Latn" in err and "not trained on" in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
