@@ -32,8 +32,16 @@ METHODS = ("spt", "xpe", "dual")
 MAX_LENGTH = 164  # tokens of text a row keeps, the paper's; the prompt comes on top
 
 
+# what str.splitlines breaks a line at, written as escapes: a value the user typed ("--seed $'1\n2'") is quoted in
+# the message, which stays one line
+LINE_BREAKS = {ord(ch): repr(ch)[1:-1] for ch in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
 class UsageError(ValueError):
     """Bad input from the user: the command lines print it as one line and exit with status 2."""
+
+    def __init__(self, message=""):
+        super().__init__(str(message).translate(LINE_BREAKS))
 ARTIFACT_WEIGHTS = "prompt.safetensors"
 ARTIFACT_CONFIG = "config.json"
 
