@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from xpe import MAX_LENGTH, UsageError
+from xpe import MAX_LENGTH, UsageError, unique_keys
 
 LABELS = ("science/technology", "travel", "politics", "sports", "health", "entertainment", "geography")
 HUB_DATASET = "Davlan/sib200"
@@ -72,7 +72,7 @@ def load_groups(path=GROUPS_PATH):
     path = Path(path)
     form = '{"groups": {name: {"languages": [...]}}}'
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
         groups = {name: list(g["languages"]) for name, g in raw["groups"].items()}
     except FileNotFoundError:
         fix = "it ships beside data.py" if path == GROUPS_PATH else "check the path"
@@ -90,8 +90,10 @@ def load_groups(path=GROUPS_PATH):
         if "," in name:  # no spec could name it: "a,b" is a and b
             raise UsageError(f"group file {path}: the group name {name!r} contains ',', which language specs read as "
                             f"'and': rename it, e.g. to {name.replace(',', '_')!r}")
-        for code in codes:
+        for i, code in enumerate(codes):
             check_code(code, f" (group {name!r} of {path})", "rename it")
+            if code in codes[:i]:
+                raise UsageError(f"group file {path}: group {name!r} lists {code!r} twice: list each language once")
     return groups
 
 

@@ -96,7 +96,14 @@ def find_runs(paths, note, runs_root=Path("runs")):
                              f"the run has not reached its first evaluation")
         else:
             raise UsageError(f"{path} does not exist: pass run directories or a folder of runs to --runs")
-    return list(dict.fromkeys(runs))
+    once = {}
+    for run in runs:  # a run named twice, or named and inside a folder named, is scored once, and that is said
+        if run.resolve() in once:
+            note(f"{run} is given twice in --runs (or inside a folder given): it is scored once, as "
+                 f"{once[run.resolve()]}")
+        else:
+            once[run.resolve()] = run
+    return list(once.values())
 
 
 def read_run(run_dir):
@@ -437,11 +444,14 @@ def typed_row(r, path, line):
         raise _row_error(path, line, f"precision {row['precision']!r} is none of {', '.join(xpe.PRECISIONS[1:])} "
                                      f"(or empty)")
     try:
-        settings = json.loads(row["settings"]) if row["settings"] else {}
-    except ValueError:
-        settings = None
+        settings = json.loads(row["settings"], object_pairs_hook=xpe.unique_keys) if row["settings"] else {}
+    except ValueError as e:
+        raise _row_error(path, line, f"settings {row['settings'][:40]!r} is not a JSON object (or empty): "
+                                     f"{str(e)[:80]}") from None
     if not isinstance(settings, dict):
         raise _row_error(path, line, f"settings {row['settings'][:40]!r} is not a JSON object (or empty)")
+    if row["settings"]:  # one spelling, as scoring writes it (settings_text): spaces or key order make no setting
+        row["settings"] = json.dumps(settings, sort_keys=True, separators=(",", ":"))
     if row["ended"] and row["ended"] not in FINISHED and not row["ended"].startswith("unfinished"):
         raise _row_error(path, line, f"ended {row['ended']!r} is none of {', '.join(FINISHED)}, unfinished... "
                                      f"(or empty)")

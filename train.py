@@ -326,7 +326,7 @@ def read_run_config(run_dir, what):
     not read); what: how the message names the run, e.g. "--init runs/a"."""
     path = Path(run_dir) / "config.json"
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=xpe.unique_keys)
     except (OSError, ValueError) as e:
         raise UsageError(f"{what}: config.json cannot be read as JSON ({getattr(e, 'strerror', None) or e}): not "
                          f"written by train.py") from None
@@ -361,7 +361,9 @@ def read_run_config(run_dir, what):
              ("target", isinstance(config.get("target", ""), str), "a language code, or empty"),
              ("seed", whole(config["seed"], 0), f"a whole number from 0 to {MAX_SEED}"),
              ("source_languages", isinstance(config.get("source_languages", []), list)
-              and all(isinstance(x, str) for x in config.get("source_languages", [])), "a list of language codes"),
+              and all(isinstance(x, str) for x in config.get("source_languages", []))
+              and len(set(config.get("source_languages", []))) == len(config.get("source_languages", [])),
+              "a list of distinct language codes"),
              ("settings", isinstance(settings, dict), "an object of the run's settings"),
              ("ended", ended is None or isinstance(ended, dict) and ended.get("why") in ENDINGS
               and whole(ended.get("step"), 0), f'null or {{"why": one of {", ".join(ENDINGS)}, "step": N}}')]

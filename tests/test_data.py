@@ -892,3 +892,14 @@ def test_any_labels_txt_is_labels_read_stripped_or_one_line(tmp_path_factory, li
         assert "listed again" in str(e) and "\n" not in str(e)
         return
     assert all(label == label.strip() and label for label in labels) and len(set(labels)) == len(labels)
+
+
+@pytest.mark.parametrize("text, words", [
+    ('{"groups": {"g": {"languages": ["eng_Latn"]}, "g": {"languages": ["fra_Latn"]}}}', "the key 'g' is given twice"),
+    ('{"groups": {"g": {"languages": ["eng_Latn"], "languages": ["fra_Latn"]}}}', "the key 'languages' is given"),
+    ('{"groups": {"g": {"languages": ["eng_Latn", "fra_Latn", "eng_Latn"]}}}', "group 'g' lists 'eng_Latn' twice"),
+])
+def test_a_groups_file_naming_a_group_or_a_language_twice_is_one_line(tmp_path, text, words):
+    path = tmp_path / "groups.json"
+    path.write_text(text)
+    assert words in one_line_error(data.load_groups, path)

@@ -1949,3 +1949,41 @@ def test_any_compare_side_is_parsed_or_one_line(text):
         return
     assert name in ("xpe", "spt", "dual:0.7") and "-" not in "".join(picks)
     assert evaluate.side_key(evaluate.parse_side(text)) == evaluate.side_key((name, picks))
+
+
+def test_a_run_given_twice_is_scored_once_and_said(tmp_path, runs, capsys):
+    code, out = evaluate_main(tmp_path, "--runs", str(runs / "a"), str(runs), str(runs / "a"), "--group", "fra_Latn")
+    err = capsys.readouterr().err
+    assert code == 0 and err.count(f"{runs / 'a'} is given twice in --runs") == 2, err
+    assert sorted(r["run"] for r in read_csv(out / "per_language.csv")) == [str(runs / n) for n in "abc"]
+
+
+def test_json_with_a_key_twice_is_one_line_in_every_reader(tmp_path, runs, capsys):
+    """json keeps the last of two equal keys without a word; each reader of a file a user may write refuses it."""
+    run = copy_run(runs, "a", tmp_path)
+    text = (run / "config.json").read_text()
+    (run / "config.json").write_text(text.replace('"seed":', '"seed": 5, "seed":', 1))
+    code, out = evaluate_main(tmp_path, "--runs", str(run), "--group", "fra_Latn")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "the key 'seed' is given twice" in err and len(err.splitlines()) == 1, err
+    groups = tmp_path / "groups.json"
+    groups.write_text('{"groups": {"g": {"languages": ["fra_Latn"]}, "g": {"languages": ["nqo_Nkoo"]}}}')
+    code, out = evaluate_main(tmp_path, "--runs", str(runs / "a"), "--groups-file", str(groups))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "the key 'g' is given twice" in err and len(err.splitlines()) == 1, err
+    groups.write_text('{"groups": {"g": {"languages": ["fra_Latn", "nqo_Nkoo", "fra_Latn"]}}}')
+    code, out = evaluate_main(tmp_path, "--runs", str(runs / "a"), "--groups-file", str(groups))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "lists 'fra_Latn' twice" in err and len(err.splitlines()) == 1, err
+    rows = [dict(r, settings='{"lr": 0.001, "lr": 0.1}') if i == 1 else r for i, r in enumerate(rows_of("xpe"))]
+    code, out = scores_main(tmp_path, rows)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "line 3: settings" in err and "the key 'lr' is given twice" in err, err
+    assert not out.exists()
+
+
+def test_settings_spelled_two_ways_are_one_setting(tmp_path):
+    rows = rows_of("xpe", settings={"lr": 1e-3, "steps": 100})
+    rows = [dict(r, settings='{ "steps": 100, "lr": 0.001 }') if r["seed"] == 2 else r for r in rows]
+    read = evaluate.read_scores([write_scores(tmp_path / "scores.csv", rows)])
+    assert len(evaluate.by_setting(read)) == 1

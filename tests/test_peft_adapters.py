@@ -840,3 +840,16 @@ def test_any_labels_are_read_stripped_or_one_line(labels):
         assert "" in stripped or len(set(stripped)) < len(stripped)
         return
     assert read == [x.strip() for x in labels] and all(read) and len(set(read)) == len(read)
+
+
+def test_an_adapter_config_with_a_key_twice_is_one_line(tmp_path, tiny_model_dir, capsys):
+    write_adapter(tmp_path / "adapter", {**PROMPT, "base_model_name_or_path": str(tiny_model_dir)},
+                  {"prompt_embeddings": torch.randn(4, 32), **xlmr_head()})
+    config = tmp_path / "adapter" / "adapter_config.json"
+    config.write_text(config.read_text().replace('"num_virtual_tokens":', '"num_virtual_tokens": 8, '
+                                                                          '"num_virtual_tokens":', 1))
+    code = peft_adapters.main(["import", str(tmp_path / "adapter"), str(tmp_path / "run"), "--labels",
+                               ",".join(data.LABELS)])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "the key 'num_virtual_tokens' is given twice" in line, line
+    assert not (tmp_path / "run").exists()

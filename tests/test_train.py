@@ -1289,3 +1289,14 @@ def test_generated_configs_read_back_as_written(tmp_path_factory, method, prompt
     run_dir = tmp_path_factory.mktemp("run")
     (run_dir / "config.json").write_text(json.dumps(config))
     assert train.read_run_config(run_dir, "generated") == {**config, "source": ",".join(sorted(source))}
+
+
+def test_an_init_config_json_with_a_key_twice_is_one_line(tmp_path, tiny_model_dir, noisy, capsys):
+    init = tmp_path / "init"
+    shutil.copytree(noisy[0][0], init)
+    text = (init / "config.json").read_text()
+    (init / "config.json").write_text(text.replace('"method":', '"method": "spt", "method":', 1))
+    assert train.main(target_argv(tiny_model_dir, [str(init)], tmp_path / "out", target="fra_Latn")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the key 'method' is given twice" in err and f"--init {init}" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()

@@ -73,7 +73,7 @@ def read_adapter(adapter_dir):
     if not config_path.is_file():
         raise UsageError(f"{folder} is not a PEFT adapter: {ADAPTER_CONFIG} is missing")
     try:
-        config = json.loads(config_path.read_text())
+        config = json.loads(config_path.read_text(), object_pairs_hook=xpe.unique_keys)
     except (ValueError, UnicodeDecodeError) as e:
         raise UsageError(f"{config_path} is not JSON ({e})") from None
     if not isinstance(config, dict):
