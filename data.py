@@ -90,7 +90,15 @@ def load_groups(path=GROUPS_PATH):
         if "," in name:  # no spec could name it: "a,b" is a and b
             raise UsageError(f"group file {path}: the group name {name!r} contains ',', which language specs read as "
                             f"'and': rename it, e.g. to {name.replace(',', '_')!r}")
+        parts = name.split("-")
+        if any(not part or part != part.strip() for part in parts):  # a spec reads "a - b" as a-b, "a-" as nothing
+            fixed = "-".join(filter(None, map(str.strip, parts))) or "g"
+            raise UsageError(f"group file {path}: no language spec can name the group {name!r} (spaces around it or "
+                            f"its '-', or an empty part): rename it, e.g. to {fixed!r}")
         for i, code in enumerate(codes):
+            if not code or code != code.strip():
+                raise UsageError(f"group file {path}: group {name!r} lists the language code {code!r}: write each "
+                                f"code as its folder is named, without spaces")
             check_code(code, f" (group {name!r} of {path})", "rename it")
             if code in codes[:i]:
                 raise UsageError(f"group file {path}: group {name!r} lists {code!r} twice: list each language once")

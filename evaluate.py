@@ -380,12 +380,15 @@ def setting_labels(settings, across_methods=False):
 def by_setting(per_language, value=lambda r: float(r["accuracy"])):
     """{setting: {seed: {language: value(row)}}}, the accuracy by default; two runs of one seed in a setting are a
     UsageError."""
-    table, runs, sources = defaultdict(lambda: defaultdict(dict)), {}, {}
+    table, runs, sources, trained = defaultdict(lambda: defaultdict(dict)), {}, {}, {}
     for r in per_language:
         setting = setting_of(r)
-        trained_on = json.loads(setting[5]).get("source_languages") if setting[5] else None
-        if isinstance(trained_on, list) and trained_on and sources.setdefault(json.dumps(trained_on), r["source"]) != r["source"]:
-            raise UsageError(f"the sources {sources[json.dumps(trained_on)]} and {r['source']} are the same "
+        if setting[5] not in trained:  # the languages a source was trained on: one name a set (one source)
+            trained[setting[5]] = json.loads(setting[5]).get("source_languages") if setting[5] else None
+        trained_on = trained[setting[5]]
+        languages = json.dumps(trained_on) if isinstance(trained_on, list) and trained_on else None
+        if languages and sources.setdefault(languages, r["source"]) != r["source"]:
+            raise UsageError(f"the sources {sources[languages]} and {r['source']} are the same "
                              f"{len(trained_on)} languages ({r['run']}), so the tables would count them as two "
                              f"sources: evaluate them in separate calls, or train them with one --source")
         key = (setting, r["seed"], r["language"])

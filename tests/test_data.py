@@ -903,3 +903,20 @@ def test_a_groups_file_naming_a_group_or_a_language_twice_is_one_line(tmp_path, 
     path = tmp_path / "groups.json"
     path.write_text(text)
     assert words in one_line_error(data.load_groups, path)
+
+
+@GENERATED
+@given(st.dictionaries(st.lists(st.sampled_from(list("ab_-, 5")), max_size=6).map("".join),
+                       st.one_of(st.lists(st.sampled_from(["a_Latn", "b_Latn", "c-d", "e,f", "", "a_Latn "]),
+                                          max_size=4), st.sampled_from(["a_Latn", None, 5, {}])), max_size=4))
+def test_any_groups_file_is_its_groups_or_one_line(tmp_path_factory, groups):
+    path = tmp_path_factory.mktemp("groups") / "groups.json"
+    path.write_text(json.dumps({"groups": {name: {"languages": codes} for name, codes in groups.items()}}))
+    try:
+        read = data.load_groups(path)
+    except UsageError as e:
+        assert str(path) in str(e) and "\n" not in str(e), e
+        return
+    assert read == groups
+    for name, codes in read.items():  # each reads back as a spec of its own: the group's languages
+        assert data.resolve_languages(name, read, sorted({c for cs in read.values() for c in cs})) == sorted(set(codes))

@@ -1277,8 +1277,8 @@ def test_any_config_field_value_is_read_or_one_line(tmp_path_factory, key, value
 
 @GENERATED
 @given(st.sampled_from([("spt", 0.0), ("xpe", 1.0), ("dual", 0.7), ("dual", 0.3)]), st.integers(1, 100),
-       st.lists(st.text(st.characters(blacklist_categories=("Cs", "Zs", "Zl", "Zp", "Cc")), min_size=1, max_size=10), min_size=1,
-                max_size=8, unique=True),
+       st.lists(st.text(st.characters(blacklist_categories=("Cs", "Zs", "Zl", "Zp", "Cc")), min_size=1, max_size=10),
+                min_size=1, max_size=8, unique=True),
        st.lists(st.sampled_from(["joshi5", "eng_Latn", "fra_Latn", "all-lowperf"]), min_size=1, max_size=3,
                 unique=True), st.integers(0, train.MAX_SEED))
 def test_generated_configs_read_back_as_written(tmp_path_factory, method, prompt_len, labels, source, seed):
