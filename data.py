@@ -313,6 +313,9 @@ def check_rows(examples, languages, split, data_dir=None):
 def _check_languages(languages):
     if isinstance(languages, str) or not languages:
         raise UsageError(f"languages must be a non-empty list of codes, got {languages!r}")
+    twice = next((lang for i, lang in enumerate(languages) if lang in languages[:i]), None)
+    if twice is not None:  # its rows would be read, and counted, twice
+        raise UsageError(f"languages name {twice!r} twice, got {list(languages)!r}: name each language once")
 
 
 def _local_files(languages, split, root):

@@ -772,6 +772,11 @@ def test_a_spec_with_an_empty_or_repeated_item_is_refused(spec, words):
     assert words in one_line_error(data.canonical_spec, spec)
 
 
+def test_a_language_listed_twice_is_not_read_twice():
+    assert "'eng_Latn' twice" in one_line_error(data.load_split, ["eng_Latn", "fra_Latn", "eng_Latn"], "test", FIXTURE)
+    assert "'eng_Latn' twice" in one_line_error(data.find_labels, ["eng_Latn", "eng_Latn"], FIXTURE)
+
+
 def test_equal_specs_have_one_canonical_spelling():
     assert data.canonical_spec(" fra_Latn , eng_Latn") == data.canonical_spec("eng_Latn,fra_Latn") == \
         "eng_Latn,fra_Latn"
