@@ -1236,11 +1236,14 @@ def read_claims(path):
             group = data.canonical_spec(r["group"])
         except UsageError as e:
             raise UsageError(f"{where}: {e}") from None
-        key = ((r.get("study") or "").strip(), sides, group)
-        if first_line.setdefault(key, line) != line:
+        study = (r.get("study") or "").strip()
+        key, turned = (study, sides, group), (study, sides[::-1], group)
+        if key in first_line or turned in first_line:  # b - a is a - b with its sign turned: the same claim
             raise UsageError(f"{where}: the claim {r['a'].strip()} - {r['b'].strip()} on {group}"
-                             f"{' of ' + key[0] if key[0] else ''} again (first on line {first_line[key]}); a claim is "
-                             f"decided once, so give it once")
+                             f"{' of ' + key[0] if key[0] else ''} again (first on line "
+                             f"{first_line.get(key) or first_line[turned]}{'' if key in first_line else ', as b - a'}); "
+                             f"a claim is decided once, so give it once")
+        first_line[key] = line
         claims.append(dict(study=(r.get("study") or "").strip(), a=r["a"].strip(), b=r["b"].strip(),
                            group=group, reported=reported / 100))
     if not claims:
@@ -2017,8 +2020,9 @@ def check_flags(args):
         if len(pair) != 2:
             raise UsageError(f"--compare takes two settings, A,B (e.g. xpe,spt), got {given!r}")
         key = tuple(side_key(parse_side(m)) for m in pair)  # the grammar now; against the runs' settings in check_rows
-        if key in pairs:
-            raise UsageError(f"--compare {given} is given twice (first as {pairs[key]}): give each pair once")
+        if key in pairs or key[::-1] in pairs:  # B - A is A - B with its sign turned: the same pair
+            raise UsageError(f"--compare {given} is given twice (first as {pairs.get(key) or pairs[key[::-1]]}"
+                             f"{'' if key in pairs else ', the other way round'}): give each pair once")
         pairs[key] = given
     args.claims_file, args.claims = args.claims, read_claims(args.claims) if args.claims is not None else None
     if args.sweep_plot and not args.sweep:

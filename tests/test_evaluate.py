@@ -1729,6 +1729,8 @@ COUNTED_FLAGS = [
     (["--scores", "{scores}", "--groups", "lowperf,,unseen"], "empty item"),
     (["--scores", "{scores}", "--groups", "lowperf,unseen,lowperf"], "names 'lowperf' twice"),
     (["--scores", "{scores}", "--compare", "xpe,spt", "--compare", " xpe , spt"], "is given twice"),
+    (["--scores", "{scores}", "--compare", "xpe,spt", "--compare", "spt,xpe"], "(first as xpe,spt, the other way "
+                                                                              "round)"),
     (["--scores", "{scores}", "--compare", "xpe lr=1 lr=2,spt"], "names lr twice (1 and 2)"),
     (["--scores", "{scores}", "--compare", "xpe lr=1 lr 2,spt"], "names lr twice"),
 ]
@@ -1818,14 +1820,15 @@ def test_a_claims_header_with_a_column_twice_is_one_line(tmp_path, capsys, heade
     assert not out.exists()
 
 
-@pytest.mark.parametrize("second", ["xpe,spt,{lang},1", " xpe , spt ,{lang},2", "xpe,spt, {lang} ,1"])
+@pytest.mark.parametrize("second", ["xpe,spt,{lang},1", " xpe , spt ,{lang},2", "xpe,spt, {lang} ,1",
+                                    "spt,xpe,{lang},-1"])
 def test_a_claim_given_twice_is_one_line_naming_both_lines(tmp_path, capsys, second):
     path = tmp_path / "claims.csv"
     path.write_text(f"a,b,group,reported\nxpe,spt,{LANGS[0]},1\nxpe,spt,{LANGS[1]},1\n"
                     + second.format(lang=LANGS[0]) + "\n")
     code, out = scores_main(tmp_path, rows_of("xpe") + rows_of("spt"), "--claims", str(path))
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "line 4: the claim xpe - spt" in err and "first on line 2" in err, err
+    assert code == 2 and "line 4: the claim " in err and "again (first on line 2" in err, err
     assert len(err.splitlines()) == 1 and not out.exists()
     # the same claim from two studies is two claims
     path.write_text(f"a,b,group,reported,study\nxpe,spt,{LANGS[0]},1,one\nxpe,spt,{LANGS[0]},1,two\n")
