@@ -2011,7 +2011,11 @@ def check_flags(args):
             raise UsageError(f"{flag} is empty: name a group or language codes, e.g. {flag} lowperf")
     if args.scores and args.runs:
         raise UsageError("--scores tabulates earlier results and --runs scores runs: give one of them")
-    args.margin = sorted({p for text in args.margin or [] for p in margin_list(text)})
+    margins = [p for text in args.margin or [] for p in margin_list(text)]
+    twice = next((p for i, p in enumerate(margins) if p in margins[:i]), None)
+    if twice is not None:
+        raise UsageError(f"--margin names {twice:g} twice: give each margin once")
+    args.margin = sorted(margins)
     if args.margin and not args.compare:
         raise UsageError("--margin reads the intervals of --compare: give --compare A,B too")
     pairs = {}

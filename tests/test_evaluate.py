@@ -1732,6 +1732,7 @@ COUNTED_FLAGS = [
     (["--scores", "{scores}", "--compare", "xpe,spt", "--compare", "spt,xpe"], "(first as xpe,spt, the other way "
                                                                               "round)"),
     (["--scores", "{scores}", "--compare", "xpe lr=1 lr=2,spt"], "names lr twice (1 and 2)"),
+    (["--scores", "{scores}", "--compare", "xpe,spt", "--margin", "1,2", "--margin", "1.0"], "--margin names 1 twice"),
     (["--scores", "{scores}", "--compare", "xpe lr=1 lr 2,spt"], "names lr twice"),
 ]
 
