@@ -176,6 +176,8 @@ def resolve_languages(spec, groups=None, codes=None):
 def spec_items(spec):
     """The items of a language spec, each with its terms stripped ("a - b" is "a-b"), in the order given; an empty
     item or term ("eng_Latn,", "a,,b", "joshi5-") or an item given twice is a UsageError."""
+    if not str(spec).strip(" ,\t\n\r"):
+        raise UsageError(f"no languages given ({spec!r}): name a group, or codes like eng_Latn")
     items = []
     for item in str(spec).split(","):
         parts = [p.strip() for p in item.split("-")]
