@@ -65,6 +65,9 @@ def check_code(code, where, fix):
         meaning = "a-b means a minus b" if bad == "-" else "a,b means a and b"
         raise UsageError(f"language code {code!r}{where} contains {bad!r}, which language specs read as syntax "
                         f"({meaning}); {fix}, e.g. to {code.replace(bad, '_')!r}")
+    if not code.strip() or code != code.strip():  # a spec drops the spaces around its items, so none could name it
+        raise UsageError(f"language code {code!r}{where} is empty or has spaces around it, which language specs "
+                        f"drop; {fix}, e.g. to {code.strip() or 'xx_Latn'!r}")
 
 
 def load_groups(path=GROUPS_PATH):
@@ -96,9 +99,6 @@ def load_groups(path=GROUPS_PATH):
             raise UsageError(f"group file {path}: no language spec can name the group {name!r} (spaces around it or "
                             f"its '-', or an empty part): rename it, e.g. to {fixed!r}")
         for i, code in enumerate(codes):
-            if not code or code != code.strip():
-                raise UsageError(f"group file {path}: group {name!r} lists the language code {code!r}: write each "
-                                f"code as its folder is named, without spaces")
             check_code(code, f" (group {name!r} of {path})", "rename it")
             if code in codes[:i]:
                 raise UsageError(f"group file {path}: group {name!r} lists {code!r} twice: list each language once")

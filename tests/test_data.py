@@ -772,6 +772,11 @@ def test_a_spec_with_an_empty_or_repeated_item_is_refused(spec, words):
     assert words in one_line_error(data.canonical_spec, spec)
 
 
+def test_a_language_folder_with_spaces_around_its_name_is_one_line(tmp_path):
+    shutil.copytree(FIXTURE / "eng_Latn", tmp_path / "eng_Latn ")
+    assert "'eng_Latn ' (folder" in one_line_error(data.languages_in, tmp_path)
+
+
 def test_a_language_listed_twice_is_not_read_twice():
     assert "'eng_Latn' twice" in one_line_error(data.load_split, ["eng_Latn", "fra_Latn", "eng_Latn"], "test", FIXTURE)
     assert "'eng_Latn' twice" in one_line_error(data.find_labels, ["eng_Latn", "eng_Latn"], FIXTURE)

@@ -1457,6 +1457,7 @@ PER_LANGUAGE_BAD = [  # every field of per_language.csv with a value out of its 
     (dict(steps="0"), "line 3: steps = 0: it is a whole number of at least 1"),
     (dict(language=""), "line 3: language is empty"),
     (dict(language="deu-Latn"), "line 3: language code 'deu-Latn' contains '-'"),
+    (dict(language="deu_Latn "), "line 3: language code 'deu_Latn ' is empty or has spaces around it"),
     (dict(n="0"), "line 3: n = 0: it is a whole number of at least 1"),
     (dict(accuracy="13.48"), "line 3: accuracy 13.48 is not in [0, 1]"),
     (dict(accuracy="nan"), "line 3: accuracy nan is not in [0, 1]"),
