@@ -1730,8 +1730,6 @@ COUNTED_FLAGS = [
     (["--scores", "{scores}", "--groups", "lowperf,,unseen"], "empty item"),
     (["--scores", "{scores}", "--groups", "lowperf,unseen,lowperf"], "names 'lowperf' twice"),
     (["--scores", "{scores}", "--compare", "xpe,spt", "--compare", " xpe , spt"], "is given twice"),
-    (["--scores", "{scores}", "--compare", "xpe,spt", "--compare", "spt,xpe"], "(first as xpe,spt, the other way "
-                                                                              "round)"),
     (["--scores", "{scores}", "--compare", "xpe lr=1 lr=2,spt"], "names lr twice (1 and 2)"),
     (["--scores", "{scores}", "--compare", "xpe,spt", "--margin", "1,2", "--margin", "1.0"], "--margin names 1 twice"),
     (["--scores", "{scores}", "--compare", "xpe lr=1 lr 2,spt"], "names lr twice"),
