@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from xpe import MAX_LENGTH, UsageError
+from xpe import MAX_LENGTH, UsageError, unique_keys
 
 LABELS = ("science/technology", "travel", "politics", "sports", "health", "entertainment", "geography")
 HUB_DATASET = "Davlan/sib200"
@@ -65,6 +65,9 @@ def check_code(code, where, fix):
         meaning = "a-b means a minus b" if bad == "-" else "a,b means a and b"
         raise UsageError(f"language code {code!r}{where} contains {bad!r}, which language specs read as syntax "
                         f"({meaning}); {fix}, e.g. to {code.replace(bad, '_')!r}")
+    if not code.strip() or code != code.strip():  # a spec drops the spaces around its items, so none could name it
+        raise UsageError(f"language code {code!r}{where} is empty or has spaces around it, which language specs "
+                        f"drop; {fix}, e.g. to {code.strip() or 'xx_Latn'!r}")
 
 
 def load_groups(path=GROUPS_PATH):
@@ -72,7 +75,7 @@ def load_groups(path=GROUPS_PATH):
     path = Path(path)
     form = '{"groups": {name: {"languages": [...]}}}'
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
         groups = {name: list(g["languages"]) for name, g in raw["groups"].items()}
     except FileNotFoundError:
         fix = "it ships beside data.py" if path == GROUPS_PATH else "check the path"
@@ -90,8 +93,15 @@ def load_groups(path=GROUPS_PATH):
         if "," in name:  # no spec could name it: "a,b" is a and b
             raise UsageError(f"group file {path}: the group name {name!r} contains ',', which language specs read as "
                             f"'and': rename it, e.g. to {name.replace(',', '_')!r}")
-        for code in codes:
+        parts = name.split("-")
+        if any(not part or part != part.strip() for part in parts):  # a spec reads "a - b" as a-b, "a-" as nothing
+            fixed = "-".join(filter(None, map(str.strip, parts))) or "g"
+            raise UsageError(f"group file {path}: no language spec can name the group {name!r} (spaces around it or "
+                            f"its '-', or an empty part): rename it, e.g. to {fixed!r}")
+        for i, code in enumerate(codes):
             check_code(code, f" (group {name!r} of {path})", "rename it")
+            if code in codes[:i]:
+                raise UsageError(f"group file {path}: group {name!r} lists {code!r} twice: list each language once")
     return groups
 
 
@@ -144,15 +154,12 @@ def resolve_languages(spec, groups=None, codes=None):
         check_code(code, "", "rename it")
     known = {**{c: [c] for c in codes}, "all": codes, **groups}
     example = "eng_Latn" if "eng_Latn" in codes or not codes else codes[0]
-    items = [item.strip() for item in str(spec).split(",")]
-    if not any(items):
+    if not str(spec).strip(" ,"):
         raise UsageError(f"no languages given ({spec!r}); name a group ({', '.join(_group_names(groups))}) "
                         f"or codes like {example}")
     chosen = set()
-    for item in filter(None, items):
-        parts = [p.strip() for p in item.split("-")]
-        if "" in parts:
-            raise UsageError(f"empty term in {item!r}; write a-b for the languages of a that are not in b")
+    for item in spec_items(spec):
+        parts = item.split("-")
         terms, i = [], 0
         while i < len(parts):
             j = next((j for j in range(len(parts), i, -1) if "-".join(parts[i:j]) in known), None)
@@ -164,6 +171,33 @@ def resolve_languages(spec, groups=None, codes=None):
     if not chosen:
         raise UsageError(f"{spec!r} selects no languages; a-b removes b from a, so check the order of the terms")
     return sorted(chosen)
+
+
+def spec_items(spec):
+    """The items of a language spec, each with its terms stripped ("a - b" is "a-b"), in the order given; an empty
+    item or term ("eng_Latn,", "a,,b", "joshi5-") or an item given twice is a UsageError."""
+    if not str(spec).strip(" ,\t\n\r"):
+        raise UsageError(f"no languages given ({spec!r}): name a group, or codes like eng_Latn")
+    items = []
+    for item in str(spec).split(","):
+        parts = [p.strip() for p in item.split("-")]
+        if not item.strip():
+            raise UsageError(f"empty item in the language spec {spec!r}: a comma joins two items, so take out the "
+                            f"stray comma")
+        if "" in parts:
+            raise UsageError(f"empty term in {item.strip()!r} (in {spec!r}); write a-b for the languages of a that "
+                            f"are not in b")
+        item = "-".join(parts)
+        if item in items:
+            raise UsageError(f"the language spec {spec!r} names {item!r} twice: name it once")
+        items.append(item)
+    return items
+
+
+def canonical_spec(spec):
+    """One spelling for a spec's text: its items (spec_items) sorted, so that "fra_Latn, eng_Latn" and
+    "eng_Latn,fra_Latn" are recorded, and tabulated, as one source."""
+    return ",".join(sorted(spec_items(spec)))
 
 
 def _group_names(groups):
@@ -281,6 +315,9 @@ def check_rows(examples, languages, split, data_dir=None):
 def _check_languages(languages):
     if isinstance(languages, str) or not languages:
         raise UsageError(f"languages must be a non-empty list of codes, got {languages!r}")
+    twice = next((lang for i, lang in enumerate(languages) if lang in languages[:i]), None)
+    if twice is not None:  # its rows would be read, and counted, twice
+        raise UsageError(f"languages name {twice!r} twice, got {list(languages)!r}: name each language once")
 
 
 def _local_files(languages, split, root):
@@ -354,11 +391,15 @@ def _hub_rows(rows, where, lang, labels, label_ids):
     """Examples of one loaded split, checked as _read_tsv checks a file's rows."""
     if list(rows.column_names) != HEADER:
         raise UsageError(f"{where}: columns {rows.column_names}, expected {', '.join(HEADER)}")
-    examples = []
+    examples, first_row = [], {}
     for n, row in enumerate(zip(rows["index_id"], rows["category"], rows["text"]), 1):
-        index_id, category, text = (_unquote(field or "") for field in row)
-        if not index_id or not category or not text:
+        index_id, category, text = _row_fields(*(_unquote(field or "") for field in row))
+        if not index_id or not category or not text.strip():
             raise UsageError(f"{where}, row {n}: empty index_id, category or text")
+        if first_row.setdefault(index_id, n) != n:
+            raise UsageError(f"{where}, row {n}: index_id {index_id!r} again (first in row {first_row[index_id]}); "
+                            f"a sentence is counted once, so the hub's copy is broken: pass --data-dir DIR with a "
+                            f"local copy ({LAYOUT})")
         if category not in label_ids:
             raise UsageError(f"{where}, row {n}: unknown category {category!r}, not one of the run's labels "
                             f"({', '.join(labels)})")
@@ -396,7 +437,7 @@ def _tsv_rows(path):
     texts with a '"' so, and the loaders of its files (pandas.read_csv) undo it. Any other quote is text.
     """
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a BOM would stick to the header
             lines = f.read().split("\n")
     except UnicodeDecodeError as e:
         raise UsageError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); "
@@ -408,17 +449,26 @@ def _tsv_rows(path):
     if header != HEADER:
         raise UsageError(f"{path}, line 1: header is {header!r}, expected the columns "
                         f"index_id, category, text separated by tabs")
-    rows_out = []
+    rows_out, first_line = [], {}
     for number, row in rows[1:]:
         where = f"{path}, line {number}"
         if len(row) != 3:
             raise UsageError(f"{where}: {len(row)} tab-separated fields, expected 3 (index_id, category, text); "
                             f"write each row on one line as index_id<TAB>category<TAB>text, with no tab in the text")
-        index_id, category, text = row
-        if not index_id or not category or not text:
+        index_id, category, text = _row_fields(*row)
+        if not index_id or not category or not text.strip():
             raise UsageError(f"{where}: empty index_id, category or text")
+        if first_line.setdefault(index_id, number) != number:
+            raise UsageError(f"{where}: index_id {index_id!r} again (first on line {first_line[index_id]}); a "
+                            f"sentence is counted once, so remove the repeated row or give it an index_id of its own")
         rows_out.append((number, index_id, category, text))
     return rows_out
+
+
+def _row_fields(index_id, category, text):
+    """A row's fields as they are meant: an index_id or a category with spaces around it is the one without (as
+    labels.txt's lines are read), so that "travel " is no label of its own; the text is kept as written."""
+    return index_id.strip(), category.strip(), text
 
 
 def _fields(path, number, line):

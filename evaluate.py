@@ -63,7 +63,7 @@ OUTPUT_FILES = ["per_language.csv", "per_group.csv", "table1.md", "table1.csv", 
 MANIFEST = "outputs.json"  # written last: which files make the set, with their sha256
 PENDING = ".outputs.pending.json"  # while a set is put in place: what is left to do (finish_pending)
 # The flags of each mode besides --runs; a flag of another mode is refused.
-MODE_FLAGS = {"predict": {"predict", "batch_size", "device", "precision"},
+MODE_FLAGS = {"predict": {"predict", "batch_size", "device", "precision", "unfinished"},
               "score": {"scores", "group", "groups", "groups_file", "data_dir", "out", "batch_size", "device",
                         "baseline", "compare", "margin", "claims", "sweep", "sweep_plot", "plot", "plot_sort", "plot_size",
                         "plot_baselines", "unfinished",
@@ -104,7 +104,14 @@ def find_runs(paths, note, runs_root=Path("runs")):
                              f"the run has not reached its first evaluation")
         else:
             raise UsageError(f"{path} does not exist: pass run directories or a folder of runs to --runs")
-    return list(dict.fromkeys(runs))
+    once = {}
+    for run in runs:  # a run named twice, or named and inside a folder named, is scored once, and that is said
+        if run.resolve() in once:
+            note(f"{run} is given twice in --runs (or inside a folder given): it is scored once, as "
+                 f"{once[run.resolve()]}")
+        else:
+            once[run.resolve()] = run
+    return list(once.values())
 
 
 def read_run(run_dir):
@@ -135,7 +142,10 @@ def run_settings(config):
 def last_logged_step(run_dir):
     try:
         with open(Path(run_dir) / "log.csv", newline="") as f:
-            steps = [int(r["step"]) for r in csv.DictReader(f) if str(r.get("step", "")).isdigit()]
+            reader = csv.DictReader(f)
+            if column_twice(reader.fieldnames) is not None:  # not train.py's log: its step is not known
+                return None
+            steps = [int(r["step"]) for r in reader if str(r.get("step", "")).isdigit()]
     except (OSError, KeyError, ValueError):
         return None
     return max(steps, default=None)
@@ -241,6 +251,12 @@ def score_runs(args, group_langs, device):
     precision = xpe.resolve_precision(args.precision, device)
     check_runs(found)
     check_rows(args, preview_rows(found, languages, precision))
+    untargeted = [run for run in found if not targets_of(run, languages)]
+    if untargeted:
+        run, more = untargeted[0], f" (and {len(untargeted) - 1} more runs)" if len(untargeted) > 1 else ""
+        raise UsageError(f"{run['dir']}{more} was trained on every language of {', '.join(group_langs)}, so there is "
+                         f"nothing to score it on zero-shot: choose target languages the runs were not trained on "
+                         f"(--group/--groups), or leave it out of --runs")
     for run in found:
         left_out = sorted(set(languages) & run["trained"])
         if left_out:
@@ -380,9 +396,17 @@ def setting_labels(settings, across_methods=False):
 def by_setting(per_language, value=lambda r: float(r["accuracy"])):
     """{setting: {seed: {language: value(row)}}}, the accuracy by default; two runs of one seed in a setting are a
     UsageError."""
-    table, runs = defaultdict(lambda: defaultdict(dict)), {}
+    table, runs, sources, trained = defaultdict(lambda: defaultdict(dict)), {}, {}, {}
     for r in per_language:
         setting = setting_of(r)
+        if setting[5] not in trained:  # the languages a source was trained on: one name a set (one source)
+            trained[setting[5]] = json.loads(setting[5]).get("source_languages") if setting[5] else None
+        trained_on = trained[setting[5]]
+        languages = json.dumps(trained_on) if isinstance(trained_on, list) and trained_on else None
+        if languages and sources.setdefault(languages, r["source"]) != r["source"]:
+            raise UsageError(f"the sources {sources[languages]} and {r['source']} are the same "
+                             f"{len(trained_on)} languages ({r['run']}), so the tables would count them as two "
+                             f"sources: evaluate them in separate calls, or train them with one --source")
         key = (setting, r["seed"], r["language"])
         if runs.setdefault(key, r["run"]) != r["run"]:
             raise UsageError(f"{runs[key]} and {r['run']} are both {name_of(setting)} from {setting[2]} with seed "
@@ -398,6 +422,12 @@ def unfinished_runs(per_language):
 
 
 # ---- per_language.csv read back ------------------------------------------------------------------
+
+def column_twice(fieldnames):
+    """The first column a CSV header names twice, else None: csv.DictReader would keep only its last field."""
+    names = [name.strip() if isinstance(name, str) else name for name in fieldnames or []]
+    return next((name for i, name in enumerate(names) if name in names[:i]), None)
+
 
 def _row_error(path, line, text):
     return UsageError(f"--scores {path}, line {line}: {text}")
@@ -426,17 +456,21 @@ def typed_row(r, path, line):
     try:
         xpe.split_prompt(row["method"], row["xpe_frac"])  # the method, and an xpe_frac that it can have
         data.check_code(row["language"], "", "rename it")
+        row["source"] = data.canonical_spec(row["source"])  # as train.py records it: one spelling a source
     except UsageError as e:
         raise _row_error(path, line, str(e)) from None
     if row["precision"] not in ("", *xpe.PRECISIONS[1:]):
         raise _row_error(path, line, f"precision {row['precision']!r} is none of {', '.join(xpe.PRECISIONS[1:])} "
                                      f"(or empty)")
     try:
-        settings = json.loads(row["settings"]) if row["settings"] else {}
-    except ValueError:
-        settings = None
+        settings = json.loads(row["settings"], object_pairs_hook=xpe.unique_keys) if row["settings"] else {}
+    except ValueError as e:
+        raise _row_error(path, line, f"settings {row['settings'][:40]!r} is not a JSON object (or empty): "
+                                     f"{str(e)[:80]}") from None
     if not isinstance(settings, dict):
         raise _row_error(path, line, f"settings {row['settings'][:40]!r} is not a JSON object (or empty)")
+    if row["settings"]:  # one spelling, as scoring writes it (settings_text): spaces or key order make no setting
+        row["settings"] = json.dumps(settings, sort_keys=True, separators=(",", ":"))
     if row["ended"] and row["ended"] not in FINISHED and not row["ended"].startswith("unfinished"):
         raise _row_error(path, line, f"ended {row['ended']!r} is none of {', '.join(FINISHED)}, unfinished... "
                                      f"(or empty)")
@@ -451,9 +485,14 @@ def read_scores(paths):
             if finish_pending(path.parent):  # a set that a kill left half in place: put the rest in place first
                 note(f"{path.parent}: finished putting in place the set of outputs an interrupted call left")
             with open(path, newline="", encoding="utf-8") as f:
-                found = list(csv.DictReader(f))
+                reader = csv.DictReader(f)
+                found = list(reader)
         except (OSError, UnicodeDecodeError, csv.Error) as e:
             raise UsageError(f"--scores {path}: cannot read it ({type(e).__name__}: {e})") from None
+        twice = column_twice(reader.fieldnames)
+        if twice is not None:
+            raise UsageError(f"--scores {path}, line 1: the column {twice!r} is in the header twice: give each "
+                             f"column once")
         missing = [k for k in LANGUAGE_FIELDS if k not in UNRECORDED and (not found or k not in found[0])]
         if missing:
             raise UsageError(f"--scores {path} is not a per_language.csv written by evaluate.py (it lacks "
@@ -476,6 +515,9 @@ def read_scores(paths):
 def load_baselines(path=BASELINES_PATH):
     with open(path, newline="", encoding="utf-8") as f:
         rows = csv.DictReader(line for line in f if not line.startswith("#"))
+        if column_twice(rows.fieldnames) is not None:
+            raise UsageError(f"{path}: the column {column_twice(rows.fieldnames)!r} is in the header twice: give each "
+                             f"column once")
         return {r["code"]: {k: float(v) for k, v in r.items() if k != "code" and v} for r in rows}
 
 
@@ -948,8 +990,17 @@ def parse_side(text):
         if "=" not in word and not rest:
             raise UsageError(f"--compare {text!r}: {word!r} has no value: name a setting as key=value, e.g. lr=0.001")
         key, value = word.split("=", 1) if "=" in word else (word, rest.pop(0))
-        picks[key.replace("-", "_")] = value
+        key = key.replace("-", "_")
+        if key in picks:
+            raise UsageError(f"--compare {text!r} names {key} twice ({picks[key]} and {value}): give each setting once")
+        picks[key] = value
     return name, picks
+
+
+def side_key(side):
+    """A parsed side (parse_side) as one hashable value: two spellings of one side are equal."""
+    name, picks = side
+    return name, tuple(sorted(picks.items()))
 
 
 def described(setting):
@@ -1304,11 +1355,14 @@ def read_claims(path):
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"--claims {path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
     reader = csv.DictReader(io.StringIO(text))
+    twice = column_twice(reader.fieldnames)
+    if twice is not None:
+        raise UsageError(f"--claims {path} line 1: the column {twice!r} is in the header twice: give each column once")
     missing = [c for c in CLAIM_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
         raise UsageError(f"--claims {path} lacks the column{'s' * (len(missing) > 1)} {', '.join(missing)}: give a CSV "
                          f"with the columns {','.join(CLAIM_COLUMNS)} (and study), e.g. xpe,spt,lowperf,3.1")
-    claims = []
+    claims, first_line = [], {}
     for line, r in enumerate(reader, 2):
         where = f"--claims {path} line {line}"
         if None in r or any(r[c] is None for c in CLAIM_COLUMNS):
@@ -1321,13 +1375,21 @@ def read_claims(path):
             raise UsageError(f"{where}: reported {r['reported']!r} is no difference in accuracy points (e.g. 3.1)")
         if not r["group"].strip():
             raise UsageError(f"{where}: the group is empty: name a group or language codes, e.g. lowperf")
-        for side in (r["a"], r["b"]):
-            try:
-                parse_side(side)
-            except UsageError as e:
-                raise UsageError(f"{where}: {e}") from None
+        try:
+            sides = tuple(side_key(parse_side(side)) for side in (r["a"], r["b"]))
+            group = data.canonical_spec(r["group"])
+        except UsageError as e:
+            raise UsageError(f"{where}: {e}") from None
+        study = (r.get("study") or "").strip()
+        key, turned = (study, sides, group), (study, sides[::-1], group)
+        if key in first_line or turned in first_line:  # b - a is a - b with its sign turned: the same claim
+            raise UsageError(f"{where}: the claim {r['a'].strip()} - {r['b'].strip()} on {group}"
+                             f"{' of ' + key[0] if key[0] else ''} again (first on line "
+                             f"{first_line.get(key) or first_line[turned]}{'' if key in first_line else ', as b - a'}); "
+                             f"a claim is decided once, so give it once")
+        first_line[key] = line
         claims.append(dict(study=(r.get("study") or "").strip(), a=r["a"].strip(), b=r["b"].strip(),
-                           group=r["group"].strip(), reported=from_points(reported)))
+                           group=group, reported=from_points(reported)))
     if not claims:
         raise UsageError(f"--claims {path} holds no claim: a line a,b,group,reported each, e.g. xpe,spt,lowperf,3.1")
     return claims
@@ -2360,7 +2422,11 @@ def predict_texts(args, device):
     if len(found) != 1:
         raise UsageError(f"--predict classifies with one run, got {len(found)}: name one run folder in --runs")
     texts = read_texts(args.predict)
-    backbone, tokenizer = xpe.load_backbone(read_run(found[0])["config"]["model"], device)
+    run = read_run(found[0])
+    if run["ended"] not in FINISHED and not args.unfinished:
+        raise UsageError(f"{found[0]} is {run['ended']}: classify with a finished run, or give --unfinished to take "
+                         f"its best weights so far")
+    backbone, tokenizer = xpe.load_backbone(run["config"]["model"], device)
     model, config = xpe.load_artifact(found[0], backbone)
     labels = config["labels"]
     precision = xpe.resolve_precision(args.precision, device)
@@ -2450,7 +2516,7 @@ def parser():
 
 def mode_of(args, defaults):
     """predict, curves (--curves with no flag of scoring) or score; a flag given that belongs to another mode is a
-    UsageError."""
+    UsageError, and so is a value out of range of a flag that every mode takes (checked here, where all pass)."""
     given = {k for k, v in vars(args).items() if k != "runs" and v != defaults[k]}
     mode = ("predict" if args.predict is not None else
             "curves" if args.curves and given <= MODE_FLAGS["curves"] else "score")
@@ -2459,6 +2525,8 @@ def mode_of(args, defaults):
         flags = ", ".join("--" + k.replace("_", "-") for k in stray)
         raise UsageError(f"{flags} {'does' if len(stray) == 1 else 'do'} not go with "
                          f"{'--predict' if mode == 'predict' else 'scoring'}: leave {'it' if len(stray) == 1 else 'them'} out")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     return mode
 
 
@@ -2482,17 +2550,22 @@ def check_flags(args):
             raise UsageError(f"{flag} is empty: name a group or language codes, e.g. {flag} lowperf")
     if args.scores and args.runs:
         raise UsageError("--scores tabulates earlier results and --runs scores runs: give one of them")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    args.margin = sorted({p for text in args.margin or [] for p in margin_list(text)})
+    margins = [p for text in args.margin or [] for p in margin_list(text)]
+    twice = next((p for i, p in enumerate(margins) if p in margins[:i]), None)
+    if twice is not None:
+        raise UsageError(f"--margin names {twice:g} twice: give each margin once")
+    args.margin = sorted(margins)
     if args.margin and not args.compare:
         raise UsageError("--margin reads the intervals of --compare: give --compare A,B too")
+    pairs = {}
     for given in args.compare or []:
         pair = [m.strip() for m in given.split(",")]
         if len(pair) != 2:
             raise UsageError(f"--compare takes two settings, A,B (e.g. xpe,spt), got {given!r}")
-        for m in pair:
-            parse_side(m)  # the grammar now; the pair against the runs' settings in check_rows
+        key = tuple(side_key(parse_side(m)) for m in pair)  # the grammar now; against the runs' settings in check_rows
+        if key in pairs:  # B,A after A,B is asked for: the same rows with the sign turned
+            raise UsageError(f"--compare {given} is given twice (first as {pairs[key]}): give each pair once")
+        pairs[key] = given
     args.claims_file, args.claims = args.claims, read_claims(args.claims) if args.claims is not None else None
     if args.sweep_plot and not args.sweep:
         raise UsageError("--sweep-plot draws the table of --sweep: give --sweep SETTING too")
@@ -2538,8 +2611,8 @@ def main(argv=None):
             note(f"curves written to {args.curves}, their numbers to {numbers_path(args.curves)}")
             return 0
         groups, codes = data.groups_and_codes(args.groups_file, args.data_dir)
-        specs = [args.group] if args.group else (args.groups.split(",") if args.groups else
-                                                 list(groups) if args.groups_file else TABLE2_GROUPS.split(","))
+        specs = ([data.canonical_spec(args.group)] if args.group else data.spec_items(args.groups) if args.groups
+                 else list(groups) if args.groups_file else TABLE2_GROUPS.split(","))
         specs += [group for group in dict.fromkeys(c["group"] for c in args.claims or []) if group not in specs]
         group_langs = {spec: data.resolve_languages(spec, groups, codes) for spec in specs}
         if args.scores:

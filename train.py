@@ -243,6 +243,8 @@ def resolve_configs(args):
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
     if "model" in given:  # a local folder by its absolute path, so that the run is scored from any working folder
         given["model"] = model_key(given["model"])
+    if "source" in given:  # one spelling a language set, so that equal specs are one source in the tables
+        given["source"] = data.canonical_spec(given["source"])
     if args.resume and args.overwrite:
         raise UsageError("--resume continues the runs in --out and --overwrite replaces them: give one of them")
     if given.get("target") and not given.get("init"):
@@ -406,7 +408,7 @@ def read_run_config(run_dir, what):
     not read); what: how the message names the run, e.g. "--init runs/a"."""
     path = Path(run_dir) / "config.json"
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=xpe.unique_keys)
     except (OSError, ValueError) as e:
         raise UsageError(f"{what}: config.json cannot be read as JSON ({getattr(e, 'strerror', None) or e}): not "
                          f"written by train.py") from None
@@ -426,9 +428,9 @@ def read_run_config(run_dir, what):
     def number(value):
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     labels, settings, ended = config["labels"], config.get("settings", {}), config.get("ended")
-    if not (isinstance(labels, list) and labels and all(isinstance(x, str) and x for x in labels)
-            and len(set(labels)) == len(labels)):
-        raise bad("labels", labels, "a list of distinct label names")
+    if not (isinstance(labels, list) and labels and all(isinstance(x, str) and x and x == x.strip() for x in labels)
+            and len(set(labels)) == len(labels)):  # data.py strips the labels it reads, so train.py writes none other
+        raise bad("labels", labels, "a list of distinct label names, none with spaces around it")
     rules = [("model", isinstance(config["model"], str) and config["model"].strip(), "a backbone's name or folder"),
              ("max_length", whole(config["max_length"], 3), "a whole number of tokens, at least 3"),
              ("method", config["method"] in xpe.METHODS, f"one of {', '.join(xpe.METHODS)}"),
@@ -441,7 +443,9 @@ def read_run_config(run_dir, what):
              ("target", isinstance(config.get("target", ""), str), "a language code, or empty"),
              ("seed", whole(config["seed"], 0), f"a whole number from 0 to {MAX_SEED}"),
              ("source_languages", isinstance(config.get("source_languages", []), list)
-              and all(isinstance(x, str) for x in config.get("source_languages", [])), "a list of language codes"),
+              and all(isinstance(x, str) for x in config.get("source_languages", []))
+              and len(set(config.get("source_languages", []))) == len(config.get("source_languages", [])),
+              "a list of distinct language codes"),
              ("settings", isinstance(settings, dict), "an object of the run's settings"),
              ("ended", ended is None or isinstance(ended, dict) and ended.get("why") in ENDINGS
               and whole(ended.get("step"), 0), f'null or {{"why": one of {", ".join(ENDINGS)}, "step": N}}')]
@@ -452,6 +456,8 @@ def read_run_config(run_dir, what):
             raise bad(key, config.get(key), wanted)
     try:
         split = xpe.split_prompt(config["method"], config["xpe_frac"], config["prompt_len"])
+        # the source as train.py records it now (data.canonical_spec), whichever spelling an older run kept
+        config["source"] = data.canonical_spec(config["source"])
     except UsageError as e:
         raise UsageError(f"{what}: config.json: {e}") from None
     if [config["n_spt"], config["n_xpe"]] != list(split):
@@ -890,7 +896,15 @@ def open_board(board_dir, run):
     (purged from step 0) and the run's log written again, so that the curves hold each step once and equal log.csv
     whatever a killed call, an --overwrite or a call without --tensorboard left."""
     from torch.utils.tensorboard import SummaryWriter
-    board = SummaryWriter(str(Path(board_dir) / run.out.name), purge_step=0)
+    folder = Path(board_dir) / run.out.name
+    # TensorBoard reads a folder's event files in name order, and a name starts with the second its writer opened:
+    # one opened in the same second as an earlier one (a resume right after a kill) may sort before it, and then the
+    # earlier file's steps read as out of order and purge this one's. Open in a later second than any file there.
+    seconds = [int(p.name.split(".")[3]) for p in folder.glob("events.out.tfevents.*")
+               if len(p.name.split(".")) > 3 and p.name.split(".")[3].isdigit()]
+    while seconds and time.time() < max(seconds) + 1:
+        time.sleep(0.05)
+    board = SummaryWriter(str(folder), purge_step=0)
     for row in run.progress.log:
         write_scalars(board, row)
     return board

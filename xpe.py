@@ -32,8 +32,26 @@ METHODS = ("spt", "xpe", "dual")
 MAX_LENGTH = 164  # tokens of text a row keeps, the paper's; the prompt comes on top
 
 
+# what str.splitlines breaks a line at, written as escapes: a value the user typed ("--seed $'1\n2'") is quoted in
+# the message, which stays one line
+LINE_BREAKS = {ord(ch): repr(ch)[1:-1] for ch in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def unique_keys(pairs):
+    """json.loads' object_pairs_hook for files a user may have written: a key given twice is a ValueError (json
+    keeps the last one without a word)."""
+    keys = [key for key, _ in pairs]
+    twice = next((key for i, key in enumerate(keys) if key in keys[:i]), None)
+    if twice is not None:
+        raise ValueError(f"the key {twice!r} is given twice in one object")
+    return dict(pairs)
+
+
 class UsageError(ValueError):
     """Bad input from the user: the command lines print it as one line and exit with status 2."""
+
+    def __init__(self, message=""):
+        super().__init__(str(message).translate(LINE_BREAKS))
 ARTIFACT_WEIGHTS = "prompt.safetensors"
 ARTIFACT_CONFIG = "config.json"
 
@@ -500,7 +518,7 @@ def read_artifact(artifact_dir):
                              f"(a finished or evaluated training run writes it)")
     try:
         tensors = load_file(str(weights))
-        config = json.loads(config_path.read_text())
+        config = json.loads(config_path.read_text(), object_pairs_hook=unique_keys)
     except Exception as e:  # safetensors and json raise several kinds; the user needs one line
         raise UsageError(f"{artifact_dir}: cannot read the artifact ({type(e).__name__}: {e})") from None
     expected = {"prompt", "head.dense.weight", "head.dense.bias", "head.out_proj.weight", "head.out_proj.bias"}

@@ -263,3 +263,34 @@ def test_argparse_refusals_are_one_line_naming_the_flag(tmp_path, monkeypatch, c
     for argv, flag in cases:
         assert flag in refused_in_one_line(bench.main, argv, capsys, "tools.bench")
     assert list(tmp_path.iterdir()) == []
+# issue 42: a language spec with an empty or repeated item, and a data row given twice, are one line here too
+COUNTED_FLAGS = [
+    (["--source", "eng_Latn,"], "empty item in the language spec 'eng_Latn,'"),
+    (["--targets", "joshi5-"], "empty term in 'joshi5-'"),
+    (["--eval-languages", "eng_Latn,fra_Latn,eng_Latn"], "names 'eng_Latn' twice"),
+]
+
+
+@pytest.mark.parametrize("args, words", COUNTED_FLAGS)
+def test_a_spec_that_names_a_thing_twice_or_nothing_is_one_line_and_nothing_is_timed(
+        tmp_path, tiny_model_dir, sib200_dir, monkeypatch, capsys, args, words):
+    test_every_flag_out_of_range_is_one_line_and_nothing_is_timed(tmp_path, tiny_model_dir, sib200_dir, monkeypatch,
+                                                                  capsys, args, words)
+
+
+def test_a_repeated_training_row_is_one_line_and_nothing_is_timed(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    import shutil
+
+    from tools import bench
+
+    from conftest import FIXTURE_SIB200
+    shutil.copytree(FIXTURE_SIB200, tmp_path / "data")
+    train = tmp_path / "data" / "eng_Latn" / "train.tsv"
+    lines = train.read_text(encoding="utf-8").splitlines()
+    train.write_text("\n".join(lines + [lines[2]]) + "\n", encoding="utf-8")
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    monkeypatch.setattr(bench, "fit_seconds", lambda *_: pytest.fail("timed"))
+    code = bench.main(["--quick", "--no-peer", "--tokenizer", str(tiny_model_dir), "--data-dir", str(tmp_path / "data"),
+                       "--source", "eng_Latn", "--targets", "fra_Latn", "--eval-languages", "fra_Latn"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and f"{train}, line {len(lines) + 1}: index_id" in err and len(err.splitlines()) == 1, err

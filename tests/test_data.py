@@ -125,7 +125,7 @@ def test_every_field_of_a_groups_file_is_walked():
 
 def test_resolve_group_codes_and_mixes(groups):
     assert data.resolve_languages("joshi5") == groups["joshi5"]
-    assert data.resolve_languages("fra_Latn,eng_Latn, fra_Latn") == ["eng_Latn", "fra_Latn"]
+    assert data.resolve_languages("fra_Latn,eng_Latn, nqo_Nkoo") == ["eng_Latn", "fra_Latn", "nqo_Nkoo"]
     assert data.resolve_languages("joshi5,swh_Latn") == sorted(groups["joshi5"] + ["swh_Latn"])
     assert data.resolve_languages("seen-joshi5") == groups["seen-wo-j5"]
     assert data.resolve_languages("all-wo-j5") == groups["all-wo-j5"]  # a whole group name wins
@@ -698,3 +698,235 @@ def test_batch_plan_walks_the_epochs_from_any_step():
     assert len(epochs) == 39
     for first in (0, 5, 12, 13, 20):
         assert list(itertools.islice(data.batch_plan(lengths, 8, 4, first), 39 - first)) == epochs[first:]
+
+
+# -----------------------------------------------------------------------------
+# issue 42: every row, label and language counted once; generated input reads back or is one line
+
+class HubRows:
+    """What datasets.load_dataset gives _hub_rows: column names, and each column as a list."""
+    def __init__(self, rows):
+        self.column_names = list(data.HEADER)
+        self._columns = {name: [row[i] for row in rows] for i, name in enumerate(data.HEADER)}
+
+    def __getitem__(self, name):
+        return self._columns[name]
+
+
+def test_a_repeated_row_is_refused_naming_the_file_and_both_lines(tmp_path):
+    # ten rows of the test split again: they were scored as 214 sentences of a 204-sentence split, without a word
+    shutil.copytree(FIXTURE / "eng_Latn", tmp_path / "eng_Latn")
+    path = tmp_path / "eng_Latn" / "test.tsv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    write_tsv(path, lines + lines[1:])
+    message = one_line_error(data.load_split, ["eng_Latn"], "test", tmp_path)
+    first_id = lines[1].split("\t")[0]
+    assert message.startswith(f"{path}, line {len(lines) + 1}: index_id '{first_id}' again (first on line 2)"), message
+    # the same id with other text or spaces around it is the same row twice
+    write_tsv(path, lines + [f" {first_id} \ttravel\tAnother text."])
+    assert f"line {len(lines) + 1}: index_id '{first_id}' again" in one_line_error(data.load_split, ["eng_Latn"],
+                                                                                     "test", tmp_path)
+    train = tmp_path / "eng_Latn" / "train.tsv"  # find_labels reads the training rows the same way
+    (tmp_path / "eng_Latn" / "labels.txt").unlink()
+    train_lines = train.read_text(encoding="utf-8").splitlines()
+    write_tsv(train, train_lines + [train_lines[3]])
+    assert "again (first on line" in one_line_error(data.find_labels, ["eng_Latn"], tmp_path)
+
+
+def test_a_repeated_hub_row_is_refused_naming_both_rows():
+    rows = [["1", "travel", "Go."], ["2", "sports", "Run."], ["1", "travel", "Go."]]
+    message = one_line_error(data._hub_rows, HubRows(rows), "hub eng_Latn test", "eng_Latn", data.LABELS,
+                             {name: i for i, name in enumerate(data.LABELS)})
+    assert message.startswith("hub eng_Latn test, row 3: index_id '1' again (first in row 1)"), message
+
+
+def test_a_category_with_spaces_around_it_is_that_category_everywhere(tmp_path):
+    # "travel " was an eighth label of a run whose labels come from its training rows
+    shutil.copytree(FIXTURE / "eng_Latn", tmp_path / "eng_Latn")
+    (tmp_path / "eng_Latn" / "labels.txt").unlink()
+    train = tmp_path / "eng_Latn" / "train.tsv"
+    lines = train.read_text(encoding="utf-8").splitlines()
+    spaced = [f"{i}\t{c} \t{t}" if n % 2 else f"{i}\t {c}\t{t}"
+              for n, (i, c, t) in enumerate(line.split("\t") for line in lines[1:])]
+    write_tsv(train, lines[:1] + spaced)
+    labels = data.find_labels(["eng_Latn"], tmp_path)
+    assert labels == tuple(sorted(data.LABELS))
+    read = data.load_split(["eng_Latn"], "train", tmp_path, labels)
+    original = data.load_split(["eng_Latn"], "train", FIXTURE, labels)
+    assert read == original
+    label_ids = {name: i for i, name in enumerate(data.LABELS)}
+    (example,) = data._hub_rows(HubRows([["7", "travel ", "Go."]]), "hub", "eng_Latn", data.LABELS, label_ids)
+    assert example.label == data.LABELS.index("travel")
+    # labels.txt's lines are read stripped too, so the three readers agree
+    (tmp_path / "eng_Latn" / "labels.txt").write_text(" travel\nsports \n", encoding="utf-8")
+    assert data.find_labels(["eng_Latn"], tmp_path) == ("travel", "sports")
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("eng_Latn,", "empty item"), (",eng_Latn", "empty item"), ("eng_Latn,,fra_Latn", "empty item"),
+    ("joshi5-", "empty term"), ("-joshi5", "empty term"), ("all--joshi5", "empty term"),
+    ("eng_Latn,eng_Latn", "names 'eng_Latn' twice"), ("joshi5 - eng_Latn, joshi5-eng_Latn", "twice"),
+])
+def test_a_spec_with_an_empty_or_repeated_item_is_refused(spec, words):
+    assert words in one_line_error(data.resolve_languages, spec)
+    assert words in one_line_error(data.canonical_spec, spec)
+
+
+def test_a_language_folder_with_spaces_around_its_name_is_one_line(tmp_path):
+    shutil.copytree(FIXTURE / "eng_Latn", tmp_path / "eng_Latn ")
+    assert "'eng_Latn ' (folder" in one_line_error(data.languages_in, tmp_path)
+
+
+def test_a_language_listed_twice_is_not_read_twice():
+    assert "'eng_Latn' twice" in one_line_error(data.load_split, ["eng_Latn", "fra_Latn", "eng_Latn"], "test", FIXTURE)
+    assert "'eng_Latn' twice" in one_line_error(data.find_labels, ["eng_Latn", "eng_Latn"], FIXTURE)
+
+
+def test_equal_specs_have_one_canonical_spelling():
+    assert data.canonical_spec(" fra_Latn , eng_Latn") == data.canonical_spec("eng_Latn,fra_Latn") == \
+        "eng_Latn,fra_Latn"
+    assert data.canonical_spec("all - joshi5,eng_Latn") == "all-joshi5,eng_Latn"
+    assert data.resolve_languages(data.canonical_spec("all - joshi5,eng_Latn")) == data.resolve_languages(
+        "eng_Latn, all-joshi5")
+
+
+# ---- generated input (Hypothesis) -----------------------------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+GENERATED = settings(max_examples=60, deadline=None)
+TINY_GROUPS = {"all": ["a_Latn", "b_Latn", "c_Latn", "d_Latn"], "ab": ["a_Latn", "b_Latn"],
+               "ab-wo-b": ["a_Latn"], "cd": ["c_Latn", "d_Latn"]}
+spaces = st.sampled_from(["", " ", "  ", "\t"])
+
+
+@st.composite
+def spec_and_meaning(draw):
+    """A spec written with stray spaces, and the languages it means."""
+    names = sorted(TINY_GROUPS) + TINY_GROUPS["all"]
+    items = draw(st.lists(st.lists(st.sampled_from(names), min_size=1, max_size=3), min_size=1, max_size=4,
+                          unique_by=lambda terms: "-".join(terms)))
+    meant = set()
+    for terms in items:
+        groups = [TINY_GROUPS.get(t, [t]) for t in terms]  # "ab-wo-b" is a name: the longest name wins
+        meant |= set(groups[0]).difference(*groups[1:])
+    text = ",".join(draw(spaces) + f"{draw(spaces)}-{draw(spaces)}".join(terms) + draw(spaces) for terms in items)
+    return text, sorted(meant)
+
+
+@GENERATED
+@given(spec_and_meaning())
+def test_generated_specs_read_back_to_their_languages_or_are_one_line(case):
+    text, meant = case
+    try:
+        got = data.resolve_languages(text, TINY_GROUPS)
+    except UsageError as e:
+        assert not meant and "selects no languages" in str(e) and "\n" not in str(e), e
+        return
+    assert got == meant
+    assert data.resolve_languages(data.canonical_spec(text), TINY_GROUPS) == meant
+
+
+@GENERATED
+@given(st.lists(st.sampled_from(list("ab_Latncd,- \t\n\r\ufeff\"'") + ["ab-wo-b", "all", "a_Latn"]),
+                max_size=20).map("".join))
+def test_any_spec_text_is_languages_or_one_line(text):
+    try:
+        got = data.resolve_languages(text, TINY_GROUPS)
+    except UsageError as e:
+        assert str(e) and "\n" not in str(e)
+        return
+    assert got and set(got) <= set(TINY_GROUPS["all"])
+    assert data.resolve_languages(data.canonical_spec(text), TINY_GROUPS) == got
+
+
+blanks = st.sampled_from(["", " ", "  ", "\u00a0"])  # no tab: a tab parts the fields of a TSV row
+
+
+def csv_style(field):
+    return '"' + field.replace('"', '""') + '"'
+
+
+field_text = st.text(st.characters(blacklist_characters="\t\n\r", blacklist_categories=("Cs",)), min_size=1,
+                     max_size=20)
+
+
+@GENERATED
+@given(st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(data.LABELS), field_text, blanks, blanks,
+                          st.booleans()), max_size=8, unique_by=lambda r: r[0]),
+       st.booleans(), st.booleans())
+def test_generated_tsv_rows_read_back_to_what_they_mean(tmp_path_factory, rows, bom, crlf):
+    """Rows with spaces around the id and category, texts of any characters (quotes written CSV-style), a BOM,
+    Windows line ends: each reads back to its id, label and text, or the text is blank and the row refused."""
+    root = tmp_path_factory.mktemp("tsv")
+    end = "\r\n" if crlf else "\n"
+    written = [csv_style(text) if quoted or '"' in text else text for _, _, text, _, _, quoted in rows]
+    lines = ["index_id\tcategory\ttext"] + [f"{left}{index_id}{right}\t{right}{category}{left}\t{text}"
+                                            for (index_id, category, _, left, right, _), text in zip(rows, written)]
+    path = root / "eng_Latn" / "dev.tsv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(("\ufeff" if bom else "").encode() + end.join(lines).encode("utf-8") + end.encode())
+    try:
+        read = data.load_split(["eng_Latn"], "dev", root)
+    except UsageError as e:
+        assert "\n" not in str(e) and "empty index_id, category or text" in str(e)
+        assert any(not text.strip() for _, _, text, *_ in rows)
+        return
+    assert read == [data.Example("eng_Latn", str(i), data.LABELS.index(c), t) for i, c, t, *_ in rows]
+
+
+@GENERATED
+@given(st.lists(st.sampled_from(list("ab1\t\n\r\" \ufeff") + ["index_id\tcategory\ttext\n", "travel", "1\ttravel\t"]),
+                max_size=40).map("".join))
+def test_any_tsv_file_is_rows_or_one_line(tmp_path_factory, text):
+    root = tmp_path_factory.mktemp("tsv")
+    (root / "eng_Latn").mkdir()
+    (root / "eng_Latn" / "dev.tsv").write_text(text, encoding="utf-8", newline="")
+    try:
+        read = data.load_split(["eng_Latn"], "dev", root)
+    except UsageError as e:
+        assert str(e) and "\n" not in str(e)
+        return
+    assert all(ex.index_id == ex.index_id.strip() and ex.text.strip() for ex in read)
+    assert len({ex.index_id for ex in read}) == len(read)
+
+
+@GENERATED
+@given(st.lists(st.text(st.characters(blacklist_categories=("Cs",)), max_size=12), max_size=8))
+def test_any_labels_txt_is_labels_read_stripped_or_one_line(tmp_path_factory, lines):
+    path = tmp_path_factory.mktemp("labels") / "labels.txt"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    try:
+        labels = data._read_labels(path)
+    except UsageError as e:
+        assert "listed again" in str(e) and "\n" not in str(e)
+        return
+    assert all(label == label.strip() and label for label in labels) and len(set(labels)) == len(labels)
+
+
+@pytest.mark.parametrize("text, words", [
+    ('{"groups": {"g": {"languages": ["eng_Latn"]}, "g": {"languages": ["fra_Latn"]}}}', "the key 'g' is given twice"),
+    ('{"groups": {"g": {"languages": ["eng_Latn"], "languages": ["fra_Latn"]}}}', "the key 'languages' is given"),
+    ('{"groups": {"g": {"languages": ["eng_Latn", "fra_Latn", "eng_Latn"]}}}', "group 'g' lists 'eng_Latn' twice"),
+])
+def test_a_groups_file_naming_a_group_or_a_language_twice_is_one_line(tmp_path, text, words):
+    path = tmp_path / "groups.json"
+    path.write_text(text)
+    assert words in one_line_error(data.load_groups, path)
+
+
+@GENERATED
+@given(st.dictionaries(st.lists(st.sampled_from(list("ab_-, 5")), max_size=6).map("".join),
+                       st.one_of(st.lists(st.sampled_from(["a_Latn", "b_Latn", "c-d", "e,f", "", "a_Latn "]),
+                                          max_size=4), st.sampled_from(["a_Latn", None, 5, {}])), max_size=4))
+def test_any_groups_file_is_its_groups_or_one_line(tmp_path_factory, groups):
+    path = tmp_path_factory.mktemp("groups") / "groups.json"
+    path.write_text(json.dumps({"groups": {name: {"languages": codes} for name, codes in groups.items()}}))
+    try:
+        read = data.load_groups(path)
+    except UsageError as e:
+        assert str(path) in str(e) and "\n" not in str(e), e
+        return
+    assert read == groups
+    for name, codes in read.items():  # each reads back as a spec of its own: the group's languages
+        assert data.resolve_languages(name, read, sorted({c for cs in read.values() for c in cs})) == sorted(set(codes))

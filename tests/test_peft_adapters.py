@@ -869,3 +869,68 @@ def test_bad_adapter_weights_are_one_line_and_write_nothing(tmp_path, tiny_model
         save_file({k: v.contiguous() for k, v in tensors.items() if v is not None}, str(weights))
     line = refused(adapter, tmp_path / "run", capsys)
     assert words in line, line
+
+
+# ---- issue 42: every label and language counted once; generated labels read as data.py reads them --------------
+
+@pytest.mark.parametrize("args, words", [
+    (["--source", "eng_Latn,"], "empty item in the language spec 'eng_Latn,'"),
+    (["--source", "joshi5-"], "empty term in 'joshi5-'"),
+    (["--source", "eng_Latn,eng_Latn"], "names 'eng_Latn' twice"),
+    (["--labels", "a,b,c,d,e,f,a"], "name 'a' twice"),
+    (["--labels", "a,b,c,d,e,f, a "], "name 'a' twice"),
+    (["--labels", "a,b,c,d,e,f,"], "hold an empty one"),
+])
+def test_an_import_flag_that_names_a_thing_twice_or_nothing_is_one_line(tmp_path, tiny_run, capsys, args, words):
+    test_every_import_flag_out_of_range_is_one_line_and_writes_nothing(tmp_path, tiny_run, capsys, args, words)
+
+
+def test_an_import_records_its_source_in_the_one_spelling_train_py_records(tmp_path, tiny_run, capsys):
+    export(tiny_run, tmp_path / "peft", capsys)
+    assert peft_adapters.main(["import", str(tmp_path / "peft"), str(tmp_path / "back"), "--source",
+                               " fra_Latn , eng_Latn", "--labels", ", ".join(data.LABELS)]) == 0
+    config = json.loads((tmp_path / "back" / "config.json").read_text())
+    assert config["source"] == "eng_Latn,fra_Latn" and config["labels"] == list(data.LABELS)
+
+
+def test_id2label_with_spaces_or_twice_is_read_stripped_or_refused(tmp_path, tiny_model_dir):
+    write_adapter(tmp_path / "adapter", {**PROMPT, "base_model_name_or_path": str(tiny_model_dir)},
+                  {"prompt_embeddings": torch.randn(4, 32), **xlmr_head(3)})
+    config = tmp_path / "adapter" / "config.json"
+    config.write_text(json.dumps({"id2label": {"0": "neg ", "1": " neutral", "2": "pos"}}))
+    run = peft_adapters.import_adapter(tmp_path / "adapter", tmp_path / "run")
+    assert json.loads((run / "config.json").read_text())["labels"] == ["neg", "neutral", "pos"]
+    config.write_text(json.dumps({"id2label": {"0": "pos", "1": "neutral", "2": "pos "}}))
+    with pytest.raises(xpe.UsageError) as info:
+        peft_adapters.import_adapter(tmp_path / "adapter", tmp_path / "run2")
+    assert "name 'pos' twice" in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "run2").exists()
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(st.characters(blacklist_categories=("Cs",)), max_size=6), min_size=1, max_size=8))
+def test_any_labels_are_read_stripped_or_one_line(labels):
+    try:
+        read = peft_adapters.adapter_labels(labels, {}, "adapter", len(labels), peft_adapters.AUTHORS, "adapter")
+    except xpe.UsageError as e:
+        assert str(e).startswith("adapter: the labels") and "\n" not in str(e), e
+        stripped = [x.strip() for x in labels]
+        assert "" in stripped or len(set(stripped)) < len(stripped)
+        return
+    assert read == [x.strip() for x in labels] and all(read) and len(set(read)) == len(read)
+
+
+def test_an_adapter_config_with_a_key_twice_is_one_line(tmp_path, tiny_model_dir, capsys):
+    write_adapter(tmp_path / "adapter", {**PROMPT, "base_model_name_or_path": str(tiny_model_dir)},
+                  {"prompt_embeddings": torch.randn(4, 32), **xlmr_head()})
+    config = tmp_path / "adapter" / "adapter_config.json"
+    config.write_text(config.read_text().replace('"num_virtual_tokens":', '"num_virtual_tokens": 8, '
+                                                                          '"num_virtual_tokens":', 1))
+    code = peft_adapters.main(["import", str(tmp_path / "adapter"), str(tmp_path / "run"), "--labels",
+                               ",".join(data.LABELS)])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "the key 'num_virtual_tokens' is given twice" in line, line
+    assert not (tmp_path / "run").exists()

@@ -1560,3 +1560,177 @@ def test_distinct_values_name_distinct_folders_that_read_back(a, b, frac):
         got_frac, got_lr = re.fullmatch(r"dual(.+)-lr(.+)-joshi5-s42", name).groups()
         assert (float(got_frac), float(got_lr)) == (cfg.xpe_frac, cfg.lr), name
         assert xpe.parse_method(xpe.method_name(cfg.method, cfg.xpe_frac)) == ("dual", cfg.xpe_frac)
+# ---- issue 42: every input counted once, generated input reads back or is one line ------------------------------
+
+@pytest.mark.parametrize("args, words", [
+    (["--source", "eng_Latn,"], "empty item in the language spec 'eng_Latn,'"),
+    (["--source", ",eng_Latn"], "empty item"),
+    (["--source", "eng_Latn,,fra_Latn"], "empty item"),
+    (["--source", "joshi5-"], "empty term in 'joshi5-'"),
+    (["--source", "eng_Latn, eng_Latn"], "names 'eng_Latn' twice"),
+    (["--seed", "1-3,2"], "names a seed twice"),
+    (["--method", "xpe,spt,xpe"], "names a run twice"),
+])
+def test_a_flag_that_names_a_thing_twice_or_nothing_is_one_line_and_writes_nothing(tmp_path, tiny_model_dir, capsys,
+                                                                                     args, words):
+    test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, tiny_model_dir, capsys, args, words)
+
+
+def configs_of(*argv):
+    return train.resolve_configs(train.parse_args(["--data-dir", str(FIXTURE_SIB200), *argv]))
+
+
+def test_equal_sources_are_recorded_in_one_spelling():
+    """--source "eng_Latn," trained as a source apart from eng_Latn; equal specs now make the same runs."""
+    spellings = ["eng_Latn,fra_Latn", "fra_Latn,eng_Latn", " fra_Latn , eng_Latn "]
+    sources = {cfg.source for spec in spellings for cfg in configs_of("--source", spec)}
+    assert sources == {"eng_Latn,fra_Latn"}
+    names = {tuple(train.run_names(configs_of("--source", spec, "--seed", "1-2"))) for spec in spellings}
+    assert len(names) == 1
+
+
+def test_a_repeated_training_row_is_one_line_and_writes_nothing(tmp_path, tiny_model_dir, capsys):
+    data_dir = tmp_path / "data"
+    shutil.copytree(FIXTURE_SIB200, data_dir)
+    train_tsv = data_dir / "fra_Latn" / "train.tsv"
+    lines = train_tsv.read_text(encoding="utf-8").splitlines()
+    train_tsv.write_text("\n".join(lines + [lines[4]]) + "\n", encoding="utf-8")
+    code = train.main(["--model", str(tiny_model_dir), "--data-dir", str(data_dir), "--source", SOURCE, "--steps", "2",
+                       "--out", str(tmp_path / "run"), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and f"{train_tsv}, line {len(lines) + 1}: index_id" in err and "first on line 5" in err, err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_category_with_a_space_after_it_is_no_label_of_its_own(tmp_path, tiny_model_dir):
+    """Without labels.txt the labels come from the training rows: "travel " was an eighth label."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(FIXTURE_SIB200, data_dir)
+    for lang in ("eng_Latn", "fra_Latn"):
+        (data_dir / lang / "labels.txt").unlink()
+        path = data_dir / lang / "train.tsv"
+        lines = path.read_text(encoding="utf-8").splitlines()
+        path.write_text("\n".join(lines[:1] + [line.replace("\t", " \t", 2) for line in lines[1:]]) + "\n",
+                        encoding="utf-8")
+    code = train.main(["--model", str(tiny_model_dir), "--data-dir", str(data_dir), "--source", SOURCE, "--steps", "2",
+                       "--batch-size", "4", "--out", str(tmp_path / "run"), "--device", "cpu"])
+    assert code == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["labels"] == sorted(data.LABELS)
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("labels", ["travel ", "sports"], "config.json's labels is"),
+    ("labels", ["travel", " travel"], "config.json's labels is"),
+    ("source", "eng_Latn,", "empty item in the language spec 'eng_Latn,'"),
+    ("source", "eng_Latn,eng_Latn", "names 'eng_Latn' twice"),
+])
+def test_a_config_field_that_names_a_thing_twice_or_with_spaces_is_one_line(tmp_path, tiny_model_dir, noisy, capsys,
+                                                                            key, value, words):
+    test_a_config_field_out_of_range_is_one_line_and_writes_nothing(tmp_path, tiny_model_dir, noisy, capsys, key,
+                                                                     value, words)
+
+
+def test_an_init_source_in_another_spelling_is_read_in_the_one_spelling(tmp_path, noisy):
+    init = tmp_path / "init"
+    shutil.copytree(noisy[0][0], init)
+    config = json.loads((init / "config.json").read_text())
+    (init / "config.json").write_text(json.dumps({**config, "source": "fra_Latn , eng_Latn"}))
+    assert train.read_run_config(init, "--init")["source"] == "eng_Latn,fra_Latn"
+
+
+# ---- generated input (Hypothesis) -----------------------------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+import data  # noqa: E402
+
+GENERATED = settings(max_examples=60, deadline=None)
+
+
+@st.composite
+def seeds_and_spec(draw):
+    """A --seed text of numbers and ranges, with stray spaces, and the seeds it means."""
+    items, seeds = [], []
+    for _ in range(draw(st.integers(1, 5))):
+        low = draw(st.integers(0, 2**64 - 1))
+        high = draw(st.one_of(st.none(), st.integers(low, min(low + 20, 2**64 - 1))))
+        items.append(f"{draw(st.sampled_from(['', ' ']))}{low}{'' if high is None else f'-{high}'}")
+        seeds += range(low, (low if high is None else high) + 1)
+    return ",".join(items), seeds
+
+
+@GENERATED
+@given(seeds_and_spec())
+def test_generated_seed_specs_read_back_to_their_seeds_or_say_a_seed_is_twice(case):
+    text, seeds = case
+    try:
+        assert train.parse_seeds(text) == seeds
+    except xpe.UsageError as e:
+        assert "names a seed twice" in str(e) and len(set(seeds)) < len(seeds) and "\n" not in str(e)
+
+
+@GENERATED
+@given(st.lists(st.sampled_from(list("0123456789,- ") + ["²", "１", "18446744073709551616", "1e3", "\n", "+1"]),
+                max_size=16).map("".join))
+def test_any_seed_text_is_seeds_or_one_line(text):
+    try:
+        seeds = train.parse_seeds(text)
+    except xpe.UsageError as e:
+        assert str(e) and "\n" not in str(e)
+        return
+    assert seeds and len(set(seeds)) == len(seeds) and all(0 <= s <= train.MAX_SEED for s in seeds)
+
+
+def valid_config(method="xpe", frac=1.0, prompt_len=20, **extra):
+    n_spt, n_xpe = xpe.split_prompt(method, frac, prompt_len)
+    return {"model": "tiny", "labels": ["travel", "sports"], "max_length": 164, "method": method, "xpe_frac": frac,
+            "prompt_len": prompt_len, "n_spt": n_spt, "n_xpe": n_xpe, "source": "eng_Latn", "seed": 1, **extra}
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                                       max_size=3), max_leaves=6)
+CONFIG_KEYS = [key for key, _, _ in CONFIG_BAD]
+
+
+@GENERATED
+@given(st.sampled_from(CONFIG_KEYS), json_values)
+def test_any_config_field_value_is_read_or_one_line(tmp_path_factory, key, value):
+    run_dir = tmp_path_factory.mktemp("run")
+    config = valid_config(settings={"steps": 10, "lr": 1e-3}, ended={"why": "steps", "step": 10})
+    where, name = (config["settings"], key.split(".")[1]) if key.startswith("settings.") else (config, key)
+    where[name] = value
+    (run_dir / "config.json").write_text(json.dumps(config))  # json writes nan and inf as NaN and Infinity
+    try:
+        read = train.read_run_config(run_dir, "generated")
+    except xpe.UsageError as e:
+        assert str(e).startswith("generated: config.json") and "\n" not in str(e), e
+        return
+    assert read == {**config, "source": data.canonical_spec(config["source"])}
+
+
+@GENERATED
+@given(st.sampled_from([("spt", 0.0), ("xpe", 1.0), ("dual", 0.7), ("dual", 0.3)]), st.integers(1, 100),
+       st.lists(st.text(st.characters(blacklist_categories=("Cs", "Zs", "Zl", "Zp", "Cc")), min_size=1, max_size=10),
+                min_size=1, max_size=8, unique=True),
+       st.lists(st.sampled_from(["joshi5", "eng_Latn", "fra_Latn", "all-lowperf"]), min_size=1, max_size=3,
+                unique=True), st.integers(0, train.MAX_SEED))
+def test_generated_configs_read_back_as_written(tmp_path_factory, method, prompt_len, labels, source, seed):
+    try:
+        config = valid_config(*method, prompt_len, labels=labels, source=", ".join(source), seed=seed)
+    except xpe.UsageError:  # a prompt too short for the method's two parts
+        return
+    run_dir = tmp_path_factory.mktemp("run")
+    (run_dir / "config.json").write_text(json.dumps(config))
+    assert train.read_run_config(run_dir, "generated") == {**config, "source": ",".join(sorted(source))}
+
+
+def test_an_init_config_json_with_a_key_twice_is_one_line(tmp_path, tiny_model_dir, noisy, capsys):
+    init = tmp_path / "init"
+    shutil.copytree(noisy[0][0], init)
+    text = (init / "config.json").read_text()
+    (init / "config.json").write_text(text.replace('"method":', '"method": "spt", "method":', 1))
+    assert train.main(target_argv(tiny_model_dir, [str(init)], tmp_path / "out", target="fra_Latn")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the key 'method' is given twice" in err and f"--init {init}" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()

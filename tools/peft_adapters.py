@@ -72,7 +72,7 @@ def read_adapter(adapter_dir):
     if not config_path.is_file():
         raise UsageError(f"{folder} is not a PEFT adapter: {ADAPTER_CONFIG} is missing")
     try:
-        config = json.loads(config_path.read_text())
+        config = json.loads(config_path.read_text(), object_pairs_hook=xpe.unique_keys)
     except (ValueError, UnicodeDecodeError) as e:
         raise UsageError(f"{config_path} is not JSON ({e})") from None
     if not isinstance(config, dict):
@@ -283,8 +283,13 @@ def adapter_labels(labels, config, adapter_dir, num_labels, layout, where):
         else:
             raise UsageError(f"{where}: the head has {num_labels} outputs and the adapter names no labels "
                                f"(id2label): give them in the head's order (--labels)")
-    labels = [str(x) for x in labels]
-    if len(labels) != num_labels or len(set(labels)) != len(labels):
+    labels = [str(x).strip() for x in labels]  # as data.py reads a label: "travel " is travel
+    twice = next((x for x in labels if labels.count(x) > 1), None)
+    if "" in labels or twice is not None:
+        raise UsageError(f"{where}: the labels {', '.join(map(repr, labels[:8]))}{', ...' if len(labels) > 8 else ''} "
+                           + (f"name {twice!r} twice" if twice is not None else "hold an empty one")
+                           + ": give each of the head's outputs a label of its own (--labels)")
+    if len(labels) != num_labels:
         raise UsageError(f"{where}: {len(labels)} labels ({', '.join(labels[:3])}{', ...' if len(labels) > 3 else ''}) "
                            f"for a head of {num_labels} outputs; give one distinct label an output")
     return labels
@@ -502,7 +507,8 @@ def import_main(args):
         source_languages = data.resolve_languages(args.source, groups, codes)
     labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
     check_apart(args.adapter, args.run, "import's RUN")
-    out = import_adapter(args.adapter, args.run, labels=labels, model=args.model, source=args.source or "imported",
+    source = data.canonical_spec(args.source) if args.source else "imported"  # as train.py records a source
+    out = import_adapter(args.adapter, args.run, labels=labels, model=args.model, source=source,
                          source_languages=source_languages, seed=seeds[0])
     print(f"wrote {args.adapter} as the run {out}; score it with: python evaluate.py --runs {out}")
     return 0
