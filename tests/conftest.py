@@ -32,6 +32,10 @@ SLOW = {
     "test_train.py::test_the_run_records_the_precision_it_trained_in[True-auto-fp32]": "9 s; the bf16 cases",
     "test_train.py::test_target_call_in_two_processes_writes_the_runs_of_one": "10 s; test_rank_and_world_come_from_torchrun_or_an_srun_step",
     "test_train.py::test_killed_packed_target_call_resumes_to_the_same_prompts": "8 s; test_killed_run_resumes_to_the_same_prompt",
+    "test_train.py::test_a_decoder_trains_resumes_identical_after_a_kill_and_scores[qwen2]": "19 s; its [llama] and [gpt2], and test_xpe.py's decoder tests of qwen2",
+    "test_train.py::test_a_decoder_trains_resumes_identical_after_a_kill_and_scores[gemma2]": "11 s; its [llama] and [gpt2], and test_xpe.py's decoder tests of gemma2",
+    "test_train.py::test_a_decoder_trains_resumes_identical_after_a_kill_and_scores[bloom]": "13 s; its [llama] and [gpt2], and test_xpe.py's decoder tests of bloom",
+    "test_train.py::test_a_decoder_trains_resumes_identical_after_a_kill_and_scores[opt]": "9 s; its [llama] and [gpt2], and test_xpe.py's decoder tests of opt",
 }
 E5_FIXTURES = {"e5_dir", "e5_run"}  # a test that takes one of these is in the slow tier
 EXTRAS = {"peft": "pip install peft", "matplotlib": "pip install -r requirements-plot.txt"}

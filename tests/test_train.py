@@ -1124,3 +1124,75 @@ def test_bad_target_calls_exit_2_with_one_line_and_write_nothing(tmp_path, quiet
     err = capsys.readouterr().err.strip()
     assert code == 2 and words in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+# ---- decoders: the same call, packs, resume and scoring over a causal LM ------------------------------------
+
+from conftest import DECODER_FAMILIES  # noqa: E402
+
+
+def decoder_argv(tmp_path, model_dir, *extra, name="runs"):
+    return ["--model", str(model_dir), "--data-dir", str(FIXTURE_SIB200), "--source", SOURCE, "--steps", "4",
+            "--batch-size", "4", "--eval-every", "2", "--method", "spt,dual:0.5", "--prompt-len", "4",
+            "--max-length", "100", "--out", str(tmp_path / name), "--device", "cpu", *extra]
+
+
+@pytest.mark.parametrize("family", DECODER_FAMILIES)
+def test_a_decoder_trains_resumes_identical_after_a_kill_and_scores(tmp_path, tiny_decoder_dirs, family):
+    """Each family: a pack of two methods trains 4 steps, a SIGKILL after its first evaluation resumes to the very
+    same files, the run records its template and label token ids, and evaluate.py scores it per language."""
+    argv = decoder_argv(tmp_path, tiny_decoder_dirs[family], name="whole")
+    assert train.main(argv) == 0
+    killed_argv = decoder_argv(tmp_path, tiny_decoder_dirs[family], name="killed")
+    killed(killed_argv, 5)  # two runs a step: the fifth update is step 3, after the evaluation at step 2
+    assert train.main(killed_argv + ["--resume"]) == 0
+    names = sorted(p.name for p in (tmp_path / "whole").iterdir())
+    assert names == ["dual0.5-eng_Latn+fra_Latn-s42", "spt-eng_Latn+fra_Latn-s42"]
+    for name in names:
+        same_files(tmp_path / "whole" / name, tmp_path / "killed" / name)
+        config = json.loads((tmp_path / "whole" / name / "config.json").read_text())
+        assert config["readout"] == xpe.READOUT and "{text}" in config["text_template"]
+        assert len(config["label_token_ids"]) == len(config["labels"]) == 7
+        assert "template" not in config["settings"] and config["trainable_parameters"] == sum(
+            t.numel() for t in load_file(str(tmp_path / "whole" / name / "best.safetensors")).values())
+    out = tmp_path / "scores"
+    assert evaluate.main(["--runs", str(tmp_path / "whole"), "--data-dir", str(FIXTURE_SIB200), "--group",
+                          "nqo_Nkoo", "--out", str(out), "--device", "cpu"]) == 0
+    rows = [r for r in csv.DictReader(open(out / "per_language.csv")) if r["language"] == "nqo_Nkoo"]
+    assert len(rows) == 2 and all(int(r["n"]) > 0 for r in rows)
+
+
+def test_a_decoder_run_takes_a_template_and_a_chat_template_and_an_encoder_refuses_them(tmp_path, tiny_decoder_dirs,
+                                                                                      tiny_model_dir, capsys):
+    model_dir = tmp_path / "chat-llama"
+    shutil.copytree(tiny_decoder_dirs["llama"], model_dir)
+    config_path = model_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["chat_template"] = "{% for m in messages %}<s> user: {{ m['content'] }} model: {% endfor %}"
+    config_path.write_text(json.dumps(config))
+    template = "text: {text} topic ({labels}):"
+    assert train.main(decoder_argv(tmp_path, model_dir, "--template", template, "--chat-template", "--steps", "2",
+                                   "--method", "spt", name="chat")) == 0
+    run_config = json.loads((tmp_path / "chat" / "config.json").read_text())
+    assert run_config["text_template"] == template.replace("{labels}", ", ".join(run_config["labels"]))
+    assert run_config["chat_template"] is True and run_config["settings"]["template"] == template
+    # the label token is the first of the answer after the chat turn, whose template ends in a space
+    backbone, tokenizer = xpe.load_backbone(str(model_dir))
+    assert run_config["label_token_ids"] == [tokenizer.convert_tokens_to_ids(label) for label in run_config["labels"]]
+    capsys.readouterr()
+    assert train.main(decoder_argv(tmp_path, tiny_model_dir, "--template", template, name="encoder")) == 2
+    assert "--template is for a decoder backbone" in capsys.readouterr().err
+    assert train.main(decoder_argv(tmp_path, model_dir, "--template", "no text here", name="bad")) == 2
+    assert "must hold {text} once" in capsys.readouterr().err
+    assert not (tmp_path / "encoder").exists() and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("family, positions", [("gpt2", 128), ("opt", 128), ("llama", None), ("bloom", None)])
+def test_a_decoders_max_length_fits_its_position_table(tmp_path, tiny_decoder_dirs, family, positions, capsys):
+    """GPT-2 and OPT (an offset of 2) have an absolute position table: the prompt and the whole templated row must fit,
+    as for XLM-R; RoPE (Llama) and ALiBi (BLOOM) have none to fit."""
+    backbone, _ = xpe.load_backbone(str(tiny_decoder_dirs[family]))
+    assert xpe.max_text_length(backbone, 4) == (positions and positions - 4)
+    if positions:
+        assert train.main(decoder_argv(tmp_path, tiny_decoder_dirs[family], "--max-length", "125")) == 2
+        assert f"use --max-length {positions - 4} or less" in capsys.readouterr().err
