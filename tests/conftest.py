@@ -225,12 +225,10 @@ def save_tiny_decoder(family, out, dropout=0.0):
 @pytest.fixture(scope="session")
 def tiny_decoder_dirs(tmp_path_factory):
     """{family: folder} of the tiny random decoders, each made once a session when first asked for."""
-    made = {}
-
     class Folders(dict):
         def __missing__(self, family):
-            made[family] = save_tiny_decoder(family, tmp_path_factory.mktemp(f"tiny-{family}"))
-            return made[family]
+            self[family] = save_tiny_decoder(family, tmp_path_factory.mktemp(f"tiny-{family}"))
+            return self[family]
     return Folders()
 
 

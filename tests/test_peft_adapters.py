@@ -788,3 +788,52 @@ def test_bad_adapter_weights_are_one_line_and_write_nothing(tmp_path, tiny_model
         save_file({k: v.contiguous() for k, v in tensors.items() if v is not None}, str(weights))
     line = refused(adapter, tmp_path / "run", capsys)
     assert words in line, line
+
+
+# ---- decoders: CAUSAL_LM prompt tuning out and in --------------------------------------------------------------
+
+from conftest import DECODER_FAMILIES  # noqa: E402
+
+
+@pytest.mark.parametrize("family", DECODER_FAMILIES)
+def test_a_decoder_run_exports_as_a_causal_lm_adapter_with_our_label_logits_and_imports_back(
+        tmp_path, tiny_decoder_dirs, family, capsys):
+    """PeftModel.from_pretrained(AutoModelForCausalLM...) of the export, fed the run's templated rows right-padded,
+    gives at each row's last token the label tokens' logits that our read-out gives (float32, 1e-5); the import
+    takes the export back as the same run."""
+    require_extra("peft")
+    run = tmp_path / "run"
+    assert train.main(["--model", str(tiny_decoder_dirs[family]), "--data-dir", str(FIXTURE_SIB200), "--source",
+                       "eng_Latn", "--steps", "2", "--batch-size", "4", "--eval-every", "2", "--method", "dual:0.5",
+                       "--prompt-len", "4", "--max-length", "100", "--lr-prompt", "0.5", "--lr", "0.1",
+                       "--out", str(run), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert peft_adapters.main(["export", str(run), str(tmp_path / "peft")]) == 0
+    line, harness = capsys.readouterr().out.strip().splitlines()
+    assert f"--model_args pretrained={tiny_decoder_dirs[family]},peft={tmp_path / 'peft'}" in harness
+    adapter = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    assert set(adapter) == PEFT_014_FIELDS and adapter["task_type"] == "CAUSAL_LM"
+    theirs, _ = load_as_a_user(line.split("load it with: ", 1)[1])
+    tensors, config = xpe.read_artifact(run)
+    backbone, tokenizer = xpe.load_backbone(config["model"])
+    ours, _ = xpe.load_artifact(run, backbone)
+    texts = [r.text for lang in ("eng_Latn", "fra_Latn", "nqo_Nkoo") for r in data.load_split([lang], "test",
+                                                                                                FIXTURE_SIB200)[:2]]
+    ids = xpe.template_ids(tokenizer, texts, config["text_template"], config["max_length"])
+    input_ids, mask = xpe.pad(ids, tokenizer.pad_token_id)
+    assert (mask == 0).any()
+    with torch.no_grad():
+        mine = ours(input_ids, mask)
+        logits = theirs(input_ids=input_ids, attention_mask=mask).logits
+    last = logits[torch.arange(len(ids)), mask.sum(1) + len(tensors["prompt"]) - 1][:, config["label_token_ids"]]
+    torch.testing.assert_close(last, mine, atol=1e-5, rtol=0)
+    assert (mine[0] - mine[1]).abs().max() > 1e-4  # texts score apart: the prompt and text reach the read-out
+
+    assert peft_adapters.main(["import", str(tmp_path / "peft"), str(tmp_path / "back")]) == 0
+    back_tensors, back = xpe.read_artifact(tmp_path / "back")
+    assert torch.equal(back_tensors["prompt"], tensors["prompt"]) and set(back_tensors) == {"prompt"}
+    same = ("readout", "text_template", "chat_template", "label_token_ids", "labels", "max_length", "prompt_len")
+    assert {k: back[k] for k in same} == {k: config[k] for k in same}
+    again, _ = xpe.load_artifact(tmp_path / "back", backbone)
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids, mask), mine, atol=0, rtol=0)

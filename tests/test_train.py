@@ -267,6 +267,10 @@ BAD_INPUT = [  # every flag, each with the values outside the range where it mea
     (["--pack-seeds", "--method", "spt,spt"], "names a run twice"),
     (["--max-runs", "0"], "--max-runs must be at least 1, got 0"),
     (["--seed", "1,2", "--max-runs", "1"], "this call plans 2 runs"),  # a switch: only the runs it packs can be wrong
+    (["--template", "no placeholder"], "--template 'no placeholder' must hold {text} once"),
+    (["--template", "{text} and {text}"], "must hold {text} once"),
+    (["--template", "text: {text} topic:"], "--template is for a decoder backbone"),  # the tiny model is XLM-R
+    (["--chat-template"], "--chat-template is for a decoder backbone"),
 ]
 
 
