@@ -112,7 +112,7 @@ def read_run(run_dir):
 # the settings a run's config.json keeps at its top level, beside the artifact's other keys (train.py writes each
 # setting once: these there, the others under "settings")
 SETTINGS_AT_TOP = tuple(f.name for f in fields(xpe.PromptConfig) if f.name != "num_labels") + (
-    "model", "max_length", "source", "target", "seed")
+    "model", "max_length", "source", "target", "seed", "text_template", "chat_template")  # the last two: a decoder's
 
 
 def run_settings(config):

@@ -164,18 +164,21 @@ class ClassificationHead(nn.Module):
 
 class LabelHead(nn.Module):
     """A decoder's read-out: the frozen LM head's rows (and bias) of the labels' first tokens, in float32, with the
-    family's final logit softcapping (Gemma 2): the label logits that the full LM head would give, without
+    family's logit scale (Cohere's logit_scale, Granite's 1 / logits_scaling) and final logit softcapping (Gemma 2
+    and 3): the label logits that the full LM head would give, without
     computing the others. Its tensors are buffers outside the state dict: nothing of it is trained or saved (the
     artifact's config.json names the token ids, and the backbone holds the rows)."""
 
-    def __init__(self, weight, bias=None, softcap=None):
+    def __init__(self, weight, bias=None, softcap=None, scale=1.0):
         super().__init__()
         self.register_buffer("weight", weight.detach().clone(), persistent=False)
         self.register_buffer("bias", None if bias is None else bias.detach().clone(), persistent=False)
-        self.softcap = softcap
+        self.softcap, self.scale = softcap, scale
 
     def forward(self, x):
         logits = nn.functional.linear(x.float(), self.weight.float(), None if self.bias is None else self.bias.float())
+        if self.scale != 1.0:
+            logits = logits * self.scale
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
@@ -436,8 +439,9 @@ def label_head(backbone, token_ids):
     index = torch.tensor(token_ids, dtype=torch.long, device=lm_head.weight.device)
     bias = getattr(lm_head, "bias", None)
     config = backbone.config.get_text_config() if hasattr(backbone.config, "get_text_config") else backbone.config
+    scale = float(getattr(config, "logit_scale", None) or 1.0) / float(getattr(config, "logits_scaling", None) or 1.0)
     return LabelHead(lm_head.weight.detach()[index], None if bias is None else bias.detach()[index],
-                     getattr(config, "final_logit_softcapping", None))
+                     getattr(config, "final_logit_softcapping", None), scale)
 
 
 def check_template(template):

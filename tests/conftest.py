@@ -32,10 +32,13 @@ SLOW = {
     "test_train.py::test_the_run_records_the_precision_it_trained_in[True-auto-fp32]": "9 s; the bf16 cases",
     "test_train.py::test_target_call_in_two_processes_writes_the_runs_of_one": "10 s; test_rank_and_world_come_from_torchrun_or_an_srun_step",
     "test_train.py::test_killed_packed_target_call_resumes_to_the_same_prompts": "8 s; test_killed_run_resumes_to_the_same_prompt",
-    "test_train.py::test_a_decoder_trains_resumes_identical_after_a_kill_and_scores[qwen2]": "19 s; its [llama] and [gpt2], and test_xpe.py's decoder tests of qwen2",
-    "test_train.py::test_a_decoder_trains_resumes_identical_after_a_kill_and_scores[gemma2]": "11 s; its [llama] and [gpt2], and test_xpe.py's decoder tests of gemma2",
-    "test_train.py::test_a_decoder_trains_resumes_identical_after_a_kill_and_scores[bloom]": "13 s; its [llama] and [gpt2], and test_xpe.py's decoder tests of bloom",
-    "test_train.py::test_a_decoder_trains_resumes_identical_after_a_kill_and_scores[opt]": "9 s; its [llama] and [gpt2], and test_xpe.py's decoder tests of opt",
+    "test_train.py::test_a_decoder_trains_resumes_identical_after_a_kill_and_scores[llama]": "28 s; its [gpt2], and test_xpe.py's and test_peft_adapters.py's decoder tests of llama",
+    "test_train.py::test_a_decoder_trains_resumes_identical_after_a_kill_and_scores[qwen2]": "35 s; its [gpt2], and test_xpe.py's and test_peft_adapters.py's decoder tests of qwen2",
+    "test_train.py::test_a_decoder_trains_resumes_identical_after_a_kill_and_scores[gemma2]": "12 s; its [gpt2], and test_xpe.py's and test_peft_adapters.py's decoder tests of gemma2",
+    "test_train.py::test_a_decoder_trains_resumes_identical_after_a_kill_and_scores[bloom]": "26 s; its [gpt2], and test_xpe.py's and test_peft_adapters.py's decoder tests of bloom",
+    "test_train.py::test_a_decoder_trains_resumes_identical_after_a_kill_and_scores[opt]": "15 s; its [gpt2], and test_xpe.py's and test_peft_adapters.py's decoder tests of opt",
+    "test_train.py::test_a_decoder_trains_resumes_identical_after_a_kill_and_scores[gemma3]": "30 s; its [gpt2], and test_xpe.py's and test_peft_adapters.py's decoder tests of gemma3",
+    "test_train.py::test_a_decoder_trains_resumes_identical_after_a_kill_and_scores[cohere]": "35 s; its [gpt2], and test_xpe.py's and test_peft_adapters.py's decoder tests of cohere",
 }
 E5_FIXTURES = {"e5_dir", "e5_run"}  # a test that takes one of these is in the slow tier
 EXTRAS = {"peft": "pip install peft", "matplotlib": "pip install -r requirements-plot.txt"}
@@ -148,18 +151,21 @@ def tiny_model_dir(tmp_path_factory):
 
 # Tiny random decoders, one a family whose quirks the read-out must meet: RoPE (Llama, Qwen2), inputs_embeds scaled
 # inside the model and final logit softcapping (Gemma 2), ALiBi without a position table (BLOOM), an absolute position
-# table (GPT-2; OPT's counts from an offset of 2).
-DECODER_FAMILIES = ("llama", "qwen2", "gemma2", "bloom", "gpt2", "opt")
-DECODER_BOS = {"llama", "gemma2"}  # tokenizers that put <s> in front, as Llama's and Gemma's do
+# table (GPT-2; OPT's counts from an offset of 2); Gemma 3's text model (Gemma-3-1B) and Cohere (Aya Expanse: its
+# logits are scaled).
+DECODER_FAMILIES = ("llama", "qwen2", "gemma2", "bloom", "gpt2", "opt", "gemma3", "cohere")
+DECODER_BOS = {"llama", "gemma2", "gemma3"}  # tokenizers that put <s> in front, as Llama's and Gemma's do
 
 
 def decoder_config(family, vocab_size):
     import transformers
 
     small = dict(vocab_size=vocab_size, bos_token_id=0, eos_token_id=2, pad_token_id=1)
-    if family in ("llama", "qwen2", "gemma2"):
-        kind = dict(llama=transformers.LlamaConfig, qwen2=transformers.Qwen2Config, gemma2=transformers.Gemma2Config)
-        extra = dict(head_dim=8, final_logit_softcapping=3.0, query_pre_attn_scalar=8) if family == "gemma2" else {}
+    if family in ("llama", "qwen2", "gemma2", "gemma3", "cohere"):
+        kind = dict(llama=transformers.LlamaConfig, qwen2=transformers.Qwen2Config, gemma2=transformers.Gemma2Config,
+                    gemma3=transformers.Gemma3TextConfig, cohere=transformers.CohereConfig)
+        extra = (dict(head_dim=8, final_logit_softcapping=3.0, query_pre_attn_scalar=8) if family.startswith("gemma")
+                 else dict(logit_scale=0.25) if family == "cohere" else {})
         return kind[family](hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                             num_key_value_heads=2, max_position_embeddings=512, **extra, **small)
     if family == "bloom":
@@ -215,7 +221,7 @@ def save_tiny_decoder(family, out, dropout=0.0):
             if name.endswith("bias"):
                 p.zero_()
             elif p.ndim == 1:  # norms: around 1 (Gemma's norms add 1 themselves; 0 there is 1)
-                p.fill_(0.0 if family == "gemma2" else 1.0)
+                p.fill_(0.0 if family.startswith("gemma") else 1.0)
             else:
                 p.copy_(0.5 * torch.randn(p.shape, generator=g))  # large enough that the text moves the logits
     model.save_pretrained(out)

@@ -199,6 +199,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, tiny_run, 
 
 
 IMPORT_FLAGS = [  # every flag of import with a value out of its range: one line, exit 2, no run folder
+    (["--template", "{text} topic:"], "--template is for a CAUSAL_LM adapter, and"),  # tiny_run is an encoder's
+    (["--chat-template"], "--chat-template is for a CAUSAL_LM adapter"),
     (["--labels", "a,b"], "2 labels (a, b) for a head of 7 outputs"),
     (["--model", "{tmp}/nowhere"], "cannot load the backbone '{tmp}/nowhere': it is a path, and {tmp}/nowhere is "
                                    "no folder"),
@@ -486,7 +488,8 @@ def xlmr_head(labels=7):
     ("authors lstm", "encoder_reparameterization_type 'LSTM'"),
     ("foreign out", "holds files of another run or of yours (notes.txt)"),
     ("distilbert", "is 'distilbert'; the import maps the heads of bert, roberta, xlm-roberta (model_type)"),
-    ("prefix", "task_type 'CAUSAL_LM' is not SEQ_CLS"),
+    ("prefix", "a CAUSAL_LM adapter, but"),  # on XLM-R, an encoder
+    ("seq2seq", "task_type 'SEQ_2_SEQ_LM' is neither SEQ_CLS nor CAUSAL_LM"),
 ])
 def test_refusals_name_the_key_and_write_nothing(tmp_path, tiny_model_dir, case, words):
     adapter, out = tmp_path / "adapter", tmp_path / "run"
@@ -518,6 +521,8 @@ def test_refusals_name_the_key_and_write_nothing(tmp_path, tiny_model_dir, case,
         config["base_model_name_or_path"] = str(tmp_path / "distilbert")
     elif case == "prefix":
         config["task_type"] = "CAUSAL_LM"
+    elif case == "seq2seq":
+        config["task_type"] = "SEQ_2_SEQ_LM"
     elif case == "foreign out":
         out.mkdir()
         (out / "notes.txt").write_text("mine\n")

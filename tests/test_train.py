@@ -616,10 +616,10 @@ def one_backbone(monkeypatch):
     model, which on a shared CPU run several times faster so."""
     real, loaded, threads = xpe.load_backbone, {}, torch.get_num_threads()
 
-    def load(name, device="cpu"):
-        if name not in loaded:
-            loaded[name] = real(name, device)
-        return loaded[name]
+    def load(name, device="cpu", precision="fp32"):
+        if (name, precision) not in loaded:
+            loaded[name, precision] = real(name, device, precision)
+        return loaded[name, precision]
     monkeypatch.setattr(xpe, "load_backbone", load)
     torch.set_num_threads(1)
     yield
@@ -1200,3 +1200,43 @@ def test_a_decoders_max_length_fits_its_position_table(tmp_path, tiny_decoder_di
     if positions:
         assert train.main(decoder_argv(tmp_path, tiny_decoder_dirs[family], "--max-length", "125")) == 2
         assert f"use --max-length {positions - 4} or less" in capsys.readouterr().err
+
+
+def test_a_decoder_target_run_starts_from_its_source_run_and_keeps_its_template(tmp_path, tiny_decoder_dirs):
+    model_dir = tiny_decoder_dirs["llama"]
+    template = "text: {text} topic:"
+    assert train.main(decoder_argv(tmp_path, model_dir, "--method", "dual:0.5", "--template", template,
+                                   name="source")) == 0
+    source = tmp_path / "source"
+    assert train.main(["--model", str(model_dir), "--data-dir", str(FIXTURE_SIB200), "--target", "nqo_Nkoo",
+                       "--init", str(source), "--lr", "0", "--lr-prompt", "0", "--steps", "2", "--eval-every", "2",
+                       "--batch-size", "4", "--max-length", "100", "--out", str(tmp_path / "target"),
+                       "--device", "cpu"]) == 0
+    a, b = load_file(str(source / "best.safetensors")), load_file(str(tmp_path / "target" / "best.safetensors"))
+    assert a.keys() == b.keys() and all(k.startswith("prompt.") and torch.equal(a[k], b[k]) for k in a)
+    mine, theirs = (json.loads((p / "config.json").read_text()) for p in (tmp_path / "target", source))
+    assert mine["text_template"] == theirs["text_template"] == template
+    assert mine["label_token_ids"] == theirs["label_token_ids"]
+
+
+def test_a_decoder_trains_and_scores_with_bf16_weights_on_a_cpu(tmp_path, tiny_decoder_dirs):
+    """--precision bf16 loads a decoder's frozen weights in bf16 (what lets a 7-8B model fit); the prompt trains in
+    float32 and the run scores."""
+    assert train.main(decoder_argv(tmp_path, tiny_decoder_dirs["gemma2"], "--precision", "bf16", "--method",
+                                   "dual:0.5", name="bf16")) == 0
+    config = json.loads((tmp_path / "bf16" / "config.json").read_text())
+    assert config["settings"]["precision"] == "bf16"
+    assert all(t.dtype == torch.float32 and torch.isfinite(t).all()
+               for t in load_file(str(tmp_path / "bf16" / "best.safetensors")).values())
+    assert all(math.isfinite(float(r["dev_loss"])) for r in log_of(tmp_path / "bf16"))
+    assert evaluate.main(["--runs", str(tmp_path / "bf16"), "--data-dir", str(FIXTURE_SIB200), "--group", "nqo_Nkoo",
+                          "--out", str(tmp_path / "scores"), "--device", "cpu", "--precision", "bf16"]) == 0
+
+
+def test_an_encoder_run_records_no_decoder_keys(tmp_path, tiny_model_dir):
+    code, out = run(tmp_path, tiny_model_dir, "--method", "spt", "--steps", "2", "--eval-every", "2")
+    config = json.loads((out / "config.json").read_text())
+    assert code == 0 and not {"readout", "text_template", "chat_template", "label_token_ids"} & set(config)
+    assert not {"template", "chat_template"} & set(config["settings"])
+    assert set(load_file(str(out / "prompt.safetensors"))) == {"prompt", "head.dense.weight", "head.dense.bias",
+                                                               "head.out_proj.weight", "head.out_proj.bias"}

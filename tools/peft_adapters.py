@@ -344,6 +344,9 @@ def import_adapter(adapter_dir, out_dir, labels=None, model=None, source="import
                                       backbone, name, labels, source, source_languages, seed, max_length, template,
                                       chat_template)
     max_length = max_length or xpe.MAX_LENGTH
+    if template is not None or chat_template is not None:
+        raise UsageError(f"--{'template' if template is not None else 'chat-template'} is for a CAUSAL_LM adapter, "
+                         f"and {where} is a {(config.get('task_type') or '?').split('.')[-1]} one: leave it out")
     head, head_keys = adapter_head(tensors, backbone.model_type, name, where)
     left = sorted(set(tensors) - set(used) - set(head_keys))
     if left:
