@@ -6,6 +6,7 @@ import argparse
 import csv
 import dataclasses
 import fcntl
+import io
 import json
 import math
 import os
@@ -1142,7 +1143,7 @@ def decoder_argv(tmp_path, model_dir, *extra, name="runs"):
 
 
 @pytest.mark.parametrize("family", DECODER_FAMILIES)
-def test_a_decoder_trains_resumes_identical_after_a_kill_and_scores(tmp_path, tiny_decoder_dirs, family):
+def test_a_decoder_trains_resumes_identical_after_a_kill_and_scores(tmp_path, tiny_decoder_dirs, family, capsys):
     """Each family: a pack of two methods trains 4 steps, a SIGKILL after its first evaluation resumes to the very
     same files, the run records its template and label token ids, and evaluate.py scores it per language."""
     argv = decoder_argv(tmp_path, tiny_decoder_dirs[family], name="whole")
@@ -1164,6 +1165,14 @@ def test_a_decoder_trains_resumes_identical_after_a_kill_and_scores(tmp_path, ti
                           "nqo_Nkoo", "--out", str(out), "--device", "cpu"]) == 0
     rows = [r for r in csv.DictReader(open(out / "per_language.csv")) if r["language"] == "nqo_Nkoo"]
     assert len(rows) == 2 and all(int(r["n"]) > 0 for r in rows)
+    (tmp_path / "texts.txt").write_text("the football match was long\nthe minister spoke of health\n")
+    capsys.readouterr()
+    assert evaluate.main(["--runs", str(tmp_path / "whole" / names[0]), "--predict", str(tmp_path / "texts.txt"),
+                          "--device", "cpu"]) == 0
+    predicted = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["text"] for r in predicted] == ["the football match was long", "the minister spoke of health"]
+    labels = json.loads((tmp_path / "whole" / names[0] / "config.json").read_text())["labels"]
+    assert [predicted[0][k] for k in labels] != [predicted[1][k] for k in labels]  # the text reaches the read-out
 
 
 def test_a_decoder_run_takes_a_template_and_a_chat_template_and_an_encoder_refuses_them(tmp_path, tiny_decoder_dirs,

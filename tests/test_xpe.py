@@ -550,3 +550,24 @@ def test_a_decoder_trains_only_its_prompt_and_loads_in_bf16(tiny_decoder_dirs):
     assert not [k for k in model.state_dict() if k.startswith("head.")]
     backbone, _ = xpe.load_backbone(str(tiny_decoder_dirs["llama"]), precision="bf16")
     assert backbone.get_input_embeddings().weight.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gpt2"])
+def test_the_docs_score_a_decoder_artifact_without_our_code(tmp_path, tiny_decoder_dirs, family, capsys):
+    """docs/decoders.md's snippet (transformers and safetensors alone) gives our probabilities."""
+    import ast
+    from conftest import ROOT
+    model, tokenizer, template = tiny_decoder(tiny_decoder_dirs, family)
+    config = {**artifact_config(PromptConfig(method="dual", xpe_frac=0.5, prompt_len=4)), "labels": list(
+        __import__("data").LABELS), "readout": xpe.READOUT, **template, "model": str(tiny_decoder_dirs[family])}
+    save_artifact(xpe.artifact_tensors(model), tmp_path, config)
+    doc = (ROOT / "docs" / "decoders.md").read_text()
+    code = doc.split("## The artifact without this code")[1].split("```python\n")[1].split("```")[0]
+    text = "Le match de football a eu lieu hier."
+    assert text in code
+    capsys.readouterr()
+    exec(code.replace('"runs/xpe-joshi5-s1"', repr(str(tmp_path))), {})
+    theirs = ast.literal_eval(capsys.readouterr().out.strip())
+    ours = xpe.classify(model, tokenizer, [text], 164)[0]
+    assert list(theirs) == config["labels"]
+    torch.testing.assert_close(torch.tensor(list(theirs.values())), ours, atol=1e-5, rtol=0)
