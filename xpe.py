@@ -165,9 +165,9 @@ class ClassificationHead(nn.Module):
 class LabelHead(nn.Module):
     """A decoder's read-out: the frozen LM head's rows (and bias) of the labels' first tokens, in float32, with the
     family's logit scale (Cohere's logit_scale, Granite's 1 / logits_scaling) and final logit softcapping (Gemma 2
-    and 3): the label logits that the full LM head would give, without
-    computing the others. Its tensors are buffers outside the state dict: nothing of it is trained or saved (the
-    artifact's config.json names the token ids, and the backbone holds the rows)."""
+    and 3): the label logits that the full LM head would give, without computing the others. Its tensors are
+    buffers outside the state dict: nothing of it is trained or saved (the artifact's config.json names the token
+    ids, and the backbone holds the rows)."""
 
     def __init__(self, weight, bias=None, softcap=None, scale=1.0):
         super().__init__()
@@ -713,8 +713,9 @@ def load_artifact(artifact_dir, backbone):
 def load_decoder_artifact(artifact_dir, backbone, prompt, config):
     """A decoder artifact's classifier: its prompt, and the backbone's LM head rows of config's label token ids."""
     if config.get("readout") != READOUT or not is_decoder(backbone):
-        raise UsageError(f"{artifact_dir}: the artifact was trained on {'a decoder' if config.get('readout') else 'an encoder'}"
-                         f" and the backbone is {'a decoder' if is_decoder(backbone) else 'an encoder'}; use the "
+        trained, given = ("a decoder" if config.get("readout") else "an encoder",
+                          "a decoder" if is_decoder(backbone) else "an encoder")
+        raise UsageError(f"{artifact_dir}: the artifact was trained on {trained} and the backbone is {given}; use the "
                          f"backbone it was trained with ({config.get('model', '?')})")
     ids, vocabulary = config.get("label_token_ids"), backbone.get_output_embeddings().weight.shape[0]
     labels = config.get("labels") or []
