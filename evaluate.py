@@ -112,13 +112,14 @@ def read_run(run_dir):
 # the settings a run's config.json keeps at its top level, beside the artifact's other keys (train.py writes each
 # setting once: these there, the others under "settings")
 SETTINGS_AT_TOP = tuple(f.name for f in fields(xpe.PromptConfig) if f.name != "num_labels") + (
-    "model", "max_length", "source", "target", "seed", "text_template", "chat_template")  # the last two: a decoder's
+    "model", "max_length", "source", "target", "seed")
+DECODER_AT_TOP = ("text_template", "chat_template")  # what a decoder run keeps there beside them (its template)
 
 
 def run_settings(config):
     """What made a run, from its config.json: its settings (train.py's flags, and since they are recorded the
     training code's and the backbone weights' fingerprints and a target run's source run) and its source languages."""
-    settings = {**{k: config[k] for k in SETTINGS_AT_TOP if k in config}, **config.get("settings", {})}
+    settings = {**{k: config[k] for k in SETTINGS_AT_TOP + DECODER_AT_TOP if k in config}, **config.get("settings", {})}
     if config.get("source_languages"):
         settings["source_languages"] = sorted(config["source_languages"])
     return settings

@@ -1254,7 +1254,7 @@ def main(argv=None):
         plan = share(plan, rank, world)  # torchrun, srun: this process's packs
         mine = [i for pack in plan for i in pack]
         check = lambda **kw: check_folders(  # noqa: E731
-            [outs[i] for i in mine], [recorded_settings(cfgs[i]) for i in mine], [names[i] for i in mine], args.resume,
+            [outs[i] for i in mine], [asdict(cfgs[i]) for i in mine], [names[i] for i in mine], args.resume,
             args.overwrite, NOT_IDENTITY, call_outs=outs, **kw)
         check()
         if not mine:

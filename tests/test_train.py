@@ -1157,6 +1157,8 @@ def test_a_decoder_trains_resumes_identical_after_a_kill_and_scores(tmp_path, ti
         same_files(tmp_path / "whole" / name, tmp_path / "killed" / name)
         config = json.loads((tmp_path / "whole" / name / "config.json").read_text())
         assert config["readout"] == xpe.READOUT and "{text}" in config["text_template"]
+        settings = evaluate.run_settings(config)  # runs of other templates are other settings in the tables
+        assert (settings["text_template"], settings["chat_template"]) == (config["text_template"], False)
         assert len(config["label_token_ids"]) == len(config["labels"]) == 7
         assert "template" not in config["settings"] and config["trainable_parameters"] == sum(
             t.numel() for t in load_file(str(tmp_path / "whole" / name / "best.safetensors")).values())
@@ -1192,7 +1194,10 @@ def test_a_decoder_run_takes_a_template_and_a_chat_template_and_an_encoder_refus
     # the label token is the first of the answer after the chat turn, whose template ends in a space
     backbone, tokenizer = xpe.load_backbone(str(model_dir))
     assert run_config["label_token_ids"] == [tokenizer.convert_tokens_to_ids(label) for label in run_config["labels"]]
-    capsys.readouterr()
+    capsys.readouterr()  # resuming it without its template would read its rows otherwise: another run
+    assert train.main(decoder_argv(tmp_path, model_dir, "--steps", "2", "--method", "spt", "--resume", name="chat")) == 2
+    assert "holds a different run (template 'text: {text} topic ({labels}):', chat_template True)" in \
+        capsys.readouterr().err
     assert train.main(decoder_argv(tmp_path, tiny_model_dir, "--template", template, name="encoder")) == 2
     assert "--template is for a decoder backbone" in capsys.readouterr().err
     assert train.main(decoder_argv(tmp_path, model_dir, "--template", "no text here", name="bad")) == 2
