@@ -364,12 +364,14 @@ def max_text_length(backbone, prompt_len):
 
     None when the backbone has no learned absolute positions. XLM-R-style embeddings count positions
     from padding_idx + 1, so two of XLM-R's 514 are never used. A decoder's rows are counted whole (template and
-    special tokens too); its table is any embedding of its base model besides the tokens' (GPT-2's wpe, OPT's
-    embed_positions, which counts from its offset 2); RoPE and ALiBi families have none.
+    special tokens too); its table is an embedding beside its token embedding in the module that holds that (GPT-2's
+    wpe, OPT's embed_positions, which counts from its offset 2; not a vision tower's); RoPE and ALiBi families have
+    none.
     """
     if is_decoder(backbone):
         words = backbone.get_input_embeddings()
-        tables = [m for m in backbone.base_model.modules() if isinstance(m, nn.Embedding) and m is not words]
+        holder = next(m for m in backbone.modules() if any(c is words for c in m.children()))
+        tables = [m for m in holder.children() if isinstance(m, nn.Embedding) and m is not words]
         if not tables:
             return None
         return min(t.num_embeddings - getattr(t, "offset", 0) for t in tables) - prompt_len

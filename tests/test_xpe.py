@@ -571,3 +571,36 @@ def test_the_docs_score_a_decoder_artifact_without_our_code(tmp_path, tiny_decod
     ours = xpe.classify(model, tokenizer, [text], 164)[0]
     assert list(theirs) == config["labels"]
     torch.testing.assert_close(torch.tensor(list(theirs.values())), ours, atol=1e-5, rtol=0)
+
+
+def test_a_multimodal_gemma3_is_read_through_its_language_model(tmp_path, tiny_decoder_dirs):
+    """Gemma 3 from 4B up is Gemma3ForConditionalGeneration: recognised, read at the last real token as its own
+    logits give (its checkpoints have no final softcapping), and its vision tower's position table limits no text."""
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import data
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_decoder_dirs["gemma3"])
+    text = transformers.Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         head_dim=8, query_pre_attn_scalar=8, bos_token_id=0, eos_token_id=2,
+                                         pad_token_id=1)
+    vision = transformers.SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, image_size=28, patch_size=14)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(transformers.Gemma3Config(text_config=text, vision_config=vision,
+                                                               mm_tokens_per_image=4)).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    backbone, tokenizer = xpe.load_backbone(str(tmp_path))
+    assert type(backbone).__name__ == "Gemma3ForConditionalGeneration" and xpe.max_text_length(backbone, 4) is None
+    template = xpe.decoder_template(tokenizer, list(data.LABELS), xpe.DEFAULT_TEMPLATE, 164)
+    model = build_classifier(backbone, PromptConfig(method="spt", xpe_frac=0.0, prompt_len=4, num_labels=7),
+                             template).eval()
+    input_ids, mask = xpe.pad(xpe.template_ids(tokenizer, DECODER_TEXTS, template["text_template"], 164), 1)
+    with torch.no_grad():
+        ours = model(input_ids, mask)
+        full_mask = torch.cat([torch.ones(len(input_ids), 4, dtype=mask.dtype), mask], 1)
+        embeds = torch.cat([model.prompt(len(input_ids)), backbone.get_input_embeddings()(input_ids)], 1)
+        full = backbone(inputs_embeds=embeds, attention_mask=full_mask).logits
+    last = full[torch.arange(len(input_ids)), full_mask.sum(1) - 1][:, template["label_token_ids"]]
+    torch.testing.assert_close(ours, last, atol=1e-5, rtol=1e-5)
