@@ -66,7 +66,8 @@ class TrainConfig:
                            "--init on its own train split")
     init: str = flag("", "folders of the finished source runs that --target starts from: a run for each with each "
                          "language")
-    model: str = flag("xlm-roberta-large", "backbone: a hub name or a local folder of a Hugging Face encoder")
+    model: str = flag("xlm-roberta-large", "backbone: a hub name or a local folder of a Hugging Face encoder, or of a "
+                                           "causal LM (read through its label tokens: docs/decoders.md)")
     data_dir: str = flag("", "local data laid out as DIR/<code>/{train,dev,test}.tsv (empty: SIB-200 from the hub)")
     groups_file: str = flag("", "language groups, in the form of groups.json (empty: groups.json)")
     steps: int = flag(24000, "training steps (with --target: 6000)")
@@ -124,7 +125,8 @@ def build_parser(description=None):
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         default = getattr(defaults, f.name)
-        shown = {"data_dir": "empty", "groups_file": "empty", "lr_spt": "-1", "eval_every": "0"}.get(f.name, default)
+        shown = {"data_dir": "empty", "groups_file": "empty", "lr_spt": "-1", "eval_every": "0",
+                 "template": "empty"}.get(f.name, default)
         kind = (str if f.name in ("method", "seed") + SWEEPABLE  # lists: parsed below
                 else one_value(type(default)) if type(default) in (int, float) else type(default))
         if type(default) is bool:  # a switch; None marks "not given" as for the others
