@@ -981,7 +981,8 @@ def start_run(cfg, out, backbone, labels, sources, device, resume=False, pack=No
 
 
 def recorded_settings(cfg):
-    """A run's settings as config.json and --resume compare them: LATER_SETTINGS only where they differ."""
+    """A run's settings as config.json records them: LATER_SETTINGS only where they differ from the value a run
+    without them had (check_folders reads a missing one as that value)."""
     return {k: v for k, v in asdict(cfg).items() if k not in LATER_SETTINGS or v != LATER_SETTINGS[k]}
 
 
