@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from xpe import MAX_LENGTH, UsageError, unique_keys
+from xpe import MAX_LENGTH, UsageError, template_ids, unique_keys
 
 LABELS = ("science/technology", "travel", "politics", "sports", "health", "entertainment", "geography")
 HUB_DATASET = "Davlan/sib200"
@@ -492,11 +492,14 @@ def _unquote(field):
 # -----------------------------------------------------------------------------
 # tokens and batches
 
-def encode(examples, tokenizer, max_length=MAX_LENGTH):
-    """Token ids per example: <s> ... </s>, truncated at max_length, not padded (batches pad themselves)."""
+def encode(examples, tokenizer, max_length=MAX_LENGTH, template=None):
+    """Token ids per example: <s> ... </s>, truncated at max_length, not padded (batches pad themselves); for a
+    decoder (template: xpe.decoder_template's) the text in its template, cut so that the row keeps max_length."""
     texts = [ex.text for ex in examples]
     if not texts:
         return []
+    if template:
+        return template_ids(tokenizer, texts, template["text_template"], max_length, template["chat_template"])
     enc = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length,
                     padding=False, return_attention_mask=False, return_token_type_ids=False)
     return [list(ids) for ids in enc["input_ids"]]

@@ -128,12 +128,13 @@ def read_run(run_dir):
 # setting once: these there, the others under "settings")
 SETTINGS_AT_TOP = tuple(f.name for f in fields(xpe.PromptConfig) if f.name != "num_labels") + (
     "model", "max_length", "source", "target", "seed")
+DECODER_AT_TOP = ("text_template", "chat_template")  # what a decoder run keeps there beside them (its template)
 
 
 def run_settings(config):
     """What made a run, from its config.json: its settings (train.py's flags, and since they are recorded the
     training code's and the backbone weights' fingerprints and a target run's source run) and its source languages."""
-    settings = {**{k: config[k] for k in SETTINGS_AT_TOP if k in config}, **config.get("settings", {})}
+    settings = {**{k: config[k] for k in SETTINGS_AT_TOP + DECODER_AT_TOP if k in config}, **config.get("settings", {})}
     if config.get("source_languages"):
         settings["source_languages"] = sorted(config["source_languages"])
     return settings
@@ -210,15 +211,17 @@ def score(runs, rows, backbone, tokenizer, batch_size, languages, precision="fp3
     row_langs = [r.lang for r in rows]
     packs, encoded, per_language = defaultdict(list), {}, []
     for run in runs:
-        packs[run["config"]["max_length"], tuple(targets_of(run, languages))].append(run)
-    for (max_length, targets), pack in packs.items():
-        if max_length not in encoded:  # tokenised once per max length
-            encoded[max_length] = data.encode(rows, tokenizer, max_length)
+        packs[run["config"]["max_length"], run_template(run["config"]), tuple(targets_of(run, languages))].append(run)
+    for (max_length, template, targets), pack in packs.items():
+        if (max_length, template) not in encoded:  # tokenised once per max length (and a decoder's template)
+            encoded[max_length, template] = data.encode(rows, tokenizer, max_length, template and dict(
+                zip(("text_template", "chat_template"), template)))
         wanted = set(targets)
         index = [i for i, lang in enumerate(row_langs) if lang in wanted]
         models = [xpe.load_artifact(run["dir"], backbone)[0] for run in pack]
         title = pack[0]["dir"].name if len(pack) == 1 else f"{len(pack)} runs"
-        logits = xpe.predict(models, [encoded[max_length][i] for i in index], tokenizer.pad_token_id, batch_size,
+        logits = xpe.predict(models, [encoded[max_length, template][i] for i in index], tokenizer.pad_token_id,
+                             batch_size,
                              progress=lambda batches: tqdm(batches, desc=title, leave=False, dynamic_ncols=True),
                              precision=precision)
         for run, run_logits in zip(pack, logits):
@@ -231,6 +234,13 @@ def score(runs, rows, backbone, tokenizer, batch_size, languages, precision="fp3
                 right, n = totals[lang]
                 per_language.append(run_row(run, lang, n, round(right / n, 6), precision))
     return per_language
+
+
+def run_template(config):
+    """(text template, chat template) that a decoder run's rows go through; None for an encoder's."""
+    if config.get("readout") != xpe.READOUT:
+        return None
+    return str(config.get("text_template")), bool(config.get("chat_template"))
 
 
 def load_test_rows(runs, languages, data_dir):
@@ -264,7 +274,7 @@ def score_runs(args, group_langs, device):
     # a target run is scored on its own language, whatever the groups
     languages = sorted(set(languages) | {run["only"] for run in found if run["only"]})
     rows = load_test_rows(found, languages, args.data_dir)
-    backbone, tokenizer = xpe.load_backbone(found[0]["config"]["model"], device)
+    backbone, tokenizer = xpe.load_backbone(found[0]["config"]["model"], device, precision)
     note(f"scoring in {precision} (--precision {args.precision}) on {device}")
     return score(found, rows, backbone, tokenizer, args.batch_size, languages, precision), found
 
@@ -2426,10 +2436,10 @@ def predict_texts(args, device):
     if run["ended"] not in FINISHED and not args.unfinished:
         raise UsageError(f"{found[0]} is {run['ended']}: classify with a finished run, or give --unfinished to take "
                          f"its best weights so far")
-    backbone, tokenizer = xpe.load_backbone(run["config"]["model"], device)
+    precision = xpe.resolve_precision(args.precision, device)
+    backbone, tokenizer = xpe.load_backbone(run["config"]["model"], device, precision)
     model, config = xpe.load_artifact(found[0], backbone)
     labels = config["labels"]
-    precision = xpe.resolve_precision(args.precision, device)
     probabilities = xpe.classify(model, tokenizer, texts, config["max_length"], args.batch_size, precision)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")  # RFC 4180; a field with a bare \r or \n is then quoted

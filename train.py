@@ -66,7 +66,8 @@ class TrainConfig:
                            "--init on its own train split")
     init: str = flag("", "folders of the finished source runs that --target starts from: a run for each with each "
                          "language")
-    model: str = flag("xlm-roberta-large", "backbone: a hub name or a local folder of a Hugging Face encoder")
+    model: str = flag("xlm-roberta-large", "backbone: a hub name or a local folder of a Hugging Face encoder, or of a "
+                                           "causal LM (read through its label tokens: docs/decoders.md)")
     data_dir: str = flag("", "local data laid out as DIR/<code>/{train,dev,test}.tsv (empty: SIB-200 from the hub)")
     groups_file: str = flag("", "language groups, in the form of groups.json (empty: groups.json)")
     steps: int = flag(24000, "training steps (with --target: 6000)")
@@ -94,6 +95,11 @@ class TrainConfig:
     eval_batch_size: int = flag(128, "rows per backbone pass in dev evaluation, shared by the runs of a pack")
     precision: str = flag("auto", "auto, fp32 or bf16 of the backbone's passes (auto: bf16 on CUDA, fp32 on a CPU; "
                                   + xpe.CPU_BF16 + "); the run records the one used")
+    template: str = flag("", "a decoder's text template, with {text} where the text goes and optionally {labels} (the "
+                             "label words); it ends where the answer, a label word, starts (empty: a topic question, "
+                             "xpe.DEFAULT_TEMPLATE)")
+    chat_template: bool = flag(False, "a decoder's template goes through its tokenizer's chat template as the user's "
+                                      "turn (instruction-tuned models)")
 
     def __post_init__(self):
         if self.lr_spt < 0:
@@ -109,6 +115,10 @@ MAX_RUNS = 64  # runs a call trains unless --max-runs allows more
 MOST_RUNS = 100_000  # the most --max-runs allows
 METHOD_FRAC = dict(spt=0.0, xpe=1.0, dual=0.7)
 NOT_IDENTITY = {"eval_batch_size"}  # settings a resumed run may change without becoming another run
+# Settings that came after runs were recorded without them, with the value those runs had: a run records them only
+# where they differ (an encoder's config.json stays as it was), and a run without them has that value.
+LATER_SETTINGS = {"template": "", "chat_template": False}
+DECODER_SETTINGS = ("template", "chat_template")  # what only a decoder backbone takes
 
 
 class Parser(argparse.ArgumentParser):
@@ -135,9 +145,14 @@ def build_parser(description=None):
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         default = getattr(defaults, f.name)
-        shown = {"data_dir": "empty", "groups_file": "empty", "lr_spt": "-1", "eval_every": "0"}.get(f.name, default)
+        shown = {"data_dir": "empty", "groups_file": "empty", "lr_spt": "-1", "eval_every": "0",
+                 "template": "empty"}.get(f.name, default)
         kind = (str if f.name in ("method", "seed") + SWEEPABLE  # lists: parsed below
                 else one_value(type(default)) if type(default) in (int, float) else type(default))
+        if type(default) is bool:  # a switch; None marks "not given" as for the others
+            p.add_argument("--" + f.name.replace("_", "-"), action="store_true", default=None,
+                           help=f"{f.metadata['help']} (default off)")
+            continue
         # None marks "not given", so that method- and target-dependent defaults can fill it.
         kind = path_text if f.name in ("model", "init", "data_dir", "groups_file") else kind  # leave out: default
         p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None, nargs="+" if f.name == "init" else None,
@@ -359,6 +374,8 @@ def target_configs(given):
             mine.setdefault("xpe_frac", init_config["xpe_frac"])
         for key in ("encoder_hidden", "source", "prompt_len"):
             mine.setdefault(key, init_config[key])
+        for key in DECODER_SETTINGS:  # the text as the source run's prompt learned to read it
+            mine.setdefault(key, settings_of(init_config).get(key, LATER_SETTINGS[key]))
         runs = parse_methods(mine.pop("method"), mine.pop("xpe_frac", None))
         seeds = parse_seeds(mine.pop("seed", str(init_config["seed"])))
         if len(runs) > 1 or len(seeds) > 1:
@@ -396,6 +413,8 @@ def check_ranges(cfg):
     for key, valid, what in rules:
         if not valid:
             raise UsageError(f"--{key.replace('_', '-')} must be {what}, got {getattr(cfg, key)}")
+    if cfg.template:
+        xpe.check_template(cfg.template)
 
 
 # config.json's keys that nothing reads back: what a run records for the people reading it
@@ -463,7 +482,11 @@ def read_run_config(run_dir, what):
     if [config["n_spt"], config["n_xpe"]] != list(split):
         raise bad("n_spt, n_xpe", [config["n_spt"], config["n_xpe"]], f"{list(split)} for its method and prompt_len")
     for f in fields(TrainConfig):  # the recorded settings, each of its flag's type (a setting's identity compares them)
-        value, kind = settings.get(f.name), {int: int, float: (int, float), str: str}[f.type]
+        value, kind = settings.get(f.name), {int: int, float: (int, float), str: str, bool: bool}[f.type]
+        if kind is bool:
+            if f.name in settings and not isinstance(value, bool):
+                raise bad(f"settings.{f.name}", value, f"true or false, as --{f.name.replace('_', '-')} sets it")
+            continue
         if f.name in settings and (isinstance(value, bool) or not isinstance(value, kind) or kind is not str
                                    and not math.isfinite(value)):
             raise bad(f"settings.{f.name}", value, f"a {'text' if kind is str else 'number'} as "
@@ -831,7 +854,7 @@ def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), pro
         config = json.loads(config_path.read_text())
         old = settings_of(config)
         diff = [k for k, v in mine.items() if k not in not_identity and
-                (model_key(old[k]) if k == "model" and k in old else old.get(k)) != v]
+                (model_key(old[k]) if k == "model" and k in old else old.get(k, LATER_SETTINGS.get(k))) != v]
         if diff:
             theirs = ", ".join(f"{k} {old.get(k)!r}" for k in diff)
             raise UsageError(f"--resume: {out} holds a different run ({theirs}); "
@@ -1097,14 +1120,15 @@ def init_setting(init_dir):
     return {**settings_of(config), "source_languages": config.get("source_languages", [])}
 
 
-def start_run(cfg, out, backbone, labels, sources, device, resume=False, pack=None, made_by=None):
+def start_run(cfg, out, backbone, labels, sources, device, resume=False, pack=None, made_by=None, template=None):
     """Build a run as it would be built alone (seeded), then load its state when resuming; write config.json.
 
     pack: the names of the runs of its pack, which config.json records for --resume. made_by: the fingerprints
-    of the training code and the backbone's weights ({"code": ..., "backbone_weights": ...}).
+    of the training code and the backbone's weights ({"code": ..., "backbone_weights": ...}). template: a decoder's
+    text template and label token ids (xpe.decoder_template), which config.json records beside the artifact.
     """
     torch.manual_seed(cfg.seed)
-    model = xpe.build_classifier(backbone, prompt_config(cfg, len(labels))).to(device)
+    model = xpe.build_classifier(backbone, prompt_config(cfg, len(labels)), template).to(device)
     if cfg.init:
         model.load_state_dict(load_file(str(Path(cfg.init) / "best.safetensors")), strict=False)
     trainable, total, percent = xpe.count_parameters(model)
@@ -1112,13 +1136,15 @@ def start_run(cfg, out, backbone, labels, sources, device, resume=False, pack=No
     optimizer = make_optimizer(model, cfg)
     config = {  # the artifact's keys (xpe.save_artifact) first, then what evaluate.py and --init read
         "model": cfg.model, "labels": list(labels), "max_length": cfg.max_length,
+        **({"readout": xpe.READOUT, **template} if template else {}),  # what scores a decoder's artifact
         **xpe.prompt_config_dict(prompt_config(cfg, len(labels))), "source": cfg.source, "target": cfg.target,
         "seed": cfg.seed, "source_languages": [] if cfg.target else sources,
         "target_languages": sources if cfg.target else [],
         "trainable_parameters": trainable, "total_parameters": total, "trainable_share_percent": percent,
         "threads": torch.get_num_threads(),  # a pack's sums, in bf16 most, depend on how many threads split them
     }
-    settings = {**asdict(cfg), **(made_by or {}), **({"init_settings": init_setting(cfg.init)} if cfg.init else {})}
+    settings = {**recorded_settings(cfg), **(made_by or {}),
+                **({"init_settings": init_setting(cfg.init)} if cfg.init else {})}
     config["settings"] = {k: v for k, v in settings.items() if k not in config}  # each once (settings_of)
     config.update(pack=list(pack or [run_name(cfg)]), ended=None)
     earlier = (json.loads((out / "config.json").read_text()).get("settings", {}).get("code")
@@ -1161,6 +1187,12 @@ def parts_of(model):
 def norm_of(tensors):
     """The L2 norm of tensors taken together, as a tensor on their device (no sync)."""
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.detach()) for t in tensors]))
+
+
+def recorded_settings(cfg):
+    """A run's settings as config.json records them: LATER_SETTINGS only where they differ from the value a run
+    without them had (check_folders reads a missing one as that value)."""
+    return {k: v for k, v in asdict(cfg).items() if k not in LATER_SETTINGS or v != LATER_SETTINGS[k]}
 
 
 def update(run, loss):
@@ -1401,27 +1433,28 @@ def load_rows(cfgs):
     return languages, labels, rows
 
 
-def encode_splits(rows, tokenizer, max_length):
-    """{key: (train ids, train labels, dev ids, dev labels)}: fit's splits from load_rows' rows."""
-    return {key: (data.encode(train_rows, tokenizer, max_length), torch.tensor([r.label for r in train_rows]),
-                  data.encode(dev_rows, tokenizer, max_length), torch.tensor([r.label for r in dev_rows]))
+def encode_splits(rows, tokenizer, max_length, template=None):
+    """{key: (train ids, train labels, dev ids, dev labels)}: fit's splits from load_rows' rows (a decoder's through
+    its template)."""
+    return {key: (data.encode(train_rows, tokenizer, max_length, template), torch.tensor([r.label for r in train_rows]),
+                  data.encode(dev_rows, tokenizer, max_length, template), torch.tensor([r.label for r in dev_rows]))
             for key, (train_rows, dev_rows) in rows.items()}
 
 
 def train(cfgs, outs, plan, languages, labels, rows, backbone, tokenizer, device, resume=False, made_by=None,
-          board_dir=None):
+          board_dir=None, template=None):
     """Train the runs of the packs in plan into their claimed folders, pack after pack; 0 if all ended well.
-    board_dir: --tensorboard's folder, or None."""
+    board_dir: --tensorboard's folder, or None; template: a decoder's (decoder_template)."""
     call_names = run_names(cfgs)
     keys = dict.fromkeys(data_key(cfgs[i]) for pack in plan for i in pack)
-    splits = encode_splits({key: rows[key] for key in keys}, tokenizer, cfgs[0].max_length)
+    splits = encode_splits({key: rows[key] for key in keys}, tokenizer, cfgs[0].max_length, template)
     runs = []
     for pack in plan:  # built just before training: a pack of one trains as that run alone
         names = [call_names[i] for i in pack]
         if resume:
             settle([outs[i] for i in pack])
         members = [start_run(cfgs[i], outs[i], backbone, labels, languages[data_key(cfgs[i])], device, resume,
-                             pack=names, made_by=made_by) for i in pack]
+                             pack=names, made_by=made_by, template=template) for i in pack]
         rejoin(members)
         if board_dir:
             for r in members:
@@ -1473,8 +1506,9 @@ def main(argv=None):
         if not mine:
             print(f"train.py: process {rank} of {world}: the call's {len(names)} runs are in other processes' packs")
             return 0
-        backbone, tokenizer = xpe.load_backbone(cfg.model, device)
+        backbone, tokenizer = xpe.load_backbone(cfg.model, device, precision)
         check_positions(cfg, xpe.max_text_length(backbone, cfg.prompt_len))
+        template = decoder_template(cfg, backbone, tokenizer, labels)
         fds = claim([outs[i] for i in mine])  # from here on the folders are this call's: now it writes
         check(probe_locks=False)  # again, as they are now that they are locked
         if args.overwrite:
@@ -1482,12 +1516,25 @@ def main(argv=None):
                 clear(outs[i])
         made_by = {"code": code_fingerprint(), "backbone_weights": weights_fingerprint(cfg.model)}
         return train(cfgs, outs, plan, languages, labels, rows, backbone, tokenizer, device, args.resume, made_by,
-                     args.tensorboard)
+                     args.tensorboard, template)
     except UsageError as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
     finally:
         release(fds)
+
+
+def decoder_template(cfg, backbone, tokenizer, labels):
+    """A decoder's text template and label token ids (xpe.decoder_template); None for an encoder, which takes
+    neither --template nor --chat-template."""
+    if not xpe.is_decoder(backbone):
+        given = [k for k in DECODER_SETTINGS if getattr(cfg, k) != LATER_SETTINGS[k]]
+        if given:
+            raise UsageError(f"--{given[0].replace('_', '-')} is for a decoder backbone, and {cfg.model} is an "
+                             f"encoder (read at its first token by a trained head): leave it out")
+        return None
+    return xpe.decoder_template(tokenizer, labels, cfg.template or xpe.DEFAULT_TEMPLATE, cfg.max_length,
+                                cfg.chat_template, cfg.model)
 
 
 def check_positions(cfg, limit):

@@ -11,6 +11,13 @@ SPT first, then XPE:
 After training, the prompt is computed once (dropout off) and stored: inference needs only that
 static P x d prompt and the head, so it costs the same as plain SPT.
 
+A decoder (a causal LM: Llama, Qwen2, Gemma, BLOOM, GPT-2, ...) cannot be read at position 0, which under causal
+attention sees only the first prompt vector. There the authors' first-token prediction reads it: the text goes
+through a template that ends where the answer starts, the read-out position is each row's last real token (rows
+are right-padded, so no pad sits between prompt and text), and the label scores are the frozen LM head's logits
+of each label's first token there, computed from those rows of the LM head alone (LabelHead), never the full
+vocabulary. Nothing is trained but the prompt.
+
 This file imports only torch, transformers and safetensors (which transformers needs) so that it can
 be copied into another project on its own.
 """
@@ -183,15 +190,40 @@ class ClassificationHead(nn.Module):
         return self.out_proj(self.dropout(x))
 
 
-class PromptClassifier(nn.Module):
-    """A frozen backbone with a prompt prepended before <s> and a head on position 0."""
+class LabelHead(nn.Module):
+    """A decoder's read-out: the frozen LM head's rows (and bias) of the labels' first tokens, in float32, with the
+    family's logit scale (Cohere's logit_scale, Granite's 1 / logits_scaling) and final logit softcapping (Gemma 2
+    and 3): the label logits that the full LM head would give, without computing the others. Its tensors are
+    buffers outside the state dict: nothing of it is trained or saved (the artifact's config.json names the token
+    ids, and the backbone holds the rows)."""
 
-    def __init__(self, backbone, prompt, head):
+    def __init__(self, weight, bias=None, softcap=None, scale=1.0):
+        super().__init__()
+        self.register_buffer("weight", weight.detach().clone(), persistent=False)
+        self.register_buffer("bias", None if bias is None else bias.detach().clone(), persistent=False)
+        self.softcap, self.scale = softcap, scale
+
+    def forward(self, x):
+        logits = nn.functional.linear(x.float(), self.weight.float(), None if self.bias is None else self.bias.float())
+        if self.scale != 1.0:
+            logits = logits * self.scale
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+
+class PromptClassifier(nn.Module):
+    """A frozen backbone with a prompt prepended before <s> and a head on position 0; on a decoder (LabelHead) the
+    head reads each row's last real token. template: a decoder's text template ({"text_template": ...,
+    "chat_template": bool}), which classify applies; None for an encoder."""
+
+    def __init__(self, backbone, prompt, head, template=None):
         super().__init__()
         self.backbone = backbone
         self.backbone.requires_grad_(False)
         self.prompt = prompt
         self.head = head
+        self.template = template
 
     def forward(self, input_ids, attention_mask):
         return packed_logits([self], [(input_ids, attention_mask)])[0]
@@ -207,8 +239,9 @@ class PromptClassifier(nn.Module):
 
     def to_static(self):
         """A classifier sharing this backbone, with the static prompt and a copy of the head."""
-        prompt = StaticPrompt(self.static_prompt()).to(self.head.dense.weight.device)
-        return PromptClassifier(self.backbone, prompt, copy.deepcopy(self.head)).train(self.training)
+        device = self.head.weight.device if isinstance(self.head, LabelHead) else self.head.dense.weight.device
+        prompt = StaticPrompt(self.static_prompt()).to(device)
+        return PromptClassifier(self.backbone, prompt, copy.deepcopy(self.head), self.template).train(self.training)
 
 
 def packed_logits(models, batches, token_embeds=None):
@@ -218,6 +251,8 @@ def packed_logits(models, batches, token_embeds=None):
     model's prompt goes in front of its own copy of its batch, and the copies are concatenated along the
     batch axis, right-padded to the widest (masked positions change no other position's output).
     token_embeds: the batches' token embeddings when the caller already has them (one batch for all models).
+    On a decoder (the models' heads are LabelHeads) the head reads each row's last real token, and since rows are
+    right-padded, a row scores the same alone as in any padded or packed batch.
     """
     backbone = models[0].backbone
     embed = backbone.get_input_embeddings()
@@ -235,7 +270,12 @@ def packed_logits(models, batches, token_embeds=None):
     masks = [nn.functional.pad(m, (0, width - m.shape[1])) for m in masks]
     embeds, mask = torch.cat(rows), torch.cat(masks)
     # Position ids are left to the backbone (XLM-R counts them over inputs_embeds), as PEFT does.
-    hidden = backbone(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[:, 0]
+    if isinstance(models[0].head, LabelHead):  # a decoder: its base model's final states (after the final norm),
+        # read at each row's last real token; the LM head's full-vocabulary logits are never computed
+        states = backbone.base_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+        hidden = states[torch.arange(states.shape[0], device=states.device), mask.sum(1).to(states.device) - 1]
+    else:
+        hidden = backbone(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[:, 0]
     with trainable_in_fp32(hidden.device):
         return [model.head(h.float()) for model, h in zip(models, hidden.split([r.shape[0] for r in rows]))]
 
@@ -336,8 +376,13 @@ def predict(models, ids, pad_id, batch_size=256, progress=None, precision=None):
 
 
 def classify(model, tokenizer, texts, max_length=MAX_LENGTH, batch_size=256, precision=None):
-    """Label probabilities (N x labels, float32) of an artifact's classifier for a list of texts."""
-    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    """Label probabilities (N x labels, float32) of an artifact's classifier for a list of texts (through its
+    template on a decoder)."""
+    if model.template:
+        ids = template_ids(tokenizer, texts, model.template["text_template"], max_length,
+                           model.template["chat_template"])
+    else:
+        ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     (logits,) = predict([model], ids, tokenizer.pad_token_id, batch_size, precision=precision)
     return logits.softmax(-1)
 
@@ -346,8 +391,18 @@ def max_text_length(backbone, prompt_len):
     """The most text tokens that fit beside a prompt of prompt_len in the backbone's position table.
 
     None when the backbone has no learned absolute positions. XLM-R-style embeddings count positions
-    from padding_idx + 1, so two of XLM-R's 514 are never used.
+    from padding_idx + 1, so two of XLM-R's 514 are never used. A decoder's rows are counted whole (template and
+    special tokens too); its table is an embedding beside its token embedding in the module that holds that (GPT-2's
+    wpe, OPT's embed_positions, which counts from its offset 2; not a vision tower's); RoPE and ALiBi families have
+    none.
     """
+    if is_decoder(backbone):
+        words = backbone.get_input_embeddings()
+        holder = next(m for m in backbone.modules() if any(c is words for c in m.children()))
+        tables = [m for m in holder.children() if isinstance(m, nn.Embedding) and m is not words]
+        if not tables:
+            return None
+        return min(t.num_embeddings - getattr(t, "offset", 0) for t in tables) - prompt_len
     embeddings = getattr(backbone, "embeddings", None)
     table = getattr(embeddings, "position_embeddings", None)
     if not isinstance(table, nn.Embedding):
@@ -361,17 +416,147 @@ def hidden_size(backbone):
     return backbone.get_input_embeddings().embedding_dim
 
 
-def build_classifier(backbone, cfg: PromptConfig):
-    """A trainable PromptClassifier on a backbone (any AutoModel: XLM-R, BERT, ...)."""
+def build_classifier(backbone, cfg: PromptConfig, template=None):
+    """A trainable PromptClassifier on a backbone (any AutoModel: XLM-R, BERT, ...; or an AutoModelForCausalLM,
+    whose read-out is its LM head's label rows: template then holds the labels' "label_token_ids", the
+    "text_template" and "chat_template" (decoder_template))."""
     n_spt, n_xpe = split_prompt(cfg.method, cfg.xpe_frac, cfg.prompt_len)
     d = hidden_size(backbone)
     prompt = Prompt(d, n_spt, n_xpe, cfg.encoder_hidden, cfg.encoder_dropout)
-    head = ClassificationHead(d, cfg.num_labels, cfg.head_dropout)
+    if is_decoder(backbone):
+        if template is None or len(template["label_token_ids"]) != cfg.num_labels:
+            raise UsageError("a decoder backbone needs the labels' token ids (decoder_template)")
+        head = label_head(backbone, template["label_token_ids"])
+        template = {k: template[k] for k in ("text_template", "chat_template")}
+    else:
+        head, template = ClassificationHead(d, cfg.num_labels, cfg.head_dropout), None
     device = backbone.get_input_embeddings().weight.device
     if device.type != "meta":
         prompt.to(device)
         head.to(device)
-    return PromptClassifier(backbone, prompt, head)
+    return PromptClassifier(backbone, prompt, head, template)
+
+
+# ---- decoders: recognition, the label rows, templates --------------------------------------------------
+
+DEFAULT_TEMPLATE = "What is the topic of the following text? Answer with one of: {labels}.\nText: {text}\nTopic:"
+READOUT = "label_tokens"  # a decoder artifact's config.json "readout": the LM head's label-token logits
+
+
+def is_causal_lm(config):
+    """Whether a model config is a decoder-only causal LM: its type has a causal-LM class and no masked-LM class
+    (XLM-R, BERT and RoBERTa have both: encoders), or, for a type transformers does not list, its architectures
+    say so (*ForCausalLM, *LMHeadModel)."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+    if config is None or getattr(config, "is_encoder_decoder", False):
+        return False
+    kind = getattr(config, "model_type", None)
+    if kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or kind in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in getattr(config, "architectures", None) or ())
+
+
+def is_decoder(backbone):
+    """A backbone loaded as a causal LM (load_backbone): it has an LM head to read the labels with."""
+    get_head = getattr(backbone, "get_output_embeddings", None)
+    return is_causal_lm(getattr(backbone, "config", None)) and get_head is not None and get_head() is not None
+
+
+def label_head(backbone, token_ids):
+    """The LabelHead of a decoder for the labels' first token ids: its LM head's rows, bias and softcapping."""
+    lm_head = backbone.get_output_embeddings()
+    index = torch.tensor(token_ids, dtype=torch.long, device=lm_head.weight.device)
+    bias = getattr(lm_head, "bias", None)
+    config = backbone.config.get_text_config() if hasattr(backbone.config, "get_text_config") else backbone.config
+    scale = float(getattr(config, "logit_scale", None) or 1.0) / float(getattr(config, "logits_scaling", None) or 1.0)
+    return LabelHead(lm_head.weight.detach()[index], None if bias is None else bias.detach()[index],
+                     getattr(config, "final_logit_softcapping", None), scale)
+
+
+def check_template(template):
+    if template.count("{text}") != 1:
+        raise UsageError(f"--template {template!r} must hold {{text}} once, where the text goes (and may hold "
+                         f"{{labels}}, the label words); it ends where the answer starts")
+
+
+def text_template(template, labels):
+    """A template with the label words in place of {labels}: what remains to fill is {text}."""
+    check_template(template)
+    return template.replace("{labels}", ", ".join(labels))
+
+
+def special_prefix(tokenizer):
+    """The special tokens the tokenizer puts in front of a text (Llama's and Gemma's <bos>; none for GPT-2 and
+    BLOOM). Those it would put after (an </s>) are left out: the answer follows the template."""
+    sample = "a b"
+    plain = tokenizer(sample, add_special_tokens=False)["input_ids"]
+    full = tokenizer(sample, add_special_tokens=True)["input_ids"]
+    at = next((i for i in range(len(full) - len(plain) + 1) if full[i:i + len(plain)] == plain), 0)
+    return list(full[:at])
+
+
+def filled(tokenizer, template, texts, chat):
+    """The texts in the template, through the tokenizer's chat template as the user's turn when chat."""
+    texts = [template.replace("{text}", t) for t in texts]
+    if not chat:
+        return texts
+    return [tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
+            for t in texts]
+
+
+def template_ids(tokenizer, texts, template, max_length, chat=False):
+    """Token ids of the texts in a decoder's template, each row at most max_length tokens: the text is cut (by its
+    own tokens) so that the template's end, where the answer starts, stays."""
+    prefix = [] if chat else special_prefix(tokenizer)
+
+    def encode(batch):
+        return [prefix + list(ids) for ids in tokenizer(filled(tokenizer, template, batch, chat),
+                                                      add_special_tokens=False)["input_ids"]]
+
+    rows = encode(list(texts)) if texts else []
+    for i, text in enumerate(texts):
+        words = None
+        while len(rows[i]) > max_length:
+            words = tokenizer(text, add_special_tokens=False)["input_ids"] if words is None else words
+            words = words[:max(0, len(words) - (len(rows[i]) - max_length))]
+            rows[i] = encode([tokenizer.decode(words) if words else ""])[0]
+            if not words:
+                break
+    return rows
+
+
+def decoder_template(tokenizer, labels, template, max_length, chat=False, name="the backbone"):
+    """{"text_template", "chat_template", "label_token_ids"} of a decoder run: the labels' first tokens as the
+    answer after the template (with a space unless the template ends in one, as lm-evaluation-harness joins
+    context and continuation); UsageError where two labels share their first token or the template leaves no room
+    for text in max_length tokens."""
+    template = text_template(template, labels)
+    if chat and not getattr(tokenizer, "chat_template", None):
+        raise UsageError(f"--chat-template: the tokenizer of {name} has no chat template; leave the flag out")
+    prefix = [] if chat else special_prefix(tokenizer)
+    (context,) = filled(tokenizer, template, ["x"], chat)
+    context_ids = prefix + tokenizer(context, add_special_tokens=False)["input_ids"]
+    empty = len(template_ids(tokenizer, [""], template, 10 ** 9, chat)[0])
+    if empty >= max_length:
+        raise UsageError(f"the template takes {empty} tokens, so --max-length {max_length} leaves no room for "
+                         f"text: raise --max-length above {empty} or shorten --template")
+    ids, first = [], {}
+    for label in labels:
+        answer = label if context[-1:].isspace() else " " + label
+        whole = prefix + tokenizer(context + answer, add_special_tokens=False)["input_ids"]
+        if whole[:len(context_ids)] == context_ids and len(whole) > len(context_ids):
+            token = whole[len(context_ids)]
+        else:  # the tokenizer merged the answer into the context's last token: the answer's own first token
+            token = tokenizer(answer, add_special_tokens=False)["input_ids"][0]
+        if token in first:
+            raise UsageError(f"labels {first[token]!r} and {label!r} both begin with the token "
+                             f"{tokenizer.convert_ids_to_tokens(token)!r} under the tokenizer of {name}, and a decoder "
+                             f"scores a label by its first token: rename one (labels.txt) so that they begin "
+                             f"differently")
+        first[token] = label
+        ids.append(int(token))
+    return {"text_template": template, "chat_template": bool(chat), "label_token_ids": ids}
 
 
 def count_parameters(model):
@@ -396,27 +581,38 @@ def check_backbone_path(name):
                          f"{Path(name).expanduser().absolute()} is no folder{relative}")
 
 
-def load_backbone(name, device="cpu"):
+def load_backbone(name, device="cpu", precision="fp32"):
     """(frozen backbone in float32 on device, its tokenizer); a UsageError in one line when `name` cannot be loaded.
 
     float32 whatever dtype the checkpoint was stored in (transformers 5 would keep bf16 or fp16; on CUDA
     autocast does the bf16 work). The pooler is never used: it is left out where the architecture
     allows, and the checkpoint's pooler weights are dropped without transformers' load report.
+    A decoder (is_causal_lm) loads as AutoModelForCausalLM, for its LM head's label rows (never its full logits),
+    and in bf16 when precision is "bf16", so that a 7-8B model's frozen weights take 2 bytes a parameter; a
+    tokenizer without a pad token pads with its end-of-text token (right padding, masked: any id does).
     """
     import transformers
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    dtype = {"dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype": torch.float32}
+    dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    dtype = {dtype_key: torch.float32}
     verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()  # the report lists the unused pooler as if it were a fault
     transformers.logging.disable_progress_bar()  # a bar of a second would break one-line error messages
     check_backbone_path(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
-        try:
-            backbone, info = AutoModel.from_pretrained(name, add_pooling_layer=False, output_loading_info=True, **dtype)
-        except TypeError:  # an architecture without a pooler option
-            backbone, info = AutoModel.from_pretrained(name, output_loading_info=True, **dtype)
+        if is_causal_lm(AutoConfig.from_pretrained(name)):
+            dtype = {dtype_key: torch.bfloat16 if precision == "bf16" else torch.float32}
+            backbone, info = AutoModelForCausalLM.from_pretrained(name, output_loading_info=True, **dtype)
+            if tokenizer.pad_token_id is None:
+                tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        else:
+            try:
+                backbone, info = AutoModel.from_pretrained(name, add_pooling_layer=False, output_loading_info=True,
+                                                           **dtype)
+            except TypeError:  # an architecture without a pooler option
+                backbone, info = AutoModel.from_pretrained(name, output_loading_info=True, **dtype)
     except OSError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f"cannot load the backbone {name!r} ({first}); name a local folder or a hub name that "
@@ -522,6 +718,8 @@ def read_artifact(artifact_dir):
     except Exception as e:  # safetensors and json raise several kinds; the user needs one line
         raise UsageError(f"{artifact_dir}: cannot read the artifact ({type(e).__name__}: {e})") from None
     expected = {"prompt", "head.dense.weight", "head.dense.bias", "head.out_proj.weight", "head.out_proj.bias"}
+    if isinstance(config, dict) and config.get("readout") == READOUT:  # a decoder's: its LM head reads
+        expected = {"prompt"}
     if set(tensors) != expected:
         raise UsageError(f"{weights}: expected the tensors {sorted(expected)}, found {sorted(tensors)}")
     check_finite(tensors, weights)
@@ -543,11 +741,32 @@ def load_artifact(artifact_dir, backbone):
     if prompt.ndim != 2 or prompt.shape[1] != d:
         raise UsageError(f"{artifact_dir}: the prompt is {tuple(prompt.shape)} but the backbone's hidden size "
                          f"is {d}; use the backbone the artifact was trained with ({config.get('model', '?')})")
+    device = backbone.get_input_embeddings().weight.device
+    if config.get("readout") == READOUT or is_decoder(backbone):
+        return load_decoder_artifact(artifact_dir, backbone, prompt, config), config
     num_labels = tensors["head.out_proj.weight"].shape[0]
     head = ClassificationHead(d, num_labels)
     head.load_state_dict({k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")})
-    device = backbone.get_input_embeddings().weight.device
     return PromptClassifier(backbone, StaticPrompt(prompt), head).to(device).eval(), config
+
+
+def load_decoder_artifact(artifact_dir, backbone, prompt, config):
+    """A decoder artifact's classifier: its prompt, and the backbone's LM head rows of config's label token ids."""
+    if config.get("readout") != READOUT or not is_decoder(backbone):
+        trained, given = ("a decoder" if config.get("readout") else "an encoder",
+                          "a decoder" if is_decoder(backbone) else "an encoder")
+        raise UsageError(f"{artifact_dir}: the artifact was trained on {trained} and the backbone is {given}; use the "
+                         f"backbone it was trained with ({config.get('model', '?')})")
+    ids, vocabulary = config.get("label_token_ids"), backbone.get_output_embeddings().weight.shape[0]
+    labels = config.get("labels") or []
+    if (not isinstance(ids, list) or len(ids) != len(labels) or len(set(ids)) != len(ids)
+            or not all(type(i) is int and 0 <= i < vocabulary for i in ids)
+            or not isinstance(config.get("text_template"), str) or "{text}" not in config["text_template"]):
+        raise UsageError(f"{artifact_dir}: config.json's label_token_ids and text_template do not fit its labels and "
+                         f"the backbone's vocabulary of {vocabulary}: not a decoder artifact of this backbone")
+    template = {"text_template": config["text_template"], "chat_template": bool(config.get("chat_template"))}
+    device = backbone.get_input_embeddings().weight.device
+    return PromptClassifier(backbone, StaticPrompt(prompt), label_head(backbone, ids), template).to(device).eval()
 
 
 def prompt_config_dict(cfg: PromptConfig):

@@ -32,6 +32,13 @@ SLOW = {
     "test_train.py::test_the_run_records_the_precision_it_trained_in[True-auto-fp32]": "9 s; the bf16 cases",
     "test_train.py::test_target_call_in_two_processes_writes_the_runs_of_one": "10 s; test_rank_and_world_come_from_torchrun_or_an_srun_step",
     "test_train.py::test_killed_packed_target_call_resumes_to_the_same_prompts": "8 s; test_killed_run_resumes_to_the_same_prompt",
+    "test_train.py::test_a_decoder_trains_resumes_identical_after_a_kill_and_scores[llama]": "28 s; its [gpt2], and test_xpe.py's and test_peft_adapters.py's decoder tests of llama",
+    "test_train.py::test_a_decoder_trains_resumes_identical_after_a_kill_and_scores[qwen2]": "35 s; its [gpt2], and test_xpe.py's and test_peft_adapters.py's decoder tests of qwen2",
+    "test_train.py::test_a_decoder_trains_resumes_identical_after_a_kill_and_scores[gemma2]": "12 s; its [gpt2], and test_xpe.py's and test_peft_adapters.py's decoder tests of gemma2",
+    "test_train.py::test_a_decoder_trains_resumes_identical_after_a_kill_and_scores[bloom]": "26 s; its [gpt2], and test_xpe.py's and test_peft_adapters.py's decoder tests of bloom",
+    "test_train.py::test_a_decoder_trains_resumes_identical_after_a_kill_and_scores[opt]": "15 s; its [gpt2], and test_xpe.py's and test_peft_adapters.py's decoder tests of opt",
+    "test_train.py::test_a_decoder_trains_resumes_identical_after_a_kill_and_scores[gemma3]": "30 s; its [gpt2], and test_xpe.py's and test_peft_adapters.py's decoder tests of gemma3",
+    "test_train.py::test_a_decoder_trains_resumes_identical_after_a_kill_and_scores[cohere]": "35 s; its [gpt2], and test_xpe.py's and test_peft_adapters.py's decoder tests of cohere",
 }
 E5_FIXTURES = {"e5_dir", "e5_run"}  # a test that takes one of these is in the slow tier
 EXTRAS = {"peft": "pip install peft", "matplotlib": "pip install -r requirements-plot.txt",
@@ -141,6 +148,95 @@ def tiny_model_dir(tmp_path_factory):
                 p.copy_(0.02 * torch.randn(p.shape, generator=g))
     model.save_pretrained(out)
     return out
+
+
+# Tiny random decoders, one a family whose quirks the read-out must meet: RoPE (Llama, Qwen2), inputs_embeds scaled
+# inside the model and final logit softcapping (Gemma 2), ALiBi without a position table (BLOOM), an absolute position
+# table (GPT-2; OPT's counts from an offset of 2); Gemma 3's text model (Gemma-3-1B) and Cohere (Aya Expanse: its
+# logits are scaled).
+DECODER_FAMILIES = ("llama", "qwen2", "gemma2", "bloom", "gpt2", "opt", "gemma3", "cohere")
+DECODER_BOS = {"llama", "gemma2", "gemma3"}  # tokenizers that put <s> in front, as Llama's and Gemma's do
+
+
+def decoder_config(family, vocab_size):
+    import transformers
+
+    small = dict(vocab_size=vocab_size, bos_token_id=0, eos_token_id=2, pad_token_id=1)
+    if family in ("llama", "qwen2", "gemma2", "gemma3", "cohere"):
+        kind = dict(llama=transformers.LlamaConfig, qwen2=transformers.Qwen2Config, gemma2=transformers.Gemma2Config,
+                    gemma3=transformers.Gemma3TextConfig, cohere=transformers.CohereConfig)
+        extra = (dict(head_dim=8, final_logit_softcapping=3.0, query_pre_attn_scalar=8) if family.startswith("gemma")
+                 else dict(logit_scale=0.25) if family == "cohere" else {})
+        return kind[family](hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=2, max_position_embeddings=512, **extra, **small)
+    if family == "bloom":
+        return transformers.BloomConfig(hidden_size=32, n_layer=2, n_head=4, **small)
+    if family == "gpt2":
+        return transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=128, **small)
+    return transformers.OPTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64,
+                                  word_embed_proj_dim=32, max_position_embeddings=128, **small)
+
+
+def save_tiny_decoder(family, out, dropout=0.0):
+    """A tiny random causal LM of a family, saved as a hub folder with a tokenizer over the fixture's texts, the labels
+    and the default template: word-level with <s> in front for Llama and Gemma, byte-level BPE (trained here) as
+    GPT-2, BLOOM, OPT and Qwen2 have it (transformers 5 rebuilds a Qwen2 tokenizer as byte-level BPE whatever
+    tokenizer.json holds). Weights are drawn here, the same in every transformers version."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    import data
+    import xpe
+
+    template = xpe.text_template(xpe.DEFAULT_TEMPLATE, data.LABELS)
+    texts = [template] * 20 + [" ".join(data.LABELS)] * 50  # so that each label word is one token
+    for path in sorted(FIXTURE_SIB200.glob("*/*.tsv")):
+        with open(path, newline="", encoding="utf-8") as f:
+            texts += [row[-1] for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    if family in DECODER_BOS:
+        words = sorted({w for t in texts for w in t.lower().split()})
+        tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(specials + words)}, unk_token="<unk>"))
+        tok.normalizer = normalizers.Lowercase()
+        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    else:
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=1000, special_tokens=specials, show_progress=False,
+                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                            unk_token="<unk>").save_pretrained(out)
+    vocab = tok.get_vocab()
+    config = decoder_config(family, len(vocab))
+    for key in ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout"):
+        if hasattr(config, key):
+            setattr(config, key, dropout)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if name.endswith("bias"):
+                p.zero_()
+            elif p.ndim == 1:  # norms: around 1 (Gemma's norms add 1 themselves; 0 there is 1)
+                p.fill_(0.0 if family.startswith("gemma") else 1.0)
+            else:
+                p.copy_(0.5 * torch.randn(p.shape, generator=g))  # large enough that the text moves the logits
+    model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder_dirs(tmp_path_factory):
+    """{family: folder} of the tiny random decoders, each made once a session when first asked for."""
+    class Folders(dict):
+        def __missing__(self, family):
+            self[family] = save_tiny_decoder(family, tmp_path_factory.mktemp(f"tiny-{family}"))
+            return self[family]
+    return Folders()
 
 
 @pytest.fixture(scope="session")

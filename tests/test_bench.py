@@ -182,6 +182,7 @@ def test_a_torch_without_the_probes_has_no_native_bf16(monkeypatch):
 BENCH_FLAGS = [
     (["--quick=yes"], "argument --quick: ignored explicit argument 'yes'"),
     (["--config", "huge"], "argument --config: invalid choice: 'huge'"),
+    (["--decoder", "7b"], "argument --decoder: invalid choice: '7b'"),
     (["--device", "tpu"], "--device tpu: not a device; use cpu, cuda or cuda:N"),
     (["--device", "cuda:x"], "--device cuda:x: not a device"),
     (["--steps", "0"], "--steps must be at least 1, got 0"),
@@ -263,6 +264,8 @@ def test_argparse_refusals_are_one_line_naming_the_flag(tmp_path, monkeypatch, c
     for argv, flag in cases:
         assert flag in refused_in_one_line(bench.main, argv, capsys, "tools.bench")
     assert list(tmp_path.iterdir()) == []
+
+
 # issue 42: a language spec with an empty or repeated item, and a data row given twice, are one line here too
 COUNTED_FLAGS = [
     (["--source", "eng_Latn,"], "empty item in the language spec 'eng_Latn,'"),
@@ -294,3 +297,24 @@ def test_a_repeated_training_row_is_one_line_and_nothing_is_timed(tmp_path, tiny
                        "--source", "eng_Latn", "--targets", "fra_Latn", "--eval-languages", "fra_Latn"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and f"{train}, line {len(lines) + 1}: index_id" in err and len(err.splitlines()) == 1, err
+
+
+def test_the_decoder_shape_times_a_pack_and_names_the_logits_it_never_forms(sib200_dir, tiny_decoder_dirs, capsys):
+    """--decoder: one run, the four methods packed against one after another through train.fit, and scoring at a 32k
+    and a 256k vocabulary (its peak memory on CUDA only; the full-vocabulary logits it avoids, computed)."""
+    from tools import bench
+
+    threads = torch.get_num_threads()
+    try:
+        code = bench.main(["--quick", "--decoder", "quick", "--no-peer", "--tokenizer", str(tiny_decoder_dirs["llama"]),
+                           "--data-dir", str(sib200_dir), "--eval-limit", "8", "--steps", "2"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    for words in ("decoder train one run (xpe):", "decoder train packed (4 runs, one step for all):",
+                  "decoder train one after another (4 runs):", "decoder scoring, vocabulary 32768:",
+                  "decoder scoring, vocabulary 262144:", "ratios: decoder packed / one after another"):
+        assert words in out, out
+    full = [float(line.split("would take ")[1].split(" MiB")[0]) for line in out.splitlines() if "would take" in line]
+    assert len(full) == 2 and full[1] == pytest.approx(8 * full[0])

@@ -1868,6 +1868,8 @@ def test_printed_numbers_are_rounded_once_from_the_computed_ones():
     assert "[-1.23, +1.23]" in evaluate.compare_text([row])
     line = evaluate.margin_text([row]).splitlines()[1]
     assert "[-1.23, +1.23]" in line and " 0.97 " in line and " 0.96 " not in line
+
+
 # ---- --curves: the runs' log.csv against the step ---------------------------------------------------------
 
 def curves_main(tmp_path, *args):
@@ -2023,6 +2025,8 @@ def test_the_readmes_curves_are_what_the_committed_logs_give(monkeypatch):
     assert files[Path("docs/curves/replication.csv")] == (ROOT / "docs" / "curves" / "replication.csv").read_bytes()
     assert "--runs docs/replication/runs --curves docs/curves/replication.png" in (
         ROOT / "docs" / "curves" / "run.sh").read_text()
+
+
 # ---- every path a call writes is its own: not an input, not another output, not a file evaluate.py did not write --
 
 def tree(folder):
@@ -2242,6 +2246,8 @@ def test_the_tables_again_in_place_leave_the_per_language_file_they_read_as_it_i
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "would write with other rows" in err, err
     assert tree(tmp_path) == before
+
+
 # ---- setting labels, generated -------------------------------------------------------------------------
 
 @settings(max_examples=60, deadline=None)
@@ -2276,6 +2282,8 @@ def test_a_compare_side_is_read_or_refused_in_one_line(text):
         assert "\n" not in str(e)
         return
     assert xpe.method_name(*xpe.parse_method(name)) == name and all(isinstance(v, str) for v in picks.values())
+
+
 # ---- issue 42: every input counted once, every command's flags checked, no traceback --------------------------
 
 def test_scoring_runs_only_on_their_own_training_language_says_what_to_choose(tmp_path, runs, capsys):

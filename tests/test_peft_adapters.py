@@ -199,6 +199,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, tiny_run, 
 
 
 IMPORT_FLAGS = [  # every flag of import with a value out of its range: one line, exit 2, no run folder
+    (["--template", "{text} topic:"], "--template is for a CAUSAL_LM adapter, and"),  # tiny_run is an encoder's
+    (["--chat-template"], "--chat-template is for a CAUSAL_LM adapter"),
     (["--labels", "a,b"], "2 labels (a, b) for a head of 7 outputs"),
     (["--model", "{tmp}/nowhere"], "cannot load the backbone '{tmp}/nowhere': it is a path, and {tmp}/nowhere is "
                                    "no folder"),
@@ -567,7 +569,8 @@ def xlmr_head(labels=7):
     ("authors lstm", "encoder_reparameterization_type 'LSTM'"),
     ("foreign out", "holds files of another run or of yours (notes.txt)"),
     ("distilbert", "is 'distilbert'; the import maps the heads of bert, roberta, xlm-roberta (model_type)"),
-    ("prefix", "task_type 'CAUSAL_LM' is not SEQ_CLS"),
+    ("prefix", "a CAUSAL_LM adapter, but"),  # on XLM-R, an encoder
+    ("seq2seq", "task_type 'SEQ_2_SEQ_LM' is neither SEQ_CLS nor CAUSAL_LM"),
 ])
 def test_refusals_name_the_key_and_write_nothing(tmp_path, tiny_model_dir, case, words):
     adapter, out = tmp_path / "adapter", tmp_path / "run"
@@ -599,6 +602,8 @@ def test_refusals_name_the_key_and_write_nothing(tmp_path, tiny_model_dir, case,
         config["base_model_name_or_path"] = str(tmp_path / "distilbert")
     elif case == "prefix":
         config["task_type"] = "CAUSAL_LM"
+    elif case == "seq2seq":
+        config["task_type"] = "SEQ_2_SEQ_LM"
     elif case == "foreign out":
         out.mkdir()
         (out / "notes.txt").write_text("mine\n")
@@ -719,9 +724,9 @@ CONFIG_WALK = [  # (layout, field, bad value, words): one field changed at a tim
     ("prompt", "peft_type", None, "peft_type None is not a prompt"),
     ("prompt", "peft_type", ["PROMPT_TUNING"], 'peft_type must be a string, got ["PROMPT_TUNING"]'),
     ("prompt", "peft_type", "PREFIX_TUNING", "peft_type 'PREFIX_TUNING' is not a prompt"),
-    ("prompt", "task_type", MISSING, "task_type None is not SEQ_CLS"),
+    ("prompt", "task_type", MISSING, "task_type None is neither SEQ_CLS nor CAUSAL_LM"),
     ("prompt", "task_type", 7, "task_type must be a string, got 7"),
-    ("prompt", "task_type", "TOKEN_CLS", "task_type 'TOKEN_CLS' is not SEQ_CLS"),
+    ("prompt", "task_type", "TOKEN_CLS", "task_type 'TOKEN_CLS' is neither SEQ_CLS nor CAUSAL_LM"),
     ("prompt", "base_model_name_or_path", MISSING, "names no base_model_name_or_path: give the backbone (--model)"),
     ("prompt", "base_model_name_or_path", "", "names no base_model_name_or_path: give the backbone (--model)"),
     ("prompt", "base_model_name_or_path", ["x"], 'base_model_name_or_path must be a string, got ["x"]'),
@@ -934,3 +939,52 @@ def test_an_adapter_config_with_a_key_twice_is_one_line(tmp_path, tiny_model_dir
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "the key 'num_virtual_tokens' is given twice" in line, line
     assert not (tmp_path / "run").exists()
+
+
+# ---- decoders: CAUSAL_LM prompt tuning out and in --------------------------------------------------------------
+
+from conftest import DECODER_FAMILIES  # noqa: E402
+
+
+@pytest.mark.parametrize("family", DECODER_FAMILIES)
+def test_a_decoder_run_exports_as_a_causal_lm_adapter_with_our_label_logits_and_imports_back(
+        tmp_path, tiny_decoder_dirs, family, capsys):
+    """PeftModel.from_pretrained(AutoModelForCausalLM...) of the export, fed the run's templated rows right-padded,
+    gives at each row's last token the label tokens' logits that our read-out gives (float32, 1e-5); the import
+    takes the export back as the same run."""
+    require_extra("peft")
+    run = tmp_path / "run"
+    assert train.main(["--model", str(tiny_decoder_dirs[family]), "--data-dir", str(FIXTURE_SIB200), "--source",
+                       "eng_Latn", "--steps", "2", "--batch-size", "4", "--eval-every", "2", "--method", "dual:0.5",
+                       "--prompt-len", "4", "--max-length", "100", "--lr-prompt", "0.5", "--lr", "0.1",
+                       "--out", str(run), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert peft_adapters.main(["export", str(run), str(tmp_path / "peft")]) == 0
+    line, harness = capsys.readouterr().out.strip().splitlines()
+    assert f"--model_args pretrained={tiny_decoder_dirs[family]},peft={tmp_path / 'peft'}" in harness
+    adapter = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    assert set(adapter) == PEFT_014_FIELDS and adapter["task_type"] == "CAUSAL_LM"
+    theirs, _ = load_as_a_user(line.split("load it with: ", 1)[1])
+    tensors, config = xpe.read_artifact(run)
+    backbone, tokenizer = xpe.load_backbone(config["model"])
+    ours, _ = xpe.load_artifact(run, backbone)
+    texts = [r.text for lang in ("eng_Latn", "fra_Latn", "nqo_Nkoo") for r in data.load_split([lang], "test",
+                                                                                                FIXTURE_SIB200)[:2]]
+    ids = xpe.template_ids(tokenizer, texts, config["text_template"], config["max_length"])
+    input_ids, mask = xpe.pad(ids, tokenizer.pad_token_id)
+    assert (mask == 0).any()
+    with torch.no_grad():
+        mine = ours(input_ids, mask)
+        logits = theirs(input_ids=input_ids, attention_mask=mask).logits
+    last = logits[torch.arange(len(ids)), mask.sum(1) + len(tensors["prompt"]) - 1][:, config["label_token_ids"]]
+    torch.testing.assert_close(last, mine, atol=1e-5, rtol=0)
+    assert (mine[0] - mine[1]).abs().max() > 1e-4  # texts score apart: the prompt and text reach the read-out
+
+    assert peft_adapters.main(["import", str(tmp_path / "peft"), str(tmp_path / "back")]) == 0
+    back_tensors, back = xpe.read_artifact(tmp_path / "back")
+    assert torch.equal(back_tensors["prompt"], tensors["prompt"]) and set(back_tensors) == {"prompt"}
+    same = ("readout", "text_template", "chat_template", "label_token_ids", "labels", "max_length", "prompt_len")
+    assert {k: back[k] for k in same} == {k: config[k] for k in same}
+    again, _ = xpe.load_artifact(tmp_path / "back", backbone)
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids, mask), mine, atol=0, rtol=0)

@@ -386,6 +386,10 @@ BAD_INPUT = [  # every flag, each with the values outside the range where it mea
     (["--max-runs", "1" + "0" * 12], "--max-runs must be at most 100,000"),  # 64 M runs were then built
     (["--seed", "1,2", "--max-runs", "1"], "this call plans 2 runs"),  # a switch: only the runs it packs can be wrong
     (["--tensorboard", "/dev/null/board"], "--tensorboard /dev/null/board is below /dev/null, which is a file"),
+    (["--template", "no placeholder"], "--template 'no placeholder' must hold {text} once"),
+    (["--template", "{text} and {text}"], "must hold {text} once"),
+    (["--template", "text: {text} topic:"], "--template is for a decoder backbone"),  # the tiny model is XLM-R
+    (["--chat-template"], "--chat-template is for a decoder backbone"),
 ]
 
 
@@ -856,10 +860,10 @@ def one_backbone(monkeypatch):
     model, which on a shared CPU run several times faster so."""
     real, loaded, threads = xpe.load_backbone, {}, torch.get_num_threads()
 
-    def load(name, device="cpu"):
-        if name not in loaded:
-            loaded[name] = real(name, device)
-        return loaded[name]
+    def load(name, device="cpu", precision="fp32"):
+        if (name, precision) not in loaded:
+            loaded[name, precision] = real(name, device, precision)
+        return loaded[name, precision]
     monkeypatch.setattr(xpe, "load_backbone", load)
     torch.set_num_threads(1)
     yield
@@ -1560,6 +1564,8 @@ def test_distinct_values_name_distinct_folders_that_read_back(a, b, frac):
         got_frac, got_lr = re.fullmatch(r"dual(.+)-lr(.+)-joshi5-s42", name).groups()
         assert (float(got_frac), float(got_lr)) == (cfg.xpe_frac, cfg.lr), name
         assert xpe.parse_method(xpe.method_name(cfg.method, cfg.xpe_frac)) == ("dual", cfg.xpe_frac)
+
+
 # ---- issue 42: every input counted once, generated input reads back or is one line ------------------------------
 
 @pytest.mark.parametrize("args, words", [
@@ -1734,3 +1740,128 @@ def test_an_init_config_json_with_a_key_twice_is_one_line(tmp_path, tiny_model_d
     err = capsys.readouterr().err.strip()
     assert "the key 'method' is given twice" in err and f"--init {init}" in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+# ---- decoders: the same call, packs, resume and scoring over a causal LM ------------------------------------
+
+from conftest import DECODER_FAMILIES  # noqa: E402
+
+
+def decoder_argv(tmp_path, model_dir, *extra, name="runs"):
+    return ["--model", str(model_dir), "--data-dir", str(FIXTURE_SIB200), "--source", SOURCE, "--steps", "4",
+            "--batch-size", "4", "--eval-every", "2", "--method", "spt,dual:0.5", "--prompt-len", "4",
+            "--max-length", "100", "--out", str(tmp_path / name), "--device", "cpu", *extra]
+
+
+@pytest.mark.parametrize("family", DECODER_FAMILIES)
+def test_a_decoder_trains_resumes_identical_after_a_kill_and_scores(tmp_path, tiny_decoder_dirs, family, capsys):
+    """Each family: a pack of two methods trains 4 steps, a SIGKILL after its first evaluation resumes to the very
+    same files, the run records its template and label token ids, and evaluate.py scores it per language."""
+    argv = decoder_argv(tmp_path, tiny_decoder_dirs[family], name="whole")
+    assert train.main(argv) == 0
+    killed_argv = decoder_argv(tmp_path, tiny_decoder_dirs[family], name="killed")
+    killed(killed_argv, 5)  # two runs a step: the fifth update is step 3, after the evaluation at step 2
+    assert train.main(killed_argv + ["--resume"]) == 0
+    names = sorted(p.name for p in (tmp_path / "whole").iterdir())
+    assert names == ["dual0.5-eng_Latn+fra_Latn-s42", "spt-eng_Latn+fra_Latn-s42"]
+    for name in names:
+        same_files(tmp_path / "whole" / name, tmp_path / "killed" / name)
+        config = json.loads((tmp_path / "whole" / name / "config.json").read_text())
+        assert config["readout"] == xpe.READOUT and "{text}" in config["text_template"]
+        settings = evaluate.run_settings(config)  # runs of other templates are other settings in the tables
+        assert (settings["text_template"], settings["chat_template"]) == (config["text_template"], False)
+        assert len(config["label_token_ids"]) == len(config["labels"]) == 7
+        assert "template" not in config["settings"] and config["trainable_parameters"] == sum(
+            t.numel() for t in load_file(str(tmp_path / "whole" / name / "best.safetensors")).values())
+    out = tmp_path / "scores"
+    assert evaluate.main(["--runs", str(tmp_path / "whole"), "--data-dir", str(FIXTURE_SIB200), "--group",
+                          "nqo_Nkoo", "--out", str(out), "--device", "cpu"]) == 0
+    rows = [r for r in csv.DictReader(open(out / "per_language.csv")) if r["language"] == "nqo_Nkoo"]
+    assert len(rows) == 2 and all(int(r["n"]) > 0 for r in rows)
+    (tmp_path / "texts.txt").write_text("the football match was long\nthe minister spoke of health\n")
+    capsys.readouterr()
+    assert evaluate.main(["--runs", str(tmp_path / "whole" / names[0]), "--predict", str(tmp_path / "texts.txt"),
+                          "--device", "cpu"]) == 0
+    predicted = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["text"] for r in predicted] == ["the football match was long", "the minister spoke of health"]
+    labels = json.loads((tmp_path / "whole" / names[0] / "config.json").read_text())["labels"]
+    assert [predicted[0][k] for k in labels] != [predicted[1][k] for k in labels]  # the text reaches the read-out
+
+
+def test_a_decoder_run_takes_a_template_and_a_chat_template_and_an_encoder_refuses_them(tmp_path, tiny_decoder_dirs,
+                                                                                      tiny_model_dir, capsys):
+    model_dir = tmp_path / "chat-llama"
+    shutil.copytree(tiny_decoder_dirs["llama"], model_dir)
+    config_path = model_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["chat_template"] = "{% for m in messages %}<s> user: {{ m['content'] }} model: {% endfor %}"
+    config_path.write_text(json.dumps(config))
+    template = "text: {text} topic ({labels}):"
+    assert train.main(decoder_argv(tmp_path, model_dir, "--template", template, "--chat-template", "--steps", "2",
+                                   "--method", "spt", name="chat")) == 0
+    run_config = json.loads((tmp_path / "chat" / "config.json").read_text())
+    assert run_config["text_template"] == template.replace("{labels}", ", ".join(run_config["labels"]))
+    assert run_config["chat_template"] is True and run_config["settings"]["template"] == template
+    # the label token is the first of the answer after the chat turn, whose template ends in a space
+    backbone, tokenizer = xpe.load_backbone(str(model_dir))
+    assert run_config["label_token_ids"] == [tokenizer.convert_tokens_to_ids(label) for label in run_config["labels"]]
+    capsys.readouterr()  # resuming it without its template would read its rows otherwise: another run
+    assert train.main(decoder_argv(tmp_path, model_dir, "--steps", "2", "--method", "spt", "--resume", name="chat")) == 2
+    assert "holds a different run (template 'text: {text} topic ({labels}):', chat_template True)" in \
+        capsys.readouterr().err
+    assert train.main(decoder_argv(tmp_path, tiny_model_dir, "--template", template, name="encoder")) == 2
+    assert "--template is for a decoder backbone" in capsys.readouterr().err
+    assert train.main(decoder_argv(tmp_path, model_dir, "--template", "no text here", name="bad")) == 2
+    assert "must hold {text} once" in capsys.readouterr().err
+    assert not (tmp_path / "encoder").exists() and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("family, positions", [("gpt2", 128), ("opt", 128), ("llama", None), ("bloom", None)])
+def test_a_decoders_max_length_fits_its_position_table(tmp_path, tiny_decoder_dirs, family, positions, capsys):
+    """GPT-2 and OPT (an offset of 2) have an absolute position table: the prompt and the whole templated row must fit,
+    as for XLM-R; RoPE (Llama) and ALiBi (BLOOM) have none to fit."""
+    backbone, _ = xpe.load_backbone(str(tiny_decoder_dirs[family]))
+    assert xpe.max_text_length(backbone, 4) == (positions and positions - 4)
+    if positions:
+        assert train.main(decoder_argv(tmp_path, tiny_decoder_dirs[family], "--max-length", "125")) == 2
+        assert f"use --max-length {positions - 4} or less" in capsys.readouterr().err
+
+
+def test_a_decoder_target_run_starts_from_its_source_run_and_keeps_its_template(tmp_path, tiny_decoder_dirs):
+    model_dir = tiny_decoder_dirs["llama"]
+    template = "text: {text} topic:"
+    assert train.main(decoder_argv(tmp_path, model_dir, "--method", "dual:0.5", "--template", template,
+                                   name="source")) == 0
+    source = tmp_path / "source"
+    assert train.main(["--model", str(model_dir), "--data-dir", str(FIXTURE_SIB200), "--target", "nqo_Nkoo",
+                       "--init", str(source), "--lr", "0", "--lr-prompt", "0", "--steps", "2", "--eval-every", "2",
+                       "--batch-size", "4", "--max-length", "100", "--out", str(tmp_path / "target"),
+                       "--device", "cpu"]) == 0
+    a, b = load_file(str(source / "best.safetensors")), load_file(str(tmp_path / "target" / "best.safetensors"))
+    assert a.keys() == b.keys() and all(k.startswith("prompt.") and torch.equal(a[k], b[k]) for k in a)
+    mine, theirs = (json.loads((p / "config.json").read_text()) for p in (tmp_path / "target", source))
+    assert mine["text_template"] == theirs["text_template"] == template
+    assert mine["label_token_ids"] == theirs["label_token_ids"]
+
+
+def test_a_decoder_trains_and_scores_with_bf16_weights_on_a_cpu(tmp_path, tiny_decoder_dirs):
+    """--precision bf16 loads a decoder's frozen weights in bf16 (what lets a 7-8B model fit); the prompt trains in
+    float32 and the run scores."""
+    assert train.main(decoder_argv(tmp_path, tiny_decoder_dirs["gemma2"], "--precision", "bf16", "--method",
+                                   "dual:0.5", name="bf16")) == 0
+    config = json.loads((tmp_path / "bf16" / "config.json").read_text())
+    assert config["settings"]["precision"] == "bf16"
+    assert all(t.dtype == torch.float32 and torch.isfinite(t).all()
+               for t in load_file(str(tmp_path / "bf16" / "best.safetensors")).values())
+    assert all(math.isfinite(float(r["dev_loss"])) for r in log_of(tmp_path / "bf16"))
+    assert evaluate.main(["--runs", str(tmp_path / "bf16"), "--data-dir", str(FIXTURE_SIB200), "--group", "nqo_Nkoo",
+                          "--out", str(tmp_path / "scores"), "--device", "cpu", "--precision", "bf16"]) == 0
+
+
+def test_an_encoder_run_records_no_decoder_keys(tmp_path, tiny_model_dir):
+    code, out = run(tmp_path, tiny_model_dir, "--method", "spt", "--steps", "2", "--eval-every", "2")
+    config = json.loads((out / "config.json").read_text())
+    assert code == 0 and not {"readout", "text_template", "chat_template", "label_token_ids"} & set(config)
+    assert not {"template", "chat_template"} & set(config["settings"])
+    assert set(load_file(str(out / "prompt.safetensors"))) == {"prompt", "head.dense.weight", "head.dense.bias",
+                                                               "head.out_proj.weight", "head.out_proj.bias"}

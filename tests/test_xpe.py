@@ -440,3 +440,188 @@ def test_files_written_by_a_rename_get_the_mode_of_a_plain_open(tmp_path, umask)
     assert wanted == 0o666 & ~umask
     for path in [tmp_path / "bytes", *(tmp_path / "artifact").iterdir()]:
         assert stat.S_IMODE(path.stat().st_mode) == wanted, path
+
+
+# ---- decoders: the label-token read-out at each row's last real token ----------------------------------------
+
+from conftest import DECODER_FAMILIES  # noqa: E402
+
+DECODER_TEXTS = ["the cat sat on the mat in paris", "football match", "health of the people is good and travel long"]
+
+
+def tiny_decoder(tiny_decoder_dirs, family, method="dual", r=0.5, prompt_len=4):
+    import data
+    backbone, tokenizer = xpe.load_backbone(str(tiny_decoder_dirs[family]))
+    template = xpe.decoder_template(tokenizer, list(data.LABELS), xpe.DEFAULT_TEMPLATE, 164, name=family)
+    torch.manual_seed(0)
+    cfg = PromptConfig(method=method, xpe_frac=r, prompt_len=prompt_len, num_labels=7, encoder_dropout=0.0)
+    return build_classifier(backbone, cfg, template).eval(), tokenizer, template
+
+
+def test_causal_lms_are_recognised_and_encoders_are_not():
+    import transformers
+    decoders = [transformers.LlamaConfig(), transformers.Qwen2Config(), transformers.Gemma2Config(),
+                transformers.Gemma3TextConfig(), transformers.BloomConfig(), transformers.GPT2Config(),
+                transformers.OPTConfig(), transformers.MistralConfig()]
+    encoders = [XLMRobertaConfig(), BertConfig(), transformers.RobertaConfig(), transformers.ModernBertConfig(),
+                transformers.DebertaV2Config(), transformers.ElectraConfig(), transformers.T5Config()]
+    assert [xpe.is_causal_lm(c) for c in decoders] == [True] * len(decoders)
+    assert [xpe.is_causal_lm(c) for c in encoders] == [False] * len(encoders)
+    assert not xpe.is_decoder(tiny_backbone("xlmr"))
+
+
+@pytest.mark.parametrize("family", DECODER_FAMILIES)
+def test_a_decoder_row_scores_the_same_alone_as_in_a_padded_packed_batch(tiny_decoder_dirs, family):
+    model, tokenizer, template = tiny_decoder(tiny_decoder_dirs, family)
+    ids = xpe.template_ids(tokenizer, DECODER_TEXTS, template["text_template"], 164)
+    other = build_classifier(model.backbone, PromptConfig(method="spt", xpe_frac=0.0, prompt_len=2, num_labels=7),
+                             {**template, "label_token_ids": template["label_token_ids"]}).eval()
+    with torch.no_grad():
+        alone = torch.cat([model(*xpe.pad([row], tokenizer.pad_token_id)) for row in ids])
+        batch = xpe.pad(ids, tokenizer.pad_token_id)
+        padded = model(*batch)
+        packed = xpe.packed_logits([other, model.to_static()], [batch, batch])  # another prompt length beside it
+    assert len(set(map(len, ids))) == len(ids)  # every row padded to another width
+    torch.testing.assert_close(padded, alone, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(packed[1], alone, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", DECODER_FAMILIES)
+def test_the_text_and_the_prompt_reach_a_decoders_read_out(tiny_decoder_dirs, family):
+    """The bug this read-out fixes: at position 0 a decoder sees only the first prompt vector, so every text scored
+    alike. Here texts score differently, and a change of the prompt moves different texts differently."""
+    model, tokenizer, template = tiny_decoder(tiny_decoder_dirs, family, method="spt", r=0.0)
+    ids = xpe.template_ids(tokenizer, DECODER_TEXTS, template["text_template"], 164)
+    with torch.no_grad():
+        before = model(*xpe.pad(ids, tokenizer.pad_token_id)).log_softmax(-1)
+        model.prompt.spt.add_(torch.randn_like(model.prompt.spt))
+        after = model(*xpe.pad(ids, tokenizer.pad_token_id)).log_softmax(-1)
+    assert (before[0] - before[1]).abs().max() > 1e-3 and (before[0] - before[2]).abs().max() > 1e-3
+    moved = after - before
+    assert (moved.abs().max() > 1e-3) and (moved[0] - moved[1]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("family", DECODER_FAMILIES)
+def test_decoder_label_logits_are_the_lm_heads_and_never_its_full_vocabulary(tiny_decoder_dirs, family):
+    """Our label scores equal the full causal LM's logits of the label tokens at the last real token (with the prompt
+    in front, as PEFT's CAUSAL_LM prompt tuning feeds it, Gemma 2's softcapping included), while scoring never calls
+    the LM head (so that its memory does not grow with the vocabulary)."""
+    model, tokenizer, template = tiny_decoder(tiny_decoder_dirs, family)
+    ids = xpe.template_ids(tokenizer, DECODER_TEXTS, template["text_template"], 164)
+    input_ids, mask = xpe.pad(ids, tokenizer.pad_token_id)
+    lm = model.backbone
+    with torch.no_grad():
+        prompt = model.prompt(len(ids))
+        embeds = torch.cat([prompt, lm.get_input_embeddings()(input_ids)], 1)
+        full_mask = torch.cat([torch.ones(len(ids), prompt.shape[1], dtype=mask.dtype), mask], 1)
+        full = lm(inputs_embeds=embeds, attention_mask=full_mask).logits
+        last = full[torch.arange(len(ids)), full_mask.sum(1) - 1][:, template["label_token_ids"]]
+        head = lm.get_output_embeddings()
+        head.forward = lambda *a, **k: pytest.fail("the read-out computed the full vocabulary's logits")
+        try:
+            ours = model(input_ids, mask)
+        finally:
+            del head.forward
+    torch.testing.assert_close(ours, last, atol=1e-5, rtol=1e-5)
+
+
+def test_labels_that_share_their_first_token_are_refused(tiny_decoder_dirs):
+    _, tokenizer, _ = tiny_decoder(tiny_decoder_dirs, "llama")
+    with pytest.raises(xpe.UsageError, match="'health' and 'health travel' both begin with the token"):
+        xpe.decoder_template(tokenizer, ["health", "sports", "health travel"], xpe.DEFAULT_TEMPLATE, 164)
+    with pytest.raises(xpe.UsageError, match="must hold {text} once"):
+        xpe.decoder_template(tokenizer, ["health", "sports"], "no placeholder", 164)
+    with pytest.raises(xpe.UsageError, match="leaves no room for text"):
+        xpe.decoder_template(tokenizer, ["health", "sports"], xpe.DEFAULT_TEMPLATE, 10)
+    with pytest.raises(xpe.UsageError, match="has no chat template"):
+        xpe.decoder_template(tokenizer, ["health", "sports"], xpe.DEFAULT_TEMPLATE, 164, chat=True)
+
+
+def test_a_long_text_is_cut_so_that_the_template_end_stays(tiny_decoder_dirs):
+    _, tokenizer, template = tiny_decoder(tiny_decoder_dirs, "llama")
+    text_template = template["text_template"]
+    short, cut = xpe.template_ids(tokenizer, [DECODER_TEXTS[2], DECODER_TEXTS[2] * 20], text_template, 40)
+    ending = tokenizer(text_template.split("{text}")[1], add_special_tokens=False)["input_ids"]
+    assert len(cut) == 40 and cut[-len(ending):] == ending and cut[0] == tokenizer.bos_token_id
+    assert short == xpe.template_ids(tokenizer, [DECODER_TEXTS[2]], text_template, 10 ** 6)[0]
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_a_decoder_artifact_is_its_prompt_and_scores_as_trained(tmp_path, tiny_decoder_dirs, family):
+    model, tokenizer, template = tiny_decoder(tiny_decoder_dirs, family)
+    tensors = xpe.artifact_tensors(model)
+    assert set(tensors) == {"prompt"}
+    config = {**artifact_config(PromptConfig(method="dual", xpe_frac=0.5, prompt_len=4)), "labels": list(
+        __import__("data").LABELS), "readout": xpe.READOUT, **template}
+    save_artifact(tensors, tmp_path, config)
+    loaded, _ = load_artifact(tmp_path, model.backbone)
+    expected = xpe.classify(model, tokenizer, DECODER_TEXTS, 164)
+    torch.testing.assert_close(xpe.classify(loaded, tokenizer, DECODER_TEXTS, 164), expected)
+    with pytest.raises(xpe.UsageError, match="trained on a decoder and the backbone is an encoder"):
+        load_artifact(tmp_path, tiny_backbone("xlmr"))
+    (tmp_path / "config.json").write_text(json.dumps({**config, "label_token_ids": [0] * 7}))
+    with pytest.raises(xpe.UsageError, match="label_token_ids"):
+        load_artifact(tmp_path, model.backbone)
+
+
+def test_a_decoder_trains_only_its_prompt_and_loads_in_bf16(tiny_decoder_dirs):
+    model, _, _ = tiny_decoder(tiny_decoder_dirs, "llama")
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(name.startswith("prompt.") for name in trainable)
+    assert not [k for k in model.state_dict() if k.startswith("head.")]
+    backbone, _ = xpe.load_backbone(str(tiny_decoder_dirs["llama"]), precision="bf16")
+    assert backbone.get_input_embeddings().weight.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gpt2"])
+def test_the_docs_score_a_decoder_artifact_without_our_code(tmp_path, tiny_decoder_dirs, family, capsys):
+    """docs/decoders.md's snippet (transformers and safetensors alone) gives our probabilities."""
+    import ast
+    from conftest import ROOT
+    model, tokenizer, template = tiny_decoder(tiny_decoder_dirs, family)
+    config = {**artifact_config(PromptConfig(method="dual", xpe_frac=0.5, prompt_len=4)), "labels": list(
+        __import__("data").LABELS), "readout": xpe.READOUT, **template, "model": str(tiny_decoder_dirs[family])}
+    save_artifact(xpe.artifact_tensors(model), tmp_path, config)
+    doc = (ROOT / "docs" / "decoders.md").read_text()
+    code = doc.split("## The artifact without this code")[1].split("```python\n")[1].split("```")[0]
+    text = "Le match de football a eu lieu hier."
+    assert text in code
+    capsys.readouterr()
+    exec(code.replace('"runs/xpe-joshi5-s1"', repr(str(tmp_path))), {})
+    theirs = ast.literal_eval(capsys.readouterr().out.strip())
+    ours = xpe.classify(model, tokenizer, [text], 164)[0]
+    assert list(theirs) == config["labels"]
+    torch.testing.assert_close(torch.tensor(list(theirs.values())), ours, atol=1e-5, rtol=0)
+
+
+def test_a_multimodal_gemma3_is_read_through_its_language_model(tmp_path, tiny_decoder_dirs):
+    """Gemma 3 from 4B up is Gemma3ForConditionalGeneration: recognised, read at the last real token as its own
+    logits give (its checkpoints have no final softcapping), and its vision tower's position table limits no text."""
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import data
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_decoder_dirs["gemma3"])
+    text = transformers.Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         head_dim=8, query_pre_attn_scalar=8, bos_token_id=0, eos_token_id=2,
+                                         pad_token_id=1)
+    vision = transformers.SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, image_size=28, patch_size=14)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(transformers.Gemma3Config(text_config=text, vision_config=vision,
+                                                               mm_tokens_per_image=4)).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    backbone, tokenizer = xpe.load_backbone(str(tmp_path))
+    assert type(backbone).__name__ == "Gemma3ForConditionalGeneration" and xpe.max_text_length(backbone, 4) is None
+    template = xpe.decoder_template(tokenizer, list(data.LABELS), xpe.DEFAULT_TEMPLATE, 164)
+    model = build_classifier(backbone, PromptConfig(method="spt", xpe_frac=0.0, prompt_len=4, num_labels=7),
+                             template).eval()
+    input_ids, mask = xpe.pad(xpe.template_ids(tokenizer, DECODER_TEXTS, template["text_template"], 164), 1)
+    with torch.no_grad():
+        ours = model(input_ids, mask)
+        full_mask = torch.cat([torch.ones(len(input_ids), 4, dtype=mask.dtype), mask], 1)
+        embeds = torch.cat([model.prompt(len(input_ids)), backbone.get_input_embeddings()(input_ids)], 1)
+        full = backbone(inputs_embeds=embeds, attention_mask=full_mask).logits
+    last = full[torch.arange(len(input_ids)), full_mask.sum(1) - 1][:, template["label_token_ids"]]
+    torch.testing.assert_close(ours, last, atol=1e-5, rtol=1e-5)

@@ -28,6 +28,12 @@ machine falls on both. Each section is a function returning its ratios:
 6. memory_section (CPU): peak resident memory (ru_maxrss) of a process training the four methods as one
    pack of e5-small's shape against one training one run.
 
+--decoder SHAPE times a causal LM instead (decoder_run): a Llama shape of random weights (1b: Llama-3.2-1B's), read
+through its label tokens (xpe.LabelHead). One run, the four methods as one pack against one after another, and the
+peak CUDA memory that scoring adds to the weights with a 32k vocabulary against a 256k one (the label-rows read-out
+keeps them equal; the full-vocabulary logits it avoids are printed beside). Its label token ids are seven fixed ids
+(random weights: any ids do), and the rows are the XLM-R tokenizer's ids modulo the vocabulary.
+
 The first pack trains once untimed, to warm the process (allocator, kernels). On CUDA only the chosen GPU is
 visible, so that the Trainer cannot spread the peer over several.
 
@@ -71,6 +77,13 @@ QUICK = dict(config="quick", device="cpu", steps=3, warmup_steps=1, source="eng_
 DEFAULTS = dict(config="large", device=None, steps=50, warmup_steps=10, source="joshi5",
                 eval_languages="all", eval_limit=0, eval_batch_size=128, threads=0)
 PACK = ("spt", "dual:0.3", "dual:0.7", "xpe")
+DECODERS = {  # --decoder: Llama shapes (1b: Llama-3.2-1B's, GQA), random weights; quick is a toy for CI
+    "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+               num_key_value_heads=8),
+    "quick": dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2),
+}
+DECODER_VOCABS = (32768, 262144)  # Llama 2's and Gemma 3's vocabulary sizes: scoring memory at each
 NUMPY_SEEDS = 2 ** 32 - 1  # numpy.random.seed's largest
 PEAKS = [  # (words in torch.cuda.get_device_name, dense bf16 TFLOP/s), the first match wins
     (("H100", "NVL"), 835.0), (("H100", "PCIe"), 756.0), (("H100",), 989.0), (("H200", "NVL"), 835.0),
@@ -100,6 +113,8 @@ def parser():
     p.add_argument("--quick", action="store_true",
                    help=f"tiny backbone on the CPU, a few steps, a small eval subset ({QUICK})")
     p.add_argument("--config", choices=sorted(CONFIGS), help="backbone shape (default large)")
+    p.add_argument("--decoder", choices=sorted(DECODERS), help="time a causal LM of this Llama shape instead "
+                                                               "(random weights; see the module doc)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default cuda when there is one)")
     p.add_argument("--steps", type=int, help=f"timed training steps per measurement (default {DEFAULTS['steps']})")
     p.add_argument("--warmup-steps", type=int, help=f"untimed steps before them (default {DEFAULTS['warmup_steps']})")
@@ -263,6 +278,7 @@ class Setup:
     test_ids: list
     test_labels: list
     statics: list = None            # the pack section's four runs as static prompts, for the eval section
+    template: dict = None           # a decoder's text template and label token ids (--decoder)
     target_splits: dict = None      # {language: (train ids, labels, dev ids, labels)} of the target section
     pack_mfu: float = None
     eval_packed: float = None
@@ -344,7 +360,7 @@ def fit_seconds(s, cfgs, splits=None):
         with contextlib.redirect_stdout(io.StringIO()):  # each run's parameter count and end
             # numbered: target runs without an --init folder share their run name
             runs = [train.start_run(cfg, folder / f"{i}-{train.run_name(cfg)}", s.backbone, data.LABELS,
-                                    s.train_langs, s.device) for i, cfg in enumerate(cfgs)]
+                                    s.train_langs, s.device, template=s.template) for i, cfg in enumerate(cfgs)]
             rows = (s.train_ids, s.train_labels, s.train_ids[:64], s.train_labels[:64])
             splits = splits or {train.data_key(cfg): rows for cfg in cfgs}
             train.fit(runs, splits, s.pad_id, s.device, on_step)
@@ -607,9 +623,93 @@ def memory_probe(argv):
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
+def decoder_backbone(args, device, vocab, precision):
+    """A random causal LM of the --decoder shape, frozen, its weights in bf16 under bf16 (as xpe.load_backbone)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=vocab, max_position_embeddings=4096, tie_word_embeddings=True,
+                         **DECODERS[args.decoder])
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(torch.bfloat16 if precision == "bf16" else torch.float32)
+    return model.requires_grad_(False).eval(), config
+
+
+def decoder_run(args, device, peak, train_langs, train_rows, test_rows):
+    """--decoder: one run, the four methods packed against one after another, and scoring's peak memory at a 32k and
+    a 256k vocabulary."""
+    import torch
+    from transformers import AutoTokenizer
+
+    import data
+    import train
+    import xpe
+
+    precision = xpe.resolve_precision(args.precision, device)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    template = {"text_template": xpe.text_template(xpe.DEFAULT_TEMPLATE, data.LABELS), "chat_template": False,
+                "label_token_ids": list(range(100, 100 + len(data.LABELS)))}
+    rows = data.encode(train_rows, tokenizer, args.max_length, template)
+    steps = args.warmup_steps + args.steps
+    common = train.TrainConfig(steps=steps, batch_size=args.batch_size, max_length=args.max_length,
+                               eval_batch_size=args.eval_batch_size, eval_every=steps, patience=0, model="bench",
+                               precision=precision)
+    vocab = DECODER_VOCABS[0]
+    backbone, config = decoder_backbone(args, device, vocab, precision)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    print(f"tools.bench: decoder {args.decoder} (Llama, {', '.join(f'{k} {v}' for k, v in DECODERS[args.decoder].items())}"
+          f", random weights), device {device} ({where}), torch {torch.__version__}, precision {precision}, best of "
+          f"{args.rounds} round(s); batch {args.batch_size} per run, rows of at most {args.max_length} tokens "
+          f"through the default template")
+    s = Setup(args, device, peak, train_langs, tokenizer, config, backbone, common,
+              [[i % vocab for i in r] for r in rows], torch.tensor([r.label for r in train_rows]), [], [],
+              template=template)
+    pack = s.configs(PACK, [args.seed])
+    fit_seconds(s, pack[-1:])  # the process warm-up, untimed
+    one = best_of(s, {"one": lambda: fit_seconds(s, pack[-1:])[0]})["one"]
+    times = best_of(s, {"packed": lambda: fit_seconds(s, pack)[0],
+                        "alone": lambda: sum(fit_seconds(s, [cfg])[0] for cfg in pack)})
+    n = len(pack) * args.steps
+    print(f"decoder train one run (xpe): {args.steps / one:.4g} steps/s")
+    print(f"decoder train packed ({len(pack)} runs, one step for all): {n / times['packed']:.4g} run-steps/s")
+    print(f"decoder train one after another ({len(pack)} runs): {n / times['alone']:.4g} run-steps/s")
+    ratios = {"decoder packed / one after another": times["alone"] / times["packed"]}
+    del backbone, s
+    scoring = [r for r in (test_rows or train_rows)][:args.eval_limit or None]
+    score_rows = data.encode(scoring, tokenizer, args.max_length, template)
+    peaks = {}
+    for vocab in DECODER_VOCABS:
+        backbone, _ = decoder_backbone(args, device, vocab, precision)
+        model = xpe.build_classifier(backbone, train.prompt_config(common), template).to_static()
+        ids = [[i % vocab for i in r] for r in score_rows]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+        xpe.predict([model], ids, tokenizer.pad_token_id, args.eval_batch_size, precision=precision)
+        widest = max(map(len, ids)) + common.prompt_len
+        full = min(args.eval_batch_size, len(ids)) * widest * vocab * 4  # float32 logits of every position
+        if device.type == "cuda":
+            peaks[vocab] = torch.cuda.max_memory_allocated(device) - base
+            print(f"decoder scoring, vocabulary {vocab}: {peaks[vocab] / 2 ** 20:.1f} MiB above the weights at its "
+                  f"peak ({len(ids)} rows, {args.eval_batch_size} a pass); the full-vocabulary logits of a pass "
+                  f"would take {full / 2 ** 20:.1f} MiB more")
+        else:
+            print(f"decoder scoring, vocabulary {vocab}: peak memory is measured on CUDA only; the full-vocabulary "
+                  f"logits of a pass, which the read-out never forms, would take {full / 2 ** 20:.1f} MiB")
+        del backbone, model
+    if peaks:
+        ratios["decoder scoring memory 256k / 32k vocabulary"] = peaks[DECODER_VOCABS[1]] / peaks[DECODER_VOCABS[0]]
+    print("ratios: " + ", ".join(f"{name} {value:.2f}x" for name, value in ratios.items()))
+    return 0
+
+
 def run(args, device, peak, train_langs, train_rows, test_rows, target_rows):
     import torch
 
+    if args.decoder:
+        return decoder_run(args, device, peak, train_langs, train_rows, test_rows)
     s = setup(args, device, peak, train_langs, train_rows, test_rows)
     s.target_splits = target_splits(s, target_rows)
     shape = ", ".join(f"{k} {v}" for k, v in CONFIGS[args.config].items())

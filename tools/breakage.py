@@ -66,6 +66,13 @@ MUTATIONS = [
      "        print(f\"evaluate.py: error: {e}\", file=sys.stderr)\n        return 1"),
     ("atomic", "a file is written whole or not at all", "xpe.py",
      "os.replace(tmp, path)", "os.rename(tmp, str(path) + '.partial')"),
+    ("decoder-position", "a decoder is read at each row's last real token", "xpe.py",
+     "mask.sum(1).to(states.device) - 1", "mask.sum(1).to(states.device) - 2"),
+    ("decoder-label-rows", "a decoder's label scores come from its LM head's rows of the label tokens", "xpe.py",
+     "LabelHead(lm_head.weight.detach()[index]", "LabelHead(lm_head.weight.detach()[index.flip(0)]"),
+    ("decoder-peft-export", "a decoder's export gives our label-token logits in PEFT", "tools/peft_adapters.py",
+     'weights = {"prompt_embeddings": prompt.detach().float().cpu().contiguous()}',
+     'weights = {"prompt_embeddings": prompt.flip(0).detach().float().cpu().contiguous()}'),
 ]
 
 

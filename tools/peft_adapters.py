@@ -18,6 +18,12 @@ reading the two files PEFT writes without importing peft:
   MLP `prompt_encoder.xpe_head.*`, whose output follows the SPT part. The MLP runs once, dropout off, as
   our XPE's prompt encoder does when a run is saved.
 
+A decoder run (a causal LM read through its LM head's label tokens, xpe.READOUT) goes out as a PROMPT_TUNING
+adapter for CAUSAL_LM, whose PeftModel gives the same label-token logits at each row's last token under the run's
+template; the template, the label words and their token ids ride in the weights' metadata, so that an import
+takes them back. A CAUSAL_LM prompt adapter of someone else's comes in with --labels and --template (default
+xpe.DEFAULT_TEMPLATE), the label token ids found with the backbone's tokenizer.
+
 The head: XLM-R's RobertaClassificationHead (`classifier.dense`, `classifier.out_proj`) is our head as it
 is; BERT's is tanh(pooler.dense(h[:, 0])) then one Linear, so `bert.pooler.dense` becomes our dense and
 `classifier` our out_proj. Whatever cannot be mapped is refused with an UsageError naming the key.
@@ -50,6 +56,7 @@ HEADS = {"xlm-roberta": {"dense": "classifier.dense", "out_proj": "classifier.ou
 EXPORT_MODULES = {"bert": ["pooler"]}
 EXPORT_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
 LABELS_KEY = "xpe_labels"  # an export's labels, in the weights' metadata
+TEMPLATE_KEY = "xpe_template"  # a decoder export's text template, chat switch and label token ids, there too
 TEXT = ("a string", lambda v: isinstance(v, str))
 COUNT = ("a whole number of at least 1", lambda v: type(v) is int and v >= 1)  # type(), for True is no count
 # Every field of adapter_config.json that the import reads, with what it must hold when it is there (null: not
@@ -165,9 +172,9 @@ def adapter_prompt(config, tensors, where):
     """(P x d prompt, method, xpe_frac, layout, keys used) of a prompt adapter."""
     peft_type = (config.get("peft_type") or "").split(".")[-1]
     task = (config.get("task_type") or "").split(".")[-1]
-    if task != "SEQ_CLS":
-        raise UsageError(f"{where}: task_type {task or None!r} is not SEQ_CLS: only sequence-classification "
-                           f"adapters have a head to score with")
+    if task not in ("SEQ_CLS", "CAUSAL_LM"):
+        raise UsageError(f"{where}: task_type {task or None!r} is neither SEQ_CLS nor CAUSAL_LM: only "
+                           f"sequence-classification adapters (a head) and causal-LM ones (its label tokens) score")
     if peft_type not in ("PROMPT_TUNING", "P_TUNING"):
         raise UsageError(f"{where}: peft_type {peft_type or None!r} is not a prompt (PROMPT_TUNING or P_TUNING); "
                            f"prefix tuning and LoRA change the backbone itself")
@@ -320,11 +327,14 @@ def check_out(out_dir):
 
 
 def import_adapter(adapter_dir, out_dir, labels=None, model=None, source="imported", source_languages=(), seed=0,
-                   max_length=xpe.MAX_LENGTH):
+                   max_length=None, template=None, chat_template=None):
     """Write a PEFT prompt adapter as a run folder (config.json, prompt.safetensors); return its path.
 
     labels: the head's labels in order (default: the adapter's id2label; SIB-200's for the authors' 7-way
-    heads). model: the backbone (default: the adapter's base_model_name_or_path). source, source_languages,
+    heads). model: the backbone (default: the adapter's base_model_name_or_path). template, chat_template: a
+    CAUSAL_LM adapter's (default: those an export of ours recorded, else xpe.DEFAULT_TEMPLATE without the chat
+    template). max_length: default xpe.MAX_LENGTH (a CAUSAL_LM adapter: an export's own, else as many as fit
+    beside the prompt, at most xpe.MAX_LENGTH). source, source_languages,
     seed: what the run was trained on, for evaluate.py's zero-shot split and its means over seeds (an
     adapter does not record them). Everything is checked before anything is written.
     """
@@ -335,6 +345,14 @@ def import_adapter(adapter_dir, out_dir, labels=None, model=None, source="import
     if not name:
         raise UsageError(f"{where}: the adapter names no base_model_name_or_path: give the backbone (--model)")
     backbone = backbone_config(name, where)
+    if (config.get("task_type") or "").split(".")[-1] == "CAUSAL_LM":
+        return import_decoder_adapter(adapter_dir, out_dir, config, tensors, prompt, method, frac, layout, used,
+                                      backbone, name, labels, source, source_languages, seed, max_length, template,
+                                      chat_template)
+    max_length = max_length or xpe.MAX_LENGTH
+    if template is not None or chat_template is not None:
+        raise UsageError(f"--{'template' if template is not None else 'chat-template'} is for a CAUSAL_LM adapter, "
+                         f"and {where} is a {(config.get('task_type') or '?').split('.')[-1]} one: leave it out")
     head, head_keys = adapter_head(tensors, backbone.model_type, name, where)
     left = sorted(set(tensors) - set(used) - set(head_keys))
     if left:
@@ -356,6 +374,70 @@ def import_adapter(adapter_dir, out_dir, labels=None, model=None, source="import
     write_run(out, prompt, head, run_config(config, adapter_dir, layout, name, labels, method, frac, prompt,
                                             source, source_languages, seed, max_length))
     return out
+
+
+def import_decoder_adapter(adapter_dir, out_dir, config, tensors, prompt, method, frac, layout, used, backbone, name,
+                           labels, source, source_languages, seed, max_length, template, chat_template):
+    """A CAUSAL_LM prompt adapter as a decoder run: its prompt, and the label token ids of the template under the
+    backbone's tokenizer (those an export recorded must come out the same)."""
+    from transformers import AutoTokenizer
+
+    where = str(adapter_dir)
+    if not xpe.is_causal_lm(backbone):
+        raise UsageError(f"{where}: a CAUSAL_LM adapter, but {name} is no causal LM ({backbone.model_type}): give the "
+                         f"decoder it was trained on (--model)")
+    left = sorted(set(tensors) - set(used))
+    if left:
+        raise UsageError(f"{where}: cannot map the adapter's {left[0]}: a CAUSAL_LM import takes the prompt alone")
+    text = backbone.get_text_config() if hasattr(backbone, "get_text_config") else backbone
+    d = text.hidden_size
+    if prompt.shape[1] != d or (config.get("token_dim") or d) != d:
+        raise UsageError(f"{where}: the prompt is {tuple(prompt.shape)} and token_dim {config.get('token_dim')}, but "
+                         f"{name} has hidden size {d}: give the backbone the adapter was trained on (--model)")
+    positions = getattr(text, "max_position_embeddings", None)
+    recorded = exported_template(adapter_dir)
+    max_length = max_length or (recorded or {}).get("max_length") or min(
+        xpe.MAX_LENGTH, xpe.MAX_LENGTH if positions is None else positions - prompt.shape[0])
+    if positions is not None and max_length > positions - prompt.shape[0]:
+        raise UsageError(f"{where}: {prompt.shape[0]} prompt vectors leave {positions - prompt.shape[0]} of {name}'s "
+                         f"positions for text, fewer than max_length {max_length}")
+    labels = labels or exported_labels(adapter_dir)
+    if not labels:
+        raise UsageError(f"{where}: a CAUSAL_LM adapter names no labels: give the label words in order (--labels)")
+    labels = [str(x) for x in labels]
+    if len(set(labels)) != len(labels):
+        raise UsageError(f"{where}: the labels {', '.join(labels)} name one twice")
+    text_template = template or (recorded or {}).get("text_template") or xpe.DEFAULT_TEMPLATE
+    chat = chat_template if chat_template is not None else bool((recorded or {}).get("chat_template"))
+    xpe.check_backbone_path(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except OSError as e:
+        raise UsageError(f"{where}: cannot load the tokenizer of {name} ({str(e).strip().splitlines()[0]})") from None
+    found = xpe.decoder_template(tokenizer, labels, text_template, max_length, chat, name)
+    if recorded and not template and found["label_token_ids"] != recorded.get("label_token_ids"):
+        raise UsageError(f"{where}: the export recorded the label token ids {recorded.get('label_token_ids')}, "
+                         f"{name}'s tokenizer gives {found['label_token_ids']}: give the backbone it was exported from")
+    out = check_out(out_dir)
+    run = run_config(config, adapter_dir, layout, name, labels, method, frac, prompt, source, source_languages, seed,
+                     max_length)
+    run = {**{k: run[k] for k in ("model", "labels", "max_length")}, "readout": xpe.READOUT, **found, **run}
+    write_run(out, prompt, {}, run)
+    return out
+
+
+def exported_template(adapter_dir):
+    """The template, chat switch and label token ids an export of ours recorded (TEMPLATE_KEY), else None."""
+    try:
+        with safe_open(str(Path(adapter_dir) / ADAPTER_WEIGHTS), framework="pt") as f:
+            found = json.loads((f.metadata() or {}).get(TEMPLATE_KEY, "null"))
+    except Exception:  # as exported_labels: anything else is no template of ours
+        return None
+    if not isinstance(found, dict) or not isinstance(found.get("text_template"), str):
+        return None
+    if not (type(found.get("max_length")) is int and found["max_length"] >= 3):
+        found.pop("max_length", None)
+    return found
 
 
 def run_config(adapter, adapter_dir, layout, name, labels, method, frac, prompt, source, source_languages, seed,
@@ -395,6 +477,8 @@ def export_peft(run_dir, out_dir):
     tensors, _ = xpe.read_artifact(run_dir)
     config = train.read_run_config(run_dir, str(run_dir))
     backbone = backbone_config(config["model"], run_dir)
+    if config.get("readout") == xpe.READOUT:
+        return export_decoder(run_dir, out_dir, tensors, config, backbone)
     if backbone.model_type not in HEADS:
         raise UsageError(f"export supports the backbones {', '.join(sorted(HEADS))} (model_type), "
                          f"not {backbone.model_type!r} of {config['model']}")
@@ -404,16 +488,7 @@ def export_peft(run_dir, out_dir):
         raise UsageError(f"{run_dir}: the prompt {tuple(prompt.shape)} and the head for {head_labels} labels do not "
                          f"fit {config['model']} (hidden size {backbone.hidden_size}) and the {num_labels} labels "
                          f"of its config.json")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"export: {out} is a file: name a new folder, an empty one or a previous export")
-    # Only our two files (and the temporary names of a killed export) may be overwritten.
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES and not
-                     (p.name.startswith(".adapter_") and p.name.endswith(".tmp"))) if out.is_dir() else []
-    if foreign:
-        raise UsageError(f"export: {out} holds other files ({', '.join(foreign[:3])}"
-                         f"{', ...' if len(foreign) > 3 else ''}): name a new folder, an empty one or a previous "
-                         f"export")
+    out = check_export_out(out_dir)
 
     heads, extra_modules = HEADS[backbone.model_type], EXPORT_MODULES.get(backbone.model_type, [])
     # PEFT saves the prompt as prompt_embeddings and the modules it keeps under base_model.<module path>.
@@ -444,6 +519,49 @@ def export_peft(run_dir, out_dir):
     return adapter, num_labels
 
 
+def check_export_out(out_dir):
+    """export's folder: new, empty, or holding only our two files (and the temporary names of a killed export)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"export: {out} is a file: name a new folder, an empty one or a previous export")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES and not
+                     (p.name.startswith(".adapter_") and p.name.endswith(".tmp"))) if out.is_dir() else []
+    if foreign:
+        raise UsageError(f"export: {out} holds other files ({', '.join(foreign[:3])}"
+                         f"{', ...' if len(foreign) > 3 else ''}): name a new folder, an empty one or a previous "
+                         f"export")
+    return out
+
+
+def export_decoder(run_dir, out_dir, tensors, config, backbone):
+    """A decoder run as a PROMPT_TUNING adapter for CAUSAL_LM: PeftModelForCausalLM prepends the prompt to the
+    token embeddings as we do, so its logits of the label tokens at a row's last token are ours."""
+    from safetensors.torch import save_file
+
+    if not xpe.is_causal_lm(backbone):
+        raise UsageError(f"{run_dir} is a decoder run, but {config['model']} is no causal LM ({backbone.model_type})")
+    text = backbone.get_text_config() if hasattr(backbone, "get_text_config") else backbone
+    prompt = tensors["prompt"]
+    if prompt.ndim != 2 or prompt.shape[1] != text.hidden_size:
+        raise UsageError(f"{run_dir}: the prompt {tuple(prompt.shape)} does not fit {config['model']} (hidden size "
+                         f"{text.hidden_size})")
+    out = check_export_out(out_dir)
+    adapter = dict(peft_type="PROMPT_TUNING", task_type="CAUSAL_LM", base_model_name_or_path=config["model"],
+                   revision=None, auto_mapping=None, inference_mode=True, num_virtual_tokens=prompt.shape[0],
+                   token_dim=text.hidden_size, num_transformer_submodules=1,
+                   num_attention_heads=text.num_attention_heads, num_layers=text.num_hidden_layers,
+                   prompt_tuning_init="RANDOM", prompt_tuning_init_text=None, tokenizer_name_or_path=None,
+                   tokenizer_kwargs=None)
+    check_earlier_export(out, adapter)
+    out.mkdir(parents=True, exist_ok=True)
+    recorded = {k: config[k] for k in ("text_template", "chat_template", "label_token_ids", "max_length")}
+    metadata = {"format": "pt", LABELS_KEY: json.dumps(list(config["labels"])), TEMPLATE_KEY: json.dumps(recorded)}
+    weights = {"prompt_embeddings": prompt.detach().float().cpu().contiguous()}
+    xpe.atomic_write(out / EXPORT_FILES[1], lambda tmp: save_file(weights, tmp, metadata=metadata))
+    xpe.atomic_write_json(out / EXPORT_FILES[0], adapter)
+    return adapter, len(config["labels"])
+
+
 def check_earlier_export(out, adapter):
     """The files of an export already in out are replaced only where they are one export wrote: an
     adapter_config.json with exactly the fields of a PROMPT_TUNING export (another adapter, a LoRA, has others), and
@@ -467,6 +585,10 @@ def check_earlier_export(out, adapter):
 
 def peft_load_line(adapter, num_labels, out_dir):
     """The Python line that loads an export with peft and transformers alone."""
+    if adapter["task_type"] == "CAUSAL_LM":
+        return (f"from peft import PeftModel; from transformers import AutoModelForCausalLM; model = "
+                f"PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("
+                f"{adapter['base_model_name_or_path']!r}), {str(out_dir)!r})")
     return (f"from peft import PeftModel; from transformers import AutoModelForSequenceClassification; "
             f"model = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained("
             f"{adapter['base_model_name_or_path']!r}, num_labels={num_labels}), {str(out_dir)!r})")
@@ -493,6 +615,10 @@ def export_main(args):
     print(f"wrote {found[0]} as a PEFT prompt-tuning adapter ({adapter['num_virtual_tokens']} virtual tokens, "
           f"{num_labels} labels) to {args.adapter} ({', '.join(EXPORT_FILES)}); load it with: "
           f"{peft_load_line(adapter, num_labels, args.adapter)}")
+    if adapter["task_type"] == "CAUSAL_LM":
+        print(f"in lm-evaluation-harness: lm_eval --model hf --model_args pretrained="
+              f"{adapter['base_model_name_or_path']},peft={args.adapter} (its task's template must be the run's "
+              f"text_template in {found[0] / xpe.ARTIFACT_CONFIG} to score as we do: docs/decoders.md)")
     return 0
 
 
@@ -509,7 +635,8 @@ def import_main(args):
     check_apart(args.adapter, args.run, "import's RUN")
     source = data.canonical_spec(args.source) if args.source else "imported"  # as train.py records a source
     out = import_adapter(args.adapter, args.run, labels=labels, model=args.model, source=source,
-                         source_languages=source_languages, seed=seeds[0])
+                         source_languages=source_languages, seed=seeds[0], template=args.template,
+                         chat_template=True if args.chat_template else None)
     print(f"wrote {args.adapter} as the run {out}; score it with: python evaluate.py --runs {out}")
     return 0
 
@@ -530,6 +657,10 @@ def parser():
     into.add_argument("--source", help="the languages it was trained on, a spec as train.py takes (default: none, "
                                        "every language is zero-shot)")
     into.add_argument("--seed", default="0", help="the seed it was trained with (default 0)")
+    into.add_argument("--template", help="a CAUSAL_LM adapter's text template with {text} (default: the one an "
+                                         "export of ours recorded, else train.py's default)")
+    into.add_argument("--chat-template", action="store_true", help="a CAUSAL_LM adapter's template goes through the "
+                                                                   "tokenizer's chat template")
     into.add_argument("--groups-file", type=path, help="language groups for --source (default groups.json)")
     into.add_argument("--data-dir", type=path, help="local data laid out as DIR/<code>/test.tsv, for --source's codes")
     return p
