@@ -2490,8 +2490,10 @@ def test_any_per_language_file_is_rows_or_one_line(tmp_path_factory, header, lin
 @given(st.lists(st.tuples(st.sampled_from(["xpe", "spt", "dual:0.7", "dual:0.7 lr_spt=5e-05", "xpe lr 0.001"]),
                           st.sampled_from(["xpe", "spt", "dual:0.3"]), st.sampled_from(["lowperf", *LANGS]),
                           st.floats(-99.99, 99.99), st.sampled_from(["", "them", "a study, 2024"])),
-                min_size=1, max_size=5, unique_by=lambda c: (c[4], c[0], c[1], c[2])))
+                min_size=1, max_size=5, unique_by=lambda c: (c[4], frozenset((c[0], c[1])), c[2])))
+@example([("xpe", "spt", "lowperf", 1.3, ""), ("spt", "xpe", "lowperf", 1.3, "them")])
 def test_generated_claims_read_back_as_written(tmp_path_factory, claims):
+    """Distinct claims (b - a is a - b again: read_claims refuses it, test_a_claim_given_twice_...) read back."""
     path = tmp_path_factory.mktemp("claims") / "claims.csv"
     path.write_text(evaluate.csv_text(["a", "b", "group", "reported", "study"],
                                       [dict(a=a, b=b, group=g, reported=repr(x), study=s) for a, b, g, x, s in claims]),
