@@ -48,3 +48,35 @@ def test_replication_readmes_say_what_the_committed_outputs_say():
         text = readme.read_text(encoding="utf-8")
         assert "<!-- begin decisions.md -->" in text and "<!-- begin table1.md -->" in text
         assert claims.filled(text) == text, f"{readme}: run bash docs/replication/tables.sh"
+
+
+def test_the_replication_tables_remake_byte_for_byte(tmp_path):
+    """docs/replication/tables.sh's evaluate.py call, into a fresh --out: every table, CSV and decision it committed
+    comes out byte for byte (the figure's numbers too where matplotlib is installed; outputs.json and the log hold a
+    date and this machine's timings)."""
+    import re
+
+    import evaluate
+
+    here = ROOT / "docs" / "replication"
+    script = (here / "tables.sh").read_text()
+    flags = ["--baseline", "--compare", "xpe,spt", "--compare", "dual:0.7,spt", "--margin", "1,1.3,2.03,3.1",
+             "--plot-sort", "dual:0.7"]
+    for flag in ("--baseline --compare xpe,spt --compare dual:0.7,spt --margin 1,1.3,2.03,3.1 --claims $D/claims.csv",
+                 "--plot $D/figure2.png --plot-sort dual:0.7 --out $D"):
+        assert flag in script, f"tables.sh changed: {flag}"
+    natural = lambda p: [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", str(p))]  # noqa: E731 (ls -v)
+    scores = [here / f"part{i}" / "per_language.csv" for i in (1, 2, 3)] + sorted(
+        [*here.glob("seed*/scores/per_language.csv"), *here.glob("dual0.3-s*/scores/per_language.csv")], key=natural)
+    out = tmp_path / "out"
+    argv = ["--scores", *map(str, scores), *flags, "--claims", str(here / "claims.csv"), "--out", str(out)]
+    try:
+        import matplotlib  # noqa: F401
+        argv += ["--plot", str(out / "figure2.png")]
+    except ImportError:
+        pass
+    assert evaluate.main(argv) == 0
+    made = sorted(p.name for p in out.iterdir() if p.name != evaluate.MANIFEST)
+    assert {"table1.md", "table2.csv", "compare.csv", "margins.csv", "decisions.md", "per_language.csv"} <= set(made)
+    for name in made:
+        assert (out / name).read_bytes() == (here / name).read_bytes(), name
