@@ -1691,8 +1691,9 @@ def sort_series(series, sort_by):
     return zero_shot[0]
 
 
-def check_figure(path, size):
-    """The figure's path and size, before anything is scored; (width, height)."""
+def check_figure(path, size, drawing=True):
+    """The figure's path and size, before anything is scored; (width, height). drawing: matplotlib must be there too
+    (check_flags asks for it last, so that every other refusal is the same without it)."""
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise UsageError(f"the figure is a PNG: give a path ending in .png, got {path}")
@@ -1706,13 +1707,18 @@ def check_figure(path, size):
     if width > PLOT_MAX[0] or height > PLOT_MAX[1]:  # matplotlib refuses 2^16 pixels a side, after the scoring
         raise UsageError(f"a figure of {width}x{height} pixels is larger than {PLOT_MAX[0]}x{PLOT_MAX[1]}, which "
                          f"matplotlib draws: give a smaller --plot-size (default {PLOT_SIZE[0]}x{PLOT_SIZE[1]})")
+    if drawing:
+        require_matplotlib()
+    return width, height
+
+
+def require_matplotlib():
     try:
         import matplotlib  # noqa: F401 (first, so that a missing matplotlib is never hidden by a cached submodule)
         import matplotlib.figure  # noqa: F401
     except ImportError:
         raise UsageError("the figure needs matplotlib: pip install matplotlib "
                          "(or pip install -r requirements-plot.txt)") from None
-    return width, height
 
 
 def figure_numbers(per_language, groups, sort_by=None, baselines=None):
@@ -2589,17 +2595,19 @@ def check_flags(args):
         raise UsageError("--curves draws the runs' log.csv: give --runs, not --scores")
     if args.plot:
         xpe.check_writable(args.plot, "--plot", "file")
-        check_figure(args.plot, parse_size(args.plot_size))
+        check_figure(args.plot, parse_size(args.plot_size), drawing=False)
     if args.sweep_plot:
         xpe.check_writable(args.sweep_plot, "--sweep-plot", "file")
-        check_figure(args.sweep_plot, parse_size(args.plot_size))
+        check_figure(args.sweep_plot, parse_size(args.plot_size), drawing=False)
     if args.curves:
         xpe.check_writable(args.curves, "--curves", "file")
-        check_figure(args.curves, parse_size(args.plot_size))
+        check_figure(args.curves, parse_size(args.plot_size), drawing=False)
     for column in (args.plot_baselines or "").split(","):
         if column and column not in BASELINE_COLUMNS:
             raise UsageError(f"--plot-baselines: unknown column {column!r}; use some of {', '.join(BASELINE_COLUMNS)}")
     check_plan(args)
+    if args.plot or args.sweep_plot or args.curves:
+        require_matplotlib()  # last: every refusal above is the same without it (CI's venv pass has none)
 
 
 def main(argv=None):
