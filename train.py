@@ -208,8 +208,9 @@ def parse_args(argv=None, description=None):
     return build_parser(description).parse_args(argv)
 
 
-def parse_methods(text, xpe_frac):
-    """[(method, xpe_frac)] from --method: one method (with --xpe-frac) or a list in xpe.method_name's grammar."""
+def parse_methods(text, xpe_frac, prompt_len=None):
+    """[(method, xpe_frac)] from --method: one method (with --xpe-frac) or a list in xpe.method_name's grammar. Two
+    fractions that split the prompt alike (dual:0.7 and dual:0.71 both give 6 SPT + 14 XPE of 20) are one run: refused."""
     items = [item.strip() for item in text.split(",")]
     if len(items) == 1 and items[0] in xpe.METHODS:  # one method: its fraction from --xpe-frac or its default
         return [(items[0], METHOD_FRAC[items[0]] if xpe_frac is None else xpe_frac)]
@@ -223,6 +224,14 @@ def parse_methods(text, xpe_frac):
             raise UsageError(f"--method {text}: {e}") from None
     if len(set(runs)) != len(runs):
         raise UsageError(f"--method {text} names a run twice")
+    splits = {}
+    for method, frac in runs:
+        split = xpe.split_prompt(method, frac, TrainConfig.prompt_len if prompt_len is None else prompt_len)
+        if split in splits:
+            raise UsageError(f"--method {text}: {xpe.method_name(*splits[split])} and {xpe.method_name(method, frac)} "
+                             f"both split the prompt into {split[0]} SPT + {split[1]} XPE vectors, so they would train "
+                             f"one run twice: give one of them")
+        splits[split] = (method, frac)
     return runs
 
 
@@ -281,7 +290,8 @@ def resolve_configs(args):
                              f"then give each its own target call")
         cfgs = target_configs({**given, **{name: values[0] for name, values in sweeps.items()}})
     else:
-        runs = parse_methods(given.pop("method", TrainConfig.method), given.pop("xpe_frac", None))
+        runs = parse_methods(given.pop("method", TrainConfig.method), given.pop("xpe_frac", None),
+                             given.get("prompt_len"))
         seeds = parse_seeds(given.pop("seed", str(TrainConfig.seed)))
         combinations = math.prod(len(values) for values in sweeps.values())  # counted before any is built
         if len(seeds) * combinations * len(runs) > args.max_runs:

@@ -322,6 +322,9 @@ BAD_INPUT = [  # every flag, each with the values outside the range where it mea
     (["--method", "spt,dual"], "unknown method 'dual': write spt, xpe or dual:R"),
     (["--method", "spt,xpe:0.5"], "unknown method 'xpe:0.5'"),
     (["--method", "spt,spt"], "names a run twice"),
+    (["--method", "dual:0.7,dual:0.71"], "dual:0.7 and dual:0.71 both split the prompt into 6 SPT + 14 XPE"),
+    (["--method", "dual:0.05,dual:0.01"], "both split the prompt into 19 SPT + 1 XPE"),  # clamped to one
+    (["--method", "dual:0.3,dual:0.5", "--prompt-len", "2"], "both split the prompt into 1 SPT + 1 XPE"),
     (["--method", "dual", "--xpe-frac", "1.5"], "xpe_frac must lie in [0, 1]"),
     (["--method", "dual", "--xpe-frac", "nan"], "xpe_frac must lie in [0, 1]"),
     (["--method", "dual", "--xpe-frac", "0"], "dual needs 0 < xpe_frac < 1"),
