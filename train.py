@@ -1519,6 +1519,8 @@ def main(argv=None):
         backbone, tokenizer = xpe.load_backbone(cfg.model, device, precision)
         check_positions(cfg, xpe.max_text_length(backbone, cfg.prompt_len))
         template = decoder_template(cfg, backbone, tokenizer, labels)
+        if template is not None:
+            check_decoder_reads(cfgs)
         fds = claim([outs[i] for i in mine])  # from here on the folders are this call's: now it writes
         check(probe_locks=False)  # again, as they are now that they are locked
         if args.overwrite:
@@ -1532,6 +1534,27 @@ def main(argv=None):
         return 2
     finally:
         release(fds)
+
+
+def check_decoder_reads(cfgs):
+    """On a decoder the head is the frozen LM head's label rows (xpe.LabelHead): nothing trains there, so head_dropout
+    is never read, and without a prompt encoder neither are lr and weight_decay (the MLP's and the head's). Runs of a
+    call that differ only there would train one run twice: refused, as check_read refuses it before the backbone is
+    known."""
+    seen = {}
+    for c in cfgs:
+        n_spt, n_xpe = xpe.split_prompt(c.method, c.xpe_frac, c.prompt_len)
+        unread = {"head_dropout"} | (set() if n_xpe else {"lr", "weight_decay"})
+        key = json.dumps({k: v for k, v in asdict(c).items() if k not in unread}, sort_keys=True, default=str)
+        if key in seen:
+            k = next(k for k in sorted(unread) if getattr(c, k) != getattr(seen[key], k))
+            name = xpe.method_name(c.method, c.xpe_frac)
+            why = "no head trains on a decoder" if k == "head_dropout" else f"{name} has no prompt encoder, and no head " \
+                                                                           f"trains on a decoder"
+            values = ",".join(sorted({xpe.value_text(getattr(x, k)) for x in cfgs}))
+            raise UsageError(f"--{k.replace('_', '-')} {values}: {c.model} is a decoder, where {name} never reads {k} "
+                             f"({why}), so its values would train the same run again: give it once")
+        seen[key] = c
 
 
 def decoder_template(cfg, backbone, tokenizer, labels):

@@ -1868,3 +1868,20 @@ def test_an_encoder_run_records_no_decoder_keys(tmp_path, tiny_model_dir):
     assert not {"template", "chat_template"} & set(config["settings"])
     assert set(load_file(str(out / "prompt.safetensors"))) == {"prompt", "head.dense.weight", "head.dense.bias",
                                                                "head.out_proj.weight", "head.out_proj.bias"}
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--method", "xpe", "--head-dropout", "0.1,0.3"], "--head-dropout 0.1,0.3: "),
+    (["--method", "spt", "--lr", "1e-3,1e-4"], "--lr 0.0001,0.001: "),
+    (["--method", "spt", "--weight-decay", "0,0.1"], "--weight-decay 0,0.1: "),
+])
+def test_a_decoder_refuses_a_list_over_a_setting_it_never_reads(tmp_path, tiny_decoder_dirs, capsys, extra, words):
+    """No head trains on a decoder (its read-out is the frozen LM head's label rows), and spt has no prompt encoder:
+    such a list would train one run twice. Refused once the backbone is known, before any folder is made."""
+    argv = decoder_argv(tmp_path, tiny_decoder_dirs["gpt2"], *extra)
+    capsys.readouterr()  # the fixture's own progress, where this test is the first to build the tiny GPT-2
+    line = refused_in_one_line(train.main, argv, capsys, "train.py")
+    assert words in line and "is a decoder, where" in line and "never reads" in line, line
+    assert not (tmp_path / "runs").exists()
+    assert train.main(decoder_argv(tmp_path, tiny_decoder_dirs["gpt2"], "--method", "xpe", "--lr", "1e-3,1e-4",
+                                   "--steps", "2", "--eval-every", "2")) == 0  # xpe's MLP reads --lr
