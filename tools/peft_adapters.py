@@ -472,8 +472,6 @@ def export_peft(run_dir, out_dir):
     PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=N), out_dir)
     gives our logits. A UsageError in one line, before anything is written, for what the user can fix.
     """
-    from safetensors.torch import save_file
-
     tensors, _ = xpe.read_artifact(run_dir)
     config = train.read_run_config(run_dir, str(run_dir))
     backbone = backbone_config(config["model"], run_dir)
@@ -497,26 +495,39 @@ def export_peft(run_dir, out_dir):
         for kind in ("weight", "bias"):
             weights[f"base_model.{path}.{kind}"] = tensors[f"head.{part}.{kind}"]
     weights = {k: v.detach().float().cpu().contiguous() for k, v in weights.items()}
-    # The fields of peft 0.14's PromptTuningConfig, with the values its save_pretrained writes: no later field,
-    # which 0.14 to 0.16 would warn about, except modules_to_save where a backbone needs it.
-    adapter = dict(peft_type="PROMPT_TUNING", task_type="SEQ_CLS", base_model_name_or_path=config["model"],
-                   revision=None, auto_mapping=None, inference_mode=True, num_virtual_tokens=prompt.shape[0],
-                   token_dim=backbone.hidden_size, num_transformer_submodules=1,
-                   num_attention_heads=backbone.num_attention_heads, num_layers=backbone.num_hidden_layers,
-                   prompt_tuning_init="RANDOM", prompt_tuning_init_text=None, tokenizer_name_or_path=None,
-                   tokenizer_kwargs=None)
+    adapter = prompt_tuning_config("SEQ_CLS", config["model"], prompt.shape[0], backbone)
     if extra_modules:
         # The pooler loads without this (its weights are plain keys of the state dict), but only a listed
         # module is wrapped by peft 0.17 and later: trained on and saved again. peft 0.14 to 0.16 have no such
         # field; they warn that they ignore it and load the same weights.
         adapter["modules_to_save"] = extra_modules
+    write_export(out, adapter, weights, config["labels"])
+    return adapter, num_labels
+
+
+def prompt_tuning_config(task_type, model, num_virtual_tokens, text_config):
+    """adapter_config.json of an export: the fields of peft 0.14's PromptTuningConfig, with the values its
+    save_pretrained writes; no later field, which 0.14 to 0.16 would warn about (export_peft adds modules_to_save
+    where a backbone needs it)."""
+    return dict(peft_type="PROMPT_TUNING", task_type=task_type, base_model_name_or_path=model, revision=None,
+                auto_mapping=None, inference_mode=True, num_virtual_tokens=num_virtual_tokens,
+                token_dim=text_config.hidden_size, num_transformer_submodules=1,
+                num_attention_heads=text_config.num_attention_heads, num_layers=text_config.num_hidden_layers,
+                prompt_tuning_init="RANDOM", prompt_tuning_init_text=None, tokenizer_name_or_path=None,
+                tokenizer_kwargs=None)
+
+
+def write_export(out, adapter, weights, labels, extra_metadata=None):
+    """The two files of an export into out, once check_earlier_export has taken it: the weights first (a kill
+    between leaves them, still ours), then the config. The labels ride in the weights' metadata (peft reads none of
+    it), so that an import takes them back."""
+    from safetensors.torch import save_file
+
     check_earlier_export(out, adapter)
     out.mkdir(parents=True, exist_ok=True)
-    # the labels ride in the weights' metadata (peft reads none of it), so that an import takes them back
-    metadata = {"format": "pt", LABELS_KEY: json.dumps(list(config["labels"]))}
+    metadata = {"format": "pt", LABELS_KEY: json.dumps(list(labels)), **(extra_metadata or {})}
     xpe.atomic_write(out / EXPORT_FILES[1], lambda tmp: save_file(weights, tmp, metadata=metadata))
     xpe.atomic_write_json(out / EXPORT_FILES[0], adapter)
-    return adapter, num_labels
 
 
 def check_export_out(out_dir):
@@ -536,8 +547,6 @@ def check_export_out(out_dir):
 def export_decoder(run_dir, out_dir, tensors, config, backbone):
     """A decoder run as a PROMPT_TUNING adapter for CAUSAL_LM: PeftModelForCausalLM prepends the prompt to the
     token embeddings as we do, so its logits of the label tokens at a row's last token are ours."""
-    from safetensors.torch import save_file
-
     if not xpe.is_causal_lm(backbone):
         raise UsageError(f"{run_dir} is a decoder run, but {config['model']} is no causal LM ({backbone.model_type})")
     text = backbone.get_text_config() if hasattr(backbone, "get_text_config") else backbone
@@ -546,19 +555,10 @@ def export_decoder(run_dir, out_dir, tensors, config, backbone):
         raise UsageError(f"{run_dir}: the prompt {tuple(prompt.shape)} does not fit {config['model']} (hidden size "
                          f"{text.hidden_size})")
     out = check_export_out(out_dir)
-    adapter = dict(peft_type="PROMPT_TUNING", task_type="CAUSAL_LM", base_model_name_or_path=config["model"],
-                   revision=None, auto_mapping=None, inference_mode=True, num_virtual_tokens=prompt.shape[0],
-                   token_dim=text.hidden_size, num_transformer_submodules=1,
-                   num_attention_heads=text.num_attention_heads, num_layers=text.num_hidden_layers,
-                   prompt_tuning_init="RANDOM", prompt_tuning_init_text=None, tokenizer_name_or_path=None,
-                   tokenizer_kwargs=None)
-    check_earlier_export(out, adapter)
-    out.mkdir(parents=True, exist_ok=True)
+    adapter = prompt_tuning_config("CAUSAL_LM", config["model"], prompt.shape[0], text)
     recorded = {k: config[k] for k in ("text_template", "chat_template", "label_token_ids", "max_length")}
-    metadata = {"format": "pt", LABELS_KEY: json.dumps(list(config["labels"])), TEMPLATE_KEY: json.dumps(recorded)}
     weights = {"prompt_embeddings": prompt.detach().float().cpu().contiguous()}
-    xpe.atomic_write(out / EXPORT_FILES[1], lambda tmp: save_file(weights, tmp, metadata=metadata))
-    xpe.atomic_write_json(out / EXPORT_FILES[0], adapter)
+    write_export(out, adapter, weights, config["labels"], {TEMPLATE_KEY: json.dumps(recorded)})
     return adapter, len(config["labels"])
 
 
