@@ -1205,20 +1205,23 @@ def recorded_settings(cfg):
     return {k: v for k, v in asdict(cfg).items() if k not in LATER_SETTINGS or v != LATER_SETTINGS[k]}
 
 
-def update(run, loss):
-    """One optimiser step of a run whose gradients are in place: rate, clip, step, track the loss. The gradient
-    norms before clipping stay for the next evaluation's log (clipping computes the whole one anyway)."""
+def update(run, loss, logged=True):
+    """One optimiser step of a run whose gradients are in place: rate, clip, step, track the loss. logged: an
+    evaluation follows this step, so its gradient norms before clipping stay for its log (the per-part norms are
+    taken only then; clipping computes the whole one anyway)."""
     scale = lr_scale(run.progress.step, run.cfg)
     for group, base in zip(run.optimizer.param_groups, run.base_lrs):
         group["lr"] = base * scale
-    grads = {part: [p.grad for p in params if p.grad is not None] for part, params in run.parts.items()}
-    norms = {f"grad_norm_{part}": norm_of(g) for part, g in grads.items() if g}
+    if logged:
+        grads = {part: [p.grad for p in params if p.grad is not None] for part, params in run.parts.items()}
+        norms = {f"grad_norm_{part}": norm_of(g) for part, g in grads.items() if g}
     if run.cfg.grad_clip:
         params = [p for g in run.optimizer.param_groups for p in g["params"]]
         total = torch.nn.utils.clip_grad_norm_(params, run.cfg.grad_clip)
-    else:
+    elif logged:
         total = torch.linalg.vector_norm(torch.stack(list(norms.values())))
-    run.grad_norms = {"grad_norm": total, **norms}
+    if logged:
+        run.grad_norms = {"grad_norm": total, **norms}
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     run.progress.step += 1
@@ -1326,8 +1329,9 @@ def fit(runs, splits, pad_id, device, on_step=None):
         mine = [batches[data_key(r.cfg), r.cfg.seed] for r in live]
         losses = backward_pack([r.model for r in live], [b[:2] for b in mine], [b[2] for b in mine],
                                device.type == "cpu", precision)
+        logged = (step + 1) % eval_every == 0 or step + 1 == cfg.steps  # an evaluation follows: keep its norms
         for r, loss in zip(live, losses):
-            update(r, loss)
+            update(r, loss, logged)
         step += 1
         bar.update(1)
         if on_step:
