@@ -1857,11 +1857,12 @@ def png_text(path):
 
 
 def curves_pair_is_ours(png):
-    """A --curves PNG and its numbers, both as that call wrote them: the PNG names the digest of the CSV beside it.
-    --curves alone writes no set in --out, so this is how a later call knows the pair is its own to replace."""
-    mark = png_text(png).get(CURVES_MARK)
+    """A --curves PNG and its numbers, both as a call wrote them: the PNG names the digest of the CSV it was drawn
+    with, and of the CSV of ours it replaces (written after it: a kill between leaves that one beside it). --curves
+    alone writes no set in --out, so this is how a later call knows the pair is its own to replace."""
+    marks = png_text(png).get(CURVES_MARK, "").split()
     try:
-        return mark is not None and mark == digest(numbers_path(png).read_bytes())
+        return bool(marks) and digest(numbers_path(png).read_bytes()) in marks
     except OSError:
         return False
 
@@ -2032,9 +2033,10 @@ def curves_png(series, panels, key, size, caption, metadata=None):
 
 
 def write_figure(files):
-    """--curves alone: the numbers, then the PNG ({path: bytes}), each whole or not at all; no set in --out (a
-    drawing of the logs replaces none of the tables there)."""
-    for target, content in sorted(files.items(), key=lambda kv: kv[0].suffix != ".csv"):
+    """--curves alone: the PNG, then its numbers ({path: bytes}), each whole or not at all (the PNG names both the
+    new numbers and those it replaces: curves_pair_is_ours); no set in --out (a drawing of the logs replaces none of
+    the tables there)."""
+    for target, content in sorted(files.items(), key=lambda kv: kv[0].suffix == ".csv"):
         target.parent.mkdir(parents=True, exist_ok=True)
         xpe.atomic_write(target, lambda tmp, content=content: Path(tmp).write_bytes(content))
 
@@ -2047,7 +2049,8 @@ def curves_files(runs, path, size=PLOT_SIZE):
     seeds = sorted({seed for s in series for _, seed, _ in s["runs"]})
     caption = f"{sum(len(s['runs']) for s in series)} runs, seeds {seed_list(seeds)}"
     numbers = csv_text(CURVE_FIELDS, rows).encode("utf-8")
-    png = curves_png(series, panels, key, (width, height), caption, {CURVES_MARK: digest(numbers)})
+    marks = [digest(numbers)] + ([digest(numbers_path(path).read_bytes())] if curves_pair_is_ours(path) else [])
+    png = curves_png(series, panels, key, (width, height), caption, {CURVES_MARK: " ".join(marks)})
     return {path: png, numbers_path(path): numbers}
 
 

@@ -1945,6 +1945,35 @@ def test_curves_alone_replace_only_their_own_pair(tmp_path, runs, monkeypatch, c
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 
+def test_curves_alone_killed_between_their_two_writes_are_drawn_again(tmp_path, runs, monkeypatch, capsys):
+    """The PNG goes first and names the numbers it replaces too: a kill before the new numbers leaves a pair the next
+    call takes as its own, and that call leaves a whole pair."""
+    require_extra("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    assert evaluate.main(["--runs", str(runs / "a"), "--curves", "c.png"]) == 0
+    (tmp_path / "c.csv").write_bytes(b"")  # numbers that differ from the next drawing's, as ours: remade below
+    assert evaluate.main(["--runs", str(runs / "a"), "--curves", "c.png"]) == 2  # not what the PNG names
+    assert evaluate.main(["--runs", str(runs / "a"), "--curves", "d.png"]) == 0
+    old_numbers = (tmp_path / "d.csv").read_bytes()
+    real_write = xpe.atomic_write
+
+    def killed_at_the_numbers(path, write):
+        if Path(path).suffix == ".csv":
+            raise KeyboardInterrupt  # as a kill after the PNG's rename
+        real_write(path, write)
+
+    monkeypatch.setattr(xpe, "atomic_write", killed_at_the_numbers)
+    monkeypatch.setattr(evaluate, "curves_numbers", lambda runs, real=evaluate.curves_numbers: (
+        lambda s, p, k, rows: (s, p, k, rows[:-1]))(*real(runs)))  # other numbers than the first call's
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.main(["--runs", str(runs / "a"), "--curves", "d.png"])
+    assert (tmp_path / "d.csv").read_bytes() == old_numbers and evaluate.curves_pair_is_ours("d.png")
+    monkeypatch.setattr(xpe, "atomic_write", real_write)
+    capsys.readouterr()
+    assert evaluate.main(["--runs", str(runs / "a"), "--curves", "d.png"]) == 0
+    assert (tmp_path / "d.csv").read_bytes() != old_numbers and evaluate.curves_pair_is_ours("d.png")
+
+
 @pytest.mark.parametrize("flags, expected", [
     (["--curves", "c.pdf"], "the figure is a PNG"),
     (["--curves", "c.png", "--plot-size", "100x100"], "too small to read"),
