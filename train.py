@@ -47,59 +47,141 @@ from xpe import UsageError
 
 # ---- settings and flags ----------------------------------------------------------------------
 
-def flag(default, help):
-    """A setting with its --flag's help."""
-    return field(default=default, metadata={"help": help})
+MAX_SEED = 2 ** 64 - 1  # torch.manual_seed's largest
+MAX_HIDDEN = 16_384    # the prompt encoder's h: its h x h layer is then 268 M weights, 1 GiB
+MAX_SEEDS = 10_000     # seeds a call names: each is a run of every method
+MAX_COUNT = 2 ** 53    # steps, rows, cycles and the like: the schedule and the epochs compute them as floats
+
+
+@dataclass(frozen=True)
+class Values:
+    """The values a setting (or a recorded field) takes, declared once beside it: its type, and its bounds or its
+    choices. Every check of it reads this: the flag (check_ranges), config.json (read_run_config), the settings of a
+    per_language.csv row (evaluate.typed_row), and the tests that walk them. A float is finite; words() says the
+    range to a person."""
+    kind: type                 # int, float, str or bool
+    low: float = -math.inf
+    high: float = math.inf
+    high_open: bool = False    # [low, high): high itself is out
+    low_open: bool = False     # (low, high]: low itself is out
+    choices: tuple = ()        # a text's values (empty: any text)
+    filled: bool = False       # a text that may not be blank
+    why: str = ""              # what the range means, said after it
+
+    def holds(self, value):
+        if self.kind in (str, bool):
+            return (isinstance(value, self.kind) and (not self.choices or value in self.choices)
+                    and not (self.filled and not value.strip()))
+        if isinstance(value, bool) or not isinstance(value, (int, float) if self.kind is float else int):
+            return False
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        return ((self.low < value if self.low_open else self.low <= value)
+                and (value < self.high if self.high_open else value <= self.high))
+
+    def read(self, text):
+        """The value a text (a flag's, a CSV cell's) stands for, in this kind; ValueError where it stands for none."""
+        if self.kind is bool:  # bool("false") is True
+            if text.strip().lower() not in ("true", "false"):
+                raise ValueError(f"{text!r} is neither true nor false")
+            return text.strip().lower() == "true"
+        return self.kind(text)
+
+    def words(self):
+        if self.kind is bool:
+            said = "true or false"
+        elif self.kind is str:
+            said = ("one of " + ", ".join(self.choices) if self.choices else "a text that is not blank" if self.filled
+                    else "a text")
+        else:
+            number = "a whole number" if self.kind is int else "a finite number" if not math.isfinite(self.high) \
+                else "a number"
+            shown = lambda x: f"{x:,}" if isinstance(x, int) else xpe.value_text(float(x))  # noqa: E731
+            if not math.isfinite(self.low) and not math.isfinite(self.high):
+                said = number
+            elif not math.isfinite(self.high):
+                said = f"{number}, {shown(self.low)} or more" if not self.low_open else f"{number} above {shown(self.low)}"
+            elif self.kind is int:
+                said = f"{number} from {shown(self.low)} to {shown(self.high)}"
+            else:
+                said = (f"{number} in {'(' if self.low_open else '['}{shown(self.low)}, {shown(self.high)}"
+                        f"{')' if self.high_open else ']'}")
+        return f"{said} ({self.why})" if self.why else said
+
+
+COUNT = Values(int, 1, MAX_COUNT, why="2^53 at most: the schedule counts in floats")
+RATE = Values(float, 0)
+PROBABILITY = Values(float, 0, 1, high_open=True, why="a probability")
+TEXT = Values(str)
+
+
+def flag(default, help, values):
+    """A setting with its --flag's help and the values it takes."""
+    return field(default=default, metadata={"help": help, "values": values})
+
+
+def values_of(name):
+    """The Values a setting of TrainConfig takes, by name."""
+    return next(f.metadata["values"] for f in fields(TrainConfig) if f.name == name)
 
 
 @dataclass
 class TrainConfig:
-    """Every setting of a run; each is a flag of train.py (--xpe-frac for xpe_frac), its help beside it."""
+    """Every setting of a run; each is a flag of train.py (--xpe-frac for xpe_frac), its help and values beside it."""
     method: str = flag("xpe", "spt, xpe or dual (with --xpe-frac), or a list of runs such as "
-                              "spt,dual:0.3,dual:0.7,xpe")
+                              "spt,dual:0.3,dual:0.7,xpe", Values(str, choices=xpe.METHODS))
     xpe_frac: float = flag(1.0, "share of the prompt built by the prompt encoder, with one --method: spt 0, xpe 1, "
-                                "dual between (dual: 0.7)")
+                                "dual between (dual: 0.7)",
+                           Values(float, *xpe.XPE_FRAC_RANGE, why="0 = spt, 1 = xpe, between = dual"))
     seed: int = flag(42, "a seed, a list 1,2,5 or a range 1-10: each seed is a run of every --method (a --target "
-                         "run: its --init's)")
-    source: str = flag("joshi5", "training languages: a group, codes, or a mix such as joshi5,swh_Latn or seen-joshi5")
+                         "run: its --init's)", Values(int, 0, MAX_SEED, why="2^64 - 1, torch's largest"))
+    source: str = flag("joshi5", "training languages: a group, codes, or a mix such as joshi5,swh_Latn or seen-joshi5",
+                       Values(str, filled=True, why="the source languages"))
     target: str = flag("", "the full-supervision phase: languages as --source takes them, each trained from each "
-                           "--init on its own train split")
+                           "--init on its own train split", TEXT)
     init: str = flag("", "folders of the finished source runs that --target starts from: a run for each with each "
-                         "language")
+                         "language", TEXT)
     model: str = flag("xlm-roberta-large", "backbone: a hub name or a local folder of a Hugging Face encoder, or of a "
-                                           "causal LM (read through its label tokens: docs/decoders.md)")
-    data_dir: str = flag("", "local data laid out as DIR/<code>/{train,dev,test}.tsv (empty: SIB-200 from the hub)")
-    groups_file: str = flag("", "language groups, in the form of groups.json (empty: groups.json)")
-    steps: int = flag(24000, "training steps (with --target: 6000)")
-    batch_size: int = flag(32, "rows of training text per step and run")
-    lr_prompt: float = flag(5e-3, "learning rate of the pseudo-prompts, and of the SPT part unless --lr-spt")
+                                           "causal LM (read through its label tokens: docs/decoders.md)",
+                      Values(str, filled=True, why="a backbone's name or folder"))
+    data_dir: str = flag("", "local data laid out as DIR/<code>/{train,dev,test}.tsv (empty: SIB-200 from the hub)",
+                         TEXT)
+    groups_file: str = flag("", "language groups, in the form of groups.json (empty: groups.json)", TEXT)
+    steps: int = flag(24000, "training steps (with --target: 6000)", COUNT)
+    batch_size: int = flag(32, "rows of training text per step and run", COUNT)
+    lr_prompt: float = flag(5e-3, "learning rate of the pseudo-prompts, and of the SPT part unless --lr-spt", RATE)
     lr_spt: float = flag(-1.0, "learning rate of the SPT part (below 0: --lr-prompt, as the paper; the authors' "
-                               "code: 5e-5 in dual)")
-    lr: float = flag(5e-5, "learning rate of the prompt encoder's MLP and the head")
+                               "code: 5e-5 in dual)", Values(float, why="below 0: the prompt learning rate"))
+    lr: float = flag(5e-5, "learning rate of the prompt encoder's MLP and the head", RATE)
     weight_decay: float = flag(0.1, "weight decay of the MLP and head weights, never biases or prompt vectors "
-                                    "(authors' code: 0.01)")
+                                    "(authors' code: 0.01)", RATE)
     warmup: float = flag(0.1, "linear warm-up as a share of the steps, then cosine with hard restarts (with "
-                              "--target: 0.05)")
-    cycles: int = flag(2, "cosine cycles, each ending in a hard restart")
+                              "--target: 0.05)", Values(float, 0, 1, high_open=True, why="a share of the steps"))
+    cycles: int = flag(2, "cosine cycles, each ending in a hard restart", COUNT)
     patience: int = flag(20, "dev evaluations without a lower dev loss before a run stops; 0: never stop early "
-                             "(--target: 30)")
+                             "(--target: 30)", Values(int, 0, MAX_COUNT, why="0 turns early stopping off"))
     stop_after: float = flag(0.5, "share of the steps before which early stopping counts nothing (the authors' "
-                                  "callback)")
-    max_length: int = flag(xpe.MAX_LENGTH, "tokens of text a row keeps; the prompt vectors come on top")
-    prompt_len: int = flag(20, "prompt vectors P")
-    encoder_hidden: int = flag(256, "hidden size h of the prompt encoder's MLP d -> h -> h -> d")
-    encoder_dropout: float = flag(0.1, "dropout inside the prompt encoder's MLP (with --target: 0)")
-    head_dropout: float = flag(0.1, "dropout before each of the classification head's two layers")
-    grad_clip: float = flag(1.0, "gradient-norm clipping, per run (0: off)")
-    eval_every: int = flag(0, "steps between dev evaluations (0: one epoch of the pooled training rows)")
-    eval_batch_size: int = flag(128, "rows per backbone pass in dev evaluation, shared by the runs of a pack")
+                                  "callback)", Values(float, 0, 1, why="a share of the steps"))
+    max_length: int = flag(xpe.MAX_LENGTH, "tokens of text a row keeps; the prompt vectors come on top",
+                           Values(int, 3, MAX_COUNT, why="<s>, a token of text and </s>: below, a tokenizer keeps the "
+                                                         "whole text or none of it"))
+    prompt_len: int = flag(20, "prompt vectors P", Values(int, *xpe.PROMPT_LEN_RANGE, why="no backbone has more "
+                                                                                          "positions"))
+    encoder_hidden: int = flag(256, "hidden size h of the prompt encoder's MLP d -> h -> h -> d",
+                               Values(int, 1, MAX_HIDDEN, why="its h x h layer holds h² weights"))
+    encoder_dropout: float = flag(0.1, "dropout inside the prompt encoder's MLP (with --target: 0)", PROBABILITY)
+    head_dropout: float = flag(0.1, "dropout before each of the classification head's two layers", PROBABILITY)
+    grad_clip: float = flag(1.0, "gradient-norm clipping, per run (0: off)", Values(float, 0, why="0: no clipping"))
+    eval_every: int = flag(0, "steps between dev evaluations (0: one epoch of the pooled training rows)",
+                           Values(int, 0, MAX_COUNT, why="0 means one epoch"))
+    eval_batch_size: int = flag(128, "rows per backbone pass in dev evaluation, shared by the runs of a pack", COUNT)
     precision: str = flag("auto", "auto, fp32 or bf16 of the backbone's passes (auto: bf16 on CUDA, fp32 on a CPU; "
-                                  + xpe.CPU_BF16 + "); the run records the one used")
+                                  + xpe.CPU_BF16 + "); the run records the one used", Values(str, choices=xpe.PRECISIONS))
     template: str = flag("", "a decoder's text template, with {text} where the text goes and optionally {labels} (the "
                              "label words); it ends where the answer, a label word, starts (empty: a topic question, "
-                             "xpe.DEFAULT_TEMPLATE)")
+                             "xpe.DEFAULT_TEMPLATE)", TEXT)
     chat_template: bool = flag(False, "a decoder's template goes through its tokenizer's chat template as the user's "
-                                      "turn (instruction-tuned models)")
+                                      "turn (instruction-tuned models)", Values(bool))
 
     def __post_init__(self):
         if self.lr_spt < 0:
@@ -147,9 +229,10 @@ def build_parser(description=None):
         default = getattr(defaults, f.name)
         shown = {"data_dir": "empty", "groups_file": "empty", "lr_spt": "-1", "eval_every": "0",
                  "template": "empty"}.get(f.name, default)
+        declared = f.metadata["values"].kind
         kind = (str if f.name in ("method", "seed") + SWEEPABLE  # lists: parsed below
-                else one_value(type(default)) if type(default) in (int, float) else type(default))
-        if type(default) is bool:  # a switch; None marks "not given" as for the others
+                else one_value(declared) if declared in (int, float) else declared)
+        if declared is bool:  # a switch; None marks "not given" as for the others
             p.add_argument("--" + f.name.replace("_", "-"), action="store_true", default=None,
                            help=f"{f.metadata['help']} (default off)")
             continue
@@ -193,7 +276,7 @@ def one_value(kind):
 
 def parse_values(name, text):
     """[values] of a swept setting from its flag: a number or a list of them (5e-3,5e-5)."""
-    kind, flag_name = type(getattr(TrainConfig(), name)), "--" + name.replace("_", "-")
+    kind, flag_name = values_of(name).kind, "--" + name.replace("_", "-")
     try:
         values = [kind(item) for item in text.split(",")]
     except ValueError:
@@ -201,6 +284,8 @@ def parse_values(name, text):
                          f"{' (whole numbers)' if kind is int else ''}") from None
     if len(set(values)) != len(values):
         raise UsageError(f"{flag_name} {text} names a value twice")
+    for value in values:
+        check_setting(name, value)
     return values
 
 
@@ -235,22 +320,18 @@ def parse_methods(text, xpe_frac, prompt_len=None):
     return runs
 
 
-MAX_SEED = 2 ** 64 - 1  # torch.manual_seed's largest
-MAX_HIDDEN = 16_384    # the prompt encoder's h: its h x h layer is then 268 M weights, 1 GiB
-MAX_SEEDS = 10_000     # seeds a call names: each is a run of every method
-MAX_COUNT = 2 ** 53    # steps, rows, cycles and the like: the schedule and the epochs compute them as floats
-
-
 def parse_seeds(text):
     """[seeds] from --seed: a number, a list 1,2,5, a range 1-10, or a mix."""
     seeds = []
     for item in text.split(","):
         if not re.fullmatch(r"[0-9]+(-[0-9]+)?", item.strip()):  # ASCII digits: str.isdigit takes "²"
-            raise UsageError(f"--seed {text}: use a number, a list 1,2,5 or a range 1-10 (seeds are 0 or more)")
+            raise UsageError(f"--seed {text}: use a number, a list 1,2,5 or a range 1-10; a seed must be "
+                             f"{values_of('seed').words()}")
         first, dash, last = item.strip().partition("-")
         low, high = int(first), int(last) if dash else int(first)
-        if high > MAX_SEED:
-            raise UsageError(f"--seed {text}: a seed is at most {MAX_SEED} (2^64 - 1, torch's largest)")
+        for seed in (low, high):
+            if not values_of("seed").holds(seed):
+                raise UsageError(f"--seed {text}: a seed must be {values_of('seed').words()}, got {seed}")
         if high < low:
             raise UsageError(f"--seed {text}: the range {item.strip()} runs backwards; write {high}-{low}")
         if len(seeds) + high - low + 1 > MAX_SEEDS:
@@ -265,6 +346,9 @@ def resolve_configs(args):
     """One TrainConfig per run of the call (methods × seeds, or source runs × target languages), every setting
     checked; nothing is written."""
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
+    for name, value in given.items():  # each value a flag gave, before anything reads it (lists: parse_values)
+        if name not in ("method", "seed", "init") + SWEEPABLE:
+            check_setting(name, value)
     if "model" in given:  # a local folder by its absolute path, so that the run is scored from any working folder
         given["model"] = model_key(given["model"])
     if "source" in given:  # one spelling a language set, so that equal specs are one source in the tables
@@ -303,10 +387,9 @@ def resolve_configs(args):
             check_read(method, frac, given.get("prompt_len", TrainConfig.prompt_len), sweeps, combos)
         cfgs = [TrainConfig(**given, **combo, method=method, xpe_frac=frac, seed=seed)
                 for seed in seeds for combo in combos for method, frac in runs]
-    for c in cfgs:
-        xpe.split_prompt(c.method, c.xpe_frac, c.prompt_len)
     for c in {json.dumps(asdict(c), sort_keys=True): c for c in cfgs}.values():  # each distinct setting once
         check_ranges(c)
+        xpe.split_prompt(c.method, c.xpe_frac, c.prompt_len)  # the method's fraction and its prompt's two parts
     return cfgs
 
 
@@ -399,30 +482,18 @@ def target_configs(given):
     return cfgs
 
 
+def check_setting(name, value):
+    """A setting's value against the Values TrainConfig declares for it."""
+    values = values_of(name)
+    if not values.holds(value):
+        raise UsageError(f"--{name.replace('_', '-')} must be {values.words()}, got "
+                         f"{repr(value) if isinstance(value, str) else xpe.value_text(value)[:60]}")
+
+
 def check_ranges(cfg):
-    """Every number of the settings against the range where it means something (shared by a call's runs)."""
-    finite = math.isfinite
-    counts = ("steps", "batch_size", "cycles", "eval_batch_size", "patience", "eval_every")
-    rules = [(key, getattr(cfg, key) >= 1, "at least 1") for key in counts[:4]]
-    rules += [(key, getattr(cfg, key) <= MAX_COUNT, f"at most {MAX_COUNT:,} (2^53, the schedule counts in floats)")
-              for key in counts]
-    rules += [("max_length", cfg.max_length >= 3, "at least 3 (<s>, a token of text and </s>; below, a tokenizer "
-                                                   "keeps the whole text or none of it)"),
-              ("encoder_hidden", 1 <= cfg.encoder_hidden <= MAX_HIDDEN, f"between 1 and {MAX_HIDDEN} (its h x h "
-                                                                         f"layer holds h² weights)")]
-    rules += [(key, getattr(cfg, key) >= 0, f"0 or more ({meaning})") for key, meaning in
-              (("patience", "0 turns early stopping off"), ("eval_every", "0 means one epoch"))]
-    rules += [(key, finite(getattr(cfg, key)) and getattr(cfg, key) >= 0, "a finite number, 0 or more")
-              for key in ("lr_prompt", "lr", "weight_decay")]
-    rules += [("lr_spt", finite(cfg.lr_spt), "a finite number (below 0: the prompt learning rate)"),
-              ("grad_clip", finite(cfg.grad_clip) and cfg.grad_clip >= 0, "a finite norm, or 0 for no clipping"),
-              ("encoder_dropout", 0 <= cfg.encoder_dropout < 1, "a probability in [0, 1)"),
-              ("head_dropout", 0 <= cfg.head_dropout < 1, "a probability in [0, 1)"),
-              ("warmup", 0 <= cfg.warmup < 1, "a share of the steps in [0, 1)"),
-              ("stop_after", 0 <= cfg.stop_after <= 1, "a share of the steps in [0, 1]")]
-    for key, valid, what in rules:
-        if not valid:
-            raise UsageError(f"--{key.replace('_', '-')} must be {what}, got {getattr(cfg, key)}")
+    """Every setting of a run against its declared Values (shared by a call's runs)."""
+    for f in fields(TrainConfig):
+        check_setting(f.name, getattr(cfg, f.name))
     if cfg.template:
         xpe.check_template(cfg.template)
 
@@ -430,11 +501,26 @@ def check_ranges(cfg):
 # config.json's keys that nothing reads back: what a run records for the people reading it
 RECORD_ONLY = ("target_languages", "trainable_parameters", "total_parameters", "trainable_share_percent", "threads",
                "pack", "imported_from")
+# What a run imported by tools.peft_adapters records that train.py never would: it trained no step here, and a PEFT
+# prompt without a prompt encoder has no encoder size.
+IMPORTED = {"steps": 0, "encoder_hidden": 0}
+
+
+def recorded_problem(settings, imported=False):
+    """(name, what it must be) of the first of a run's recorded settings (TrainConfig's, by name: other keys are not
+    settings) that is out of its Values, else None; imported: the run's "ended" says so (IMPORTED holds)."""
+    for f in fields(TrainConfig):
+        value = settings.get(f.name)
+        if f.name in settings and not f.metadata["values"].holds(value) and not (
+                imported and f.name in IMPORTED and type(value) is int and value == IMPORTED[f.name]):
+            return f.name, f.metadata["values"].words()
+    return None
 
 
 def read_run_config(run_dir, what):
-    """A run's config.json, every key that evaluate.py and --init read checked against its range (RECORD_ONLY are
-    not read); what: how the message names the run, e.g. "--init runs/a"."""
+    """A run's config.json, every key that evaluate.py and --init read checked: a setting (at the top level or under
+    "settings") against its Values, the rest here (RECORD_ONLY are not read); what: how the message names the run,
+    e.g. "--init runs/a"."""
     path = Path(run_dir) / "config.json"
     try:
         config = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=xpe.unique_keys)
@@ -451,38 +537,27 @@ def read_run_config(run_dir, what):
     def bad(key, value, wanted):
         return UsageError(f"{what}: config.json's {key} is {json.dumps(value)[:60]}: it must be {wanted}")
 
-    def whole(value, low, high=MAX_SEED):
-        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-    def number(value):
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     labels, settings, ended = config["labels"], config.get("settings", {}), config.get("ended")
     if not (isinstance(labels, list) and labels and all(isinstance(x, str) and x and x == x.strip() for x in labels)
             and len(set(labels)) == len(labels)):  # data.py strips the labels it reads, so train.py writes none other
         raise bad("labels", labels, "a list of distinct label names, none with spaces around it")
-    rules = [("model", isinstance(config["model"], str) and config["model"].strip(), "a backbone's name or folder"),
-             ("max_length", whole(config["max_length"], 3), "a whole number of tokens, at least 3"),
-             ("method", config["method"] in xpe.METHODS, f"one of {', '.join(xpe.METHODS)}"),
-             ("xpe_frac", number(config["xpe_frac"]), "a number in [0, 1]"),
-             ("prompt_len", whole(config["prompt_len"], 1), "a whole number of prompt vectors, at least 1"),
-             ("encoder_hidden", whole(config.get("encoder_hidden", 0), 0, MAX_HIDDEN),
-              f"a whole number from 0 to {MAX_HIDDEN}"),
+    step = Values(int, 0, MAX_COUNT)
+    rules = [("ended", ended is None or isinstance(ended, dict) and ended.get("why") in ENDINGS
+              and step.holds(ended.get("step")), f'null or {{"why": one of {", ".join(ENDINGS)}, "step": N}}'),
              ("num_labels", config.get("num_labels", len(labels)) == len(labels), "the number of labels"),
-             ("source", isinstance(config["source"], str) and config["source"].strip(), "the source languages"),
-             ("target", isinstance(config.get("target", ""), str), "a language code, or empty"),
-             ("seed", whole(config["seed"], 0), f"a whole number from 0 to {MAX_SEED}"),
              ("source_languages", isinstance(config.get("source_languages", []), list)
               and all(isinstance(x, str) for x in config.get("source_languages", []))
               and len(set(config.get("source_languages", []))) == len(config.get("source_languages", [])),
               "a list of distinct language codes"),
-             ("settings", isinstance(settings, dict), "an object of the run's settings"),
-             ("ended", ended is None or isinstance(ended, dict) and ended.get("why") in ENDINGS
-              and whole(ended.get("step"), 0), f'null or {{"why": one of {", ".join(ENDINGS)}, "step": N}}')]
-    rules += [(key, number(config.get(key, 0)) and 0 <= config.get(key, 0) < 1, "a probability in [0, 1)")
-              for key in ("encoder_dropout", "head_dropout")]
+             ("settings", isinstance(settings, dict), "an object of the run's settings")]
     for key, valid, wanted in rules:
         if not valid:
             raise bad(key, config.get(key), wanted)
+    imported = ended is not None and ended["why"] == "imported"
+    for where, prefix in ((config, ""), (settings, "settings.")):  # the settings a run keeps at the top and below
+        problem = recorded_problem(where, imported)
+        if problem:
+            raise bad(prefix + problem[0], where[problem[0]], problem[1])
     try:
         split = xpe.split_prompt(config["method"], config["xpe_frac"], config["prompt_len"])
         # the source as train.py records it now (data.canonical_spec), whichever spelling an older run kept
@@ -491,22 +566,8 @@ def read_run_config(run_dir, what):
         raise UsageError(f"{what}: config.json: {e}") from None
     if [config["n_spt"], config["n_xpe"]] != list(split):
         raise bad("n_spt, n_xpe", [config["n_spt"], config["n_xpe"]], f"{list(split)} for its method and prompt_len")
-    for f in fields(TrainConfig):  # the recorded settings, each of its flag's type (a setting's identity compares them)
-        value, kind = settings.get(f.name), {int: int, float: (int, float), str: str, bool: bool}[f.type]
-        if kind is bool:
-            if f.name in settings and not isinstance(value, bool):
-                raise bad(f"settings.{f.name}", value, f"true or false, as --{f.name.replace('_', '-')} sets it")
-            continue
-        if f.name in settings and (isinstance(value, bool) or not isinstance(value, kind) or kind is not str
-                                   and not math.isfinite(value)):
-            raise bad(f"settings.{f.name}", value, f"a {'text' if kind is str else 'number'} as "
-                                                     f"--{f.name.replace('_', '-')} takes")
-    if not whole(settings.get("steps", 0), 0):
-        raise bad("settings.steps", settings["steps"], "a whole number, 0 or more")
-    if settings.get("precision", "fp32") not in xpe.PRECISIONS:
-        raise bad("settings.precision", settings["precision"], f"one of {', '.join(xpe.PRECISIONS)}")
     for key in ("code", "backbone_weights"):
-        if not isinstance(settings.get(key, ""), str):
+        if not TEXT.holds(settings.get(key, "")):
             raise bad(f"settings.{key}", settings[key], "a fingerprint (text)")
     if not isinstance(settings.get("init_settings", {}), dict):
         raise bad("settings.init_settings", settings["init_settings"], "an object: its source run's settings")

@@ -37,6 +37,8 @@ from safetensors.torch import load_file, save_file
 
 METHODS = ("spt", "xpe", "dual")
 MAX_LENGTH = 164  # tokens of text a row keeps, the paper's; the prompt comes on top
+PROMPT_LEN_RANGE = (1, 2 ** 20)  # prompt vectors: no backbone has more positions
+XPE_FRAC_RANGE = (0.0, 1.0)  # the prompt encoder's share of the prompt: 0 = spt, 1 = xpe, between = dual
 
 
 # what str.splitlines breaks a line at, written as escapes: a value the user typed ("--seed $'1\n2'") is quoted in
@@ -109,11 +111,12 @@ def split_prompt(method, xpe_frac, prompt_len=20):
     """Return (n_spt, n_xpe) for a method and an XPE fraction r; the SPT part comes first."""
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
-    if isinstance(prompt_len, bool) or not isinstance(prompt_len, int) or not 1 <= prompt_len <= 2 ** 20:
+    low, high = PROMPT_LEN_RANGE
+    if isinstance(prompt_len, bool) or not isinstance(prompt_len, int) or not low <= prompt_len <= high:
         raise UsageError(f"prompt length must be an integer from 1 to 2^20 (no backbone has more positions), got "
                          f"{str(prompt_len)[:20]}")
     r = float(xpe_frac)
-    if not 0.0 <= r <= 1.0 or math.isnan(r):
+    if not XPE_FRAC_RANGE[0] <= r <= XPE_FRAC_RANGE[1] or math.isnan(r):
         raise UsageError(f"xpe_frac must lie in [0, 1] (0 = spt, 1 = xpe, between = dual), got {xpe_frac!r}")
     if method == "spt" and r != 0.0:
         raise UsageError(f"method spt is xpe_frac 0, got {xpe_frac!r}; use --method dual for a mix")

@@ -8,6 +8,7 @@ and multi-process calls listed in SLOW, each of whose behaviours a faster test i
 """
 import csv
 import importlib
+import math
 import os
 import sys
 from pathlib import Path
@@ -84,6 +85,42 @@ def cpu_bf16(monkeypatch, amx, avx512_bf16):
 
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+
+
+def outside(values, as_text=False):
+    """Values just out of a train.Values' range, for the walks that it drives: each bound's neighbour on the far
+    side, nan and inf (a float), a choice it lacks or a blank (a text); as JSON values also the wrong types. as_text:
+    as a flag or a CSV cell writes them (numbers only: a text's are the choices a flag can give)."""
+    found = []
+    if values.kind is int:
+        found += [values.low - 1] if math.isfinite(values.low) else []
+        found += [values.high + 1] if math.isfinite(values.high) else []
+        found += [] if as_text else [1.5, True, "1"]
+    elif values.kind is float:
+        found += [math.nan, math.inf]
+        if math.isfinite(values.low):
+            found.append(values.low if values.low_open else values.low - max(abs(values.low), 1) * 1e-9)
+        if math.isfinite(values.high):
+            found.append(values.high if values.high_open else values.high + max(abs(values.high), 1) * 1e-9)
+        found += [] if as_text else [True, "0.5", None]
+    elif values.kind is str:
+        found += (["nope"] if values.choices else [" "] if values.filled else []) + ([] if as_text else [5, None])
+    else:
+        found += [] if as_text else ["true", 1, None]
+    return [repr(v) if as_text and isinstance(v, float) else str(v) if as_text else v for v in found]
+
+
+def inside(values):
+    """The values at a train.Values' edges that it holds, and one between."""
+    if values.kind is bool:
+        return [False, True]
+    if values.kind is str:
+        return list(values.choices) or ["x", "a b"] + ([] if values.filled else [""])
+    low = values.low if math.isfinite(values.low) else -1e9
+    high = values.high if math.isfinite(values.high) else 1e9
+    ends = [low] * (not values.low_open) + [high] * (not values.high_open) + [values.kind((low + high) / 2)
+                                                                             if values.kind is float else low + 1]
+    return [values.kind(x) if values.kind is float else int(x) for x in ends]
 
 
 def read_csv(path):

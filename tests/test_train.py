@@ -27,7 +27,8 @@ from safetensors.torch import load_file, save_file
 import evaluate
 import train
 import xpe
-from conftest import FIXTURE_SIB200, ROOT, argparse_refusals, cpu_bf16, refused_in_one_line, require_extra
+from conftest import (FIXTURE_SIB200, ROOT, argparse_refusals, cpu_bf16, inside, outside, refused_in_one_line,
+                      require_extra)
 
 SOURCE = "eng_Latn,fra_Latn"
 
@@ -313,10 +314,9 @@ def test_target_defaults_without_flags():
     assert [str(p) for p in train.run_dirs([cfg], None)] == ["runs/dual0.7-joshi5-s42"]
 
 
-BAD_INPUT = [  # every flag, each with the values outside the range where it means something
+BAD_INPUT = [  # every flag's refusals but the range of a setting, which SETTING_WALK derives from its declaration
     (["--method", "prefix"], "unknown method 'prefix'"),
     (["--pack-size", "0"], "--pack-size must be at least 1"),
-    (["--precision", "fp16"], "unknown precision 'fp16'"),
     (["--method", "spt,prefix"], "unknown method 'prefix'"),
     (["--method", "spt,dual:1.5"], "write spt, xpe or dual:R with 0 < R < 1"),
     (["--method", "spt,dual"], "unknown method 'dual': write spt, xpe or dual:R"),
@@ -325,15 +325,12 @@ BAD_INPUT = [  # every flag, each with the values outside the range where it mea
     (["--method", "dual:0.7,dual:0.71"], "dual:0.7 and dual:0.71 both split the prompt into 6 SPT + 14 XPE"),
     (["--method", "dual:0.05,dual:0.01"], "both split the prompt into 19 SPT + 1 XPE"),  # clamped to one
     (["--method", "dual:0.3,dual:0.5", "--prompt-len", "2"], "both split the prompt into 1 SPT + 1 XPE"),
-    (["--method", "dual", "--xpe-frac", "1.5"], "xpe_frac must lie in [0, 1]"),
-    (["--method", "dual", "--xpe-frac", "nan"], "xpe_frac must lie in [0, 1]"),
     (["--method", "dual", "--xpe-frac", "0"], "dual needs 0 < xpe_frac < 1"),
     (["--method", "spt,xpe", "--xpe-frac", "0.5"], "--xpe-frac goes with a single --method"),
     (["--seed", "5-1"], "runs backwards"),
     (["--seed", "1,x"], "a list 1,2,5 or a range 1-10"),
-    (["--seed", "-3"], "seeds are 0 or more"),
+    (["--seed", "-3"], "a list 1,2,5 or a range 1-10; a seed must be a whole number from 0"),
     (["--seed", "²"], "--seed ²: use a number"),  # str.isdigit takes it; int() does not
-    (["--seed", "18446744073709551616"], "a seed is at most 18446744073709551615"),
     (["--seed", "0-99999999999"], "names more than 10,000 seeds"),
     (["--source", "eng_Latn,xyz_Latn"], "xyz_Latn"),
     (["--source", "joshi6"], "joshi6"),
@@ -343,43 +340,8 @@ BAD_INPUT = [  # every flag, each with the values outside the range where it mea
     (["--model", "/nonexistent"], "cannot load the backbone '/nonexistent'"),
     (["--data-dir", "/nonexistent"], "data directory /nonexistent does not exist"),
     (["--groups-file", "/nonexistent.json"], "group file /nonexistent.json not found"),
-    (["--steps", "0"], "--steps must be at least 1, got 0"),
-    (["--batch-size", "0"], "--batch-size must be at least 1"),
-    (["--lr-prompt", "nan"], "--lr-prompt must be a finite number, 0 or more, got nan"),
-    (["--lr-prompt", "inf"], "--lr-prompt must be a finite number, 0 or more, got inf"),
-    (["--lr-prompt", "-0.001"], "--lr-prompt must be a finite number, 0 or more"),
-    (["--lr-spt", "nan"], "--lr-spt must be a finite number (below 0: the prompt learning rate)"),
-    (["--lr", "-0.001"], "--lr must be a finite number, 0 or more"),
-    (["--lr", "inf"], "--lr must be a finite number, 0 or more"),
-    (["--weight-decay", "-0.1"], "--weight-decay must be a finite number, 0 or more"),
-    (["--warmup", "1"], "--warmup must be a share of the steps in [0, 1)"),
-    (["--warmup", "nan"], "--warmup must be a share of the steps in [0, 1)"),
-    (["--cycles", "0"], "--cycles must be at least 1"),
-    (["--cycles", "1" + "0" * 400], "--cycles must be at most 9,007,199,254,740,992"),  # float(cycles): a traceback
-    (["--batch-size", str(2 ** 53 + 1)], "--batch-size must be at most 9,007,199,254,740,992"),
-    (["--steps", "9" * 20], "--steps must be at most 9,007,199,254,740,992"),
-    (["--patience", "9" * 20], "--patience must be at most 9,007,199,254,740,992"),
-    (["--eval-every", "9" * 20], "--eval-every must be at most 9,007,199,254,740,992"),
-    (["--eval-batch-size", "9" * 20], "--eval-batch-size must be at most 9,007,199,254,740,992"),
-    (["--method", "dual", "--prompt-len", "1" + "0" * 400], "prompt length must be"),  # float(prompt_len): a traceback
-    (["--patience", "-1"], "--patience must be 0 or more"),
-    (["--stop-after", "1.5"], "--stop-after must be a share of the steps in [0, 1]"),
-    (["--max-length", "0"], "--max-length must be at least 3"),
-    (["--max-length", "1"], "--max-length must be at least 3"),  # the tokenizer would keep the whole text
-    (["--max-length", "2"], "--max-length must be at least 3"),  # every row would be <s></s>
     (["--max-length", "235"], "use --max-length 234 or less"),  # the tiny model has 256 positions, from 2
-    (["--prompt-len", "0"], "prompt length"),
     (["--prompt-len", "600"], "use --prompt-len 90 or less, which leaves 164 for text"),
-    (["--encoder-hidden", "0"], "--encoder-hidden must be between 1 and 16384"),
-    (["--encoder-hidden", "-4"], "--encoder-hidden must be between 1 and 16384"),
-    (["--encoder-hidden", "100000000"], "--encoder-hidden must be between 1 and 16384"),
-    (["--encoder-dropout", "1.5"], "--encoder-dropout must be a probability in [0, 1)"),
-    (["--encoder-dropout", "1"], "--encoder-dropout must be a probability in [0, 1)"),
-    (["--head-dropout", "-0.1"], "--head-dropout must be a probability in [0, 1)"),
-    (["--grad-clip", "-1"], "--grad-clip must be a finite norm, or 0 for no clipping"),
-    (["--grad-clip", "nan"], "--grad-clip must be a finite norm, or 0 for no clipping"),
-    (["--eval-every", "-1"], "--eval-every must be 0 or more"),
-    (["--eval-batch-size", "0"], "--eval-batch-size must be at least 1"),
     (["--device", "tpu"], "--device tpu: not a device"),
     (["--device", "cuda:7"], "--device cuda:7: no such CUDA device"),
     (["--resume"], "does not exist, so there is nothing to resume"),
@@ -419,8 +381,39 @@ def test_a_refusal_names_no_setting_the_call_did_not_give(tmp_path, tiny_model_d
     assert code == 2 and set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", line)) - given <= ADVICE, line
 
 
+# each setting's flag with each value just outside the range TrainConfig declares for it (conftest.outside); a text
+# setting's flag with the choice it lacks or a blank, where its grammar (a method list, a language spec, a path) refuses
+SETTING_WALK = [(f.name, text) for f in dataclasses.fields(train.TrainConfig)
+                for text in outside(f.metadata["values"], as_text=True)]
+GRAMMAR = {"method": "unknown method 'nope'", "model": "is an empty name"}
+
+
+@pytest.mark.parametrize("name, text", SETTING_WALK)
+def test_a_setting_outside_its_declared_range_is_refused_by_its_flag(tmp_path, tiny_model_dir, capsys, name, text):
+    flag = "--" + name.replace("_", "-")
+    extra = ["--method", "dual"] if name == "xpe_frac" else []  # a fraction goes with one method
+    try:
+        code, out = run(tmp_path, tiny_model_dir, *extra, f"{flag}={text}")
+    except SystemExit as e:  # argparse's own refusal (train.Parser): an empty path
+        code, out = e.code, tmp_path / "run"
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    values = train.values_of(name)
+    assert code == 2 and flag in line and GRAMMAR.get(name, values.words()) in line, line
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_every_setting_holds_the_values_at_the_edges_of_its_declared_range():
+    for f in dataclasses.fields(train.TrainConfig):
+        values = f.metadata["values"]
+        for value in inside(values):
+            assert values.holds(value), (f.name, value)
+        for value in outside(values):
+            assert not values.holds(value), (f.name, value)
+
+
 def test_bad_input_walks_every_flag():
-    walked = {arg for args, _ in BAD_INPUT for arg in args if arg.startswith("--")}
+    walked = {arg.split("=")[0] for args, _ in BAD_INPUT for arg in args if arg.startswith("--")} | {
+        "--" + name.replace("_", "-") for name, _ in SETTING_WALK}
     flags = {opt for action in train.build_parser()._actions for opt in action.option_strings if opt.startswith("--")}
     assert flags - walked == {"--help", "--out"}  # --out: the tests below (a file, folders of others, in use)
 
@@ -654,7 +647,7 @@ def test_a_sweep_trains_every_value_in_packs_each_run_as_it_would_alone(tmp_path
     (["--lr", "1e-3,x"], "--lr 1e-3,x: use a number or a list of numbers"),
     (["--lr", "1e-3,1e-3"], "names a value twice"),
     (["--encoder-hidden", "64,1.5"], "(whole numbers)"),
-    (["--head-dropout", "0.1,1.5"], "--head-dropout must be a probability in [0, 1), got 1.5"),
+    (["--head-dropout", "0.1,1.5"], f"--head-dropout must be {train.PROBABILITY.words()}, got 1.5"),
     (["--lr", "1e-3,1e-4,1e-5", "--seed", "1-30"], "this call plans 90 runs"),
     (["--max-runs", "0"], "--max-runs must be at least 1"),
 ])
@@ -1284,33 +1277,25 @@ def noisy(tmp_path_factory, tiny_model_dir):
     return inits, root / "targets"
 
 
-CONFIG_BAD = [  # every key of a run's config.json that --init and evaluate.py read, out of its range
-    ("model", ["tiny"], "config.json's model is"), ("model", " ", "config.json's model is"),
+CONFIG_BAD = [  # every key of a run's config.json that --init and evaluate.py read but the settings (CONFIG_WALK)
     ("labels", "travel", "config.json's labels is"), ("labels", ["travel", "travel"], "config.json's labels is"),
     ("labels", 7, "config.json's labels is 7"),
-    ("max_length", 2, "config.json's max_length is 2: it must be a whole number of tokens, at least 3"),
-    ("max_length", "164", "config.json's max_length is"),
-    ("method", "lora", "config.json's method is"), ("method", None, "config.json's method is"),
-    ("xpe_frac", 1.5, "xpe_frac must lie in [0, 1]"), ("xpe_frac", "0.7", "config.json's xpe_frac is"),
-    ("prompt_len", 0, "config.json's prompt_len is 0"), ("prompt_len", "MISSING", "config.json lacks prompt_len"),
-    ("encoder_hidden", -1, "config.json's encoder_hidden is -1"),
-    ("encoder_dropout", 1, "config.json's encoder_dropout is 1: it must be a probability in [0, 1)"),
-    ("head_dropout", "0.1", "config.json's head_dropout is"),
+    ("method", "spt", "method spt is xpe_frac 0"), ("prompt_len", "MISSING", "config.json lacks prompt_len"),
     ("num_labels", 3, "config.json's num_labels is 3: it must be the number of labels"),
     ("n_spt", 5, "config.json's n_spt, n_xpe is"), ("n_xpe", 0, "config.json's n_spt, n_xpe is"),
-    ("source", "", "config.json's source is"), ("target", 5, "config.json's target is"),
-    ("seed", -1, "config.json's seed is -1"), ("seed", 1.5, "config.json's seed is"),
-    ("seed", True, "config.json's seed is true"), ("seed", "MISSING", "config.json lacks seed"),
+    ("source", "eng_Latn,", "config.json: empty item in the language spec"),
+    ("seed", "MISSING", "config.json lacks seed"),
     ("source_languages", "eng_Latn", "config.json's source_languages is"),
     ("settings", ["steps"], "config.json's settings is"),
     ("ended", {"why": "done", "step": 4}, "config.json's ended is"), ("ended", {"why": "steps"}, "config.json's ended is"),
-    ("settings.steps", -1, "config.json's settings.steps is -1"),
-    ("settings.precision", "fp16", "config.json's settings.precision is"),
+    ("settings.steps", 0, "config.json's settings.steps is 0: it must be a whole number from 1"),  # 0: imported only
     ("settings.code", 5, "config.json's settings.code is 5"),
     ("settings.backbone_weights", None, "config.json's settings.backbone_weights is null"),
     ("settings.init_settings", 5, "config.json's settings.init_settings is 5"),
-] + [(f"settings.{f.name}", [], f"config.json's settings.{f.name} is []")  # each setting's type
-     for f in dataclasses.fields(train.TrainConfig)]
+]
+# each setting, at the top of config.json and under "settings", with each value just outside its declared range
+CONFIG_WALK = [(prefix + f.name, value) for f in dataclasses.fields(train.TrainConfig) for prefix in ("", "settings.")
+               for value in outside(f.metadata["values"])]
 
 
 @pytest.mark.parametrize("key, value, words", CONFIG_BAD)
@@ -1332,8 +1317,36 @@ def test_a_config_field_out_of_range_is_one_line_and_writes_nothing(tmp_path, ti
     assert not (tmp_path / "out").exists()
 
 
+def test_a_recorded_setting_outside_its_declared_range_is_refused(tmp_path_factory, noisy):
+    """CONFIG_WALK, read straight by train.read_run_config: one line naming the key and the range its Values say."""
+    config = json.loads((Path(noisy[0][0]) / "config.json").read_text())
+    run_dir = tmp_path_factory.mktemp("walk")
+    for key, value in CONFIG_WALK:
+        changed = json.loads(json.dumps(config))
+        where, name = (changed["settings"], key.split(".")[1]) if key.startswith("settings.") else (changed, key)
+        where[name] = value
+        (run_dir / "config.json").write_text(json.dumps(changed))
+        with pytest.raises(xpe.UsageError) as e:
+            train.read_run_config(run_dir, "walked")
+        wanted = f"walked: config.json's {key} is {json.dumps(value)}: it must be {train.values_of(name).words()}"
+        assert str(e.value) == wanted, (key, value)
+
+
+@pytest.mark.parametrize("imported", [False, True])
+def test_only_an_imported_run_records_no_steps_and_no_encoder(tmp_path, noisy, imported):
+    config = json.loads((Path(noisy[0][0]) / "config.json").read_text())
+    config["settings"]["steps"], config["encoder_hidden"] = 0, 0
+    config["ended"] = {"why": "imported" if imported else "steps", "step": 0}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    if imported:
+        assert train.read_run_config(tmp_path, "imported")["encoder_hidden"] == 0
+    else:
+        with pytest.raises(xpe.UsageError, match="config.json's encoder_hidden is 0"):
+            train.read_run_config(tmp_path, "trained")
+
+
 def test_every_config_field_that_is_read_is_walked(noisy):
-    walked = {key for key, _, _ in CONFIG_BAD}
+    walked = {key for key, _, _ in CONFIG_BAD} | {key for key, _ in CONFIG_WALK}
     for run in (Path(noisy[0][0]), noisy[1] / NAMES[0]):  # a source run and a target run
         config = json.loads((run / "config.json").read_text())
         assert set(config) - set(train.RECORD_ONLY) <= walked
@@ -1699,7 +1712,7 @@ def valid_config(method="xpe", frac=1.0, prompt_len=20, **extra):
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
                                                                                        max_size=3), max_leaves=6)
-CONFIG_KEYS = [key for key, _, _ in CONFIG_BAD]
+CONFIG_KEYS = sorted({key for key, _, _ in CONFIG_BAD} | {key for key, _ in CONFIG_WALK})
 
 
 @GENERATED
