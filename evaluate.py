@@ -286,9 +286,20 @@ def score_runs(args, group_langs, device):
 # a cell is the mean over seeds of the mean over its row's languages (summarise), and a table is data
 # (cells with their marks) that one renderer writes as text, Markdown or CSV (render).
 
-LANGUAGE_FIELDS = ["run", "mode", "method", "xpe_frac", "source", "seed", "backbone", "steps", "language", "n",
-                   "accuracy", "precision", "settings", "ended"]
+MODES = ("zero-shot", "supervised")  # a row's mode: scored on a language the run did not train on, or did
+# per_language.csv's columns, each with the values it takes (train.Values): a training setting's are TrainConfig's
+LANGUAGE_COLUMNS = {
+    "run": train.Values(str, filled=True, why="the run's folder"), "mode": train.Values(str, choices=MODES),
+    **{key: train.values_of(key) for key in ("method", "xpe_frac", "source", "seed")},
+    "backbone": train.Values(str, filled=True, why="the backbone's name"), "steps": train.values_of("steps"),
+    "language": train.Values(str, filled=True, why="a language code"),
+    "n": train.Values(int, 1, train.MAX_COUNT, why="the rows scored"),
+    "accuracy": train.Values(float, 0, 1, why="a fraction, not a percentage"),
+    "precision": train.Values(str, choices=xpe.PRECISIONS[1:], why="the precision it was scored in"),
+    "settings": train.TEXT, "ended": train.TEXT}  # the last two: a JSON object and a run's ending, read by typed_row
+LANGUAGE_FIELDS = list(LANGUAGE_COLUMNS)
 UNRECORDED = {"precision"}  # per_language.csv files from before a field was recorded lack it: read as empty
+MAY_BE_EMPTY = {"steps", "precision", "settings", "ended"}  # files from before they were recorded
 GROUP_FIELDS = ["method", "xpe_frac", "source", "backbone", "mode", "setting", "group", "languages", "seeds", "mean",
                 "std", "left_out", "settings"]
 # Settings that are not the experiment: the seed is the replicate; the paths say where the data and the
@@ -444,34 +455,25 @@ def _row_error(path, line, text):
 
 
 def typed_row(r, path, line):
-    """One per_language.csv row typed as scoring makes it (run_row); a field out of its range is a UsageError
-    naming the line. Each field of LANGUAGE_FIELDS has its range here; steps, precision, settings and ended
-    may be empty (files from before they were recorded)."""
+    """One per_language.csv row typed as scoring makes it (run_row); a cell out of its column's Values
+    (LANGUAGE_COLUMNS) is a UsageError naming the line. MAY_BE_EMPTY may be empty."""
+    row, imported = dict(r), r["ended"] == "imported"
+    for key, values in LANGUAGE_COLUMNS.items():
+        if key in MAY_BE_EMPTY and not r[key].strip():
+            row[key] = ""
+            continue
+        try:
+            row[key] = values.read(r[key])
+        except ValueError:
+            row[key] = None
+        if not (values.holds(row[key]) or key == "steps" and train.recorded_holds(key, row[key], imported)):
+            raise _row_error(path, line, f"{key} is {r[key][:40]!r}: it must be {values.words()}")
     try:
-        row = {**r, "xpe_frac": float(r["xpe_frac"]), "seed": int(r["seed"]), "n": int(r["n"]),
-               "accuracy": float(r["accuracy"]), "steps": int(r["steps"]) if r["steps"].strip() else ""}
-    except (TypeError, ValueError):
-        raise _row_error(path, line, "xpe_frac, seed, n, accuracy and steps must be numbers (seed, n and steps "
-                                     "whole; steps may be empty)") from None
-    empty = [k for k in ("run", "mode", "method", "source", "backbone", "language") if not r.get(k)]
-    if empty:
-        raise _row_error(path, line, f"{', '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty")
-    if not 0 <= row["accuracy"] <= 1:  # also refuses nan
-        raise _row_error(path, line, f"accuracy {r['accuracy']} is not in [0, 1] (a fraction, not a percentage)")
-    for key, low in (("n", 1), ("seed", 0), ("steps", 1)):
-        if row[key] != "" and row[key] < low:
-            raise _row_error(path, line, f"{key} = {row[key]}: it is a whole number of at least {low}")
-    if row["mode"] not in ("zero-shot", "supervised"):
-        raise _row_error(path, line, f"mode {row['mode']!r} is neither zero-shot nor supervised")
-    try:
-        xpe.split_prompt(row["method"], row["xpe_frac"])  # the method, and an xpe_frac that it can have
+        xpe.split_prompt(row["method"], row["xpe_frac"])  # an xpe_frac that its method can have
         data.check_code(row["language"], "", "rename it")
         row["source"] = data.canonical_spec(row["source"])  # as train.py records it: one spelling a source
     except UsageError as e:
         raise _row_error(path, line, str(e)) from None
-    if row["precision"] not in ("", *xpe.PRECISIONS[1:]):
-        raise _row_error(path, line, f"precision {row['precision']!r} is none of {', '.join(xpe.PRECISIONS[1:])} "
-                                     f"(or empty)")
     try:
         settings = json.loads(row["settings"], object_pairs_hook=xpe.unique_keys) if row["settings"] else {}
     except ValueError as e:
@@ -479,6 +481,10 @@ def typed_row(r, path, line):
                                      f"{str(e)[:80]}") from None
     if not isinstance(settings, dict):
         raise _row_error(path, line, f"settings {row['settings'][:40]!r} is not a JSON object (or empty)")
+    problem = train.recorded_problem(settings, imported)
+    if problem:
+        raise _row_error(path, line, f"settings' {problem[0]} is {json.dumps(settings[problem[0]])[:40]}: it must be "
+                                     f"{problem[1]}")
     if row["settings"]:  # one spelling, as scoring writes it (settings_text): spaces or key order make no setting
         row["settings"] = json.dumps(settings, sort_keys=True, separators=(",", ":"))
     if row["ended"] and row["ended"] not in FINISHED and not row["ended"].startswith("unfinished"):
@@ -1350,7 +1356,11 @@ def print_compare(rows):
 
 # ---- claims: effects another study reported, decided against ours -----------------------------------------
 
-CLAIM_COLUMNS = ["a", "b", "group", "reported"]  # and study, optional: who reported it
+SIDE = train.Values(str, filled=True, why="a setting, as --compare names one, e.g. xpe or dual:0.7")
+CLAIM_COLUMNS = {  # the columns of a --claims file with the values each takes; and study, optional: who reported it
+    "a": SIDE, "b": SIDE, "group": train.Values(str, filled=True, why="a group or language codes, e.g. lowperf"),
+    "reported": train.Values(float, -100, 100, low_open=True, high_open=True,
+                             why="the difference A - B another study found, in accuracy points, e.g. 3.1")}
 CLAIM_FIELDS = ["study", "a", "b", "group", "reported", "source", "backbone", "setting_a", "setting_b", "differ",
                 "languages", "wins", "ties", "losses", "n_seeds", "mean_diff", "ci_low", "ci_high", "sd", "verdict",
                 "against_reported", "power", "seeds_for_power", "p_zero_holm", "p_reported_holm"]
@@ -1377,14 +1387,14 @@ def read_claims(path):
         where = f"--claims {path} line {line}"
         if None in r or any(r[c] is None for c in CLAIM_COLUMNS):
             raise UsageError(f"{where}: give {len(reader.fieldnames)} fields, as the header names them")
-        try:
-            reported = float(r["reported"])
-        except ValueError:
-            reported = math.nan
-        if not abs(reported) < 100:  # also nan and inf
-            raise UsageError(f"{where}: reported {r['reported']!r} is no difference in accuracy points (e.g. 3.1)")
-        if not r["group"].strip():
-            raise UsageError(f"{where}: the group is empty: name a group or language codes, e.g. lowperf")
+        for key, values in CLAIM_COLUMNS.items():
+            try:
+                valid = values.holds(values.read(r[key]))
+            except ValueError:
+                valid = False
+            if not valid:
+                raise UsageError(f"{where}: {key} is {r[key][:40]!r}: it must be {values.words()}")
+        reported = float(r["reported"])
         try:
             sides = tuple(side_key(parse_side(side)) for side in (r["a"], r["b"]))
             group = data.canonical_spec(r["group"])
@@ -1905,8 +1915,9 @@ def read_log(run_dir):
             except ValueError:
                 raise UsageError(f"{path}, line {line}: {column} {cell[:40]!r} is not a number: not a log train.py "
                                  f"wrote") from None
-        if row["step"] is None or not row["step"].is_integer() or row["step"] < 0:
-            raise UsageError(f"{path}, line {line}: step {raw.get('step')!r} is not a step: not a log train.py wrote")
+        if row["step"] is None or not row["step"].is_integer() or not train.STEP.holds(int(row["step"])):
+            raise UsageError(f"{path}, line {line}: step {raw.get('step')!r} is not a step ({train.STEP.words()}): "
+                             f"not a log train.py wrote")
         rows.append(row)
     return sorted(rows, key=lambda r: r["step"])
 

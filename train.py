@@ -506,15 +506,21 @@ RECORD_ONLY = ("target_languages", "trainable_parameters", "total_parameters", "
 IMPORTED = {"steps": 0, "encoder_hidden": 0}
 
 
+STEP = Values(int, 0, MAX_COUNT)  # a step a run reached (config.json's ended, log.csv's rows)
+
+
+def recorded_holds(name, value, imported=False):
+    """A setting a run recorded is within its Values, or is what an imported run records (imported: its "ended"
+    says so)."""
+    return values_of(name).holds(value) or (imported and name in IMPORTED and type(value) is int
+                                            and value == IMPORTED[name])
+
+
 def recorded_problem(settings, imported=False):
     """(name, what it must be) of the first of a run's recorded settings (TrainConfig's, by name: other keys are not
-    settings) that is out of its Values, else None; imported: the run's "ended" says so (IMPORTED holds)."""
-    for f in fields(TrainConfig):
-        value = settings.get(f.name)
-        if f.name in settings and not f.metadata["values"].holds(value) and not (
-                imported and f.name in IMPORTED and type(value) is int and value == IMPORTED[f.name]):
-            return f.name, f.metadata["values"].words()
-    return None
+    settings) that is out of its Values, else None."""
+    return next(((f.name, f.metadata["values"].words()) for f in fields(TrainConfig)
+                 if f.name in settings and not recorded_holds(f.name, settings[f.name], imported)), None)
 
 
 def read_run_config(run_dir, what):
@@ -541,9 +547,8 @@ def read_run_config(run_dir, what):
     if not (isinstance(labels, list) and labels and all(isinstance(x, str) and x and x == x.strip() for x in labels)
             and len(set(labels)) == len(labels)):  # data.py strips the labels it reads, so train.py writes none other
         raise bad("labels", labels, "a list of distinct label names, none with spaces around it")
-    step = Values(int, 0, MAX_COUNT)
     rules = [("ended", ended is None or isinstance(ended, dict) and ended.get("why") in ENDINGS
-              and step.holds(ended.get("step")), f'null or {{"why": one of {", ".join(ENDINGS)}, "step": N}}'),
+              and STEP.holds(ended.get("step")), f'null or {{"why": one of {", ".join(ENDINGS)}, "step": N}}'),
              ("num_labels", config.get("num_labels", len(labels)) == len(labels), "the number of labels"),
              ("source_languages", isinstance(config.get("source_languages", []), list)
               and all(isinstance(x, str) for x in config.get("source_languages", []))

@@ -10,7 +10,9 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, argparse_refusals, cpu_bf16, flags_not_given, refused_in_one_line, require_extra
+import train
+from conftest import (ROOT, argparse_refusals, cpu_bf16, flags_not_given, outside, refused_in_one_line,
+                      require_extra)
 
 NUMBER = r"([-+0-9.eE]+|nan|inf)"
 
@@ -185,17 +187,13 @@ BENCH_FLAGS = [
     (["--decoder", "7b"], "argument --decoder: invalid choice: '7b'"),
     (["--device", "tpu"], "--device tpu: not a device; use cpu, cuda or cuda:N"),
     (["--device", "cuda:x"], "--device cuda:x: not a device"),
-    (["--steps", "0"], "--steps must be at least 1, got 0"),
     (["--warmup-steps", "0"], "--warmup-steps must be at least 1, got 0"),
-    (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
-    (["--max-length", "0"], "--max-length must be at least 1, got 0"),
     (["--max-length", "1000"], "--max-length 1000 and 20 prompt vectors need more positions than"),
     (["--method", "lstm"], "argument --method: invalid choice: 'lstm'"),
     (["--source", "xyz_Latn"], "unknown language or group 'xyz_Latn'"),
     (["--targets", "xyz_Latn"], "unknown language or group 'xyz_Latn'"),
     (["--eval-languages", "xyz_Latn"], "unknown language or group 'xyz_Latn'"),
     (["--eval-limit", "-1"], "--eval-limit must be 0 (all) or more, got -1"),
-    (["--eval-batch-size", "0"], "--eval-batch-size must be at least 1, got 0"),
     (["--no-eval=yes"], "argument --no-eval: ignored explicit argument 'yes'"),
     (["--no-peer=yes"], "argument --no-peer: ignored explicit argument 'yes'"),
     (["--peak-tflops", "0"], "--peak-tflops must be a positive number of TFLOP/s, got 0"),
@@ -208,7 +206,9 @@ BENCH_FLAGS = [
     (["--seed", "4294967296"], "numpy takes at most 4294967295: use a smaller --seed, or --no-peer"),
     (["--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
     (["--rounds", "0"], "--rounds must be at least 1, got 0"),
-]
+] + [([f"--{key.replace('_', '-')}={text}"], f"must be {train.values_of(key).words()}")  # train.py's settings
+     for key in ("steps", "batch_size", "max_length", "eval_batch_size")
+     for text in outside(train.values_of(key), as_text=True)]
 
 
 @pytest.mark.parametrize("args, words", BENCH_FLAGS)

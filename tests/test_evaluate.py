@@ -4,6 +4,7 @@ settings kept apart, rows that cannot be true refused, refusals before anything 
 a call.
 """
 import csv
+import dataclasses
 import json
 import random
 import shutil
@@ -20,7 +21,7 @@ import data
 import evaluate
 import train
 import xpe
-from conftest import (FIXTURE_SIB200, ROOT, argparse_refusals, cpu_bf16, flags_not_given, read_csv,
+from conftest import (FIXTURE_SIB200, ROOT, argparse_refusals, cpu_bf16, flags_not_given, inside, outside, read_csv,
                       refused_in_one_line, require_extra)
 
 PAPER_BASELINES = {  # SPEC §6: XLM-R large fine-tuned on English, zero-shot (Table 2)
@@ -1272,10 +1273,7 @@ def test_claims_from_the_command_line_score_their_groups_and_write_the_decisions
 
 CLAIMS_BAD = [  # every column of a claims file out of its range, and the file itself ("study" is free text)
     ("reported", "a,b,group\nxpe,spt,lowperf\n", "lacks the column reported"),
-    ("reported", "a,b,group,reported\nxpe,spt,lowperf,big\n", "line 2: reported 'big' is no difference in accuracy points"),
-    ("reported", "a,b,group,reported\nxpe,spt,lowperf,nan\n", "line 2: reported 'nan'"),
-    ("reported", "a,b,group,reported\nxpe,spt,lowperf,100\n", "line 2: reported '100'"),
-    ("group", "a,b,group,reported\nxpe,spt, ,1\n", "line 2: the group is empty"),
+    ("reported", "a,b,group,reported\nxpe,spt,lowperf,big\n", "line 2: reported is 'big': it must be a number in"),
     ("group", "a,b,group,reported\nxpe,spt,lowperff,1\n", "lowperff"),
     ("a", "a,b,group,reported\nxpee,spt,lowperf,1\n", "line 2: "),
     ("a", "b,group,reported\nspt,lowperf,1\n", "lacks the column a"),
@@ -1290,11 +1288,18 @@ CLAIMS_BAD = [  # every column of a claims file out of its range, and the file i
 ]
 
 
+# each column with each value just outside its declared Values (conftest.outside), as a CSV cell writes it
+CLAIMS_WALK = [(key, "a,b,group,reported\n" + ",".join(text if k == key else cell for k, cell in
+                                                     zip(evaluate.CLAIM_COLUMNS, ["xpe", "spt", "lowperf", "1"])) + "\n",
+                f"line 2: {key} is {text!r}: it must be {values.words()}")
+               for key, values in evaluate.CLAIM_COLUMNS.items() for text in outside(values, as_text=True)]
+
+
 def test_every_column_of_a_claims_file_is_walked():
-    assert {field for field, _, _ in CLAIMS_BAD} == {*evaluate.CLAIM_COLUMNS, "file"}
+    assert {field for field, _, _ in CLAIMS_BAD + CLAIMS_WALK} == {*evaluate.CLAIM_COLUMNS, "file"}
 
 
-@pytest.mark.parametrize("field, text, words", CLAIMS_BAD)
+@pytest.mark.parametrize("field, text, words", CLAIMS_BAD + CLAIMS_WALK)
 def test_claims_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, field, text, words):
     path = tmp_path / "claims.csv"
     if text == "in-out":  # a file the call would overwrite with its decisions
@@ -1486,34 +1491,26 @@ def test_a_per_language_file_without_settings_and_ended_is_refused_in_one_line(t
     assert not (tmp_path / "o").exists()
 
 
-PER_LANGUAGE_BAD = [  # every field of per_language.csv with a value out of its range (on line 3)
-    (dict(run=""), "line 3: run is empty"),
-    (dict(mode="few-shot"), "line 3: mode 'few-shot' is neither zero-shot nor supervised"),
-    (dict(method="lora"), "line 3: unknown method 'lora'"),
+PER_LANGUAGE_BAD = [  # per_language.csv's refusals on line 3 but a cell out of its column's Values (LANGUAGE_WALK)
     (dict(xpe_frac="0.5"), "line 3: method xpe is xpe_frac 1"),
-    (dict(method="dual", xpe_frac="1.5"), "line 3: xpe_frac must lie in [0, 1]"),
-    (dict(source=""), "line 3: source is empty"),
-    (dict(seed="x"), "line 3: xpe_frac, seed, n, accuracy and steps must be numbers"),
-    (dict(seed="-1"), "line 3: seed = -1: it is a whole number of at least 0"),
-    (dict(backbone=""), "line 3: backbone is empty"),
-    (dict(steps="1.5"), "line 3: xpe_frac, seed, n, accuracy and steps must be numbers"),
-    (dict(steps="0"), "line 3: steps = 0: it is a whole number of at least 1"),
-    (dict(language=""), "line 3: language is empty"),
+    (dict(source="eng_Latn,"), "line 3: empty item in the language spec"),
     (dict(language="deu-Latn"), "line 3: language code 'deu-Latn' contains '-'"),
     (dict(language="deu_Latn "), "line 3: language code 'deu_Latn ' is empty or has spaces around it"),
-    (dict(n="0"), "line 3: n = 0: it is a whole number of at least 1"),
-    (dict(accuracy="13.48"), "line 3: accuracy 13.48 is not in [0, 1]"),
-    (dict(accuracy="nan"), "line 3: accuracy nan is not in [0, 1]"),
-    (dict(precision="fp16"), "line 3: precision 'fp16' is none of fp32, bf16"),
+    (dict(steps="0"), "line 3: steps is '0': it must be a whole number from 1"),  # 0: an imported run's only
     (dict(settings="{lr: 1}"), "line 3: settings '{lr: 1}' is not a JSON object"),
     (dict(settings="[1]"), "line 3: settings '[1]' is not a JSON object"),
+    (dict(settings='{"lr": -1}'), "line 3: settings' lr is -1: it must be a finite number, 0 or more"),
     (dict(ended="done"), "line 3: ended 'done' is none of steps, early, imported, unfinished"),
     ("twice", "twice"),
     ("no column", "lacks accuracy"),
 ]
+# each column with each value just outside its declared Values (conftest.outside), as a CSV cell writes it
+LANGUAGE_WALK = [(dict({key: text}, **({"method": "dual"} if key == "xpe_frac" else {})),
+                  f"line 3: {key} is {text!r}: it must be {values.words()}")
+                 for key, values in evaluate.LANGUAGE_COLUMNS.items() for text in outside(values, as_text=True)]
 
 
-@pytest.mark.parametrize("change, words", PER_LANGUAGE_BAD)
+@pytest.mark.parametrize("change, words", PER_LANGUAGE_BAD + LANGUAGE_WALK)
 def test_rows_that_cannot_be_true_are_refused_and_nothing_is_written(tmp_path, capsys, change, words):
     rows = rows_of("xpe")
     fields = evaluate.LANGUAGE_FIELDS
@@ -1531,8 +1528,31 @@ def test_rows_that_cannot_be_true_are_refused_and_nothing_is_written(tmp_path, c
 
 
 def test_every_field_of_per_language_is_walked():
-    walked = {k for change, _ in PER_LANGUAGE_BAD if isinstance(change, dict) for k in change}
+    walked = {k for change, _ in PER_LANGUAGE_BAD + LANGUAGE_WALK if isinstance(change, dict) for k in change}
     assert walked == set(evaluate.LANGUAGE_FIELDS)
+
+
+@pytest.mark.parametrize("imported", [False, True])
+def test_each_setting_in_a_rows_settings_is_read_against_its_declared_range(imported):
+    """The settings a row carries, each TrainConfig setting with each value just outside its Values, read as
+    train.read_run_config reads them; an imported run's steps 0 and encoder_hidden 0 hold for it alone."""
+    row = {k: str(v) for k, v in rows_of("xpe")[0].items()} | {"precision": "", "ended": "imported" * imported}
+    for f in dataclasses.fields(train.TrainConfig):
+        for value in outside(f.metadata["values"]):
+            if imported and train.recorded_holds(f.name, value, imported):  # steps 0, encoder_hidden 0
+                continue
+            cell = dict(row, settings=json.dumps({f.name: value}))
+            with pytest.raises(xpe.UsageError) as e:
+                evaluate.typed_row(cell, "scores.csv", 3)
+            assert str(e.value) == (f"--scores scores.csv, line 3: settings' {f.name} is {json.dumps(value)}: it must "
+                                    f"be {f.metadata['values'].words()}"), (f.name, value)
+    for name, value in train.IMPORTED.items():
+        cell = dict(row, settings=json.dumps({name: value}), steps=str(value) if name == "steps" else "100")
+        if imported:
+            assert evaluate.typed_row(cell, "scores.csv", 3)["steps"] == int(cell["steps"])
+        else:
+            with pytest.raises(xpe.UsageError, match=f"line 3: {'steps' if name == 'steps' else 'settings'}"):
+                evaluate.typed_row(cell, "scores.csv", 3)
 
 
 def test_an_unfinished_run_is_refused_unless_asked_for_and_then_marked(tmp_path, capsys):
@@ -2486,9 +2506,11 @@ def per_language_rows(draw):
                          steps=draw(st.one_of(st.just(""), st.integers(1, 10**9))), language=language, n=n,
                          accuracy=round(draw(st.integers(0, n)) / n, 6),
                          precision=draw(st.sampled_from(["", "fp32", "bf16"])),
-                         settings=evaluate.settings_text(draw(st.dictionaries(
-                             st.sampled_from(["lr", "steps", "note"]), st.one_of(st.floats(allow_nan=False),
-                                                                                written_text), max_size=2))),
+                         settings=evaluate.settings_text({  # a setting within its declared range, or a note
+                             key: draw(st.sampled_from(inside(train.values_of(key))) if key != "note" else
+                                       st.one_of(st.floats(allow_nan=False), written_text))
+                             for key in draw(st.sets(st.sampled_from(["lr", "steps", "encoder_dropout", "note"]),
+                                                     max_size=2))}),
                          ended=draw(st.sampled_from(["steps", "early", "imported", "unfinished: still training"]))))
     return rows
 

@@ -207,7 +207,7 @@ IMPORT_FLAGS = [  # every flag of import with a value out of its range: one line
     (["--source", "xyz_Latn"], "xyz_Latn"),
     (["--seed", "-1"], "--seed -1: use a number"),
     (["--seed", "1-2"], "--seed 1-2: an adapter is one run, so one seed"),
-    (["--seed", "18446744073709551616"], "a seed is at most"),
+    (["--seed", "18446744073709551616"], "a seed must be a whole number from 0 to 18,446,744,073,709,551,615"),
     (["--source", "eng_Latn", "--groups-file", "{tmp}/nowhere.json"], "group file {tmp}/nowhere.json not found"),
     (["--source", "eng_Latn", "--data-dir", "{tmp}/nowhere"], "data directory {tmp}/nowhere does not exist"),
 ]

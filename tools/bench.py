@@ -164,8 +164,11 @@ def parse_args(argv=None):
             setattr(args, key, value)
     if args.rounds is None:
         args.rounds = 1 if (args.device or "cuda").startswith("cuda") else 2
-    for key in ("steps", "warmup_steps", "batch_size", "max_length", "eval_batch_size", "rounds"):
-        if getattr(args, key) is not None and getattr(args, key) < 1:  # max_length None: xpe.MAX_LENGTH
+    for key in ("steps", "batch_size", "max_length", "eval_batch_size"):  # train.py's settings, in their Values
+        if getattr(args, key) is not None:  # max_length None: xpe.MAX_LENGTH
+            train.check_setting(key, getattr(args, key))
+    for key in ("warmup_steps", "rounds"):
+        if getattr(args, key) < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}"
                              + (" (the first steps allocate memory and pick kernels)" if key == "warmup_steps" else ""))
     for key, zero in (("eval_limit", "all"), ("threads", "torch's choice")):

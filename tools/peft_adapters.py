@@ -435,7 +435,7 @@ def exported_template(adapter_dir):
         return None
     if not isinstance(found, dict) or not isinstance(found.get("text_template"), str):
         return None
-    if not (type(found.get("max_length")) is int and found["max_length"] >= 3):
+    if not train.values_of("max_length").holds(found.get("max_length")):  # as train.py takes it, or none
         found.pop("max_length", None)
     return found
 
