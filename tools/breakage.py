@@ -73,6 +73,12 @@ MUTATIONS = [
     ("decoder-peft-export", "a decoder's export gives our label-token logits in PEFT", "tools/peft_adapters.py",
      'weights = {"prompt_embeddings": prompt.detach().float().cpu().contiguous()}',
      'weights = {"prompt_embeddings": prompt.flip(0).detach().float().cpu().contiguous()}'),
+    ("range-open-end", "a setting's declared range keeps its open end: a dropout of 1 is refused", "train.py",
+     "and (value < self.high if self.high_open else value <= self.high))", "and value <= self.high)"),
+    ("config-settings", "config.json's settings are read against their declared ranges", "train.py",
+     'for where, prefix in ((config, ""), (settings, "settings.")):', 'for where, prefix in ((config, ""),):'),
+    ("row-settings", "a per_language.csv row's settings are read against their declared ranges", "evaluate.py",
+     "problem = train.recorded_problem(settings, imported)", "problem = None"),
 ]
 
 
