@@ -238,8 +238,10 @@ def build_parser(description=None):
             continue
         # None marks "not given", so that method- and target-dependent defaults can fill it.
         kind = path_text if f.name in ("model", "init", "data_dir", "groups_file") else kind  # leave out: default
+        ranged = f.metadata["values"].kind in (int, float)  # a text's choices: its help names them
         p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None, nargs="+" if f.name == "init" else None,
-                       help=f"{f.metadata['help']} (default {shown})")
+                       help=f"{f.metadata['help']} (default {shown}"
+                            + (f"; {f.metadata['values'].words()})" if ranged else ")"))
     p.add_argument("--out", type=path_text, default=None,
                    help="the run's folder, or with several runs the folder that holds them (default runs/, each run "
                         "named like dual0.7-joshi5-s42)")
