@@ -29,7 +29,6 @@ is; BERT's is tanh(pooler.dense(h[:, 0])) then one Linear, so `bert.pooler.dense
 `classifier` our out_proj. Whatever cannot be mapped is refused with an UsageError naming the key.
 """
 import json
-import math
 import re
 import sys
 from pathlib import Path
@@ -60,12 +59,14 @@ TEMPLATE_KEY = "xpe_template"  # a decoder export's text template, chat switch a
 TEXT = ("a string", lambda v: isinstance(v, str))
 COUNT = ("a whole number of at least 1", lambda v: type(v) is int and v >= 1)  # type(), for True is no count
 # Every field of adapter_config.json that the import reads, with what it must hold when it is there (null: not
-# there), so that a wrong type is one line and not a traceback further on; what a value means (a prompt's
-# peft_type, one submodule, a ratio in [0, 1]) is checked where it is used.
+# there), so that a wrong type is one line and not a traceback further on; a field that is one of train.py's settings
+# (the prompt's length, the encoder's size, the authors' ratio) takes the values declared for it (train.Values), and
+# what the others mean (a prompt's peft_type, one submodule) is checked where it is used.
 CONFIG_FIELDS = {
-    "peft_type": TEXT, "task_type": TEXT, "base_model_name_or_path": TEXT, "num_virtual_tokens": COUNT,
-    "token_dim": COUNT, "num_transformer_submodules": COUNT, "encoder_hidden_size": COUNT,
-    "encoder_ratio": ("a number", lambda v: type(v) in (int, float) and math.isfinite(v)),
+    "peft_type": TEXT, "task_type": TEXT, "base_model_name_or_path": TEXT, "token_dim": COUNT,
+    "num_transformer_submodules": COUNT,
+    **{field: (train.values_of(name).words(), train.values_of(name).holds) for field, name in (
+        ("num_virtual_tokens", "prompt_len"), ("encoder_hidden_size", "encoder_hidden"), ("encoder_ratio", "xpe_frac"))},
     "encoder_reparameterization_type": TEXT,
     "id2label": ("an object of label names",
                  lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values())),
