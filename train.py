@@ -929,7 +929,7 @@ def check_folders(outs, settings, packs, resume, overwrite, not_identity=(), pro
             continue
         if not resume:
             raise UsageError(f"{out} already holds a run: pass --resume to continue it or --overwrite to replace it")
-        config = json.loads(config_path.read_text())
+        config = read_run_config(out, f"--resume: {out}")  # checked as every reader of a run checks it
         old = settings_of(config)
         diff = [k for k, v in mine.items() if k not in not_identity and
                 (model_key(old[k]) if k == "model" and k in old else old.get(k, LATER_SETTINGS.get(k))) != v]

@@ -548,6 +548,26 @@ def test_a_relative_backbone_path_that_is_no_folder_here_is_one_line(tmp_path, c
     assert "it is a path" in str(e.value) and "working folder" in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("change, words", [
+    (lambda config: "not json", "--resume: {out}: config.json cannot be read as JSON"),
+    (lambda config: dict(config, settings=dict(config["settings"], lr=-1)), "--resume: {out}: config.json's settings.lr "
+                                                                             "is -1: it must be a finite number"),
+], ids=["not-json", "lr-out-of-range"])
+def test_a_resume_reads_the_runs_config_json_as_every_reader_does(tmp_path, tiny_model_dir, capsys, change, words):
+    """--resume compares the run's recorded settings with the call's: read by train.read_run_config, so a config.json
+    it cannot take is one line, as for --init and evaluate.py, and nothing changes."""
+    code, out = run(tmp_path, tiny_model_dir, "--steps", "10")
+    assert code == 0
+    changed = change(json.loads((out / "config.json").read_text()))
+    (out / "config.json").write_text(changed if isinstance(changed, str) else json.dumps(changed))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    code, _ = run(tmp_path, tiny_model_dir, "--steps", "10", "--resume")
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and words.format(out=out) in line, line
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_out_holding_another_run_needs_resume_or_overwrite(tmp_path, tiny_model_dir, capsys):
     code, out = run(tmp_path, tiny_model_dir, "--steps", "10")
     assert code == 0
