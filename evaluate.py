@@ -140,13 +140,22 @@ def run_settings(config):
     return settings
 
 
+def logged_step(cell):
+    """A log.csv step cell as train.py writes it (train.STEP), else None."""
+    try:
+        step = train.STEP.read(cell or "")
+    except ValueError:
+        return None
+    return step if train.STEP.holds(step) else None
+
+
 def last_logged_step(run_dir):
     try:
         with open(Path(run_dir) / "log.csv", newline="") as f:
             reader = csv.DictReader(f)
             if column_twice(reader.fieldnames) is not None:  # not train.py's log: its step is not known
                 return None
-            steps = [int(r["step"]) for r in reader if str(r.get("step", "")).isdigit()]
+            steps = [step for r in reader for step in [logged_step(r.get("step"))] if step is not None]
     except (OSError, KeyError, ValueError):
         return None
     return max(steps, default=None)
@@ -287,6 +296,7 @@ def score_runs(args, group_langs, device):
 # (cells with their marks) that one renderer writes as text, Markdown or CSV (render).
 
 MODES = ("zero-shot", "supervised")  # a row's mode: scored on a language the run did not train on, or did
+ACCURACY = train.Values(float, 0, 1, why="a fraction, not a percentage")  # a row's, and a baseline's per language
 # per_language.csv's columns, each with the values it takes (train.Values): a training setting's are TrainConfig's
 LANGUAGE_COLUMNS = {
     "run": train.Values(str, filled=True, why="the run's folder"), "mode": train.Values(str, choices=MODES),
@@ -294,7 +304,7 @@ LANGUAGE_COLUMNS = {
     "backbone": train.Values(str, filled=True, why="the backbone's name"), "steps": train.values_of("steps"),
     "language": train.Values(str, filled=True, why="a language code"),
     "n": train.Values(int, 1, train.MAX_COUNT, why="the rows scored"),
-    "accuracy": train.Values(float, 0, 1, why="a fraction, not a percentage"),
+    "accuracy": ACCURACY,
     "precision": train.Values(str, choices=xpe.PRECISIONS[1:], why="the precision it was scored in"),
     "settings": train.TEXT, "ended": train.TEXT}  # the last two: a JSON object and a run's ending, read by typed_row
 LANGUAGE_FIELDS = list(LANGUAGE_COLUMNS)
@@ -483,8 +493,8 @@ def typed_row(r, path, line):
         raise _row_error(path, line, f"settings {row['settings'][:40]!r} is not a JSON object (or empty)")
     problem = train.recorded_problem(settings, imported)
     if problem:
-        raise _row_error(path, line, f"settings' {problem[0]} is {json.dumps(settings[problem[0]])[:40]}: it must be "
-                                     f"{problem[1]}")
+        raise _row_error(path, line, f"settings' {problem[0]} is {json.dumps(problem[1])[:40]}: it must be "
+                                     f"{problem[2]}")
     if row["settings"]:  # one spelling, as scoring writes it (settings_text): spaces or key order make no setting
         row["settings"] = json.dumps(settings, sort_keys=True, separators=(",", ":"))
     if row["ended"] and row["ended"] not in FINISHED and not row["ended"].startswith("unfinished"):
@@ -1357,9 +1367,11 @@ def print_compare(rows):
 # ---- claims: effects another study reported, decided against ours -----------------------------------------
 
 SIDE = train.Values(str, filled=True, why="a setting, as --compare names one, e.g. xpe or dual:0.7")
+POINTS = 100  # accuracy points: a difference of two accuracies lies strictly within ±100
+MARGIN = train.Values(float, 0, POINTS, low_open=True, high_open=True, why="a difference in accuracy points, e.g. 2")
 CLAIM_COLUMNS = {  # the columns of a --claims file with the values each takes; and study, optional: who reported it
     "a": SIDE, "b": SIDE, "group": train.Values(str, filled=True, why="a group or language codes, e.g. lowperf"),
-    "reported": train.Values(float, -100, 100, low_open=True, high_open=True,
+    "reported": train.Values(float, -POINTS, POINTS, low_open=True, high_open=True,
                              why="the difference A - B another study found, in accuracy points, e.g. 3.1")}
 CLAIM_FIELDS = ["study", "a", "b", "group", "reported", "source", "backbone", "setting_a", "setting_b", "differ",
                 "languages", "wins", "ties", "losses", "n_seeds", "mean_diff", "ci_low", "ci_high", "sd", "verdict",
@@ -1660,10 +1672,10 @@ def plot_series(per_language, baselines=None):
         series.append(dict(label=label, setting=setting, values={k: statistics.fmean(v) for k, v in values.items()},
                            seeds={k: len(v) for k, v in values.items()}))
     for name, values in (baselines or {}).items():
-        outside = [lang for lang, v in values.items() if not 0 <= v <= 1]
+        outside = [lang for lang, v in values.items() if not ACCURACY.holds(v)]
         if outside:
-            raise UsageError(f"baseline {name!r} has accuracies outside [0, 1] ({outside[0]}: {values[outside[0]]}); "
-                             f"divide percentages by 100")
+            raise UsageError(f"baseline {name!r} has an accuracy that is not {ACCURACY.words()} ({outside[0]}: "
+                             f"{values[outside[0]]}); divide percentages by 100")
         series.append(dict(label=name, setting=None, values=dict(values), seeds={}))
     return series
 
@@ -1907,17 +1919,17 @@ def read_log(run_dir):
         raise UsageError(f"{path} has no step column: not a log train.py wrote")
     rows = []
     for line, raw in enumerate(reader, 2):
-        row = {}
-        for column in ("step", *CURVE_PANELS):
+        row = {"step": logged_step(raw.get("step"))}
+        if row["step"] is None:
+            raise UsageError(f"{path}, line {line}: step {raw.get('step')!r} is not a step ({train.STEP.words()}): "
+                             f"not a log train.py wrote")
+        for column in CURVE_PANELS:
             cell = (raw.get(column) or "").strip()
-            try:
-                row[column] = float(cell) if cell else None
+            try:  # a number as Python writes one: a loss may be nan where a run left its pack
+                row[column] = train.Values(float).read(cell) if cell else None
             except ValueError:
                 raise UsageError(f"{path}, line {line}: {column} {cell[:40]!r} is not a number: not a log train.py "
                                  f"wrote") from None
-        if row["step"] is None or not row["step"].is_integer() or not train.STEP.holds(int(row["step"])):
-            raise UsageError(f"{path}, line {line}: step {raw.get('step')!r} is not a step ({train.STEP.words()}): "
-                             f"not a log train.py wrote")
         rows.append(row)
     return sorted(rows, key=lambda r: r["step"])
 
@@ -2555,19 +2567,19 @@ def mode_of(args, defaults):
         flags = ", ".join("--" + k.replace("_", "-") for k in stray)
         raise UsageError(f"{flags} {'does' if len(stray) == 1 else 'do'} not go with "
                          f"{'--predict' if mode == 'predict' else 'scoring'}: leave {'it' if len(stray) == 1 else 'them'} out")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not train.COUNT.holds(args.batch_size):  # rows a backbone pass: as train.py's --eval-batch-size
+        raise UsageError(f"--batch-size must be {train.COUNT.words()}, got {args.batch_size}")
     return mode
 
 
 def margin_list(text):
-    """--margin's points: a number or a comma list of them, each above 0 and below 100."""
+    """--margin's points: a number or a comma list of them, each of MARGIN."""
     try:
-        points = [float(x) for x in text.split(",")]
+        points = [MARGIN.read(x) for x in text.split(",")]
     except ValueError:
         raise UsageError(f"--margin {text}: give accuracy points, e.g. --margin 2 or --margin 2,3.1") from None
-    if not all(0 < p < 100 for p in points):  # also refuses nan and inf
-        raise UsageError(f"--margin {text}: each margin is a difference in accuracy points above 0 and below 100")
+    if not all(MARGIN.holds(p) for p in points):
+        raise UsageError(f"--margin {text}: each margin must be {MARGIN.words()}")
     return points
 
 

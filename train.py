@@ -66,12 +66,14 @@ class Values:
     low_open: bool = False     # (low, high]: low itself is out
     choices: tuple = ()        # a text's values (empty: any text)
     filled: bool = False       # a text that may not be blank
+    grammar: object = None     # a text's grammar, where it is not empty: a function that raises UsageError
     why: str = ""              # what the range means, said after it
 
     def holds(self, value):
         if self.kind in (str, bool):
             return (isinstance(value, self.kind) and (not self.choices or value in self.choices)
-                    and not (self.filled and not value.strip()))
+                    and not (self.filled and not value.strip()) and not (self.grammar and value
+                                                                         and not follows(self.grammar, value)))
         if isinstance(value, bool) or not isinstance(value, (int, float) if self.kind is float else int):
             return False
         if isinstance(value, float) and not math.isfinite(value):
@@ -80,11 +82,14 @@ class Values:
                 and (value < self.high if self.high_open else value <= self.high))
 
     def read(self, text):
-        """The value a text (a flag's, a CSV cell's) stands for, in this kind; ValueError where it stands for none."""
+        """The value a text (a flag's, a CSV cell's) stands for, in this kind; ValueError where it stands for none.
+        A number is written in ASCII as Python writes one (int() and float() also take "٣", "1_0" and " 4 ")."""
         if self.kind is bool:  # bool("false") is True
             if text.strip().lower() not in ("true", "false"):
                 raise ValueError(f"{text!r} is neither true nor false")
             return text.strip().lower() == "true"
+        if self.kind in (int, float) and not re.fullmatch(NUMBER_TEXT[self.kind], text, re.IGNORECASE):
+            raise ValueError(f"{text!r} is not written as a {self.kind.__name__}")
         return self.kind(text)
 
     def words(self):
@@ -107,6 +112,18 @@ class Values:
                 said = (f"{number} in {'(' if self.low_open else '['}{shown(self.low)}, {shown(self.high)}"
                         f"{')' if self.high_open else ']'}")
         return f"{said} ({self.why})" if self.why else said
+
+
+NUMBER_TEXT = {int: r"-?[0-9]+", float: r"-?([0-9]+\.?[0-9]*|\.[0-9]+)(e[-+]?[0-9]+)?|-?(inf|nan)"}
+
+
+def follows(grammar, text):
+    """Whether a text follows a grammar (a function that raises UsageError where it does not)."""
+    try:
+        grammar(text)
+    except UsageError:
+        return False
+    return True
 
 
 COUNT = Values(int, 1, MAX_COUNT, why="2^53 at most: the schedule counts in floats")
@@ -179,7 +196,8 @@ class TrainConfig:
                                   + xpe.CPU_BF16 + "); the run records the one used", Values(str, choices=xpe.PRECISIONS))
     template: str = flag("", "a decoder's text template, with {text} where the text goes and optionally {labels} (the "
                              "label words); it ends where the answer, a label word, starts (empty: a topic question, "
-                             "xpe.DEFAULT_TEMPLATE)", TEXT)
+                             "xpe.DEFAULT_TEMPLATE)",
+                       Values(str, grammar=xpe.check_template, why="empty, or holding {text} once, where the text goes"))
     chat_template: bool = flag(False, "a decoder's template goes through its tokenizer's chat template as the user's "
                                       "turn (instruction-tuned models)", Values(bool))
 
@@ -231,7 +249,7 @@ def build_parser(description=None):
                  "template": "empty"}.get(f.name, default)
         declared = f.metadata["values"].kind
         kind = (str if f.name in ("method", "seed") + SWEEPABLE  # lists: parsed below
-                else one_value(declared) if declared in (int, float) else declared)
+                else one_value(f.metadata["values"]) if declared in (int, float) else declared)
         if declared is bool:  # a switch; None marks "not given" as for the others
             p.add_argument("--" + f.name.replace("_", "-"), action="store_true", default=None,
                            help=f"{f.metadata['help']} (default off)")
@@ -264,15 +282,16 @@ def build_parser(description=None):
     return p
 
 
-def one_value(kind):
-    """argparse's type for a setting that takes one value: a list is refused, saying why."""
+def one_value(values):
+    """argparse's type for a setting that takes one value, read as its Values read a text: a list is refused, saying
+    why."""
     def parse(text):
         if "," in text:
             raise argparse.ArgumentTypeError(f"takes one value, not the list {text}: it shapes the batch or the "
                                              f"sequence, which the runs of a pack share (lists: "
                                              f"{', '.join('--' + k.replace('_', '-') for k in SWEEPABLE)})")
-        return kind(text)
-    parse.__name__ = kind.__name__  # argparse names the type in its message
+        return values.read(text)
+    parse.__name__ = values.kind.__name__  # argparse names the type in its message
     return parse
 
 
@@ -280,7 +299,7 @@ def parse_values(name, text):
     """[values] of a swept setting from its flag: a number or a list of them (5e-3,5e-5)."""
     kind, flag_name = values_of(name).kind, "--" + name.replace("_", "-")
     try:
-        values = [kind(item) for item in text.split(",")]
+        values = [values_of(name).read(item) for item in text.split(",")]
     except ValueError:
         raise UsageError(f"{flag_name} {text}: use a number or a list of numbers such as 5e-3,5e-5"
                          f"{' (whole numbers)' if kind is int else ''}") from None
@@ -485,8 +504,10 @@ def target_configs(given):
 
 
 def check_setting(name, value):
-    """A setting's value against the Values TrainConfig declares for it."""
+    """A setting's value against the Values TrainConfig declares for it (a text's grammar says what is wrong)."""
     values = values_of(name)
+    if values.grammar and isinstance(value, str) and value:
+        values.grammar(value)
     if not values.holds(value):
         raise UsageError(f"--{name.replace('_', '-')} must be {values.words()}, got "
                          f"{repr(value) if isinstance(value, str) else xpe.value_text(value)[:60]}")
@@ -496,8 +517,6 @@ def check_ranges(cfg):
     """Every setting of a run against its declared Values (shared by a call's runs)."""
     for f in fields(TrainConfig):
         check_setting(f.name, getattr(cfg, f.name))
-    if cfg.template:
-        xpe.check_template(cfg.template)
 
 
 # config.json's keys that nothing reads back: what a run records for the people reading it
@@ -518,11 +537,28 @@ def recorded_holds(name, value, imported=False):
                                             and value == IMPORTED[name])
 
 
+# What a run records beside its settings, each with what it must be: the fingerprints of the code and the backbone's
+# weights, the source languages, and a target run's source run's settings (read as these are).
+RECORDED = {
+    "code": ("a fingerprint (text)", lambda v: isinstance(v, str)),
+    "backbone_weights": ("a fingerprint (text)", lambda v: isinstance(v, str)),
+    "source_languages": ("a list of distinct language codes", lambda v: isinstance(v, list) and all(
+        isinstance(x, str) for x in v) and len(set(v)) == len(v)),
+    "init_settings": ("an object: its source run's settings", lambda v: isinstance(v, dict)),
+}
+
+
 def recorded_problem(settings, imported=False):
-    """(name, what it must be) of the first of a run's recorded settings (TrainConfig's, by name: other keys are not
-    settings) that is out of its Values, else None."""
-    return next(((f.name, f.metadata["values"].words()) for f in fields(TrainConfig)
-                 if f.name in settings and not recorded_holds(f.name, settings[f.name], imported)), None)
+    """(key, value, what it must be) of the first of a run's recorded settings (TrainConfig's against their Values,
+    RECORDED's, and a source run's init_settings as these) that is wrong, else None."""
+    for f in fields(TrainConfig):
+        if f.name in settings and not recorded_holds(f.name, settings[f.name], imported):
+            return f.name, settings[f.name], f.metadata["values"].words()
+    for key, (words, holds) in RECORDED.items():
+        if key in settings and not holds(settings[key]):
+            return key, settings[key], words
+    inner = recorded_problem(settings["init_settings"]) if "init_settings" in settings else None
+    return ("init_settings." + inner[0], *inner[1:]) if inner else None
 
 
 def read_run_config(run_dir, what):
@@ -552,10 +588,6 @@ def read_run_config(run_dir, what):
     rules = [("ended", ended is None or isinstance(ended, dict) and ended.get("why") in ENDINGS
               and STEP.holds(ended.get("step")), f'null or {{"why": one of {", ".join(ENDINGS)}, "step": N}}'),
              ("num_labels", config.get("num_labels", len(labels)) == len(labels), "the number of labels"),
-             ("source_languages", isinstance(config.get("source_languages", []), list)
-              and all(isinstance(x, str) for x in config.get("source_languages", []))
-              and len(set(config.get("source_languages", []))) == len(config.get("source_languages", [])),
-              "a list of distinct language codes"),
              ("settings", isinstance(settings, dict), "an object of the run's settings")]
     for key, valid, wanted in rules:
         if not valid:
@@ -564,7 +596,7 @@ def read_run_config(run_dir, what):
     for where, prefix in ((config, ""), (settings, "settings.")):  # the settings a run keeps at the top and below
         problem = recorded_problem(where, imported)
         if problem:
-            raise bad(prefix + problem[0], where[problem[0]], problem[1])
+            raise bad(prefix + problem[0], *problem[1:])
     try:
         split = xpe.split_prompt(config["method"], config["xpe_frac"], config["prompt_len"])
         # the source as train.py records it now (data.canonical_spec), whichever spelling an older run kept
@@ -573,11 +605,6 @@ def read_run_config(run_dir, what):
         raise UsageError(f"{what}: config.json: {e}") from None
     if [config["n_spt"], config["n_xpe"]] != list(split):
         raise bad("n_spt, n_xpe", [config["n_spt"], config["n_xpe"]], f"{list(split)} for its method and prompt_len")
-    for key in ("code", "backbone_weights"):
-        if not TEXT.holds(settings.get(key, "")):
-            raise bad(f"settings.{key}", settings[key], "a fingerprint (text)")
-    if not isinstance(settings.get("init_settings", {}), dict):
-        raise bad("settings.init_settings", settings["init_settings"], "an object: its source run's settings")
     return config
 
 

@@ -113,11 +113,12 @@ def split_prompt(method, xpe_frac, prompt_len=20):
         raise UsageError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
     low, high = PROMPT_LEN_RANGE
     if isinstance(prompt_len, bool) or not isinstance(prompt_len, int) or not low <= prompt_len <= high:
-        raise UsageError(f"prompt length must be an integer from 1 to 2^20 (no backbone has more positions), got "
-                         f"{str(prompt_len)[:20]}")
+        raise UsageError(f"prompt length must be an integer from {low} to {high:,} (no backbone has more positions), "
+                         f"got {str(prompt_len)[:20]}")
     r = float(xpe_frac)
     if not XPE_FRAC_RANGE[0] <= r <= XPE_FRAC_RANGE[1] or math.isnan(r):
-        raise UsageError(f"xpe_frac must lie in [0, 1] (0 = spt, 1 = xpe, between = dual), got {xpe_frac!r}")
+        raise UsageError(f"xpe_frac must lie in [{XPE_FRAC_RANGE[0]:g}, {XPE_FRAC_RANGE[1]:g}] (0 = spt, 1 = xpe, "
+                         f"between = dual), got {xpe_frac!r}")
     if method == "spt" and r != 0.0:
         raise UsageError(f"method spt is xpe_frac 0, got {xpe_frac!r}; use --method dual for a mix")
     if method == "xpe" and r != 1.0:

@@ -89,8 +89,8 @@ def cpu_bf16(monkeypatch, amx, avx512_bf16):
 
 def outside(values, as_text=False):
     """Values just out of a train.Values' range, for the walks that it drives: each bound's neighbour on the far
-    side, nan and inf (a float), a choice it lacks or a blank (a text); as JSON values also the wrong types. as_text:
-    as a flag or a CSV cell writes them (numbers only: a text's are the choices a flag can give)."""
+    side, nan and inf (a float), a choice it lacks, a blank or a text its grammar refuses (a text); as JSON values also
+    the wrong types. as_text: as a flag or a CSV cell writes them (no wrong types)."""
     found = []
     if values.kind is int:
         found += [values.low - 1] if math.isfinite(values.low) else []
@@ -104,7 +104,8 @@ def outside(values, as_text=False):
             found.append(values.high if values.high_open else values.high + max(abs(values.high), 1) * 1e-9)
         found += [] if as_text else [True, "0.5", None]
     elif values.kind is str:
-        found += (["nope"] if values.choices else [" "] if values.filled else []) + ([] if as_text else [5, None])
+        found += (["nope"] if values.choices else [" "] if values.filled else ["no placeholder"] if values.grammar
+                  else []) + ([] if as_text else [5, None])
     else:
         found += [] if as_text else ["true", 1, None]
     return [repr(v) if as_text and isinstance(v, float) else str(v) if as_text else v for v in found]
@@ -115,7 +116,8 @@ def inside(values):
     if values.kind is bool:
         return [False, True]
     if values.kind is str:
-        return list(values.choices) or ["x", "a b"] + ([] if values.filled else [""])
+        return list(values.choices) or (["{text}", "topic of {text}:"] if values.grammar else ["x", "a b"]) + (
+            [] if values.filled else [""])
     low = values.low if math.isfinite(values.low) else -1e9
     high = values.high if math.isfinite(values.high) else 1e9
     ends = [low] * (not values.low_open) + [high] * (not values.high_open) + [values.kind((low + high) / 2)

@@ -204,6 +204,8 @@ BENCH_FLAGS = [
     (["--threads", "100000000"], "--threads 100000000: this machine has"),  # torch started them at the first step
     (["--seed", "-1"], "--seed -1: use a number"),
     (["--seed", "4294967296"], "numpy takes at most 4294967295: use a smaller --seed, or --no-peer"),
+    (["--no-peer", "--seed", str(train.MAX_SEED)], f"--seed {train.MAX_SEED}: the seeds section trains seed "
+                                                   f"{train.MAX_SEED + 1} too"),  # the largest seed is train.py's
     (["--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
     (["--rounds", "0"], "--rounds must be at least 1, got 0"),
 ] + [([f"--{key.replace('_', '-')}={text}"], f"must be {train.values_of(key).words()}")  # train.py's settings

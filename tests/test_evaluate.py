@@ -1421,13 +1421,13 @@ EVERY_FLAG = [
     (["--scores", "{scores}", "--groups-file", "{tmp}/nowhere.json"], "group file {tmp}/nowhere.json not found"),
     (["--scores", "{scores}", "--data-dir", "{tmp}/nowhere"], "data directory {tmp}/nowhere does not exist"),
     (["--scores", "{scores}", "--out", "{tmp}/a-file"], "is a file"),
-    (["--scores", "{scores}", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    (["--scores", "{scores}", "--batch-size", "0"], f"--batch-size must be {train.COUNT.words()}, got 0"),
     (["--scores", "{scores}", "--batch-size", "x"], "argument --batch-size: invalid int value: 'x'"),
     (["--scores", "{scores}", "--device", "tpu"], "--device tpu: not a device"),
     (["--scores", "{scores}", "--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
     (["--predict", "-", "--baseline"], "--baseline does not go with --predict"),
     (["--scores", "{scores}", "--compare", "xpe"], "--compare takes two settings, A,B"),
-    (["--scores", "{scores}", "--compare", "xpe,spt", "--margin", "-1"], "above 0 and below 100"),
+    (["--scores", "{scores}", "--compare", "xpe,spt", "--margin", "-1"], f"each margin must be {evaluate.MARGIN.words()}"),
     (["--scores", "{scores}", "--claims", "{tmp}/nowhere.csv"], "--claims {tmp}/nowhere.csv: cannot read it"),
     (["--scores", "{scores}", "--sweep", "lr"], "--sweep lr: no two settings differ in lr alone"),
     (["--scores", "{scores}", "--sweep-plot", "{tmp}/s.png"], "--sweep-plot draws the table of --sweep"),
@@ -1534,8 +1534,9 @@ def test_every_field_of_per_language_is_walked():
 
 @pytest.mark.parametrize("imported", [False, True])
 def test_each_setting_in_a_rows_settings_is_read_against_its_declared_range(imported):
-    """The settings a row carries, each TrainConfig setting with each value just outside its Values, read as
-    train.read_run_config reads them; an imported run's steps 0 and encoder_hidden 0 hold for it alone."""
+    """The settings a row carries, each TrainConfig setting with each value just outside its Values and what a run
+    records beside them wrong (train.RECORDED), read as train.read_run_config reads them; an imported run's steps 0
+    and encoder_hidden 0 hold for it alone."""
     row = {k: str(v) for k, v in rows_of("xpe")[0].items()} | {"precision": "", "ended": "imported" * imported}
     for f in dataclasses.fields(train.TrainConfig):
         for value in outside(f.metadata["values"]):
@@ -1546,6 +1547,16 @@ def test_each_setting_in_a_rows_settings_is_read_against_its_declared_range(impo
                 evaluate.typed_row(cell, "scores.csv", 3)
             assert str(e.value) == (f"--scores scores.csv, line 3: settings' {f.name} is {json.dumps(value)}: it must "
                                     f"be {f.metadata['values'].words()}"), (f.name, value)
+    recorded = [("code", 5, "code"), ("backbone_weights", [1], "backbone_weights"), ("source_languages", "x", None),
+                ("source_languages", [1, [2]], None), ("source_languages", ["a", "a"], None), ("init_settings", [1], None),
+                ("init_settings", {"lr": "x"}, "init_settings.lr")]  # what a run records beside its settings
+    for key, value, shown in recorded:
+        with pytest.raises(xpe.UsageError) as e:
+            evaluate.typed_row(dict(row, settings=json.dumps({key: value})), "scores.csv", 3)
+        inner = shown == "init_settings.lr"
+        assert str(e.value) == (f"--scores scores.csv, line 3: settings' {shown or key} is "
+                                f"{json.dumps('x' if inner else value)}: it must be "
+                                f"{train.values_of('lr').words() if inner else train.RECORDED[key][0]}"), (key, value)
     for name, value in train.IMPORTED.items():
         cell = dict(row, settings=json.dumps({name: value}), steps=str(value) if name == "steps" else "100")
         if imported:
@@ -1770,8 +1781,8 @@ def test_power_and_the_seeds_it_needs_agree_and_reach_the_normal_limit():
 @pytest.mark.parametrize("args, words", [
     (["--margin", "2"], "give --compare A,B too"),
     (["--compare", "xpe,spt", "--margin", "two"], "--margin two: give accuracy points"),
-    (["--compare", "xpe,spt", "--margin", "0"], "above 0 and below 100"),
-    (["--compare", "xpe,spt", "--margin", "nan"], "above 0 and below 100"),
+    (["--compare", "xpe,spt", "--margin", "0"], f"each margin must be {evaluate.MARGIN.words()}"),
+    (["--compare", "xpe,spt", "--margin", "nan"], f"each margin must be {evaluate.MARGIN.words()}"),
 ])
 def test_a_bad_margin_is_one_line_and_writes_nothing(tmp_path, capsys, args, words):
     code, out = scores_main(tmp_path, rows_of("xpe") + rows_of("spt"), *args)
@@ -2027,7 +2038,9 @@ def test_curves_without_matplotlib_or_with_scores_are_one_line(tmp_path, runs, m
 
 @pytest.mark.parametrize("text, expected", [
     ("step,train_loss\n4,abc\n", "line 2: train_loss 'abc' is not a number"),
-    ("step,train_loss\nfour,1.0\n", "line 2: step 'four' is not a number"),
+    ("step,train_loss\nfour,1.0\n", "line 2: step 'four' is not a step"),
+    ("step,train_loss\n4.0,1.0\n", "line 2: step '4.0' is not a step"),  # train.py writes a whole number
+    ("step,train_loss\n1_0,1.0\n", "line 2: step '1_0' is not a step"),
     ("step,train_loss\n2.5,1.0\n", "line 2: step '2.5' is not a step"),
     ("step,train_loss\n-4,1.0\n", "is not a step"),
     ("train_loss\n1.0\n", "has no step column"),
@@ -2345,7 +2358,7 @@ def test_scoring_runs_only_on_their_own_training_language_says_what_to_choose(tm
 # Flags that name something twice or leave an item empty, and --predict's share of the flags: one line, exit 2,
 # nothing written (run as EVERY_FLAG's rows are).
 COUNTED_FLAGS = [
-    (["--predict", "-", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    (["--predict", "-", "--batch-size", "0"], f"--batch-size must be {train.COUNT.words()}, got 0"),
     (["--scores", "{scores}", "--group", "eng_Latn,"], "empty item in the language spec 'eng_Latn,'"),
     (["--scores", "{scores}", "--group", "joshi5-"], "empty term in 'joshi5-'"),
     (["--scores", "{scores}", "--groups", "lowperf,,unseen"], "empty item"),

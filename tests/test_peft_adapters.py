@@ -211,7 +211,9 @@ IMPORT_FLAGS = [  # every flag of import with a value out of its range: one line
     (["--seed", "18446744073709551616"], "a seed must be a whole number from 0 to 18,446,744,073,709,551,615"),
     (["--source", "eng_Latn", "--groups-file", "{tmp}/nowhere.json"], "group file {tmp}/nowhere.json not found"),
     (["--source", "eng_Latn", "--data-dir", "{tmp}/nowhere"], "data directory {tmp}/nowhere does not exist"),
-]
+    (["--max-length", "100000"], "positions for text, fewer than max_length 100000"),
+] + [([f"--max-length={text}"], f"--max-length must be {train.values_of('max_length').words()}")  # its declaration
+     for text in outside(train.values_of("max_length"), as_text=True)]
 
 
 @pytest.mark.parametrize("args, words", IMPORT_FLAGS)
@@ -228,7 +230,7 @@ def test_every_import_flag_out_of_range_is_one_line_and_writes_nothing(tmp_path,
 def test_every_import_flag_is_walked():
     (_, into) = [a for a in peft_adapters.parser()._actions if a.dest == "command"][0].choices.items()
     flags = {opt for action in into[1]._actions for opt in action.option_strings if opt.startswith("--")}
-    assert flags - {a for args, _ in IMPORT_FLAGS for a in args if a.startswith("--")} == {"--help"}
+    assert flags - {a.split("=")[0] for args, _ in IMPORT_FLAGS for a in args if a.startswith("--")} == {"--help"}
 
 
 def test_argparse_refusals_are_one_line_naming_the_flag(tmp_path, monkeypatch, capsys):
@@ -977,3 +979,15 @@ def test_a_decoder_run_exports_as_a_causal_lm_adapter_with_our_label_logits_and_
     again, _ = xpe.load_artifact(tmp_path / "back", backbone)
     with torch.no_grad():
         torch.testing.assert_close(again(input_ids, mask), mine, atol=0, rtol=0)
+
+
+def test_a_causal_lm_prompt_that_leaves_too_few_positions_for_text_is_one_line(tmp_path, tiny_decoder_dirs, capsys):
+    """max_length, when the import takes what fits beside the prompt, is held to the range train.py declares for it
+    (a tiny GPT-2 has 128 positions: 126 prompt vectors leave 2)."""
+    adapter = tmp_path / "adapter"
+    write_adapter(adapter, {"peft_type": "PROMPT_TUNING", "task_type": "CAUSAL_LM", "num_virtual_tokens": 126,
+                            "base_model_name_or_path": str(tiny_decoder_dirs["gpt2"]), "token_dim": 32,
+                            "num_transformer_submodules": 1}, {"prompt_embeddings": torch.randn(126, 32)})
+    line = refused(adapter, tmp_path / "run", capsys)
+    assert ("126 prompt vectors leave 2 of" in line and f"max_length must be {train.values_of('max_length').words()}"
+            in line), line

@@ -3,8 +3,8 @@ trains; packed runs equal the runs alone; the run folders (only ours written or 
 kill after any write resumes identically); target calls in packs and calls spread over processes.
 """
 import argparse
-import csv
 import contextlib
+import csv
 import dataclasses
 import fcntl
 import io
@@ -351,7 +351,6 @@ BAD_INPUT = [  # every flag's refusals but the range of a setting, which SETTING
     (["--max-runs", "1" + "0" * 12], "--max-runs must be at most 100,000"),  # 64 M runs were then built
     (["--seed", "1,2", "--max-runs", "1"], "this call plans 2 runs"),  # a switch: only the runs it packs can be wrong
     (["--tensorboard", "/dev/null/board"], "--tensorboard /dev/null/board is below /dev/null, which is a file"),
-    (["--template", "no placeholder"], "--template 'no placeholder' must hold {text} once"),
     (["--template", "{text} and {text}"], "must hold {text} once"),
     (["--template", "text: {text} topic:"], "--template is for a decoder backbone"),  # the tiny model is XLM-R
     (["--chat-template"], "--chat-template is for a decoder backbone"),
@@ -385,7 +384,7 @@ def test_a_refusal_names_no_setting_the_call_did_not_give(tmp_path, tiny_model_d
 # setting's flag with the choice it lacks or a blank, where its grammar (a method list, a language spec, a path) refuses
 SETTING_WALK = [(f.name, text) for f in dataclasses.fields(train.TrainConfig)
                 for text in outside(f.metadata["values"], as_text=True)]
-GRAMMAR = {"method": "unknown method 'nope'", "model": "is an empty name"}
+GRAMMAR = {"method": "unknown method 'nope'", "model": "is an empty name", "template": "must hold {text} once"}
 
 
 @pytest.mark.parametrize("name, text", SETTING_WALK)
@@ -409,6 +408,22 @@ def test_every_setting_holds_the_values_at_the_edges_of_its_declared_range():
             assert values.holds(value), (f.name, value)
         for value in outside(values):
             assert not values.holds(value), (f.name, value)
+
+
+@pytest.mark.parametrize("kind, text", [(int, "٣"), (int, "1_0"), (int, " 4"), (int, "+3"), (int, "4.0"),
+                                        (float, "1_0.5"), (float, "٣"), (float, "infinity"), (float, "0x1p3")])
+def test_a_number_is_read_as_python_writes_one(kind, text):
+    """Values.read, which the flags, a sweep's lists and the CSV readers share: int() and float() take these too."""
+    with pytest.raises(ValueError):
+        train.Values(kind).read(text)
+    assert [train.Values(int).read(t) for t in ("-3", "0", "12")] == [-3, 0, 12]
+    assert [train.Values(float).read(t) for t in ("5e-05", "1.", ".5", "1E+3", "-inf", "NaN")][:5] == [
+        5e-05, 1.0, 0.5, 1000.0, -math.inf]
+
+
+def test_a_flag_refuses_a_number_python_would_read_but_never_writes(capsys):
+    for argv in (["--steps", "1_000"], ["--lr", "1e-3,٣"], ["--max-length", "٣٣"]):
+        assert argv[0] in refused_in_one_line(train.main, argv, capsys, "train.py")
 
 
 def test_bad_input_walks_every_flag():
@@ -1312,6 +1327,9 @@ CONFIG_BAD = [  # every key of a run's config.json that --init and evaluate.py r
     ("settings.code", 5, "config.json's settings.code is 5"),
     ("settings.backbone_weights", None, "config.json's settings.backbone_weights is null"),
     ("settings.init_settings", 5, "config.json's settings.init_settings is 5"),
+    ("settings.init_settings", {"lr": -1, "code": 5}, "config.json's settings.init_settings.lr is -1: it must be a "
+                                                      "finite number, 0 or more"),  # read as the settings are
+    ("settings.template", "{x}", "config.json's settings.template is \"{x}\": it must be a text (empty, or holding"),
 ]
 # each setting, at the top of config.json and under "settings", with each value just outside its declared range
 CONFIG_WALK = [(prefix + f.name, value) for f in dataclasses.fields(train.TrainConfig) for prefix in ("", "settings.")

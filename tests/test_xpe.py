@@ -179,8 +179,8 @@ def test_artifact_classifies_without_our_code(tmp_path):
     (("dual", float("nan"), 20), "xpe_frac must lie in [0, 1]"),
     (("dual", 0.0, 20), "dual needs 0 < xpe_frac < 1"),
     (("dual", 1.0, 20), "dual needs 0 < xpe_frac < 1"),
-    (("xpe", 1.0, 0), "prompt length must be an integer from 1 to 2^20"),
-    (("spt", 0.0, -3), "prompt length must be an integer from 1 to 2^20"),
+    (("xpe", 1.0, 0), "prompt length must be an integer from 1 to 1,048,576"),
+    (("spt", 0.0, -3), "prompt length must be an integer from 1 to 1,048,576"),
     (("spt", 0.5, 20), "method spt is xpe_frac 0"),
     (("prefix", 1.0, 20), "unknown method 'prefix': use one of spt, xpe, dual"),
 ])

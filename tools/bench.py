@@ -178,8 +178,10 @@ def parse_args(argv=None):
         raise UsageError(f"--threads {args.threads}: this machine has {os.cpu_count() or 1} CPUs; use at most that")
     if args.peak_tflops is not None and not (math.isfinite(args.peak_tflops) and args.peak_tflops > 0):
         raise UsageError(f"--peak-tflops must be a positive number of TFLOP/s, got {xpe.value_text(args.peak_tflops)}")
-    for seed in (args.seed, args.seed + 1):  # the seeds section trains the next seed too
-        train.parse_seeds(str(seed))
+    train.parse_seeds(str(args.seed))
+    if not train.values_of("seed").holds(args.seed + 1):  # the seeds section trains the next seed too
+        raise UsageError(f"--seed {args.seed}: the seeds section trains seed {args.seed + 1} too, and a seed must be "
+                         f"{train.values_of('seed').words()}: use a smaller --seed")
     if not args.no_peer and args.seed > NUMPY_SEEDS:  # the Trainer seeds numpy with it
         raise UsageError(f"--seed {args.seed}: the peer's Trainer seeds numpy, and numpy takes at most {NUMPY_SEEDS}: "
                          f"use a smaller --seed, or --no-peer")

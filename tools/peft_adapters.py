@@ -402,6 +402,10 @@ def import_decoder_adapter(adapter_dir, out_dir, config, tensors, prompt, method
     if positions is not None and max_length > positions - prompt.shape[0]:
         raise UsageError(f"{where}: {prompt.shape[0]} prompt vectors leave {positions - prompt.shape[0]} of {name}'s "
                          f"positions for text, fewer than max_length {max_length}")
+    if not train.values_of("max_length").holds(max_length):  # what fits beside the prompt: too few for a run
+        raise UsageError(f"{where}: {prompt.shape[0]} prompt vectors leave {max_length} of {name}'s positions for "
+                         f"text, and max_length must be {train.values_of('max_length').words()}: give a backbone "
+                         f"with more positions (--model)")
     labels = labels or exported_labels(adapter_dir)
     if not labels:
         raise UsageError(f"{where}: a CAUSAL_LM adapter names no labels: give the label words in order (--labels)")
@@ -626,6 +630,8 @@ def export_main(args):
 def import_main(args):
     """import ADAPTER_DIR RUN: a PEFT prompt adapter as a run folder that scoring, --predict and export take."""
     seeds = train.parse_seeds(args.seed)  # the one home of a seed's range
+    if args.max_length is not None:
+        train.check_setting("max_length", args.max_length)
     if len(seeds) != 1:
         raise UsageError(f"--seed {args.seed}: an adapter is one run, so one seed")
     source_languages = ()
@@ -636,7 +642,8 @@ def import_main(args):
     check_apart(args.adapter, args.run, "import's RUN")
     source = data.canonical_spec(args.source) if args.source else "imported"  # as train.py records a source
     out = import_adapter(args.adapter, args.run, labels=labels, model=args.model, source=source,
-                         source_languages=source_languages, seed=seeds[0], template=args.template,
+                         source_languages=source_languages, seed=seeds[0], max_length=args.max_length,
+                         template=args.template,
                          chat_template=True if args.chat_template else None)
     print(f"wrote {args.adapter} as the run {out}; score it with: python evaluate.py --runs {out}")
     return 0
@@ -658,6 +665,10 @@ def parser():
     into.add_argument("--source", help="the languages it was trained on, a spec as train.py takes (default: none, "
                                        "every language is zero-shot)")
     into.add_argument("--seed", default="0", help="the seed it was trained with (default 0)")
+    into.add_argument("--max-length", type=train.one_value(train.values_of("max_length")),
+                      help=f"tokens of text a row keeps, as train.py's --max-length (default {xpe.MAX_LENGTH}; a "
+                           f"CAUSAL_LM adapter: an export's own, else as many as fit beside the prompt, at most "
+                           f"{xpe.MAX_LENGTH})")
     into.add_argument("--template", help="a CAUSAL_LM adapter's text template with {text} (default: the one an "
                                          "export of ours recorded, else train.py's default)")
     into.add_argument("--chat-template", action="store_true", help="a CAUSAL_LM adapter's template goes through the "
