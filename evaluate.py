@@ -2501,8 +2501,8 @@ def parser():
                    help="local data laid out as DIR/<code>/test.tsv (default: SIB-200 from the hub)")
     p.add_argument("--out", type=path, default=None, help="folder for per_language.csv, per_group.csv, the tables and "
                                                "compare.csv, written as one set (default results)")
-    p.add_argument("--batch-size", type=int, default=256, help="rows per backbone pass, shared by the runs scored "
-                                                               "together (default 256)")
+    p.add_argument("--batch-size", type=train.value_type(train.COUNT), default=256,
+                   help="rows per backbone pass, shared by the runs scored together (default 256)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cuda when there is one)")
     p.add_argument("--precision", choices=xpe.PRECISIONS, default="auto",
                    help="of the backbone's passes: auto (bf16 on CUDA, fp32 on a CPU), fp32 or bf16 (default auto; "

@@ -282,16 +282,25 @@ def build_parser(description=None):
     return p
 
 
+def value_type(values):
+    """argparse's type for a flag's value, read as its Values read a text (every command's flags that take one)."""
+    def parse(text):
+        return values.read(text)
+    parse.__name__ = values.kind.__name__  # argparse names the type in its message
+    return parse
+
+
 def one_value(values):
-    """argparse's type for a setting that takes one value, read as its Values read a text: a list is refused, saying
-    why."""
+    """argparse's type for a setting of train.py that takes one value: a list is refused, saying why."""
+    read = value_type(values)
+
     def parse(text):
         if "," in text:
             raise argparse.ArgumentTypeError(f"takes one value, not the list {text}: it shapes the batch or the "
                                              f"sequence, which the runs of a pack share (lists: "
                                              f"{', '.join('--' + k.replace('_', '-') for k in SWEEPABLE)})")
-        return values.read(text)
-    parse.__name__ = values.kind.__name__  # argparse names the type in its message
+        return read(text)
+    parse.__name__ = read.__name__
     return parse
 
 

@@ -208,6 +208,7 @@ BENCH_FLAGS = [
                                                    f"{train.MAX_SEED + 1} too"),  # the largest seed is train.py's
     (["--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
     (["--rounds", "0"], "--rounds must be at least 1, got 0"),
+    (["--steps", "1_0"], "argument --steps: invalid int value: '1_0'"),  # read as train.py reads --steps
 ] + [([f"--{key.replace('_', '-')}={text}"], f"must be {train.values_of(key).words()}")  # train.py's settings
      for key in ("steps", "batch_size", "max_length", "eval_batch_size")
      for text in outside(train.values_of(key), as_text=True)]

@@ -1422,6 +1422,7 @@ EVERY_FLAG = [
     (["--scores", "{scores}", "--data-dir", "{tmp}/nowhere"], "data directory {tmp}/nowhere does not exist"),
     (["--scores", "{scores}", "--out", "{tmp}/a-file"], "is a file"),
     (["--scores", "{scores}", "--batch-size", "0"], f"--batch-size must be {train.COUNT.words()}, got 0"),
+    (["--scores", "{scores}", "--batch-size", "٣"], "argument --batch-size: invalid int value: '٣'"),
     (["--scores", "{scores}", "--batch-size", "x"], "argument --batch-size: invalid int value: 'x'"),
     (["--scores", "{scores}", "--device", "tpu"], "--device tpu: not a device"),
     (["--scores", "{scores}", "--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),

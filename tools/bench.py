@@ -110,16 +110,17 @@ def parser():
     import train  # here, not at the top: main sets TQDM_DISABLE before torch (which train imports) loads tqdm
 
     p, path = train.Parser(prog="tools.bench", description=__doc__.split("\n")[0]), train.path_text
+    setting = lambda name: train.value_type(train.values_of(name))  # noqa: E731  (read as train.py reads its flag)
     p.add_argument("--quick", action="store_true",
                    help=f"tiny backbone on the CPU, a few steps, a small eval subset ({QUICK})")
     p.add_argument("--config", choices=sorted(CONFIGS), help="backbone shape (default large)")
     p.add_argument("--decoder", choices=sorted(DECODERS), help="time a causal LM of this Llama shape instead "
                                                                "(random weights; see the module doc)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default cuda when there is one)")
-    p.add_argument("--steps", type=int, help=f"timed training steps per measurement (default {DEFAULTS['steps']})")
+    p.add_argument("--steps", type=setting("steps"), help=f"timed training steps per measurement (default {DEFAULTS['steps']})")
     p.add_argument("--warmup-steps", type=int, help=f"untimed steps before them (default {DEFAULTS['warmup_steps']})")
-    p.add_argument("--batch-size", type=int, default=32, help="rows per step and run (default 32)")
-    p.add_argument("--max-length", type=int, default=None, help="tokens of text per row (default 164, xpe.MAX_LENGTH)")
+    p.add_argument("--batch-size", type=setting("batch_size"), default=32, help="rows per step and run (default 32)")
+    p.add_argument("--max-length", type=setting("max_length"), default=None, help="tokens of text per row (default 164, xpe.MAX_LENGTH)")
     p.add_argument("--method", choices=("xpe", "spt"), default="xpe",
                    help="the run set against the peer: xpe against P-tuning (MLP), spt against PEFT prompt tuning")
     p.add_argument("--source", help="training languages, a group or codes (default joshi5)")
@@ -128,7 +129,7 @@ def parser():
                         "language's rows, as train.py --target trains them (default swh_Latn,kab_Latn)")
     p.add_argument("--eval-languages", help="languages evaluated, a group or codes (default all: 205)")
     p.add_argument("--eval-limit", type=int, help="at most this many test sentences per language (default 0: all)")
-    p.add_argument("--eval-batch-size", type=int, help="rows per backbone pass in evaluation, both sides "
+    p.add_argument("--eval-batch-size", type=setting("eval_batch_size"), help="rows per backbone pass in evaluation, both sides "
                                                        "(default 128, train.py's)")
     p.add_argument("--no-eval", action="store_true", help="time training only")
     p.add_argument("--no-peer", action="store_true", help="leave out the peer (PEFT + Trainer): no peft needed")
@@ -143,7 +144,7 @@ def parser():
                    help="CPU threads for torch (default 0: torch's choice; 1 with --quick); 1 is steadier on a "
                         "busy machine")
     p.add_argument("--seed", type=int, default=1, help="the first seed; the seeds section adds the next (default 1)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    p.add_argument("--precision", choices=train.values_of("precision").choices, default="auto",
                    help="of ours and the peer in every section but the precision one, which times both (default auto: "
                         "bf16 on CUDA and on a CPU with native bf16 (AMX or AVX512-BF16), fp32 elsewhere)")
     p.add_argument("--rounds", type=int, help="rounds of the compared sides, in turn, the best of each kept "

@@ -665,7 +665,7 @@ def parser():
     into.add_argument("--source", help="the languages it was trained on, a spec as train.py takes (default: none, "
                                        "every language is zero-shot)")
     into.add_argument("--seed", default="0", help="the seed it was trained with (default 0)")
-    into.add_argument("--max-length", type=train.one_value(train.values_of("max_length")),
+    into.add_argument("--max-length", type=train.value_type(train.values_of("max_length")),
                       help=f"tokens of text a row keeps, as train.py's --max-length (default {xpe.MAX_LENGTH}; a "
                            f"CAUSAL_LM adapter: an export's own, else as many as fit beside the prompt, at most "
                            f"{xpe.MAX_LENGTH})")
