@@ -126,7 +126,7 @@ def follows(grammar, text):
     return True
 
 
-COUNT = Values(int, 1, MAX_COUNT, why="2^53 at most: the schedule counts in floats")
+COUNT = Values(int, 1, MAX_COUNT, why="2^53: a count stays exact as a float, as the schedule takes it")
 RATE = Values(float, 0)
 PROBABILITY = Values(float, 0, 1, high_open=True, why="a probability")
 TEXT = Values(str)
