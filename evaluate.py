@@ -32,13 +32,14 @@ import io
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import tempfile
 import textwrap
 import time
 from collections import defaultdict
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime, timezone
 from decimal import Decimal
 from fractions import Fraction
@@ -303,7 +304,7 @@ LANGUAGE_COLUMNS = {
     **{key: train.values_of(key) for key in ("method", "xpe_frac", "source", "seed")},
     "backbone": train.Values(str, filled=True, why="the backbone's name"), "steps": train.values_of("steps"),
     "language": train.Values(str, filled=True, why="a language code"),
-    "n": train.Values(int, 1, train.MAX_COUNT, why="the rows scored"),
+    "n": replace(train.COUNT, why="the rows scored"),
     "accuracy": ACCURACY,
     "precision": train.Values(str, choices=xpe.PRECISIONS[1:], why="the precision it was scored in"),
     "settings": train.TEXT, "ended": train.TEXT}  # the last two: a JSON object and a run's ending, read by typed_row
@@ -1644,9 +1645,9 @@ CHANCE = 1 / 7  # SIB-200 has 7 topics
 
 def parse_size(text):
     """(width, height) in pixels from "2400x1400"."""
-    width, _, height = str(text).lower().partition("x")
-    if not (width.strip().isdigit() and height.strip().isdigit()):
+    if not re.fullmatch(r"[0-9]+x[0-9]+", str(text).strip().lower()):  # ASCII: isdigit() takes "²", int() not
         raise UsageError(f"a figure size is WIDTHxHEIGHT in pixels, e.g. {PLOT_SIZE[0]}x{PLOT_SIZE[1]}; got {text!r}")
+    width, _, height = str(text).strip().lower().partition("x")
     return int(width), int(height)
 
 

@@ -105,7 +105,8 @@ class Values:
             if not math.isfinite(self.low) and not math.isfinite(self.high):
                 said = number
             elif not math.isfinite(self.high):
-                said = f"{number}, {shown(self.low)} or more" if not self.low_open else f"{number} above {shown(self.low)}"
+                said = (f"{number}, {shown(self.low)} or more" if not self.low_open
+                        else f"{number} above {shown(self.low)}")
             elif self.kind is int:
                 said = f"{number} from {shown(self.low)} to {shown(self.high)}"
             else:
@@ -132,9 +133,10 @@ PROBABILITY = Values(float, 0, 1, high_open=True, why="a probability")
 TEXT = Values(str)
 
 
-def flag(default, help, values):
-    """A setting with its --flag's help and the values it takes."""
-    return field(default=default, metadata={"help": help, "values": values})
+def flag(default, help, values, later=None):
+    """A setting with its --flag's help and the values it takes. later: for a setting that came after runs were
+    recorded without it, the value those runs had (LATER_SETTINGS); None: every run records it."""
+    return field(default=default, metadata={"help": help, "values": values, "later": later})
 
 
 def values_of(name):
@@ -193,13 +195,16 @@ class TrainConfig:
                            Values(int, 0, MAX_COUNT, why="0 means one epoch"))
     eval_batch_size: int = flag(128, "rows per backbone pass in dev evaluation, shared by the runs of a pack", COUNT)
     precision: str = flag("auto", "auto, fp32 or bf16 of the backbone's passes (auto: bf16 on CUDA, fp32 on a CPU; "
-                                  + xpe.CPU_BF16 + "); the run records the one used", Values(str, choices=xpe.PRECISIONS))
+                                  + xpe.CPU_BF16 + "); the run records the one used",
+                          Values(str, choices=xpe.PRECISIONS))
     template: str = flag("", "a decoder's text template, with {text} where the text goes and optionally {labels} (the "
                              "label words); it ends where the answer, a label word, starts (empty: a topic question, "
                              "xpe.DEFAULT_TEMPLATE)",
-                       Values(str, grammar=xpe.check_template, why="empty, or holding {text} once, where the text goes"))
+                       Values(str, grammar=xpe.check_template,
+                              why="empty, or holding {text} once, where the text goes"),
+                       later="")
     chat_template: bool = flag(False, "a decoder's template goes through its tokenizer's chat template as the user's "
-                                      "turn (instruction-tuned models)", Values(bool))
+                                      "turn (instruction-tuned models)", Values(bool), later=False)
 
     def __post_init__(self):
         if self.lr_spt < 0:
@@ -213,11 +218,15 @@ SWEEPABLE = ("lr_prompt", "lr_spt", "lr", "weight_decay", "warmup", "cycles", "g
              "encoder_dropout", "head_dropout", "patience", "stop_after")
 MAX_RUNS = 64  # runs a call trains unless --max-runs allows more
 MOST_RUNS = 100_000  # the most --max-runs allows
+# The call's own number flags (not settings of a run), each with the values it takes
+CALL_VALUES = {"max_runs": Values(int, 1, MOST_RUNS, why="each run is a folder and a model of its own: split a larger "
+                                                         "call"),
+               "pack_size": Values(int, 1, MAX_COUNT, why="1: every run alone")}
 METHOD_FRAC = dict(spt=0.0, xpe=1.0, dual=0.7)
 NOT_IDENTITY = {"eval_batch_size"}  # settings a resumed run may change without becoming another run
 # Settings that came after runs were recorded without them, with the value those runs had: a run records them only
 # where they differ (an encoder's config.json stays as it was), and a run without them has that value.
-LATER_SETTINGS = {"template": "", "chat_template": False}
+LATER_SETTINGS = {f.name: f.metadata["later"] for f in fields(TrainConfig) if f.metadata["later"] is not None}
 DECODER_SETTINGS = ("template", "chat_template")  # what only a decoder backbone takes
 
 
@@ -268,11 +277,12 @@ def build_parser(description=None):
     p.add_argument("--pack-seeds", action="store_true",
                    help="pack the seeds of a call into the same steps too, each seed its own batch, instead of one "
                         "seed's pack after another (methods are always packed; bench.py measures both)")
-    p.add_argument("--pack-size", type=int, default=None,
+    p.add_argument("--pack-size", type=value_type(CALL_VALUES["pack_size"]), default=None,
                    help="most runs a pack trains in one backbone pass; the call goes pack after pack (default "
                         + ", ".join(f"{n} on {d}" for d, n in DEFAULT_PACK_SIZE.items()) + ")")
-    p.add_argument("--max-runs", type=int, default=MAX_RUNS, help="most runs a call may plan (methods x seeds x swept "
-                                                                  f"values, at most {MOST_RUNS:,}); more are refused (default {MAX_RUNS})")
+    p.add_argument("--max-runs", type=value_type(CALL_VALUES["max_runs"]), default=MAX_RUNS,
+                   help=f"most runs a call may plan (methods x seeds x swept values, at most {MOST_RUNS:,}); more are "
+                        f"refused (default {MAX_RUNS})")
     p.add_argument("--resume", action="store_true", help="continue the call's runs from their last evaluation")
     p.add_argument("--overwrite", action="store_true", help="replace the runs in the run folders (only train.py's "
                                                             "own files there are removed)")
@@ -389,13 +399,10 @@ def resolve_configs(args):
         raise UsageError("--target needs --init RUN_DIR [RUN_DIR ...]: the source runs to start from")
     if given.get("init") and not given.get("target"):
         raise UsageError("--init needs --target LANGS: the languages of the full-supervision phase")
-    if args.max_runs < 1:
-        raise UsageError(f"--max-runs must be at least 1, got {args.max_runs}")
-    if args.max_runs > MOST_RUNS:  # the plan holds a TrainConfig a run: more would fill the memory before training
-        raise UsageError(f"--max-runs must be at most {MOST_RUNS:,} (each run is a folder and a model of its own), "
-                         f"got {args.max_runs:,}: split the call")
-    if args.pack_size is not None and args.pack_size < 1:
-        raise UsageError(f"--pack-size must be at least 1 (1: every run alone), got {args.pack_size}")
+    for key, values in CALL_VALUES.items():  # max_runs: the plan holds a TrainConfig a run, so more would fill the
+        value = getattr(args, key)           # memory before training
+        if value is not None and not values.holds(value):
+            raise UsageError(f"--{key.replace('_', '-')} must be {values.words()}, got {value:,}")
     sweeps = {name: parse_values(name, given.pop(name)) for name in SWEEPABLE if name in given}
     if given.get("init"):
         listed = [name for name, values in sweeps.items() if len(values) > 1]

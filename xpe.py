@@ -26,6 +26,7 @@ import copy
 import json
 import math
 import os
+import re
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass
@@ -38,7 +39,7 @@ from safetensors.torch import load_file, save_file
 METHODS = ("spt", "xpe", "dual")
 MAX_LENGTH = 164  # tokens of text a row keeps, the paper's; the prompt comes on top
 PROMPT_LEN_RANGE = (1, 2 ** 20)  # prompt vectors: no backbone has more positions
-XPE_FRAC_RANGE = (0.0, 1.0)  # the prompt encoder's share of the prompt: 0 = spt, 1 = xpe, between = dual
+XPE_FRAC_RANGE = (0.0, 1.0)  # the prompt encoder's share: its low end is spt, its high end xpe, dual between
 
 
 # what str.splitlines breaks a line at, written as escapes: a value the user typed ("--seed $'1\n2'") is quoted in
@@ -83,16 +84,17 @@ def method_name(method, xpe_frac):
 
 def parse_method(name):
     """(method, xpe_frac) of a name as method_name writes it: spt -> (spt, 0.0), xpe -> (xpe, 1.0), dual:0.7."""
-    text = str(name).strip()
+    text, (low, high) = str(name).strip(), XPE_FRAC_RANGE
     if text in ("spt", "xpe"):
-        return text, float(text == "xpe")
+        return text, high if text == "xpe" else low
     kind, _, frac = text.partition(":")
-    try:
-        r = float(frac)
+    try:  # ASCII, as a number is written: float() also reads "٠.٥" and "0.2_5"
+        r = float(frac) if re.fullmatch(r"[0-9.eE+-]+", frac) else None
     except ValueError:
         r = None
-    if kind != "dual" or r is None or not 0 < r < 1:  # also refuses nan and inf
-        raise UsageError(f"unknown method {name!r}: write spt, xpe or dual:R with 0 < R < 1, e.g. dual:0.7")
+    if kind != "dual" or r is None or not low < r < high:  # also refuses nan and inf
+        raise UsageError(f"unknown method {name!r}: write spt, xpe or dual:R with {low:g} < R < {high:g}, e.g. "
+                         f"dual:0.7")
     return "dual", r
 
 
@@ -119,14 +121,15 @@ def split_prompt(method, xpe_frac, prompt_len=20):
     if not XPE_FRAC_RANGE[0] <= r <= XPE_FRAC_RANGE[1] or math.isnan(r):
         raise UsageError(f"xpe_frac must lie in [{XPE_FRAC_RANGE[0]:g}, {XPE_FRAC_RANGE[1]:g}] (0 = spt, 1 = xpe, "
                          f"between = dual), got {xpe_frac!r}")
-    if method == "spt" and r != 0.0:
-        raise UsageError(f"method spt is xpe_frac 0, got {xpe_frac!r}; use --method dual for a mix")
-    if method == "xpe" and r != 1.0:
-        raise UsageError(f"method xpe is xpe_frac 1, got {xpe_frac!r}; use --method dual for a mix")
+    low, high = XPE_FRAC_RANGE  # spt is its low end, xpe its high end, dual between
+    if method == "spt" and r != low:
+        raise UsageError(f"method spt is xpe_frac {low:g}, got {xpe_frac!r}; use --method dual for a mix")
+    if method == "xpe" and r != high:
+        raise UsageError(f"method xpe is xpe_frac {high:g}, got {xpe_frac!r}; use --method dual for a mix")
     if method == "dual":
-        if r in (0.0, 1.0):
-            raise UsageError(f"method dual needs 0 < xpe_frac < 1, got {xpe_frac!r}; "
-                             f"use --method spt for 0 or --method xpe for 1")
+        if r in (low, high):
+            raise UsageError(f"method dual needs {low:g} < xpe_frac < {high:g}, got {xpe_frac!r}; "
+                             f"use --method spt for {low:g} or --method xpe for {high:g}")
         if prompt_len < 2:
             raise UsageError(f"method dual needs a prompt length of at least 2, got {prompt_len}")
         n_xpe = min(max(int(prompt_len * r), 1), prompt_len - 1)

@@ -910,7 +910,7 @@ def test_plot_of_all_205_languages_at_the_default_size(tmp_path):
 def test_parse_size():
     assert evaluate.parse_size("2400x1400") == (2400, 1400)
     assert evaluate.parse_size("800X600") == (800, 600)
-    for bad in ("2400", "x", "24.5x10", "-3x4"):
+    for bad in ("2400", "x", "24.5x10", "-3x4", "²x400", "٣٠٠x400", "1_0x400"):  # isdigit() took "²"; int() "٣"
         with pytest.raises(xpe.UsageError):
             evaluate.parse_size(bad)
 
@@ -1289,8 +1289,9 @@ CLAIMS_BAD = [  # every column of a claims file out of its range, and the file i
 
 
 # each column with each value just outside its declared Values (conftest.outside), as a CSV cell writes it
-CLAIMS_WALK = [(key, "a,b,group,reported\n" + ",".join(text if k == key else cell for k, cell in
-                                                     zip(evaluate.CLAIM_COLUMNS, ["xpe", "spt", "lowperf", "1"])) + "\n",
+VALID_CLAIM = ["xpe", "spt", "lowperf", "1"]
+CLAIMS_WALK = [(key, "a,b,group,reported\n" + ",".join(
+                   text if k == key else cell for k, cell in zip(evaluate.CLAIM_COLUMNS, VALID_CLAIM)) + "\n",
                 f"line 2: {key} is {text!r}: it must be {values.words()}")
                for key, values in evaluate.CLAIM_COLUMNS.items() for text in outside(values, as_text=True)]
 
@@ -1428,7 +1429,8 @@ EVERY_FLAG = [
     (["--scores", "{scores}", "--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
     (["--predict", "-", "--baseline"], "--baseline does not go with --predict"),
     (["--scores", "{scores}", "--compare", "xpe"], "--compare takes two settings, A,B"),
-    (["--scores", "{scores}", "--compare", "xpe,spt", "--margin", "-1"], f"each margin must be {evaluate.MARGIN.words()}"),
+    (["--scores", "{scores}", "--compare", "xpe,spt", "--margin", "-1"],
+     f"each margin must be {evaluate.MARGIN.words()}"),
     (["--scores", "{scores}", "--claims", "{tmp}/nowhere.csv"], "--claims {tmp}/nowhere.csv: cannot read it"),
     (["--scores", "{scores}", "--sweep", "lr"], "--sweep lr: no two settings differ in lr alone"),
     (["--scores", "{scores}", "--sweep-plot", "{tmp}/s.png"], "--sweep-plot draws the table of --sweep"),
@@ -1549,8 +1551,8 @@ def test_each_setting_in_a_rows_settings_is_read_against_its_declared_range(impo
             assert str(e.value) == (f"--scores scores.csv, line 3: settings' {f.name} is {json.dumps(value)}: it must "
                                     f"be {f.metadata['values'].words()}"), (f.name, value)
     recorded = [("code", 5, "code"), ("backbone_weights", [1], "backbone_weights"), ("source_languages", "x", None),
-                ("source_languages", [1, [2]], None), ("source_languages", ["a", "a"], None), ("init_settings", [1], None),
-                ("init_settings", {"lr": "x"}, "init_settings.lr")]  # what a run records beside its settings
+                ("source_languages", [1, [2]], None), ("source_languages", ["a", "a"], None),
+                ("init_settings", [1], None), ("init_settings", {"lr": "x"}, "init_settings.lr")]  # beside the settings
     for key, value, shown in recorded:
         with pytest.raises(xpe.UsageError) as e:
             evaluate.typed_row(dict(row, settings=json.dumps({key: value})), "scores.csv", 3)

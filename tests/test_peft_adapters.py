@@ -571,6 +571,8 @@ def xlmr_head(labels=7):
     ("bert without pooler", "lacks base_model.bert.pooler.dense.weight and the backbone"),
     ("authors lstm", "encoder_reparameterization_type 'LSTM'"),
     ("foreign out", "holds files of another run or of yours (notes.txt)"),
+    ("config.json 5", "holds files of another run or of yours (config.json)"),  # a JSON 5: no import of ours
+    ("config.json text", "holds files of another run or of yours (config.json)"),  # "imported_from", a text
     ("distilbert", "is 'distilbert'; the import maps the heads of bert, roberta, xlm-roberta (model_type)"),
     ("prefix", "a CAUSAL_LM adapter, but"),  # on XLM-R, an encoder
     ("seq2seq", "task_type 'SEQ_2_SEQ_LM' is neither SEQ_CLS nor CAUSAL_LM"),
@@ -610,6 +612,9 @@ def test_refusals_name_the_key_and_write_nothing(tmp_path, tiny_model_dir, case,
     elif case == "foreign out":
         out.mkdir()
         (out / "notes.txt").write_text("mine\n")
+    elif case.startswith("config.json"):
+        out.mkdir()
+        (out / "config.json").write_text("5" if case.endswith("5") else '"imported_from"')
     write_adapter(adapter, config, tensors)
     before = sorted(p.name for p in out.iterdir()) if out.exists() else None
     with pytest.raises(xpe.UsageError) as caught:
@@ -721,7 +726,7 @@ def valid_adapter(folder, model_dir, layout):
     return folder
 
 
-COUNT = "must be a whole number of at least 1, got "
+COUNT = f"must be {train.COUNT.words()}, got "
 CONFIG_WALK = [  # (layout, field, bad value, words): one field changed at a time
     ("prompt", "peft_type", MISSING, "peft_type None is not a prompt"),
     ("prompt", "peft_type", None, "peft_type None is not a prompt"),

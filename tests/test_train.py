@@ -316,7 +316,6 @@ def test_target_defaults_without_flags():
 
 BAD_INPUT = [  # every flag's refusals but the range of a setting, which SETTING_WALK derives from its declaration
     (["--method", "prefix"], "unknown method 'prefix'"),
-    (["--pack-size", "0"], "--pack-size must be at least 1"),
     (["--method", "spt,prefix"], "unknown method 'prefix'"),
     (["--method", "spt,dual:1.5"], "write spt, xpe or dual:R with 0 < R < 1"),
     (["--method", "spt,dual"], "unknown method 'dual': write spt, xpe or dual:R"),
@@ -347,8 +346,8 @@ BAD_INPUT = [  # every flag's refusals but the range of a setting, which SETTING
     (["--resume"], "does not exist, so there is nothing to resume"),
     (["--resume", "--overwrite"], "give one of them"),
     (["--pack-seeds", "--method", "spt,spt"], "names a run twice"),
-    (["--max-runs", "0"], "--max-runs must be at least 1, got 0"),
-    (["--max-runs", "1" + "0" * 12], "--max-runs must be at most 100,000"),  # 64 M runs were then built
+    (["--max-runs", "1" + "0" * 12], "--max-runs must be a whole number from 1 to 100,000"),  # 64 M runs were built
+    (["--method", "spt,dual:٠.٥"], "unknown method 'dual:٠.٥'"),  # float() reads it as 0.5
     (["--seed", "1,2", "--max-runs", "1"], "this call plans 2 runs"),  # a switch: only the runs it packs can be wrong
     (["--tensorboard", "/dev/null/board"], "--tensorboard /dev/null/board is below /dev/null, which is a file"),
     (["--template", "{text} and {text}"], "must hold {text} once"),
@@ -380,10 +379,12 @@ def test_a_refusal_names_no_setting_the_call_did_not_give(tmp_path, tiny_model_d
     assert code == 2 and set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", line)) - given <= ADVICE, line
 
 
-# each setting's flag with each value just outside the range TrainConfig declares for it (conftest.outside); a text
-# setting's flag with the choice it lacks or a blank, where its grammar (a method list, a language spec, a path) refuses
+# each setting's flag (and the call's own number flags, CALL_VALUES) with each value just outside the range declared
+# for it (conftest.outside); a text setting's flag with the choice it lacks or a blank, where its grammar (a method
+# list, a path, a template) refuses
 SETTING_WALK = [(f.name, text) for f in dataclasses.fields(train.TrainConfig)
-                for text in outside(f.metadata["values"], as_text=True)]
+                for text in outside(f.metadata["values"], as_text=True)] + [
+    (name, text) for name, values in train.CALL_VALUES.items() for text in outside(values, as_text=True)]
 GRAMMAR = {"method": "unknown method 'nope'", "model": "is an empty name", "template": "must hold {text} once"}
 
 
@@ -396,9 +397,21 @@ def test_a_setting_outside_its_declared_range_is_refused_by_its_flag(tmp_path, t
     except SystemExit as e:  # argparse's own refusal (train.Parser): an empty path
         code, out = e.code, tmp_path / "run"
     (line,) = capsys.readouterr().err.strip().splitlines()
-    values = train.values_of(name)
+    values = train.CALL_VALUES.get(name) or train.values_of(name)
     assert code == 2 and flag in line and GRAMMAR.get(name, values.words()) in line, line
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_setting_the_committed_runs_lack_declares_the_value_they_had():
+    """A new setting is one field of TrainConfig: the runs recorded before it (the replication's and the sweep's under
+    docs/) must still resume and pool with the runs after it, so such a setting declares later=, the value they had
+    (train.LATER_SETTINGS); every other setting each of those runs records."""
+    configs = sorted((ROOT / "docs").glob("*/runs/*/config.json"))
+    assert len(configs) >= 40
+    for path in configs:
+        recorded = train.settings_of(json.loads(path.read_text()))
+        lacking = {f.name for f in dataclasses.fields(train.TrainConfig)} - set(recorded) - set(train.LATER_SETTINGS)
+        assert not lacking, (path, lacking)
 
 
 def test_every_setting_holds_the_values_at_the_edges_of_its_declared_range():
@@ -422,7 +435,8 @@ def test_a_number_is_read_as_python_writes_one(kind, text):
 
 
 def test_a_flag_refuses_a_number_python_would_read_but_never_writes(capsys):
-    for argv in (["--steps", "1_000"], ["--lr", "1e-3,٣"], ["--max-length", "٣٣"]):
+    for argv in (["--steps", "1_000"], ["--lr", "1e-3,٣"], ["--max-length", "٣٣"], ["--pack-size", "٣"],
+                 ["--max-runs", " 8"]):
         assert argv[0] in refused_in_one_line(train.main, argv, capsys, "train.py")
 
 
@@ -565,8 +579,8 @@ def test_a_relative_backbone_path_that_is_no_folder_here_is_one_line(tmp_path, c
 
 @pytest.mark.parametrize("change, words", [
     (lambda config: "not json", "--resume: {out}: config.json cannot be read as JSON"),
-    (lambda config: dict(config, settings=dict(config["settings"], lr=-1)), "--resume: {out}: config.json's settings.lr "
-                                                                             "is -1: it must be a finite number"),
+    (lambda config: dict(config, settings=dict(config["settings"], lr=-1)),
+     "--resume: {out}: config.json's settings.lr is -1: it must be a finite number"),
 ], ids=["not-json", "lr-out-of-range"])
 def test_a_resume_reads_the_runs_config_json_as_every_reader_does(tmp_path, tiny_model_dir, capsys, change, words):
     """--resume compares the run's recorded settings with the call's: read by train.read_run_config, so a config.json
@@ -684,7 +698,7 @@ def test_a_sweep_trains_every_value_in_packs_each_run_as_it_would_alone(tmp_path
     (["--encoder-hidden", "64,1.5"], "(whole numbers)"),
     (["--head-dropout", "0.1,1.5"], f"--head-dropout must be {train.PROBABILITY.words()}, got 1.5"),
     (["--lr", "1e-3,1e-4,1e-5", "--seed", "1-30"], "this call plans 90 runs"),
-    (["--max-runs", "0"], "--max-runs must be at least 1"),
+    (["--max-runs", "0"], f"--max-runs must be {train.CALL_VALUES['max_runs'].words()}"),
 ])
 def test_bad_sweeps_are_refused_in_one_line_before_anything_is_written(tmp_path, tiny_model_dir, capsys, args, words):
     try:
@@ -706,7 +720,7 @@ def test_a_sweep_is_counted_before_it_is_built(tmp_path):
             "sys.exit(train.main(sys.argv[1:]))\n")
     argv = ["--lr", values, "--lr-prompt", values, "--weight-decay", values, "--out", str(tmp_path / "runs")]
     for most, words in ((None, "this call plans 64,000,000 runs (1 methods x 64,000,000 combinations"),
-                        ("100000000", "--max-runs must be at most 100,000")):  # a --max-runs that allowed them
+                        ("100000000", "--max-runs must be a whole number from 1 to 100,000")):  # one allowing them
         more = ["--max-runs", most] if most else []
         done = subprocess.run([sys.executable, "-c", code, *argv, *more], cwd=ROOT, capture_output=True, text=True,
                               timeout=120)
@@ -1528,7 +1542,7 @@ def test_packs_keep_seeds_apart_cut_to_size_and_keep_rows_of_one_length_together
 
 
 @pytest.mark.parametrize("extra, words", [
-    (["--pack-size", "0"], "--pack-size must be at least 1"),
+    (["--pack-size", "0"], f"--pack-size must be {train.CALL_VALUES['pack_size'].words()}"),
     (["--init-twice"], "would share the folder"),
     (["--target-spec", "fra_Latn,xyz_Latn"], "xyz_Latn"),
 ])

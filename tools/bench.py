@@ -106,21 +106,37 @@ def native_bf16(device):
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
-def parser():
+def own_values():
+    """The bench's own number flags, each with the values it takes (train.Values, as train.py declares its settings);
+    those that are train.py's settings take the values declared there."""
     import train  # here, not at the top: main sets TQDM_DISABLE before torch (which train imports) loads tqdm
 
+    return {"warmup_steps": train.Values(int, 1, train.MAX_COUNT, why="the first steps allocate memory and pick "
+                                                                      "kernels"),
+            "eval_limit": train.Values(int, 0, train.MAX_COUNT, why="0: all"),
+            "peak_tflops": train.Values(float, 0, low_open=True, why="TFLOP/s"),
+            "threads": train.Values(int, 0, train.MAX_COUNT, why="0: torch's choice"),
+            "rounds": train.Values(int, 1, train.MAX_COUNT, why="rounds of the compared sides"),
+            **{key: train.values_of(key) for key in ("steps", "batch_size", "max_length", "eval_batch_size", "seed")}}
+
+
+def parser():
+    import train
+
     p, path = train.Parser(prog="tools.bench", description=__doc__.split("\n")[0]), train.path_text
-    setting = lambda name: train.value_type(train.values_of(name))  # noqa: E731  (read as train.py reads its flag)
+    setting = lambda name: train.value_type(own_values()[name])  # noqa: E731  (read as train.py reads its flags)
     p.add_argument("--quick", action="store_true",
                    help=f"tiny backbone on the CPU, a few steps, a small eval subset ({QUICK})")
     p.add_argument("--config", choices=sorted(CONFIGS), help="backbone shape (default large)")
     p.add_argument("--decoder", choices=sorted(DECODERS), help="time a causal LM of this Llama shape instead "
                                                                "(random weights; see the module doc)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default cuda when there is one)")
-    p.add_argument("--steps", type=setting("steps"), help=f"timed training steps per measurement (default {DEFAULTS['steps']})")
-    p.add_argument("--warmup-steps", type=int, help=f"untimed steps before them (default {DEFAULTS['warmup_steps']})")
+    p.add_argument("--steps", type=setting("steps"),
+                   help=f"timed training steps per measurement (default {DEFAULTS['steps']})")
+    p.add_argument("--warmup-steps", type=setting("warmup_steps"), help=f"untimed steps before them (default {DEFAULTS['warmup_steps']})")
     p.add_argument("--batch-size", type=setting("batch_size"), default=32, help="rows per step and run (default 32)")
-    p.add_argument("--max-length", type=setting("max_length"), default=None, help="tokens of text per row (default 164, xpe.MAX_LENGTH)")
+    p.add_argument("--max-length", type=setting("max_length"), default=None,
+                   help="tokens of text per row (default 164, xpe.MAX_LENGTH)")
     p.add_argument("--method", choices=("xpe", "spt"), default="xpe",
                    help="the run set against the peer: xpe against P-tuning (MLP), spt against PEFT prompt tuning")
     p.add_argument("--source", help="training languages, a group or codes (default joshi5)")
@@ -128,26 +144,26 @@ def parser():
                    help="the target section's languages: a target run per language and seed, each on its own "
                         "language's rows, as train.py --target trains them (default swh_Latn,kab_Latn)")
     p.add_argument("--eval-languages", help="languages evaluated, a group or codes (default all: 205)")
-    p.add_argument("--eval-limit", type=int, help="at most this many test sentences per language (default 0: all)")
-    p.add_argument("--eval-batch-size", type=setting("eval_batch_size"), help="rows per backbone pass in evaluation, both sides "
-                                                       "(default 128, train.py's)")
+    p.add_argument("--eval-limit", type=setting("eval_limit"), help="at most this many test sentences per language (default 0: all)")
+    p.add_argument("--eval-batch-size", type=setting("eval_batch_size"),
+                   help="rows per backbone pass in evaluation, both sides (default 128, train.py's)")
     p.add_argument("--no-eval", action="store_true", help="time training only")
     p.add_argument("--no-peer", action="store_true", help="leave out the peer (PEFT + Trainer): no peft needed")
-    p.add_argument("--peak-tflops", type=float, default=None,
+    p.add_argument("--peak-tflops", type=setting("peak_tflops"), default=None,
                    help="the device's peak for MFU (default: read from the GPU's name; none on the CPU)")
     p.add_argument("--data-dir", type=path,
                    default=os.environ.get("XPE_SIB200_DIR") or str(ROOT.parent / "shared" / "sib200"),
                    help="SIB-200 copy (default env XPE_SIB200_DIR or ../shared/sib200)")
     p.add_argument("--tokenizer", type=path, default=os.environ.get("XPE_E5_DIR") or str(ROOT / ".e5"),
                    help="a folder with XLM-R's tokenizer, e.g. e5-small's (default env XPE_E5_DIR or ./.e5)")
-    p.add_argument("--threads", type=int,
+    p.add_argument("--threads", type=setting("threads"),
                    help="CPU threads for torch (default 0: torch's choice; 1 with --quick); 1 is steadier on a "
                         "busy machine")
-    p.add_argument("--seed", type=int, default=1, help="the first seed; the seeds section adds the next (default 1)")
+    p.add_argument("--seed", type=setting("seed"), default=1, help="the first seed; the seeds section adds the next (default 1)")
     p.add_argument("--precision", choices=train.values_of("precision").choices, default="auto",
                    help="of ours and the peer in every section but the precision one, which times both (default auto: "
                         "bf16 on CUDA and on a CPU with native bf16 (AMX or AVX512-BF16), fp32 elsewhere)")
-    p.add_argument("--rounds", type=int, help="rounds of the compared sides, in turn, the best of each kept "
+    p.add_argument("--rounds", type=setting("rounds"), help="rounds of the compared sides, in turn, the best of each kept "
                                               "(default 2 on a CPU, 1 on CUDA; 1 with --quick)")
     return p
 
@@ -165,21 +181,12 @@ def parse_args(argv=None):
             setattr(args, key, value)
     if args.rounds is None:
         args.rounds = 1 if (args.device or "cuda").startswith("cuda") else 2
-    for key in ("steps", "batch_size", "max_length", "eval_batch_size"):  # train.py's settings, in their Values
-        if getattr(args, key) is not None:  # max_length None: xpe.MAX_LENGTH
-            train.check_setting(key, getattr(args, key))
-    for key in ("warmup_steps", "rounds"):
-        if getattr(args, key) < 1:
-            raise UsageError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}"
-                             + (" (the first steps allocate memory and pick kernels)" if key == "warmup_steps" else ""))
-    for key, zero in (("eval_limit", "all"), ("threads", "torch's choice")):
-        if getattr(args, key) < 0:
-            raise UsageError(f"--{key.replace('_', '-')} must be 0 ({zero}) or more, got {getattr(args, key)}")
+    for key, values in own_values().items():  # max_length None: xpe.MAX_LENGTH; peak_tflops None: from the GPU
+        if getattr(args, key) is not None and not values.holds(getattr(args, key)):
+            raise UsageError(f"--{key.replace('_', '-')} must be {values.words()}, got "
+                             f"{xpe.value_text(getattr(args, key))}")
     if args.threads > (os.cpu_count() or 1):  # torch would start them at the first parallel step
         raise UsageError(f"--threads {args.threads}: this machine has {os.cpu_count() or 1} CPUs; use at most that")
-    if args.peak_tflops is not None and not (math.isfinite(args.peak_tflops) and args.peak_tflops > 0):
-        raise UsageError(f"--peak-tflops must be a positive number of TFLOP/s, got {xpe.value_text(args.peak_tflops)}")
-    train.parse_seeds(str(args.seed))
     if not train.values_of("seed").holds(args.seed + 1):  # the seeds section trains the next seed too
         raise UsageError(f"--seed {args.seed}: the seeds section trains seed {args.seed + 1} too, and a seed must be "
                          f"{train.values_of('seed').words()}: use a smaller --seed")

@@ -57,7 +57,7 @@ EXPORT_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
 LABELS_KEY = "xpe_labels"  # an export's labels, in the weights' metadata
 TEMPLATE_KEY = "xpe_template"  # a decoder export's text template, chat switch and label token ids, there too
 TEXT = ("a string", lambda v: isinstance(v, str))
-COUNT = ("a whole number of at least 1", lambda v: type(v) is int and v >= 1)  # type(), for True is no count
+COUNT = (train.COUNT.words(), train.COUNT.holds)
 # Every field of adapter_config.json that the import reads, with what it must hold when it is there (null: not
 # there), so that a wrong type is one line and not a traceback further on; a field that is one of train.py's settings
 # (the prompt's length, the encoder's size, the authors' ratio) takes the values declared for it (train.Values), and
@@ -66,7 +66,8 @@ CONFIG_FIELDS = {
     "peft_type": TEXT, "task_type": TEXT, "base_model_name_or_path": TEXT, "token_dim": COUNT,
     "num_transformer_submodules": COUNT,
     **{field: (train.values_of(name).words(), train.values_of(name).holds) for field, name in (
-        ("num_virtual_tokens", "prompt_len"), ("encoder_hidden_size", "encoder_hidden"), ("encoder_ratio", "xpe_frac"))},
+        ("num_virtual_tokens", "prompt_len"), ("encoder_hidden_size", "encoder_hidden"),
+        ("encoder_ratio", "xpe_frac"))},
     "encoder_reparameterization_type": TEXT,
     "id2label": ("an object of label names",
                  lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values())),
@@ -316,9 +317,10 @@ def check_out(out_dir):
     earlier = out / xpe.ARTIFACT_CONFIG
     if not foreign and earlier.is_file():
         try:
-            foreign = [] if "imported_from" in json.loads(earlier.read_text()) else [earlier.name]
-        except ValueError:
-            foreign = [earlier.name]
+            config = json.loads(earlier.read_text())
+        except (ValueError, UnicodeDecodeError):
+            config = None
+        foreign = [] if isinstance(config, dict) and "imported_from" in config else [earlier.name]
     elif not foreign and (out / xpe.ARTIFACT_WEIGHTS).exists():  # no config.json of an import says it is ours
         foreign = [xpe.ARTIFACT_WEIGHTS]
     if foreign:
