@@ -55,10 +55,11 @@ MAX_COUNT = 2 ** 53    # steps, rows, cycles and the like: the schedule and the 
 
 @dataclass(frozen=True)
 class Values:
-    """The values a setting (or a recorded field) takes, declared once beside it: its type, and its bounds or its
-    choices. Every check of it reads this: the flag (check_ranges), config.json (read_run_config), the settings of a
-    per_language.csv row (evaluate.typed_row), and the tests that walk them. A float is finite; words() says the
-    range to a person."""
+    """The values a setting (or a recorded field, or a flag of a call) takes, declared once beside it: its type, and
+    its bounds, choices or grammar. Every check of it reads this: its flag and a sweep's lists (check_setting), a
+    run's config.json (read_run_config: --resume, --init, evaluate.py, the PEFT export), the settings of a
+    per_language.csv row (evaluate.typed_row), the copies in tools.bench and the PEFT import, and the tests that walk
+    them. A float is finite; read() takes a number as Python writes one; words() says the range to a person."""
     kind: type                 # int, float, str or bool
     low: float = -math.inf
     high: float = math.inf
@@ -72,8 +73,8 @@ class Values:
     def holds(self, value):
         if self.kind in (str, bool):
             return (isinstance(value, self.kind) and (not self.choices or value in self.choices)
-                    and not (self.filled and not value.strip()) and not (self.grammar and value
-                                                                         and not follows(self.grammar, value)))
+                    and not (self.filled and not value.strip())
+                    and not (self.grammar and value and not follows(self.grammar, value)))
         if isinstance(value, bool) or not isinstance(value, (int, float) if self.kind is float else int):
             return False
         if isinstance(value, float) and not math.isfinite(value):

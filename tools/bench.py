@@ -124,7 +124,8 @@ def parser():
     import train
 
     p, path = train.Parser(prog="tools.bench", description=__doc__.split("\n")[0]), train.path_text
-    setting = lambda name: train.value_type(own_values()[name])  # noqa: E731  (read as train.py reads its flags)
+    own = own_values()
+    setting = lambda name: train.value_type(own[name])  # noqa: E731  (a number read as train.py reads its flags)
     p.add_argument("--quick", action="store_true",
                    help=f"tiny backbone on the CPU, a few steps, a small eval subset ({QUICK})")
     p.add_argument("--config", choices=sorted(CONFIGS), help="backbone shape (default large)")
@@ -133,7 +134,8 @@ def parser():
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default cuda when there is one)")
     p.add_argument("--steps", type=setting("steps"),
                    help=f"timed training steps per measurement (default {DEFAULTS['steps']})")
-    p.add_argument("--warmup-steps", type=setting("warmup_steps"), help=f"untimed steps before them (default {DEFAULTS['warmup_steps']})")
+    p.add_argument("--warmup-steps", type=setting("warmup_steps"),
+                   help=f"untimed steps before them (default {DEFAULTS['warmup_steps']})")
     p.add_argument("--batch-size", type=setting("batch_size"), default=32, help="rows per step and run (default 32)")
     p.add_argument("--max-length", type=setting("max_length"), default=None,
                    help="tokens of text per row (default 164, xpe.MAX_LENGTH)")
@@ -144,7 +146,8 @@ def parser():
                    help="the target section's languages: a target run per language and seed, each on its own "
                         "language's rows, as train.py --target trains them (default swh_Latn,kab_Latn)")
     p.add_argument("--eval-languages", help="languages evaluated, a group or codes (default all: 205)")
-    p.add_argument("--eval-limit", type=setting("eval_limit"), help="at most this many test sentences per language (default 0: all)")
+    p.add_argument("--eval-limit", type=setting("eval_limit"),
+                   help="at most this many test sentences per language (default 0: all)")
     p.add_argument("--eval-batch-size", type=setting("eval_batch_size"),
                    help="rows per backbone pass in evaluation, both sides (default 128, train.py's)")
     p.add_argument("--no-eval", action="store_true", help="time training only")
@@ -159,12 +162,14 @@ def parser():
     p.add_argument("--threads", type=setting("threads"),
                    help="CPU threads for torch (default 0: torch's choice; 1 with --quick); 1 is steadier on a "
                         "busy machine")
-    p.add_argument("--seed", type=setting("seed"), default=1, help="the first seed; the seeds section adds the next (default 1)")
+    p.add_argument("--seed", type=setting("seed"), default=1,
+                   help="the first seed; the seeds section adds the next (default 1)")
     p.add_argument("--precision", choices=train.values_of("precision").choices, default="auto",
                    help="of ours and the peer in every section but the precision one, which times both (default auto: "
                         "bf16 on CUDA and on a CPU with native bf16 (AMX or AVX512-BF16), fp32 elsewhere)")
-    p.add_argument("--rounds", type=setting("rounds"), help="rounds of the compared sides, in turn, the best of each kept "
-                                              "(default 2 on a CPU, 1 on CUDA; 1 with --quick)")
+    p.add_argument("--rounds", type=setting("rounds"),
+                   help="rounds of the compared sides, in turn, the best of each kept (default 2 on a CPU, 1 on CUDA; "
+                        "1 with --quick)")
     return p
 
 
