@@ -431,12 +431,15 @@ def resolve_configs(args):
     return cfgs
 
 
-def unread_settings(method, xpe_frac, prompt_len):
+def unread_settings(method, xpe_frac, prompt_len, decoder=False):
     """The swept settings that a run of this method never reads: lr_spt without an SPT part; the prompt encoder's
-    without a prompt encoder, and lr_prompt too (spt's prompt learns at lr_spt, which only follows lr_prompt)."""
+    without a prompt encoder, and lr_prompt too (spt's prompt learns at lr_spt, which only follows lr_prompt). On a
+    decoder the head is the frozen LM head's label rows (xpe.LabelHead): head_dropout is never read, and without a
+    prompt encoder neither are lr and weight_decay (the MLP's and the head's)."""
     n_spt, n_xpe = xpe.split_prompt(method, xpe_frac, prompt_len)
-    return ({"lr_spt"} if not n_spt else set()) | ({"lr_prompt", "encoder_hidden", "encoder_dropout"} if not n_xpe
-                                                  else set())
+    return (({"lr_spt"} if not n_spt else set())
+            | ({"lr_prompt", "encoder_hidden", "encoder_dropout"} if not n_xpe else set())
+            | ({"head_dropout"} | ({"lr", "weight_decay"} if not n_xpe else set()) if decoder else set()))
 
 
 def check_read(method, xpe_frac, prompt_len, sweeps, combos):
@@ -904,7 +907,7 @@ def settle(outs):
         if (out / "state.pt").is_file():
             progress = load(out / "state.pt")["progress"]
             return progress["ended"] is not None or progress["step"] == step
-        config = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else {}
+        config = read_run_config(out, f"--resume: {out}") if (out / "config.json").is_file() else {}
         return config.get("ended") is not None  # ended before its first evaluation
     finish = all(ready(out) for out in outs)
     for out in staged:
@@ -925,8 +928,8 @@ def check_holder(out, runs):
 def pack_change(out, theirs, mine, call_settings):
     """What to resume with when out was trained in the pack theirs and this call packs it in mine: the flags whose
     values differ between the two packs' runs, as the first call gave them."""
-    old = [settings_of(json.loads(path.read_text())) for name in theirs
-           for path in [(out if name == out.name else out.parent / name) / "config.json"] if path.is_file()]
+    old = [settings_of(read_run_config(folder, f"--resume: {folder}")) for name in theirs
+           for folder in [out if name == out.name else out.parent / name] if (folder / "config.json").is_file()]
     new = [call_settings[name] for name in mine]
 
     def values(runs, key):
@@ -1653,14 +1656,12 @@ def main(argv=None):
 
 
 def check_decoder_reads(cfgs):
-    """On a decoder the head is the frozen LM head's label rows (xpe.LabelHead): nothing trains there, so head_dropout
-    is never read, and without a prompt encoder neither are lr and weight_decay (the MLP's and the head's). Runs of a
-    call that differ only there would train one run twice: refused, as check_read refuses it before the backbone is
-    known."""
+    """Runs of a call on a decoder that differ only in settings a decoder never reads (unread_settings) would train
+    one run twice: refused, as check_read refuses the others before the backbone is known."""
     seen = {}
     for c in cfgs:
-        n_spt, n_xpe = xpe.split_prompt(c.method, c.xpe_frac, c.prompt_len)
-        unread = {"head_dropout"} | (set() if n_xpe else {"lr", "weight_decay"})
+        unread = unread_settings(c.method, c.xpe_frac, c.prompt_len, decoder=True) & {"head_dropout", "lr",
+                                                                                      "weight_decay"}
         key = json.dumps({k: v for k, v in asdict(c).items() if k not in unread}, sort_keys=True, default=str)
         if key in seen:
             k = next(k for k in sorted(unread) if getattr(c, k) != getattr(seen[key], k))

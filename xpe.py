@@ -113,15 +113,14 @@ def split_prompt(method, xpe_frac, prompt_len=20):
     """Return (n_spt, n_xpe) for a method and an XPE fraction r; the SPT part comes first."""
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
-    low, high = PROMPT_LEN_RANGE
-    if isinstance(prompt_len, bool) or not isinstance(prompt_len, int) or not low <= prompt_len <= high:
-        raise UsageError(f"prompt length must be an integer from {low} to {high:,} (no backbone has more positions), "
-                         f"got {str(prompt_len)[:20]}")
-    r = float(xpe_frac)
-    if not XPE_FRAC_RANGE[0] <= r <= XPE_FRAC_RANGE[1] or math.isnan(r):
-        raise UsageError(f"xpe_frac must lie in [{XPE_FRAC_RANGE[0]:g}, {XPE_FRAC_RANGE[1]:g}] (0 = spt, 1 = xpe, "
-                         f"between = dual), got {xpe_frac!r}")
-    low, high = XPE_FRAC_RANGE  # spt is its low end, xpe its high end, dual between
+    shortest, longest = PROMPT_LEN_RANGE
+    if isinstance(prompt_len, bool) or not isinstance(prompt_len, int) or not shortest <= prompt_len <= longest:
+        raise UsageError(f"prompt length must be an integer from {shortest} to {longest:,} (no backbone has more "
+                         f"positions), got {str(prompt_len)[:20]}")
+    r, (low, high) = float(xpe_frac), XPE_FRAC_RANGE  # spt is its low end, xpe its high end, dual between
+    if not low <= r <= high or math.isnan(r):
+        raise UsageError(f"xpe_frac must lie in [{low:g}, {high:g}] (0 = spt, 1 = xpe, between = dual), got "
+                         f"{xpe_frac!r}")
     if method == "spt" and r != low:
         raise UsageError(f"method spt is xpe_frac {low:g}, got {xpe_frac!r}; use --method dual for a mix")
     if method == "xpe" and r != high:

@@ -566,6 +566,8 @@ def xlmr_head(labels=7):
     ("extra key", "cannot map the adapter's base_model.roberta.encoder.layer.0.output.dense.weight"),
     ("no head", "lacks base_model.classifier.out_proj.weight"),
     ("no labels", "names no labels (id2label)"),
+    ("model config id2label list", "names no labels (id2label)"),  # a config.json beside it: read as id2label is
+    ("model config list", "names no labels (id2label)"),
     ("wrong labels", "2 labels (a, b) for a head of 7 outputs"),
     ("width", "has hidden size 32"),
     ("bert without pooler", "lacks base_model.bert.pooler.dense.weight and the backbone"),
@@ -588,7 +590,7 @@ def test_refusals_name_the_key_and_write_nothing(tmp_path, tiny_model_dir, case,
         tensors["base_model.roberta.encoder.layer.0.output.dense.weight"] = torch.zeros(32, 32)
     elif case == "no head":
         del tensors["base_model.classifier.out_proj.weight"]
-    elif case == "no labels":
+    elif case in ("no labels", "model config id2label list", "model config list"):
         labels = None
     elif case == "wrong labels":
         labels = ["a", "b"]
@@ -616,6 +618,8 @@ def test_refusals_name_the_key_and_write_nothing(tmp_path, tiny_model_dir, case,
         out.mkdir()
         (out / "config.json").write_text("5" if case.endswith("5") else '"imported_from"')
     write_adapter(adapter, config, tensors)
+    if case.startswith("model config"):
+        (adapter / "config.json").write_text('{"id2label": ["science"]}' if "id2label" in case else "[1]")
     before = sorted(p.name for p in out.iterdir()) if out.exists() else None
     with pytest.raises(xpe.UsageError) as caught:
         peft_adapters.import_adapter(adapter, out, labels=labels)

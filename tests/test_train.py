@@ -1187,6 +1187,22 @@ def test_a_run_folder_and_a_folder_of_runs_never_take_the_other(tmp_path, tiny_m
     assert files_under(tmp_path) == before
 
 
+def test_a_resume_reads_a_pack_mates_config_json_as_every_reader_does(tmp_path, tiny_model_dir, one_backbone,
+                                                                       capsys):
+    """What a changed pack differs in is read from the other runs' config.json (pack_change), as check_folders reads
+    the run's own: one that cannot be read is one line (it was a traceback), and nothing changes."""
+    out = tmp_path / "runs"
+    assert train.main(four_steps_argv(tiny_model_dir, out, "--steps", "2", "--lr", "1e-3,1e-4,1e-5")) == 0
+    (mate,) = [p for p in out.iterdir() if "lr1e-05" in p.name]  # in the first call's pack, not in this call
+    (mate / "config.json").write_text("not json")
+    capsys.readouterr()
+    before = files_under(tmp_path)
+    code = train.main(four_steps_argv(tiny_model_dir, out, "--steps", "2", "--lr", "1e-3,1e-4", "--resume"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"--resume: {mate}: config.json cannot be read as JSON" in err[0], err
+    assert files_under(tmp_path) == before
+
+
 @pytest.mark.parametrize("first, then, named", [
     (["--lr", "1e-3,1e-4"], ["--lr", "1e-3,1e-4,1e-5"], "--lr"),  # a value added
     (["--lr", "1e-3,1e-4"], ["--lr", "1e-3,1e-5"], "--lr"),  # another list

@@ -277,9 +277,12 @@ def adapter_labels(labels, config, adapter_dir, num_labels, layout, where):
         model_config = Path(adapter_dir) / "config.json"  # a model config saved beside the adapter
         if saved is None and model_config.is_file():
             try:
-                saved = json.loads(model_config.read_text()).get("id2label")
-            except ValueError:
-                saved = None
+                model = json.loads(model_config.read_text())
+            except (ValueError, UnicodeDecodeError):
+                model = None
+            saved = model.get("id2label") if isinstance(model, dict) else None
+            holds = CONFIG_FIELDS["id2label"][1]  # read as the adapter's own id2label is, or not at all
+            saved = saved if holds(saved) else None
         if saved and not all(re.fullmatch(r"LABEL_\d+", str(v)) for v in saved.values()):  # not transformers' default
             if sorted(map(str, saved)) != sorted(map(str, range(len(saved)))):
                 raise UsageError(f"{where}: id2label is keyed {sorted(saved)[:3]}, not 0 to {len(saved) - 1}: "
