@@ -1400,14 +1400,15 @@ def read_claims(path):
         where = f"--claims {path} line {line}"
         if None in r or any(r[c] is None for c in CLAIM_COLUMNS):
             raise UsageError(f"{where}: give {len(reader.fieldnames)} fields, as the header names them")
+        cells = {}
         for key, values in CLAIM_COLUMNS.items():
             try:
-                valid = values.holds(values.read(r[key]))
+                cells[key] = values.read(r[key])
             except ValueError:
-                valid = False
-            if not valid:
+                cells[key] = None
+            if not values.holds(cells[key]):
                 raise UsageError(f"{where}: {key} is {r[key][:40]!r}: it must be {values.words()}")
-        reported = float(r["reported"])
+        reported = cells["reported"]
         try:
             sides = tuple(side_key(parse_side(side)) for side in (r["a"], r["b"]))
             group = data.canonical_spec(r["group"])
@@ -1645,10 +1646,10 @@ CHANCE = 1 / 7  # SIB-200 has 7 topics
 
 def parse_size(text):
     """(width, height) in pixels from "2400x1400"."""
-    if not re.fullmatch(r"[0-9]+x[0-9]+", str(text).strip().lower()):  # ASCII: isdigit() takes "²", int() not
+    size = re.fullmatch(r"([0-9]+)x([0-9]+)", str(text).strip().lower())  # ASCII: isdigit() takes "²", int() not
+    if not size:
         raise UsageError(f"a figure size is WIDTHxHEIGHT in pixels, e.g. {PLOT_SIZE[0]}x{PLOT_SIZE[1]}; got {text!r}")
-    width, _, height = str(text).strip().lower().partition("x")
-    return int(width), int(height)
+    return int(size[1]), int(size[2])
 
 
 def plot_series(per_language, baselines=None):
